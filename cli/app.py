@@ -1,0 +1,48 @@
+"""The `adaprune-edge` command: a thin typer layer over the library."""
+
+from __future__ import annotations
+
+import os
+
+import typer
+
+from adaprune_edge import __version__
+from adaprune_edge.cli import devices
+from adaprune_edge.cli.common import STATE
+from adaprune_edge.cli.inspect_cmd import inspect_cmd
+
+app = typer.Typer(
+    name="adaprune-edge",
+    help="Prune a Hugging Face causal LM into a GGUF model that fits a named edge device.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"adaprune-edge {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks instead of one-line errors."),
+) -> None:
+    """Prune a Hugging Face causal LM into a GGUF model that fits a named edge device."""
+    STATE["debug"] = debug
+
+
+app.add_typer(devices.app, name="devices")
+app.command("inspect")(inspect_cmd)
+
+
+def main() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""Shared fixtures: a factory of tiny random Llamas (GQA) and the real embedded default model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+WIKITEXT_VALID = SHARED_DATA / "wikitext-2" / "valid.txt"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared evaluation data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def tiny_llama():
+    """Factory: tiny_llama(layers=3, hidden=64, heads=4, kv_heads=2, ffn=128, vocab=256, seed=0)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    def make(layers: int = 3, hidden: int = 64, heads: int = 4, kv_heads: int = 2, ffn: int = 128,
+             vocab: int = 256, seed: int = 0, tied: bool = True):
+        torch.manual_seed(seed)
+        cfg = LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=ffn, num_hidden_layers=layers,
+                          num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=512,
+                          tie_word_embeddings=tied, rms_norm_eps=1e-5, bos_token_id=1, eos_token_id=2,
+                          pad_token_id=0)
+        model = LlamaForCausalLM(cfg).eval()
+        with torch.no_grad():  # non-trivial norms so slicing mistakes show up in the logits
+            for name, p in model.named_parameters():
+                if "norm" in name:
+                    p.uniform_(0.5, 1.5)
+        return model
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def default_model():
+    """The embedded SmolLM2-135M-Instruct, loaded once per test session (float32)."""
+    from adaprune_edge import models
+
+    return models.load("default")
