@@ -135,9 +135,10 @@ def skeleton(config: Any, structure: Structure, dtype: torch.dtype = torch.float
     if getattr(cfg, "layer_types", None) and len(cfg.layer_types) != structure.n_layer_orig:
         cfg.layer_types = [cfg.layer_types[0]] * structure.n_layer_orig
     shapes = structure.layers
-    cfg.num_key_value_heads = max(s.n_head_kv for s in shapes)
-    cfg.num_attention_heads = cfg.num_key_value_heads * max(s.n_head // s.n_head_kv for s in shapes)
-    cfg.intermediate_size = max(s.n_ff for s in shapes)
+    kv = max([s.n_head_kv for s in shapes] + [cfg.num_key_value_heads])
+    rep = max([s.n_head // s.n_head_kv for s in shapes] + [cfg.num_attention_heads // cfg.num_key_value_heads])
+    cfg.num_key_value_heads, cfg.num_attention_heads = kv, kv * rep
+    cfg.intermediate_size = max([s.n_ff for s in shapes] + [cfg.intermediate_size])
     cfg.head_dim = structure.head_dim
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
