@@ -43,6 +43,7 @@ class DeviceProfile:
     compute_gflops: float = 50.0  # effective prefill compute, GFLOP/s
     threads: int = 4
     overhead_ms_per_layer: float = 0.02  # fixed per-layer cost per decoded token, ms
+    overhead_ms_per_token: float = 0.0  # fixed cost per decoded token (graph, logits), ms
     quant: str = "Q4_K_M"
     context_length: int = 2048
     budget: Budget = field(default_factory=Budget)
@@ -77,6 +78,7 @@ _FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "compute_gflops": ((int, float), True),
     "threads": ((int,), True),
     "overhead_ms_per_layer": ((int, float), False),
+    "overhead_ms_per_token": ((int, float), False),
     "quant": ((str,), False),
     "context_length": ((int,), False),
     "budget": ((dict,), True),
