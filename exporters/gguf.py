@@ -324,13 +324,25 @@ def _check_model(model: Any) -> None:
         raise ExportError(f"activation {model.config.hidden_act!r} is not SiLU; llama.cpp's llama/deci graphs use SiLU")
 
 
-def write_model(model: Any, path: str | Path, tokenizer: TokenizerMeta, *, float_type: str = "F16",
+def write_model(model: Any, path: str | Path, tokenizer: TokenizerMeta, *, quant: str = "F16",
                 name: str = "model", source_model: str = "?", recipe: dict[str, Any] | None = None,
-                progress: Progress | None = None) -> ExportResult:
-    """Export an HF (pruned) Llama to an F16/F32 GGUF at `path` (quantize afterwards with quantize.py)."""
-    p = plan_for_model(model, float_type)
-    return write(path, p, torch_source(model, p.structure), tokenizer, name=name, source_model=source_model,
-                 recipe=recipe, progress=progress)
+                progress: Progress | None = None, threads: int | None = None) -> ExportResult:
+    """Export an HF (pruned) Llama to a GGUF at `path`: F16/F32 written directly, other quant types
+    written as F16 to a temp file next to `path` and quantized by llama.cpp (quantize.write_quantized)."""
+    from adaprune_edge.exporters import quantize
+
+    quantize.check_quant(quant)
+    p = plan_for_model(model, quant if quant in FLOAT_TYPES else "F16")
+    if quant not in FLOAT_TYPES:
+        check_disk(Path(path), p.data_bytes + p.structure.gguf_bytes(quant) + 64 * 1024 * 1024)
+
+    def write_float(dst: Path) -> ExportResult:
+        return write(dst, p, torch_source(model, p.structure), tokenizer, name=name, source_model=source_model,
+                     recipe=recipe, progress=progress)
+
+    if quant in FLOAT_TYPES:
+        return write_float(Path(path))
+    return quantize.write_quantized(Path(path), quant, write_float, threads)
 
 
 def write_shape_only(structure: Structure, path: str | Path, tokenizer_source: str | Path | TokenizerMeta | None = None,

@@ -1,0 +1,117 @@
+"""`adaprune-edge export`: a (pruned) model → GGUF (llama or deci), quantized, with JSON and an Ollama Modelfile."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from adaprune_edge import models
+from adaprune_edge.cli.common import cli_errors, console, err_console, fail, human_bytes
+from adaprune_edge.exporters import gguf, hf, modelfile, quantize, vocab
+from adaprune_edge.runs import check_writable, write_json, write_text
+
+
+def outputs_for(out: Path) -> tuple[Path, Path]:
+    """(JSON report, Modelfile) paths written next to the GGUF."""
+    return out.with_suffix(".export.json"), modelfile.path_for(out)
+
+
+def _plan_table(plan: gguf.ExportPlan, quant: str) -> Table:
+    types = {t.name: t for t in plan.structure.tensors(quant)}
+    table = Table(title=f"tensor plan: arch {plan.arch}, {len(plan.tensors)} tensors, written as F16/F32 then {quant}")
+    for col in ("tensor", "shape", "written", "bytes", quant):
+        table.add_column(col, justify="right" if col == "bytes" else "left")
+    for name, shape, qtype, n in gguf.iter_plan_rows(plan):
+        t = types.get(name)
+        final = "" if t is None else t.qtype.name + (" (fall-back)" if t.fallback else "")
+        table.add_row(name, shape, qtype, f"{n:,}", final)
+    return table
+
+
+def _summary(res: gguf.ExportResult, rep: quantize.QuantReport, plan: gguf.ExportPlan, extra: list[tuple[str, str]]) -> Table:
+    table = Table(title=f"exported {res.path}", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    rows = [("architecture", res.arch), ("structure", plan.structure.condensed()), ("quant", rep.quant),
+            ("file size", f"{human_bytes(res.file_bytes)} ({res.file_bytes:,} B)"),
+            ("bits/weight", f"{rep.bits_per_weight:.2f}"), ("parameters", f"{rep.params:,}"),
+            ("fall-backs", _fallback_text(rep)),
+            ("bias tensors", ", ".join(res.biases) or "none")]
+    if rep.mismatches:
+        rows.append(("type mismatches", f"{len(rep.mismatches)} tensors differ from the predicted type (see JSON)"))
+    for k, v in rows + extra:
+        table.add_row(k, v)
+    return table
+
+
+def _fallback_text(rep: quantize.QuantReport) -> str:
+    if not rep.fallbacks:
+        return "none"
+    kinds: dict[str, int] = {}
+    for t in rep.fallbacks:
+        kinds[t.actual] = kinds.get(t.actual, 0) + 1
+    return f"{len(rep.fallbacks)} tensors (" + ", ".join(f"{n}→{k}" for k, n in kinds.items()) + ") — row size not a multiple of the block"
+
+
+@cli_errors
+def export_cmd(
+    model: str = typer.Option("default", "--model", "-m", help="'default', a pruned folder (structure.json), an HF folder, a .gguf, or a hub id."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output .gguf path; <stem>.export.json and <stem>.Modelfile are written next to it."),
+    quant: str = typer.Option("Q4_K_M", "--quant", "-q", help=f"One of {', '.join(quantize.KNOWN)} (F16/F32 are not quantized)."),
+    name: Optional[str] = typer.Option(None, "--name", help="general.name in the GGUF (default: the file stem)."),
+    hf_out: Optional[Path] = typer.Option(None, "--hf-out", help="Also save an HF folder here: standard layout for uniform structures, else safetensors + structure.json (loadable only by adaprune-edge)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Quantizer threads (default: all cores)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the tensor plan (names, shapes, types, bytes) and write nothing."),
+) -> None:
+    """Export a model to GGUF for llama.cpp / Ollama: uniform → arch llama, per-layer shapes → arch deci."""
+    quantize.check_quant(quant)
+    if out.suffix != ".gguf":
+        fail(f"--out must end in .gguf, got {out}")
+    json_path, mf_path = outputs_for(out)
+    if not dry_run:
+        for p in (out, json_path, mf_path) + ((hf_out,) if hf_out else ()):
+            check_writable(p, force)
+    with console.status(f"loading {model} ..."):
+        lm = models.load(model)
+    plan = gguf.plan_for_model(lm.model, quant if quant in gguf.FLOAT_TYPES else "F16")
+    if dry_run:
+        console.print(_plan_table(plan, quant))
+        console.print(f"would write {out} (~{human_bytes(plan.structure.gguf_bytes(quant))} of tensor data), "
+                      f"{json_path.name}, {mf_path.name}")
+        return
+    meta = vocab.for_model(lm, plan.structure.vocab)
+    res = _write(lm, out, meta, quant, name or out.stem, threads)
+    rep = quantize.report(out, plan.structure, quant)
+    write_text(mf_path, modelfile.render(out, meta.chat_template))
+    extra = [("tokenizer", meta.source), ("Modelfile", str(mf_path)), ("JSON", str(json_path))]
+    hf_res = None
+    if hf_out:
+        with console.status(f"saving HF folder {hf_out} ..."):
+            hf_res = hf.save(lm.model, lm.tokenizer, hf_out, force=force)
+        extra.append(("HF folder", f"{hf_res.path} ({hf_res.layout} layout)"))
+    write_json(json_path, {"export": res.to_dict(), "quant": rep.to_dict(), "plan": {
+        "arch": plan.arch, "data_bytes_f16": plan.data_bytes, "structure": plan.structure.to_dict(),
+        "hparams": plan.hparams.to_dict()}, "source": lm.spec.to_dict(), "tokenizer": meta.to_dict(),
+        "modelfile": str(mf_path), "hf": hf_res.to_dict() if hf_res else None})
+    console.print(_summary(res, rep, plan, extra))
+
+
+def _write(lm: models.LoadedModel, out: Path, meta: vocab.TokenizerMeta, quant: str, name: str,
+           threads: Optional[int]) -> gguf.ExportResult:
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("{task.fields[tensor]}"))
+    with Progress(*columns, console=err_console, transient=True) as bar:
+        task = bar.add_task("writing tensors", total=None, tensor="")
+
+        def progress(tensor: str, i: int, n: int) -> None:
+            bar.update(task, total=n, completed=i, tensor=tensor)
+            if i == n and quant not in gguf.FLOAT_TYPES:
+                bar.update(task, description=f"quantizing to {quant}", tensor="(llama.cpp)")
+
+        return gguf.write_model(lm.model, out, meta, quant=quant, name=name, source_model=lm.spec.spec,
+                                progress=progress, threads=threads)
