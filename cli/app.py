@@ -12,8 +12,6 @@ from adaprune_edge.cli.common import STATE
 from adaprune_edge.cli.inspect_cmd import inspect_cmd
 from adaprune_edge.cli.export_cmd import export_cmd
 from adaprune_edge.cli.validate_cmd import validate_cmd
-from adaprune_edge.cli.export_cmd import export_cmd
-from adaprune_edge.cli.validate_cmd import validate_cmd
 from adaprune_edge.cli.eval_cmd import eval_cmd
 from adaprune_edge.cli.compare_cmd import compare_cmd
 from adaprune_edge.cli.latency_cmd import bench_cmd, fit_cmd, profile_cmd
@@ -44,8 +42,6 @@ def root(
 
 app.add_typer(devices.app, name="devices")
 app.command("inspect")(inspect_cmd)
-app.command("export")(export_cmd)
-app.command("validate")(validate_cmd)
 app.command("export")(export_cmd)
 app.command("validate")(validate_cmd)
 app.command("eval")(eval_cmd)
