@@ -8,7 +8,8 @@ from pathlib import Path
 
 from adaprune_edge.latency import BenchSettings, LatencyReport, measure
 from adaprune_edge.latency_cache import LatencyCache, cache_key
-from adaprune_edge.structure import Structure
+from adaprune_edge.errors import LatencyError
+from adaprune_edge.structure import LayerShape, Structure
 
 
 def shape_only_gguf(structure: Structure, quant: str, tokenizer_source: str | Path | None = None) -> Path:
@@ -54,3 +55,31 @@ def file_latency(path: Path, quant_label: str, settings: BenchSettings, device: 
     report = measure(path, settings)
     cache.put(key, report)
     return report
+
+
+def _per_layer(fields: dict, key: str, n: int) -> list[int]:
+    value = fields[key].contents()
+    return [int(v) for v in value] if isinstance(value, list) else [int(value)] * n
+
+
+def structure_of_gguf(path: str | Path) -> Structure:
+    """The Structure of a llama/deci GGUF from its metadata and tensor table (no weights are read),
+    so `--model x.gguf` needs no torch load."""
+    import gguf
+
+    try:
+        r = gguf.GGUFReader(str(path))
+        arch = r.fields["general.architecture"].contents()
+        n = int(r.fields[f"{arch}.block_count"].contents())
+        hidden = int(r.fields[f"{arch}.embedding_length"].contents())
+        heads = _per_layer(r.fields, f"{arch}.attention.head_count", n)
+        kv = _per_layer(r.fields, f"{arch}.attention.head_count_kv", n)
+        ff = _per_layer(r.fields, f"{arch}.feed_forward_length", n)
+        names = {t.name: [int(x) for x in t.shape] for t in r.tensors}
+        vocab = names["token_embd.weight"][-1]
+    except (KeyError, ValueError, OSError) as e:
+        raise LatencyError(f"{path}: cannot read a llama-family shape from this GGUF ({e})") from None
+    key_len = r.fields.get(f"{arch}.attention.key_length")
+    head_dim = int(key_len.contents()) if key_len is not None else hidden // max(heads)
+    layers = tuple(LayerShape(h, k, f) for h, k, f in zip(heads, kv, ff))
+    return Structure(hidden, head_dim, vocab, n, tuple(range(n)), layers, "output.weight" not in names)

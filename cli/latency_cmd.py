@@ -22,6 +22,10 @@ DEVICE_HELP = "Device profile: a shipped name (see `devices list`) or a path to 
 
 def _structure(spec: str) -> Structure:
     resolved = models.resolve(spec)
+    if resolved.kind == "gguf":  # metadata only: no torch load
+        from adaprune_edge.shape_latency import structure_of_gguf
+
+        return structure_of_gguf(resolved.path)
     if resolved.kind == "pruned_dir":
         meta = json.loads((Path(resolved.path) / models.STRUCTURE_FILE).read_text())
         return Structure.from_dict(meta["structure"])

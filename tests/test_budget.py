@@ -1,0 +1,104 @@
+"""Budget solver: recipe shapes, budget_ok, smallest ratio by bisection, measured confirmation, the CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from typer.testing import CliRunner
+
+from adaprune_edge import budget, profiles
+from adaprune_edge.errors import LatencyError
+from adaprune_edge.latency import LatencyReport
+from adaprune_edge.roofline import predict
+from adaprune_edge.structure import Structure
+
+DENSE = Structure.dense(576, 64, 49152, 30, 9, 3, 1536)  # SmolLM2-135M's shape
+
+
+@pytest.mark.parametrize("quant,align", [("Q4_K_M", 256), ("Q8_0", 32), ("F16", 32)])
+def test_uniform_recipe_aligns_and_steps_heads_inside_groups(quant, align):
+    for r in (0.1, 0.25, 0.4, 0.55, 0.7, 0.9):
+        st = budget.uniform(DENSE, r, quant)
+        for s in st.layers:
+            assert s.n_ff % align == 0 and align <= s.n_ff <= 1536
+            assert s.n_head_kv == 3 and s.n_head in (3, 6, 9)
+        assert st.n_layer == 30 and st.is_uniform
+        assert not [t for t in st.fallbacks(quant) if t.name.endswith("ffn_down.weight")]
+    assert budget.uniform(DENSE, 0.0, quant) == DENSE
+    with pytest.raises(LatencyError):
+        budget.uniform(DENSE, 1.0, quant)
+
+
+def test_budget_ok_reasons_and_ram():
+    p = profiles.load_profile("raspberry-pi-5")
+    ok, why = budget.budget_ok(DENSE, p)
+    assert not ok and "decode" in why and "> 9" in why
+    small = budget.uniform(DENSE, 0.7, "Q4_K_M")
+    assert budget.budget_ok(small, p) == (True, budget.budget_ok(small, p)[1]) and "ok" in budget.budget_ok(small, p)[1]
+    tiny_ram = dataclasses.replace(p, ram_gb=0.1, usable_ram_share=1.0)
+    ok, why = budget.budget_ok(small, tiny_ram)
+    assert not ok and "RAM" in why
+    # RAM counts the KV cache at the profile's context length
+    assert budget.ram_bytes(DENSE, "Q4_K_M", 4096) - budget.ram_bytes(DENSE, "Q4_K_M", 2048) == DENSE.kv_cache_bytes(2048)
+    fast = LatencyReport("ssh", True, 1000.0, 1.0, 128, 64, 4)
+    assert budget.budget_ok(DENSE, p, report=fast)[0]  # a measured report overrides the prediction
+
+
+def test_solve_finds_smallest_ratio():
+    p = profiles.load_profile("raspberry-pi-5")
+    sol = budget.solve(DENSE, p, tol=0.002)
+    assert 0 < sol.ratio < 0.9 and sol.measured is None
+    assert budget.budget_ok(sol.structure, p)[0]
+    assert not budget.budget_ok(budget.uniform(DENSE, sol.ratio - 0.003, "Q4_K_M"), p)[0]
+    assert sol.predicted.decode_ms_per_token <= p.budget.decode_ms_per_token
+    loose = budget.solve(DENSE, p, decode_ms=1000.0)
+    assert loose.ratio == 0.0 and loose.structure == DENSE
+
+
+def test_unreachable_budget_names_best_figure():
+    p = profiles.load_profile("raspberry-pi-5")
+    best = predict(budget.uniform(DENSE, 0.9, "Q4_K_M"), "Q4_K_M", p).decode_ms_per_token
+    with pytest.raises(LatencyError, match=f"best reachable is decode {best:.2f} ms/token"):
+        budget.solve(DENSE, p, decode_ms=1.0)
+
+
+def test_measured_confirmation_moves_ratio_up():
+    """If the device is 25% slower than predicted, the confirmed ratio is larger and meets the budget as measured."""
+    p = profiles.load_profile("raspberry-pi-5")
+    calls = []
+
+    def slow(st):
+        calls.append(st)
+        pr = predict(st, "Q4_K_M", p)
+        return dataclasses.replace(pr, backend="local", measured=True, decode_ms_per_token=pr.decode_ms_per_token * 1.25)
+
+    predicted_only = budget.solve(DENSE, p)
+    sol = budget.solve(DENSE, p, decode_ms=11.0, measure=slow)
+    plain = budget.solve(DENSE, p, decode_ms=11.0)
+    assert sol.ratio > plain.ratio and sol.measured is not None and sol.measured.decode_ms_per_token <= 11.0
+    assert len(calls) >= 3 and predicted_only.ratio > 0
+    exact = budget.solve(DENSE, p, measure=lambda st: dataclasses.replace(predict(st, "Q4_K_M", p), measured=True))
+    assert exact.ratio == predicted_only.ratio  # a confirming measurement keeps the answer
+
+
+def test_every_shipped_profile_forces_real_but_reachable_pruning():
+    for p in profiles.list_profiles():
+        assert not budget.budget_ok(DENSE, p)[0], f"{p.name}: the dense default model already fits"
+        sol = budget.solve(DENSE, p)
+        assert 0.05 < sol.ratio < 0.8, (p.name, sol.ratio)
+
+
+def test_fit_cli_prints_ratio_and_errors_cleanly(tmp_path):
+    from adaprune_edge.cli.app import app
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["fit", "--device", "raspberry-pi-5", "--model", "default"])
+    assert res.exit_code == 0, res.output
+    assert "ratio" in res.output and "6h/3kv/768ff" in res.output
+    bad = runner.invoke(app, ["fit", "--device", "raspberry-pi-5", "--budget-ms", "1"])
+    assert bad.exit_code == 2 and "best reachable" in bad.output
+    partial = tmp_path / "p.yaml"
+    partial.write_text("ram_gb: 4\nthreads: 4\n")
+    res = runner.invoke(app, ["fit", "--device", str(partial)])
+    assert res.exit_code == 2 and "missing required field" in res.output
