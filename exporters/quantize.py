@@ -3,7 +3,9 @@ tensor types it really chose, including fall-backs for rows that are not a multi
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import io
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -77,7 +79,8 @@ def quantize(src: str | Path, dst: str | Path, quant: str, threads: int | None =
     params.ftype = FTYPES[quant]
     params.nthread = threads or (os.cpu_count() or 1)
     with atomic_path(Path(dst)) as tmp:
-        with _quiet_stderr():
+        # llama.cpp logs from C (fd 2) and through llama-cpp-python's Python log callback (sys.stderr)
+        with _quiet_stderr(), contextlib.redirect_stderr(io.StringIO()):
             rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), ctypes.byref(params))
         if rc != 0:
             raise ExportError(f"llama.cpp failed to quantize {src} to {quant} (code {rc})")
