@@ -1,0 +1,114 @@
+"""SMAC search on a tiny random Llama (with the real SmolLM2 tokenizer so calibration text is real)."""
+
+import json
+
+import pytest
+import torch
+
+from adaprune_edge import profiles
+from adaprune_edge.budget import solve
+from adaprune_edge.roofline import predict
+from adaprune_edge.search import LocalEvaluator, SearchContext, SearchSpec, run_search
+from adaprune_edge.searchspace import SpaceBounds
+from adaprune_edge.structure import Structure
+from adaprune_edge.trials import TrialStore
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from adaprune_edge import models
+
+    models.load("default")  # makes sure the converted default (and its tokenizer) is cached
+    tok_dir = next((models.cache_dir() / "gguf-as-hf").glob("SmolLM2*"))
+    tok = AutoTokenizer.from_pretrained(tok_dir)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=96, intermediate_size=256, num_hidden_layers=4,
+                      num_attention_heads=6, num_key_value_heads=2, tie_word_embeddings=True,
+                      max_position_embeddings=256)
+    out = tmp_path_factory.mktemp("tiny")
+    LlamaForCausalLM(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def _spec(tiny_dir, text, n_trials=6, **kw):
+    from adaprune_edge.models import load
+
+    profile = profiles.load_profile("this-host")
+    base = Structure.from_model(load(str(tiny_dir)).model)
+    from adaprune_edge.budget import uniform
+
+    dense_ms = predict(base, "Q8_0", profile).decode_ms_per_token
+    floor_ms = predict(uniform(base, 0.6, "Q8_0"), "Q8_0", profile).decode_ms_per_token
+    budget = floor_ms + 0.6 * (dense_ms - floor_ms)  # the embedding dominates a tiny model's bytes
+    r_min = solve(base, profile, "Q8_0", decode_ms=budget).ratio
+    bounds = SpaceBounds(r_min=min(r_min, 0.3), r_max=0.6, min_samples=2, max_samples=8, min_seq_len=16,
+                         max_seq_len=64, max_protect_first=1, max_protect_last=1)
+    return SearchSpec(model=str(tiny_dir), profile=profile.to_dict(), quant="Q8_0", bounds=bounds.to_dict(),
+                      calib=(str(text),), val_windows=2, val_seq_len=64, budget_ms=budget, n_trials=n_trials,
+                      seed=3, **kw)
+
+
+def test_search_resumes_without_repeating_and_respects_budget(tiny_dir, shared_data, tmp_path):
+    spec = _spec(tiny_dir, shared_data / "wikitext-2/valid.txt")
+    ev = LocalEvaluator(spec)
+    run = tmp_path / "run"
+
+    def stop_after_3(rec, records):
+        if len(records) == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_search(spec, run, evaluator=ev, on_trial=stop_after_3)
+    assert len(TrialStore(run).records()) == 3
+    out = run_search(spec, run, resume=True, evaluator=LocalEvaluator(spec, ev.context))
+    assert out.new_trials == 3 and len(out.records) == 6
+    keys = {json.dumps(r.values, sort_keys=True) for r in out.records}
+    assert len(keys) == 6, "a configuration was evaluated twice"
+    assert [r.index for r in out.records] == list(range(6))
+    for r in out.records:
+        if r.status == "ok":
+            assert r.decode_ms <= spec.budget_ms + 1e-9 and r.loss is not None and r.loss < 15
+        else:
+            assert r.cost >= 50 and r.loss is None
+    assert out.best is not None and out.best.feasible
+    assert out.best.cost == min(r.cost for r in out.records if r.feasible)
+    assert (run / "trials.csv").read_text().count("\n") == 7
+
+
+def test_resume_refuses_foreign_or_changed_run(tiny_dir, shared_data, tmp_path):
+    from adaprune_edge.errors import ConfigError, OutputExistsError
+
+    spec = _spec(tiny_dir, shared_data / "wikitext-2/valid.txt", n_trials=1)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "notes.txt").write_text("mine")
+    with pytest.raises(OutputExistsError):
+        run_search(spec, run)
+    with pytest.raises(ConfigError, match="not an adaprune-edge search run"):
+        run_search(spec, run, resume=True)
+    assert (run / "notes.txt").read_text() == "mine"
+    (run / "search.json").write_text(json.dumps({**spec.to_dict(), "seed": 99}))
+    with pytest.raises(ConfigError, match="different settings.*seed"):
+        run_search(spec, run, resume=True)
+
+
+def test_kl_objective_is_zero_for_the_dense_model(tiny_dir, shared_data):
+    spec = _spec(tiny_dir, shared_data / "wikitext-2/valid.txt", objective="kl")
+    ctx = SearchContext(spec)
+    loss, kl = ctx._score(ctx.model, 2)
+    assert kl == pytest.approx(0.0, abs=1e-3) and 5 < loss < 15
+
+
+def test_two_worker_dask_search_shuts_down(tiny_dir, shared_data, tmp_path):
+    from adaprune_edge.cluster import dask_client
+    from adaprune_edge.search import DaskEvaluator
+
+    spec = _spec(tiny_dir, shared_data / "wikitext-2/valid.txt", n_trials=4, workers=2)
+    with dask_client(workers=2) as client:
+        out = run_search(spec, tmp_path / "run", evaluator=DaskEvaluator(spec, client))
+        assert client.status == "running"
+    assert client.status == "closed"
+    assert len(out.records) == 4 and len({json.dumps(r.values, sort_keys=True) for r in out.records}) == 4
