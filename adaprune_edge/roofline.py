@@ -85,22 +85,25 @@ def predict(structure: Structure, quant: str, profile: Any, settings: BenchSetti
 
 
 def workload_from_gguf(path: Path) -> Workload:
-    """Workload of a GGUF file from its tensor table and metadata (any architecture keys `*.block_count`)."""
-    import gguf
+    """Workload of a GGUF file from its tensor table (any llama-family architecture, uniform or not)."""
+    from adaprune_edge.errors import AdapruneError
+    from adaprune_edge.gguf_header import read_header
 
     try:
-        r = gguf.GGUFReader(str(path))
-    except Exception as e:
-        raise LatencyError(f"{path} is not a readable GGUF ({type(e).__name__}: {e})") from None
-    sizes = {t.name: (int(t.n_bytes), [int(x) for x in t.shape]) for t in r.tensors}
-    embd_bytes, embd_shape = sizes.get("token_embd.weight", (0, [1, 1]))
-    row = embd_bytes // max(1, embd_shape[-1])
-    weights = sum(b for n, (b, _) in sizes.items() if n != "token_embd.weight")
-    decode = weights + row + (0 if "output.weight" in sizes else embd_bytes)
-    blocks = {int(n.split(".")[1]) for n in sizes if n.startswith("blk.")}
-    kv = sum(2 * sizes[f"blk.{i}.attn_k.weight"][1][-1] * KV_BYTES_PER_ELEM for i in blocks)
-    attn = sum(4 * sizes[f"blk.{i}.attn_q.weight"][1][-1] for i in blocks)
-    params = sum(int(np.prod(shape)) for n, (_, shape) in sizes.items() if n.startswith("blk.") and len(shape) == 2)
+        _, tensors = read_header(path)
+    except AdapruneError as e:
+        raise LatencyError(str(e)) from None
+    t = {x.name: x for x in tensors}
+    if "token_embd.weight" not in t:
+        raise LatencyError(f"{path}: no token_embd.weight tensor; not a llama-family GGUF")
+    embd = t["token_embd.weight"]
+    row = embd.n_bytes // embd.shape[-1]
+    weights = sum(x.n_bytes for n, x in t.items() if n != "token_embd.weight")
+    decode = weights + row + (0 if "output.weight" in t else embd.n_bytes)  # tied: the output reads it all
+    blocks = sorted({int(n.split(".")[1]) for n in t if n.startswith("blk.")})
+    kv = sum(2 * t[f"blk.{i}.attn_k.weight"].shape[-1] * KV_BYTES_PER_ELEM for i in blocks)
+    attn = sum(4 * t[f"blk.{i}.attn_q.weight"].shape[-1] for i in blocks)
+    params = sum(int(np.prod(x.shape)) for n, x in t.items() if n.startswith("blk.") and len(x.shape) == 2)
     return Workload(decode, len(blocks), kv, 2 * params, attn)
 
 

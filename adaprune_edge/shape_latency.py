@@ -57,29 +57,29 @@ def file_latency(path: Path, quant_label: str, settings: BenchSettings, device: 
     return report
 
 
-def _per_layer(fields: dict, key: str, n: int) -> list[int]:
-    value = fields[key].contents()
+def _per_layer(meta: dict, key: str, n: int) -> list[int]:
+    value = meta[key]
     return [int(v) for v in value] if isinstance(value, list) else [int(value)] * n
 
 
 def structure_of_gguf(path: str | Path) -> Structure:
-    """The Structure of a llama/deci GGUF from its metadata and tensor table (no weights are read),
-    so `--model x.gguf` needs no torch load."""
-    import gguf
+    """The Structure of a llama/deci GGUF from its header (no weights are read; ~0.1 s), so
+    `--model x.gguf` needs no torch load."""
+    from adaprune_edge.errors import AdapruneError
+    from adaprune_edge.gguf_header import read_header
 
     try:
-        r = gguf.GGUFReader(str(path))
-        arch = r.fields["general.architecture"].contents()
-        n = int(r.fields[f"{arch}.block_count"].contents())
-        hidden = int(r.fields[f"{arch}.embedding_length"].contents())
-        heads = _per_layer(r.fields, f"{arch}.attention.head_count", n)
-        kv = _per_layer(r.fields, f"{arch}.attention.head_count_kv", n)
-        ff = _per_layer(r.fields, f"{arch}.feed_forward_length", n)
-        names = {t.name: [int(x) for x in t.shape] for t in r.tensors}
-        vocab = names["token_embd.weight"][-1]
-    except (KeyError, ValueError, OSError) as e:
+        meta, tensors = read_header(path)
+        arch = meta["general.architecture"]
+        n = int(meta[f"{arch}.block_count"])
+        hidden = int(meta[f"{arch}.embedding_length"])
+        heads = _per_layer(meta, f"{arch}.attention.head_count", n)
+        kv = _per_layer(meta, f"{arch}.attention.head_count_kv", n)
+        ff = _per_layer(meta, f"{arch}.feed_forward_length", n)
+        names = {t.name: t.shape for t in tensors}
+        vocab = int(names["token_embd.weight"][-1])
+    except (KeyError, ValueError, TypeError, AdapruneError) as e:
         raise LatencyError(f"{path}: cannot read a llama-family shape from this GGUF ({e})") from None
-    key_len = r.fields.get(f"{arch}.attention.key_length")
-    head_dim = int(key_len.contents()) if key_len is not None else hidden // max(heads)
+    head_dim = int(meta.get(f"{arch}.attention.key_length") or hidden // max(heads))
     layers = tuple(LayerShape(h, k, f) for h, k, f in zip(heads, kv, ff))
     return Structure(hidden, head_dim, vocab, n, tuple(range(n)), layers, "output.weight" not in names)

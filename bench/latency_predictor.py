@@ -5,7 +5,7 @@ Q8_0 on shape-only GGUFs with the local backend (llama-cpp-python, median of 3 r
 on every other measurement and reports its decode error on the held-out half (target: median ≤ 10%,
 max ≤ 20%), plus the measured decode speed-up vs dense next to the bytes ratio (the roofline limit).
 
-    python3 bench/latency_predictor.py [--shapes 12] [--threads 2] [--out bench/results/latency_predictor.json]
+    python3 bench/latency_predictor.py [--shapes 12] [--threads 2] [--n-prompt 64] [--n-gen 32] [--out bench/results/latency_predictor.json]
 """
 
 from __future__ import annotations
@@ -29,10 +29,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shapes", type=int, default=12)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--n-prompt", type=int, default=64, help="prompt tokens (prefill figure)")
+    ap.add_argument("--n-gen", type=int, default=32, help="decoded tokens per repetition")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "latency_predictor.json"))
     a = ap.parse_args()
     base = Structure.from_model(models.load("default").model)
-    settings = BenchSettings.from_profile(profiles.load_profile("this-host"), backend="local", threads=a.threads)
+    settings = BenchSettings.from_profile(profiles.load_profile("this-host"), backend="local", threads=a.threads,
+                                          n_prompt=a.n_prompt, n_gen=a.n_gen)
     load0 = os.getloadavg()[0]
     t0 = time.time()
     probes = []

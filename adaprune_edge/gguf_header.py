@@ -1,0 +1,91 @@
+"""A fast read of a GGUF file's header: metadata scalars/numeric arrays and the tensor table, no data.
+
+gguf-py's GGUFReader builds a Python object per token string (10+ s for a 49k-token vocabulary on a busy
+2-core host); the latency predictor needs only shapes, types and a few keys, so string arrays are skipped
+(recorded as None). Layout per the GGUF spec (v2/v3, little-endian)."""
+
+from __future__ import annotations
+
+import mmap
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+from adaprune_edge.errors import ExportError
+
+# GGUF value type id -> struct format of one scalar (8 = string, 9 = array)
+_SCALAR = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+_NP = {0: "<u1", 1: "<i1", 2: "<u2", 3: "<i2", 4: "<u4", 5: "<i4", 6: "<f4", 7: "<u1", 10: "<u8", 11: "<i8", 12: "<f8"}
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One tensor: name, ggml shape (row length first), type, data bytes."""
+
+    name: str
+    shape: tuple[int, ...]
+    qtype: GGMLQuantizationType
+
+    @property
+    def n_bytes(self) -> int:
+        block, size = GGML_QUANT_SIZES[self.qtype]
+        return int(np.prod(self.shape)) // block * size
+
+
+class _Cursor:
+    def __init__(self, buf: Any) -> None:
+        self.buf, self.pos = buf, 0
+
+    def take(self, fmt: str) -> Any:
+        (v,) = struct.unpack_from(fmt, self.buf, self.pos)
+        self.pos += struct.calcsize(fmt)
+        return v
+
+    def string(self, keep: bool = True) -> str | None:
+        n = self.take("<Q")
+        s = bytes(self.buf[self.pos:self.pos + n]).decode("utf-8", "replace") if keep else None
+        self.pos += n
+        return s
+
+    def value(self, vtype: int) -> Any:
+        if vtype == 8:
+            return self.string()
+        if vtype != 9:
+            return self.take(_SCALAR[vtype])
+        etype, count = self.take("<I"), self.take("<Q")
+        if etype in _NP:
+            arr = np.frombuffer(self.buf, dtype=_NP[etype], count=count, offset=self.pos)
+            self.pos += arr.nbytes
+            return arr.tolist()
+        for _ in range(count):  # string (or nested) arrays: skip
+            self.value(etype) if etype == 9 else self.string(keep=False)
+        return None
+
+
+def read_header(path: str | Path) -> tuple[dict[str, Any], list[TensorInfo]]:
+    """(metadata, tensors) of a GGUF; string arrays (vocabulary, merges) are None."""
+    try:
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            c = _Cursor(mm)
+            if bytes(mm[:4]) != b"GGUF":
+                raise ValueError("bad magic")
+            c.pos = 4
+            _version, n_tensors, n_kv = c.take("<I"), c.take("<Q"), c.take("<Q")
+            meta = {}
+            for _ in range(n_kv):
+                key = c.string()
+                meta[key] = c.value(c.take("<I"))
+            tensors = []
+            for _ in range(n_tensors):
+                name = c.string()
+                dims = tuple(c.take("<Q") for _ in range(c.take("<I")))
+                qtype = GGMLQuantizationType(c.take("<I"))
+                c.take("<Q")  # data offset
+                tensors.append(TensorInfo(name, dims, qtype))
+            return meta, tensors
+    except (OSError, ValueError, struct.error, KeyError) as e:
+        raise ExportError(f"{path} is not a readable GGUF file ({type(e).__name__}: {e})") from None

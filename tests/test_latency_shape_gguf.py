@@ -1,0 +1,41 @@
+"""A shape-only GGUF (what latency is measured on) matches the real export of the same pruned model:
+same tensor names, shapes and types, file size within 1%, and llama.cpp loads it."""
+
+from __future__ import annotations
+
+import pytest
+
+from adaprune_edge import models, pruning
+from adaprune_edge.shape_latency import structure_of_gguf
+from adaprune_edge.structure import Structure
+
+gguf_export = pytest.importorskip("adaprune_edge.exporters.gguf")
+
+
+def _tensors(path):
+    import gguf
+
+    r = gguf.GGUFReader(str(path))
+    return {t.name: ([int(x) for x in t.shape], t.tensor_type.name) for t in r.tensors}
+
+
+@pytest.mark.parametrize("quant", ["Q8_0"])  # F16 is its intermediate
+def test_shape_only_matches_real_export(tiny_llama, tmp_path, quant):
+    from adaprune_edge.exporters import vocab
+    from adaprune_edge.llama_runner import open_gguf
+
+    meta = vocab.from_gguf(models.default_gguf_path())  # a real tokenizer: 49152 tokens
+    model = tiny_llama(layers=4, hidden=128, heads=4, kv_heads=2, ffn=256, vocab=meta.n_vocab)
+    # non-uniform: layer 1 loses query heads within its KV groups, layer 2 half its FFN, layer 3 is removed
+    pruning.prune_attention(model.model.layers[1].self_attn, [0, 1], [[0], [1]])
+    pruning.prune_mlp(model.model.layers[2].mlp, list(range(0, 256, 2)))
+    pruning.drop_layers(model, [0, 1, 2])
+    st = Structure.from_model(model)
+    real = gguf_export.write_model(model, tmp_path / "real.gguf", meta, quant=quant)
+    probe = gguf_export.write_shape_only(st, tmp_path / "probe.gguf", meta, quant)
+    assert _tensors(real.path) == _tensors(probe.path)
+    assert probe.file_bytes == pytest.approx(real.file_bytes, rel=0.01)
+    assert structure_of_gguf(probe.path).layers == st.layers  # the predictor reads the same shape back
+    llm = open_gguf(probe.path, n_ctx=32, threads=1, logits_all=False)
+    llm.eval([1, 2, 3])
+    assert llm.n_tokens == 3
