@@ -91,7 +91,7 @@ def _decoder_linears(model: nn.Module) -> list[nn.Parameter]:
     return [layer.get_submodule(p).weight for layer in model.model.layers for p in LINEARS.values()]
 
 
-def collect(model: nn.Module, windows: torch.Tensor, need_grad: bool, batch_size: int = 4,
+def collect(model: nn.Module, windows: torch.Tensor, need_grad: bool, batch_size: int = 2,
             progress: Callable[[int, int], None] | None = None) -> CalibStats:
     """Run the calibration windows [n, seq_len] through `model` (batches of `batch_size`), recording
     activation statistics, block influence and, if `need_grad`, Taylor unit scores. The model's
@@ -100,14 +100,14 @@ def collect(model: nn.Module, windows: torch.Tensor, need_grad: bool, batch_size
     flags = {p: p.requires_grad for p in model.parameters()}
     linears = _decoder_linears(model) if need_grad else []
     acc = {p: (torch.zeros_like(p), torch.zeros_like(p)) for p in linears}
-    handles = _hooks(model, stats)
+    handles = _hooks(model, stats) + _grad_hooks(acc)
     try:
         for p in model.parameters():
             p.requires_grad_(False)
         for p in linears:
             p.requires_grad_(True)
             p.grad = None
-        _run_batches(model, windows, need_grad, batch_size, acc, progress)
+        _run_batches(model, windows, need_grad, batch_size, progress)
         if need_grad:
             _grad_units(model, stats, acc)
     finally:
@@ -119,8 +119,19 @@ def collect(model: nn.Module, windows: torch.Tensor, need_grad: bool, batch_size
     return CalibStats(stats, int(windows.numel()), need_grad)
 
 
+def _grad_hooks(acc: dict[nn.Parameter, tuple[torch.Tensor, torch.Tensor]]) -> list[Any]:
+    """Fold each parameter's batch gradient into (Σg, Σg²) as soon as it is ready and free it, so no
+    full set of gradients is ever held next to the two accumulators."""
+    def fold(p: nn.Parameter) -> None:
+        gsum, gsq = acc[p]
+        gsum.add_(p.grad)
+        gsq.addcmul_(p.grad, p.grad)  # batch-level squared gradients: a diagonal Fisher estimate
+        p.grad = None
+    return [p.register_post_accumulate_grad_hook(fold) for p in acc]
+
+
 def _run_batches(model: nn.Module, windows: torch.Tensor, need_grad: bool, batch_size: int,
-                 acc: dict[nn.Parameter, tuple[torch.Tensor, torch.Tensor]], progress: Callable[[int, int], None] | None) -> None:
+                 progress: Callable[[int, int], None] | None) -> None:
     n = windows.shape[0]
     for start in range(0, n, batch_size):
         batch = windows[start:start + batch_size]
@@ -128,10 +139,6 @@ def _run_batches(model: nn.Module, windows: torch.Tensor, need_grad: bool, batch
             out = model(input_ids=batch, labels=batch if need_grad else None, use_cache=False)
         if need_grad:
             out.loss.backward()
-            for p, (gsum, gsq) in acc.items():  # batch-level squared gradients: a diagonal Fisher estimate
-                gsum.add_(p.grad)
-                gsq.addcmul_(p.grad, p.grad)
-                p.grad = None
         del out
         if progress:
             progress(min(start + batch_size, n), n)

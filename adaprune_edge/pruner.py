@@ -68,7 +68,7 @@ class PruneConfig:
     min_keep: float = 0.1
     owl_lambda: float = 0.08
     seed: int = 0
-    batch_size: int = 4
+    batch_size: int = 2
 
     def validate(self) -> None:
         """Raise ConfigError (one line) on out-of-range values or unknown names."""
@@ -196,7 +196,7 @@ def prune(model: nn.Module, calib: Any, config: PruneConfig, *, cache: Importanc
         hit = cache.misses == misses
     t1 = time.perf_counter()
     timings["statistics_s"] = t1 - t0 - timings.get("sampling_s", 0.0)
-    scores = cache.scores(model, stats, key, config.metric, config.aggregation, config.seed)
+    scores = cache.scores(model, stats, key, config.metric, config.aggregation, config.seed) if config.ratio > 0 else []
     t2 = time.perf_counter()
     timings["scores_s"] = t2 - t1
     plan = make_plan(model, before, scores, stats, config)
@@ -214,12 +214,14 @@ def prune(model: nn.Module, calib: Any, config: PruneConfig, *, cache: Importanc
 
 def make_plan(model: nn.Module, st: Structure, scores: list, stats: Any, config: PruneConfig) -> PrunePlan:
     """Decide dropped layers and per-layer kept units without touching the model."""
+    if config.ratio == 0:
+        return PrunePlan((), {})
     n = st.n_layer
     lp = [st.layer_params(s) for s in st.layers]
     target = config.ratio * st.decoder_params()
     protected = set(range(min(config.protect_first, n))) | set(range(max(0, n - config.protect_last), n))
     dropped: list[int] = []
-    if config.depth_share > 0 and config.ratio > 0:
+    if config.depth_share > 0:
         dropped = layers_to_drop(stats.block_influence(), lp, config.depth_share * target, protected)
     prunable = [i for i in range(n) if i not in protected and i not in dropped]
     ctx = alloc.AllocationContext(
@@ -229,7 +231,7 @@ def make_plan(model: nn.Module, st: Structure, scores: list, stats: Any, config:
         layers=prunable, layer_params={i: lp[i] for i in prunable},
         target=max(0.0, target - sum(lp[i] for i in dropped)), model=model, stats=stats,
         owl_lambda=config.owl_lambda)
-    steps = alloc.ALLOCATIONS.get(config.allocation)(ctx) if config.ratio > 0 and prunable else {}
+    steps = alloc.ALLOCATIONS.get(config.allocation)(ctx) if prunable else {}
     layers = {i: alloc.plan_layer(st.layers[i].n_head, st.layers[i].n_head_kv, st.layers[i].n_ff,
                                   ctx.heads[i], ctx.ffn[i], steps[i], config.head_unit)
               for i in prunable if steps.get(i, (0, 0)) != (0, 0)}

@@ -10,11 +10,13 @@ from adaprune_edge import __version__
 from adaprune_edge.cli import devices
 from adaprune_edge.cli.common import STATE
 from adaprune_edge.cli.inspect_cmd import inspect_cmd
+from adaprune_edge.cli.prune_cmd import prune_cmd
 from adaprune_edge.cli.export_cmd import export_cmd
 from adaprune_edge.cli.validate_cmd import validate_cmd
 from adaprune_edge.cli.eval_cmd import eval_cmd
 from adaprune_edge.cli.compare_cmd import compare_cmd
 from adaprune_edge.cli.latency_cmd import bench_cmd, fit_cmd, profile_cmd
+from adaprune_edge.cli.search_cmd import search_cmd
 
 app = typer.Typer(
     name="adaprune-edge",
@@ -42,6 +44,7 @@ def root(
 
 app.add_typer(devices.app, name="devices")
 app.command("inspect")(inspect_cmd)
+app.command("prune")(prune_cmd)
 app.command("export")(export_cmd)
 app.command("validate")(validate_cmd)
 app.command("eval")(eval_cmd)
@@ -49,6 +52,7 @@ app.command("compare")(compare_cmd)
 app.command("bench")(bench_cmd)
 app.command("profile")(profile_cmd)
 app.command("fit")(fit_cmd)
+app.command("search")(search_cmd)
 
 
 def main() -> None:
