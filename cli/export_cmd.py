@@ -64,6 +64,7 @@ def export_cmd(
     quant: str = typer.Option("Q4_K_M", "--quant", "-q", help=f"One of {', '.join(quantize.KNOWN)} (F16/F32 are not quantized)."),
     name: Optional[str] = typer.Option(None, "--name", help="general.name in the GGUF (default: the file stem)."),
     hf_out: Optional[Path] = typer.Option(None, "--hf-out", help="Also save an HF folder here: standard layout for uniform structures, else safetensors + structure.json (loadable only by adaprune-edge)."),
+    tokenizer_from: Optional[Path] = typer.Option(None, "--tokenizer-from", help="Copy tokenizer/chat-template metadata from this GGUF (default: the source GGUF if the model is one, else built from the HF tokenizer with llama.cpp's 'default' pre-tokenizer; `validate` reports whether tokenization agrees)."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Quantizer threads (default: all cores)."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the tensor plan (names, shapes, types, bytes) and write nothing."),
@@ -84,7 +85,7 @@ def export_cmd(
         console.print(f"would write {out} (~{human_bytes(plan.structure.gguf_bytes(quant))} of tensor data), "
                       f"{json_path.name}, {mf_path.name}")
         return
-    meta = vocab.for_model(lm, plan.structure.vocab)
+    meta = vocab.from_gguf(tokenizer_from) if tokenizer_from else vocab.for_model(lm, plan.structure.vocab)
     res = _write(lm, out, meta, quant, name or out.stem, threads)
     rep = quantize.report(out, plan.structure, quant)
     write_text(mf_path, modelfile.render(out, meta.chat_template))
