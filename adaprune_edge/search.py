@@ -200,7 +200,9 @@ def make_optimizer(spec: SearchSpec, space: Any, out: Path) -> Any:
     scenario = _scenario(spec, space, out)
     facade = MF if spec.facade == "hyperband" else HPO
     extra = warm_start_configs(space, SpaceBounds.from_dict(spec.bounds)) if spec.warm_start else []
-    init = facade.get_initial_design(scenario, n_configs=max(1, min(5, spec.n_trials // 4)), additional_configs=extra)
+    n_init = max(1, min(5, spec.n_trials // 4))
+    extra = extra[: max(0, spec.n_trials - n_init)]
+    init = facade.get_initial_design(scenario, n_configs=n_init, additional_configs=extra)
     kw: dict[str, Any] = dict(initial_design=init, overwrite=True, logging_level=logging.ERROR)
     if spec.multi_objective:
         kw["multi_objective_algorithm"] = facade.get_multi_objective_algorithm(scenario, objective_weights=[1, 1])

@@ -1,0 +1,71 @@
+"""The plan of a search: device, quant, budget, and the pruning-ratio range it implies.
+
+r_min is the smallest ratio whose uniform structure meets the budget (budget.solve: bisection on predicted
+latency, confirmed by a measurement where the device's backend can measure), expressed as the share of
+decoder parameters removed, the same unit as PruneConfig.ratio."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from adaprune_edge import budget
+from adaprune_edge.errors import ConfigError
+from adaprune_edge.latency import BenchSettings, LatencyReport
+from adaprune_edge.profiles import DeviceProfile
+from adaprune_edge.roofline import predict
+from adaprune_edge.searchspace import SpaceBounds
+from adaprune_edge.structure import Structure
+
+
+@dataclass(frozen=True)
+class SearchPlan:
+    """Resolved inputs of a search. budget_ms: decode ms/token limit in force (None = prefill/RAM only)."""
+
+    device: str
+    quant: str
+    budget_ms: float | None
+    dense: LatencyReport
+    solution: budget.Solution
+    r_min: float
+    bounds: SpaceBounds
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"device": self.device, "quant": self.quant, "budget_ms": self.budget_ms,
+                "dense_predicted": self.dense.to_dict(), "solution": self.solution.to_dict(),
+                "r_min": self.r_min, "bounds": self.bounds.to_dict()}
+
+
+def measurer(profile: DeviceProfile, quant: str, use_cache: bool = True) -> Callable[[Structure], LatencyReport] | None:
+    """Latency of a structure measured with the profile's backend (shape-only GGUF), or None for `predict`."""
+    if profile.backend == "predict":
+        return None
+    from adaprune_edge.shape_latency import structure_latency
+
+    settings = BenchSettings.from_profile(profile)
+    return lambda st: structure_latency(st, quant, settings, profile.name, use_cache=use_cache)
+
+
+def decoder_ratio(base: Structure, st: Structure) -> float:
+    return 1.0 - st.decoder_params() / base.decoder_params()
+
+
+def make_plan(base: Structure, profile: DeviceProfile, quant: str, budget_ms: float | None = None,
+              max_ratio: float = 0.6, confirm: bool = True, **bounds: Any) -> SearchPlan:
+    """Solve r_min for the budget and build the search bounds [r_min, max_ratio] (decoder share)."""
+    if budget_ms is not None and budget_ms <= 0:
+        raise ConfigError(f"--budget-ms must be positive, got {budget_ms}")
+    sol = budget.solve(base, profile, quant, "uniform", max_ratio=0.9, decode_ms=budget_ms,
+                       measure=measurer(profile, quant) if confirm else None)
+    r_min = decoder_ratio(base, sol.structure)
+    if r_min >= max_ratio:
+        raise ConfigError(f"the budget needs at least {r_min:.1%} of the decoder pruned, above --max-ratio "
+                          f"{max_ratio:.0%}: raise --max-ratio or relax the budget")
+    limit = budget_ms if budget_ms is not None else profile.budget.decode_ms_per_token
+    return SearchPlan(profile.name, quant, limit, predict(base, quant, profile), sol, r_min,
+                      SpaceBounds(r_min=round(r_min, 4), r_max=max_ratio, **bounds))
+
+
+def with_bounds(plan: SearchPlan, **changes: Any) -> SearchPlan:
+    return dataclasses.replace(plan, bounds=dataclasses.replace(plan.bounds, **changes))
