@@ -46,8 +46,8 @@ def _content_key(path: Path) -> str:
 def file_latency(path: Path, quant_label: str, settings: BenchSettings, device: str,
                  use_cache: bool = True) -> LatencyReport:
     """Latency of an existing GGUF file, cached under a key of its content (size + first MiB)."""
-    if settings.backend == "predict":
-        return measure(path, settings)
+    if settings.backend == "predict" or not Path(path).is_file():
+        return measure(path, settings)  # (raises LatencyError for a missing file)
     cache = LatencyCache(device)
     key = cache_key(f"file-{_content_key(Path(path))}", quant_label, settings)
     if use_cache and (hit := cache.get(key)) is not None:

@@ -66,8 +66,9 @@ def _table(title: str, reports: list[LatencyReport], profile: profiles.DevicePro
     for r in reports:
         t.add_row(*_row(r))
     b = profile.budget
-    t.caption = (f"budget: decode ≤ {b.decode_ms_per_token or '-'} ms/token, prefill ≥ {b.prefill_tps or '-'} tok/s"
-                 f"; ± is half the min–max spread over repetitions")
+    limits = [f"decode ≤ {b.decode_ms_per_token:g} ms/token" if b.decode_ms_per_token else "",
+              f"prefill ≥ {b.prefill_tps:g} tok/s" if b.prefill_tps else ""]
+    t.caption = f"budget: {', '.join(x for x in limits if x)}; ± is half the min–max spread over repetitions"
     return t
 
 
@@ -169,6 +170,8 @@ def profile_cmd(
     shapes: int = typer.Option(6, "--shapes", min=4, max=12, help="Shapes per quant type (uniform, tapered, fewer layers)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Profile YAML to write (default: ./<device>.yaml)."),
     force: bool = typer.Option(False, "--force", help="Overwrite --out if it exists."),
+    n_prompt: int = typer.Option(128, "--n-prompt", min=1, help="Prompt tokens per measurement (prefill figure)."),
+    n_gen: int = typer.Option(64, "--n-gen", min=1, help="Generated tokens per measurement (decode figure)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Measure again even if the lookup table has a shape."),
 ) -> None:
     """Measure shapes of a model on this machine, fit the roofline (bandwidth, overheads, compute), report
@@ -181,7 +184,7 @@ def profile_cmd(
     check_writable(out, force)
     qs = [_check_quant(q.strip()) for q in quants.split(",") if q.strip()]
     base = _structure(model)
-    s = BenchSettings.from_profile(base_profile, backend="local")
+    s = BenchSettings.from_profile(base_profile, backend="local", n_prompt=n_prompt, n_gen=n_gen)
     cand = profiling.probe_structures(base, qs[0], shapes)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=err_console) as bar:
