@@ -17,6 +17,8 @@ from adaprune_edge.cli.eval_cmd import eval_cmd
 from adaprune_edge.cli.compare_cmd import compare_cmd
 from adaprune_edge.cli.latency_cmd import bench_cmd, fit_cmd, profile_cmd
 from adaprune_edge.cli.search_cmd import search_cmd
+from adaprune_edge.cli.build_cmd import build_cmd
+from adaprune_edge.cli.tradeoff_cmd import tradeoff_cmd
 
 app = typer.Typer(
     name="adaprune-edge",
@@ -53,6 +55,8 @@ app.command("bench")(bench_cmd)
 app.command("profile")(profile_cmd)
 app.command("fit")(fit_cmd)
 app.command("search")(search_cmd)
+app.command("build")(build_cmd)
+app.command("tradeoff")(tradeoff_cmd)
 
 
 def main() -> None:

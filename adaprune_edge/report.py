@@ -1,0 +1,112 @@
+"""The build report: one JSON-safe dict (dense vs pruned), rendered as markdown and a trade-off plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from adaprune_edge.runs import write_json, write_text
+
+
+def _retention(pruned: float | None, dense: float | None, lower_is_better: bool = False) -> float | None:
+    if pruned is None or dense in (None, 0):
+        return None
+    return 100.0 * (dense / pruned if lower_is_better else pruned / dense)
+
+
+def build_report(results: dict[str, Any], spec: Any) -> dict[str, Any]:
+    """Dense vs pruned on everything the stages measured (units in the key names)."""
+    from adaprune_edge.structure import Structure
+
+    plan, val, ex, pr = results["plan"], results["validate"], results["export"], results["prune"]
+    quant, q = plan["quant"], val["quant"]
+    base = Structure.from_dict(plan["base_structure"])
+    lat, dense_lat = val["latency"], plan["dense_latency"]
+    rows = {
+        "params": (plan["dense_params"], pr["params_after"]),
+        "decoder_params": (plan["dense_decoder_params"], pr["decoder_params_after"]),
+        "file_bytes": (base.gguf_bytes(quant), ex["quant_report"]["file_bytes"]),
+        "decode_ms_per_token": (dense_lat["decode_ms_per_token"], lat["decode_ms_per_token"]),
+        "prefill_tps": (dense_lat["prefill_tps"], lat["prefill_tps"]),
+        "ppl": (q["reference_ppl"], q["ppl"]),
+    }
+    acc = {t: (r["dense"]["acc"], r["pruned"]["acc"]) for t, r in val.get("zero_shot", {}).items() if "dense" in r}
+    return {
+        "device": plan["device"], "quant": quant, "model": spec.model, "budget_ms_per_token": plan["budget_ms"],
+        "latency_source": "measured" if lat.get("measured") else "predicted",
+        "latency_backend": lat.get("backend"), "budget_met": val["budget_met"], "budget_reason": val["budget_reason"],
+        "r_min": plan["r_min"], "decoder_ratio": pr["decoder_ratio"], "total_ratio": pr["total_ratio"],
+        "structure": ex["structure"], "arch": ex["arch"], "recipe": results["search"]["best"]["values"],
+        "trials": results["search"]["n_trials"], "feasible_trials": results["search"]["feasible"],
+        "dense": {k: v[0] for k, v in rows.items()}, "pruned": {k: v[1] for k, v in rows.items()},
+        "kl_vs_dense": q["kl_mean"], "top1_vs_dense": q["top1"],
+        "accuracy": {t: {"dense": d, "pruned": p, "retention_pct": _retention(p, d)} for t, (d, p) in acc.items()},
+        "ppl_retention_pct": _retention(q["ppl"], q["reference_ppl"], lower_is_better=True),
+        "parity_gate": {"f16_gguf_ppl": val["f16"]["ppl"], "torch_ppl": val["f16"]["torch_ppl"],
+                        "rel_diff": val["f16"]["ppl_rel_diff_vs_torch"], "passed": val["f16"]["passed"]},
+        "generation": q["generation"], "ram_bytes": val["ram_bytes"],
+        "peak_rss_bytes": lat.get("peak_rss_bytes"), "eval_windows": q["windows"], "eval_seq_len": q["seq_len"],
+        "stage_seconds": {k: v.get("seconds") for k, v in results.items() if isinstance(v, dict)},
+    }
+
+
+def summary_rows(rep: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(metric, dense, pruned, note) rows for the final table."""
+    d, p = rep["dense"], rep["pruned"]
+    src = rep["latency_source"]
+    rows = [
+        ("parameters", f"{d['params'] / 1e6:.1f}M", f"{p['params'] / 1e6:.1f}M",
+         f"-{rep['total_ratio']:.1%} of all, -{rep['decoder_ratio']:.1%} of decoder"),
+        (f"GGUF {rep['quant']} size", f"{d['file_bytes'] / 1e6:.1f} MB (est.)", f"{p['file_bytes'] / 1e6:.1f} MB", rep["arch"]),
+        ("decode ms/token", f"{d['decode_ms_per_token']:.2f}", f"{p['decode_ms_per_token']:.2f}",
+         f"{src} ({rep['latency_backend']}); budget {rep['budget_ms_per_token']} → "
+         + ("[green]met[/]" if rep["budget_met"] else "[red]NOT met[/]")),
+        ("prefill tok/s", f"{d['prefill_tps']:.0f}", f"{p['prefill_tps']:.0f}", src),
+        ("perplexity (held-out)", f"{d['ppl']:.2f}", f"{p['ppl']:.2f}",
+         f"retention {rep['ppl_retention_pct']:.1f}%; {rep['eval_windows']}x{rep['eval_seq_len']} tokens"),
+        ("KL vs dense (nats/token)", "0", f"{rep['kl_vs_dense']:.3f}", f"top-1 agreement {rep['top1_vs_dense']:.1%}"),
+    ]
+    for task, a in rep["accuracy"].items():
+        rows.append((f"{task} acc", f"{a['dense']:.3f}", f"{a['pruned']:.3f}", f"retention {a['retention_pct']:.1f}%"))
+    g = rep["parity_gate"]
+    rows.append(("F16 GGUF vs torch PPL", f"{g['torch_ppl']:.3f}", f"{g['f16_gguf_ppl']:.3f}",
+                 f"{g['rel_diff']:+.2%} → " + ("[green]pass[/]" if g["passed"] else "[red]FAIL[/]")))
+    return rows
+
+
+def markdown(rep: dict[str, Any]) -> str:
+    lines = [f"# adaprune-edge build: {rep['model']} on {rep['device']} ({rep['quant']})", "",
+             f"Recipe: `{json.dumps(rep['recipe'], sort_keys=True)}`", "",
+             f"Structure ({rep['arch']}): " + ", ".join(f"{s['n_head']}h/{s['n_head_kv']}kv/{s['n_ff']}ff"
+                                                        for s in rep["structure"]["layers"]), "",
+             "| metric | dense | pruned | note |", "|---|---|---|---|"]
+    for m, d, p, n in summary_rows(rep):
+        clean = n.replace("[green]", "").replace("[red]", "").replace("[/]", "")
+        lines.append(f"| {m} | {d} | {p} | {clean} |")
+    lines += ["", f"Generation (greedy): {rep['generation']!r}", "",
+              f"Trials: {rep['trials']} ({rep['feasible_trials']} within budget); stage seconds: {rep['stage_seconds']}", ""]
+    return "\n".join(lines)
+
+
+def tradeoff_from_trials(path: Path, results: dict[str, Any], rep: dict[str, Any]) -> Path:
+    """Every trial (predicted ms vs held-out PPL), dense and the shipped model, budget line."""
+    from adaprune_edge import plots
+    from adaprune_edge.trials import TrialStore
+
+    recs = [r for r in TrialStore(Path(path).parent / "search").records() if r.feasible]
+    series = [{"label": "search trials within budget (predicted ms, search PPL)", "ms": [r.decode_ms for r in recs],
+               "quality": [r.ppl for r in recs], "style": "o"}]
+    best = results["search"]["best"]
+    return plots.tradeoff_png(
+        path, series, budget_ms=rep["budget_ms_per_token"],
+        chosen={"ms": rep["pruned"]["decode_ms_per_token"], "quality": rep["pruned"]["ppl"],
+                "label": f"shipped {rep['quant']} ({rep['latency_source']})"},
+        dense={"ms": rep["dense"]["decode_ms_per_token"], "quality": rep["dense"]["ppl"], "label": "dense"},
+        title=f"{rep['model']} on {rep['device']}: best trial ratio {best['values']['ratio']:.2f}")
+
+
+def write_all(rep: dict[str, Any], run_dir: Path, results: dict[str, Any]) -> None:
+    write_json(run_dir / "report.json", rep)
+    write_text(run_dir / "report.md", markdown(rep))
+    tradeoff_from_trials(run_dir / "tradeoff.png", results, rep)

@@ -1,0 +1,131 @@
+"""`adaprune-edge build`: the whole pipeline in one command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from adaprune_edge.cli.common import cli_errors, console, fail
+
+DEVICE_HELP = "Device profile: a shipped name (see `devices list`) or a path to a .yaml profile."
+
+
+def summary_table(rep: dict) -> Table:
+    from adaprune_edge.report import summary_rows
+
+    t = Table(title=f"{rep['model']} → {rep['device']} ({rep['quant']})")
+    for col in ("", "dense", "pruned", "note"):
+        t.add_column(col, overflow="fold")
+    for row in summary_rows(rep):
+        t.add_row(*row)
+    return t
+
+
+def _hooks(progress: Progress, trials: int):
+    from adaprune_edge.pipeline import Hooks
+
+    tasks: dict[str, int] = {}
+
+    def stage(name: str, status: str) -> None:
+        progress.console.print(f"[bold]{name}[/]: {status}")
+
+    def step(stage_name: str, done: int, total: int, note: str) -> None:
+        key = f"{stage_name}:{note}" if total == 0 else stage_name
+        if key not in tasks:
+            tasks[key] = progress.add_task(f"{stage_name} {note}", total=total or None)
+        if total:
+            progress.update(tasks[key], completed=done, total=total, description=f"{stage_name} {note}")
+        else:
+            progress.advance(tasks[key], done)
+
+    def trial(rec, records) -> None:
+        if "search" not in tasks:
+            tasks["search"] = progress.add_task("search trials", total=trials)
+        best = min((r.ppl for r in records if r.feasible and r.ppl), default=None)
+        progress.update(tasks["search"], completed=len(records),
+                        description=f"search trials (best PPL {best:.2f})" if best else "search trials")
+
+    return Hooks(stage=stage, progress=step, trial=trial)
+
+
+@cli_errors
+def build_cmd(
+    device: str = typer.Option(..., "--device", "-d", help=DEVICE_HELP),
+    model: str = typer.Option("default", "--model", "-m", help="'default' (embedded SmolLM2-135M-Instruct), a local HF folder, a .gguf, or a hub id."),
+    budget_ms: Optional[float] = typer.Option(None, "--budget-ms", help="Decode budget in ms/token (default: the profile's)."),
+    target_tps: Optional[float] = typer.Option(None, "--target-tps", help="Decode budget as tokens/s (= 1000 / --budget-ms)."),
+    quant: Optional[str] = typer.Option(None, "--quant", "-q", help="Quant type of the shipped GGUF (default: the profile's, e.g. Q4_K_M)."),
+    trials: int = typer.Option(20, "--trials", "-n", min=1, help="SMAC trials."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Parallel trials on a local dask cluster."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Existing dask scheduler tcp://host:port."),
+    calib: List[str] = typer.Option([], "--calib", help="Calibration source(s) (text/JSONL/parquet, 'builtin:pydoc'). Default: builtin:pydoc (Python's documentation topics, shipped with Python)."),
+    val: Optional[str] = typer.Option(None, "--val", help="Held-out text for the objective and the report. Default: the last 20% of the first --calib source."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Folder with zero-shot task files (piqa/, arc/ ... in upstream formats); omitted = no zero-shot."),
+    tasks: str = typer.Option("piqa,arc_easy", "--tasks", help="Zero-shot tasks for the report (with --data-dir)."),
+    eval_limit: int = typer.Option(100, "--eval-limit", min=0, help="Examples per zero-shot task (seeded subset)."),
+    max_ratio: float = typer.Option(0.6, "--max-ratio", min=0.05, max=0.9, help="Largest share of decoder parameters to remove."),
+    max_samples: int = typer.Option(64, "--max-samples", min=8, help="Upper bound of searched calibration samples."),
+    max_seq_len: int = typer.Option(256, "--max-seq-len", min=64, help="Upper bound of searched calibration window length."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default: runs/<device>)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue a killed build from its last finished stage/trial."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing run directory."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the search and of every sampling step."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the profile, budget, r_min, search space and planned outputs; prune nothing."),
+) -> None:
+    """Prune a model to meet a device's latency budget and ship it as GGUF: plan (smallest ratio that meets
+    the budget) → SMAC search → prune → export F16 + quantize → validate (parity gate, PPL, KL, zero-shot,
+    generation, latency, RAM) → runs/<name>/ with model-<quant>.gguf, Modelfile, report.json/.md,
+    tradeoff.png, trials.csv and the search state. Latency is measured where the profile's backend can
+    (local, ssh) and predicted (roofline) otherwise; the report says which."""
+    from adaprune_edge.pipeline import BuildSpec, planned_outputs, run_build
+
+    if budget_ms is not None and target_tps is not None:
+        fail("give --budget-ms or --target-tps, not both")
+    if target_tps is not None:
+        if target_tps <= 0:
+            fail("--target-tps must be positive")
+        budget_ms = 1000.0 / target_tps
+    from adaprune_edge import profiles
+
+    profile = profiles.load_profile(device)
+    spec = BuildSpec(device=device, model=model, budget_ms=budget_ms, quant=quant, trials=trials, workers=workers,
+                     scheduler=scheduler, seed=seed, calib=tuple(calib), val=val, data_dir=data_dir,
+                     tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()), eval_limit=eval_limit,
+                     max_ratio=max_ratio, max_samples=max_samples, max_seq_len=max_seq_len)
+    out = out or Path("runs") / profile.name
+    if dry_run:
+        _dry_run(spec, profile, out)
+        return
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=False) as progress:
+        rep = run_build(spec, out, resume=resume, force=force, hooks=_hooks(progress, trials))
+    console.print(summary_table(rep))
+    console.print(f"wrote {out}/: model-{rep['quant']}.gguf, Modelfile, report.json, report.md, tradeoff.png, trials.csv")
+
+
+def _dry_run(spec, profile, out: Path) -> None:
+    from adaprune_edge import models
+    from adaprune_edge.cli.search_cmd import print_plan
+    from adaprune_edge.pipeline import planned_outputs
+    from adaprune_edge.plan import make_plan
+    from adaprune_edge.search import SearchSpec
+    from adaprune_edge.searchspace import build_space
+    from adaprune_edge.structure import Structure, _quant_pair
+
+    q = spec.quant or profile.quant
+    _quant_pair(q)
+    console.print_json(data=profile.to_dict())
+    with console.status(f"loading {spec.model} ..."):
+        base = Structure.from_model(models.load(spec.model).model)
+    with console.status("solving the smallest ratio that meets the budget ..."):
+        plan = make_plan(base, profile, q, spec.budget_ms, spec.max_ratio,
+                         max_samples=spec.max_samples, max_seq_len=spec.max_seq_len)
+    sspec = SearchSpec(model=spec.model, profile=profile.to_dict(), quant=q, bounds=plan.bounds.to_dict(),
+                       n_trials=spec.trials)
+    print_plan(plan, sspec)
+    console.print(str(build_space(plan.bounds, spec.seed)))
+    console.print(f"would write to {out}/: " + ", ".join(planned_outputs(spec, q)))

@@ -1,0 +1,107 @@
+"""`adaprune-edge tradeoff`: latency vs perplexity over pruning ratios, for one or several devices."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from adaprune_edge.cli.common import cli_errors, console
+from adaprune_edge.runs import atomic_path, check_writable, write_json
+
+
+@cli_errors
+def tradeoff_cmd(
+    device: str = typer.Option(..., "--device", "-d", help="Device profile whose budget line and chosen point are drawn."),
+    devices: Optional[str] = typer.Option(None, "--devices", help="More devices (comma-separated) on the same figure; predicted where not measurable."),
+    model: str = typer.Option("default", "--model", "-m", help="Model spec."),
+    ratios: str = typer.Option("0,0.1,0.2,0.3,0.4,0.5,0.6", "--ratios", help="Comma-separated shares of decoder parameters to remove."),
+    from_run: Optional[Path] = typer.Option(None, "--from-run", help="A finished `search`/`build` run: use its best recipe (metric, allocation, calibration ...)."),
+    metric: str = typer.Option("taylor", "--metric", help="Recipe metric when no --from-run."),
+    allocation: str = typer.Option("global", "--allocation", help="Recipe allocation when no --from-run."),
+    calib: List[str] = typer.Option([], "--calib", help="Calibration source(s). Default: builtin:pydoc."),
+    val: Optional[str] = typer.Option(None, "--val", help="Held-out text. Default: the last 20% of the first --calib source."),
+    windows: int = typer.Option(8, "--windows", min=1, help="Held-out windows of 512 tokens for perplexity."),
+    quant: Optional[str] = typer.Option(None, "--quant", "-q", help="Quant type (default: the device profile's)."),
+    measure: bool = typer.Option(True, "--measure/--predict", help="Measure on devices whose backend can (local/ssh) or predict everywhere."),
+    out: Path = typer.Option(Path("runs/tradeoff"), "--out", "-o", help="Folder for tradeoff.png, tradeoff.json, tradeoff.csv."),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
+) -> None:
+    """Sweep one pruning recipe over ratios: held-out perplexity vs decode latency per device, with the
+    budget line and the chosen point (lowest perplexity within the budget of --device)."""
+    from adaprune_edge import models, profiles, tradeoff
+    from adaprune_edge.budget import ffn_align
+    from adaprune_edge.calibration import BUILTIN_DEFAULT, CalibrationPool
+    from adaprune_edge.pruner import PruneConfig
+
+    main = profiles.load_profile(device)
+    profs = [main] + [profiles.load_profile(d.strip()) for d in (devices or "").split(",") if d.strip()]
+    q = quant or main.quant
+    rs = tradeoff.parse_ratios(ratios)
+    for name in ("tradeoff.png", "tradeoff.json", "tradeoff.csv"):
+        check_writable(out / name, force)
+    cfg = _recipe(from_run, metric, allocation, ffn_align(q))
+    with console.status(f"loading {model} ..."):
+        lm = models.load(model)
+    sources = list(calib) or [BUILTIN_DEFAULT]
+    pool = CalibrationPool.from_sources([sources[0]], lm.tokenizer, cfg.seq_len, (0.0, 0.8))
+    held = (CalibrationPool.from_sources([val], lm.tokenizer, 512) if val else
+            CalibrationPool.from_sources([sources[0]], lm.tokenizer, 512, (0.8, 1.0))).windows[:windows]
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as progress:
+        task = progress.add_task("ratios", total=len(rs))
+        points = tradeoff.sweep(lm.model, pool, held, cfg, rs, q, profs, measure,
+                                lambda d, t: progress.update(task, completed=d))
+    budget = main.budget.decode_ms_per_token
+    out.mkdir(parents=True, exist_ok=True)
+    tradeoff.plot(out / "tradeoff.png", points, profs, budget, f"{model}: {cfg.metric}/{cfg.allocation}, {q}")
+    best = tradeoff.chosen_point(points, main.name, budget)
+    write_json(out / "tradeoff.json", {"device": main.name, "quant": q, "budget_ms": budget, "recipe": cfg.to_dict(),
+                                       "chosen_ratio": best.ratio if best else None,
+                                       "points": [p.to_dict() for p in points]})
+    _csv(out / "tradeoff.csv", points, profs)
+    console.print(_table(points, profs, best))
+    console.print(f"wrote {out}/tradeoff.png, tradeoff.json, tradeoff.csv")
+
+
+def _recipe(from_run: Optional[Path], metric: str, allocation: str, align: int):
+    from adaprune_edge.errors import ConfigError
+    from adaprune_edge.pruner import PruneConfig
+    from adaprune_edge.search import best_record
+    from adaprune_edge.trials import TrialStore
+
+    if from_run is None:
+        cfg = PruneConfig(metric=metric, allocation=allocation, align=align)
+        cfg.validate()
+        return cfg
+    folder = from_run / "search" if (from_run / "search" / "trials.jsonl").exists() else from_run
+    best = best_record(TrialStore(folder).records())
+    if best is None:
+        raise ConfigError(f"{from_run} has no finished trial within budget to take a recipe from")
+    return PruneConfig.from_dict(best.prune_config)
+
+
+def _csv(path: Path, points, profs) -> None:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["ratio", "decoder_ratio", "params", "ppl"] + [f"{p.name}_ms" for p in profs]
+                   + [f"{p.name}_measured" for p in profs])
+        for pt in points:
+            w.writerow([pt.ratio, round(pt.decoder_ratio, 4), pt.params, round(pt.ppl, 4)]
+                       + [round(pt.latency_ms[p.name], 3) for p in profs] + [pt.measured[p.name] for p in profs])
+
+
+def _table(points, profs, best) -> Table:
+    t = Table(title="trade-off")
+    for col in ["ratio", "params", "PPL"] + [f"{p.name} ms/tok" for p in profs]:
+        t.add_column(col, justify="right")
+    for pt in points:
+        mark = " ★" if best is not None and pt is best else ""
+        t.add_row(f"{pt.ratio:g}{mark}", f"{pt.params / 1e6:.1f}M", f"{pt.ppl:.2f}",
+                  *[f"{pt.latency_ms[p.name]:.2f}{'' if pt.measured[p.name] else ' (pred)'}" for p in profs])
+    return t
