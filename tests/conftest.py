@@ -51,3 +51,23 @@ def default_model():
     from adaprune_edge import models
 
     return models.load("default")
+
+
+def save_tiny_model(out: Path, *, hidden: int = 96, heads: int = 6, kv_heads: int = 2, ffn: int = 256,
+                    layers: int = 4, seed: int = 0) -> Path:
+    """Save a tiny random Llama with the real SmolLM2 tokenizer (vocab 49152) as an HF folder, so the
+    whole tool (calibration text, GGUF export, llama.cpp) runs on it as on a real model."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from adaprune_edge import models
+
+    models.load("default")  # converts and caches the default model (and its tokenizer) once
+    tok_dir = next((models.cache_dir() / "gguf-as-hf").glob("SmolLM2*"))
+    tok = AutoTokenizer.from_pretrained(tok_dir)
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=ffn, num_hidden_layers=layers,
+                      num_attention_heads=heads, num_key_value_heads=kv_heads, tie_word_embeddings=True,
+                      max_position_embeddings=1024, rms_norm_eps=1e-5)
+    LlamaForCausalLM(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out

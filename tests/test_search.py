@@ -16,21 +16,9 @@ from adaprune_edge.trials import TrialStore
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from conftest import save_tiny_model
 
-    from adaprune_edge import models
-
-    models.load("default")  # makes sure the converted default (and its tokenizer) is cached
-    tok_dir = next((models.cache_dir() / "gguf-as-hf").glob("SmolLM2*"))
-    tok = AutoTokenizer.from_pretrained(tok_dir)
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=96, intermediate_size=256, num_hidden_layers=4,
-                      num_attention_heads=6, num_key_value_heads=2, tie_word_embeddings=True,
-                      max_position_embeddings=256)
-    out = tmp_path_factory.mktemp("tiny")
-    LlamaForCausalLM(cfg).save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+    return save_tiny_model(tmp_path_factory.mktemp("tiny"))
 
 
 def _spec(tiny_dir, text, n_trials=6, **kw):

@@ -1,0 +1,103 @@
+"""`build` end to end on a tiny random Llama with the this-host profile and a tight measured budget;
+`tradeoff` writes a real plot; bad input is one line and exit 2."""
+
+import json
+import struct
+
+import pytest
+from typer.testing import CliRunner
+
+from adaprune_edge.cli.app import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    from conftest import save_tiny_model
+
+    # decoder weights comparable to the embedding, so pruning moves measured latency
+    return save_tiny_model(tmp_path_factory.mktemp("tinyb"), hidden=128, heads=4, kv_heads=2, ffn=2048, layers=8)
+
+
+def _png_size(path):
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", head[16:24])
+
+
+@pytest.mark.e2e
+def test_build_tiny_meets_measured_budget_and_matches_validate(tiny_dir, shared_data, tmp_path):
+    from adaprune_edge import profiles
+    from adaprune_edge.budget import uniform
+    from adaprune_edge.latency import BenchSettings
+    from adaprune_edge.models import load
+    from adaprune_edge.shape_latency import structure_latency
+    from adaprune_edge.structure import Structure
+
+    prof = profiles.load_profile("this-host")
+    base = Structure.from_model(load(str(tiny_dir)).model)
+    s = BenchSettings.from_profile(prof)
+    dense = structure_latency(base, "Q8_0", s, prof.name).decode_ms_per_token
+    half = structure_latency(uniform(base, 0.5, "Q8_0"), "Q8_0", s, prof.name).decode_ms_per_token
+    budget = half + 0.5 * (dense - half)
+    out = tmp_path / "run"
+    args = ["build", "--device", "this-host", "--model", str(tiny_dir), "--quant", "Q8_0", "--budget-ms",
+            f"{budget:.4f}", "--trials", "4", "--calib", str(shared_data / "wikitext-2/valid.txt"),
+            "--max-samples", "8", "--max-seq-len", "64", "--out", str(out)]
+    r = runner.invoke(app, args, env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["budget_met"] and rep["latency_source"] == "measured"
+    assert rep["pruned"]["decode_ms_per_token"] <= budget
+    assert rep["parity_gate"]["passed"] and abs(rep["parity_gate"]["rel_diff"]) < 0.01
+    for name in ("model-Q8_0.gguf", "Modelfile", "report.md", "trials.csv", "tradeoff.png"):
+        assert (out / name).is_file(), name
+    assert _png_size(out / "tradeoff.png")[0] > 400
+    # a separate `validate` of the shipped file gives the same perplexity on the same windows
+    from adaprune_edge.build_stages import BuildContext, report_windows
+    from adaprune_edge.pipeline import BuildSpec, RunDir
+    from adaprune_edge.validation import validate
+
+    spec = BuildSpec.from_dict(json.loads((out / "state.json").read_text())["spec"])
+    windows = report_windows(BuildContext(spec, RunDir(out), None)).numpy()
+    again = validate(out / "model-Q8_0.gguf", windows)
+    assert again.ppl == pytest.approx(rep["pruned"]["ppl"], rel=1e-4)
+    # nothing is redone on --resume of a finished build; a second build without --resume/--force refuses
+    r2 = runner.invoke(app, args + ["--resume"], env={"COLUMNS": "200"})
+    assert r2.exit_code == 0 and "done earlier" in r2.output
+    r3 = runner.invoke(app, args, env={"COLUMNS": "200"})
+    assert r3.exit_code == 2 and "--resume" in r3.output
+
+
+@pytest.mark.e2e
+def test_tradeoff_plot_and_json(tiny_dir, shared_data, tmp_path):
+    out = tmp_path / "t"
+    r = runner.invoke(app, ["tradeoff", "--device", "raspberry-pi-5", "--devices", "pixel-8", "--model", str(tiny_dir),
+                            "--ratios", "0,0.1,0.2,0.3,0.5", "--metric", "l2", "--calib",
+                            str(shared_data / "wikitext-2/valid.txt"), "--windows", "2", "--out", str(out)],
+                      env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    data = json.loads((out / "tradeoff.json").read_text())
+    assert len(data["points"]) >= 5
+    ms = [p["latency_ms"]["raspberry-pi-5"] for p in data["points"]]
+    assert ms == sorted(ms, reverse=True)  # predicted latency falls as the ratio rises
+    w, h = _png_size(out / "tradeoff.png")
+    assert w > 400 and h > 300
+
+
+def test_build_bad_input_is_one_line(tmp_path):
+    r = runner.invoke(app, ["build", "--device", "raspbery-pi-5", "--dry-run"])
+    assert r.exit_code == 2 and "did you mean 'raspberry-pi-5'" in r.output and "Traceback" not in r.output
+    r = runner.invoke(app, ["build", "--device", "this-host", "--budget-ms", "5", "--target-tps", "100"])
+    assert r.exit_code == 2 and "not both" in r.output
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "keep.txt").write_text("mine")
+    from adaprune_edge.pipeline import BuildSpec, RunDir
+    from adaprune_edge.errors import OutputExistsError, ConfigError
+
+    with pytest.raises(OutputExistsError):
+        RunDir(tmp_path / "x").open(BuildSpec(device="this-host"), resume=False, force=False)
+    with pytest.raises(ConfigError, match="not an adaprune-edge build"):
+        RunDir(tmp_path / "x").open(BuildSpec(device="this-host"), resume=True, force=False)
+    assert (tmp_path / "x" / "keep.txt").read_text() == "mine"
