@@ -5,7 +5,7 @@ Q8_0 on shape-only GGUFs with the local backend (llama-cpp-python, median of 3 r
 on every other measurement and reports its decode error on the held-out half (target: median ≤ 10%,
 max ≤ 20%), plus the measured decode speed-up vs dense next to the bytes ratio (the roofline limit).
 
-    python3 bench/latency_predictor.py [--shapes 12] [--threads 2] [--n-prompt 64] [--n-gen 32] [--out bench/results/latency_predictor.json]
+    python3 bench/latency_predictor.py [--quants Q4_K_M=12,Q8_0=12] [--cached] [--threads 2] [--n-prompt 64] [--n-gen 32] [--out bench/results/latency_predictor.json]
 """
 
 from __future__ import annotations
@@ -22,12 +22,11 @@ from adaprune_edge.latency import BenchSettings
 from adaprune_edge.runs import write_json
 from adaprune_edge.structure import Structure
 
-QUANTS = ("Q4_K_M", "Q8_0")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--shapes", type=int, default=12)
+    ap.add_argument("--quants", default="Q4_K_M=12,Q8_0=12", help="quant=number of shapes, comma-separated")
+    ap.add_argument("--cached", action="store_true",
+                    help="reuse measurements already in the this-host lookup table (e.g. after an interrupted run)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--n-prompt", type=int, default=64, help="prompt tokens (prefill figure)")
     ap.add_argument("--n-gen", type=int, default=32, help="decoded tokens per repetition")
@@ -39,9 +38,10 @@ def main() -> None:
     load0 = os.getloadavg()[0]
     t0 = time.time()
     probes = []
-    for q in QUANTS:
-        shapes = profiling.probe_structures(base, q, a.shapes)
-        probes += profiling.measure_probes(shapes, [q], settings, "this-host", use_cache=False,
+    for item in a.quants.split(","):
+        q, n = item.split("=")
+        shapes = profiling.probe_structures(base, q, int(n))
+        probes += profiling.measure_probes(shapes, [q], settings, "this-host", use_cache=a.cached,
                                            progress=lambda label: print(f"  measured {label}", flush=True))
     result = profiling.split_fit(probes)
     rows = _rows(probes, result)
