@@ -73,7 +73,7 @@ class PruneConfig:
     def validate(self) -> None:
         """Raise ConfigError (one line) on out-of-range values or unknown names."""
         if not 0.0 <= self.ratio <= MAX_RATIO:
-            raise ConfigError(f"ratio must be in (0, {MAX_RATIO}], got {self.ratio}")
+            raise ConfigError(f"ratio must be in [0, {MAX_RATIO}] (0 = unpruned copy), got {self.ratio}")
         METRICS.get(self.metric)
         AGGREGATIONS.get(self.aggregation)
         alloc.ALLOCATIONS.get(self.allocation)

@@ -125,7 +125,7 @@ def test_save_load_identical_logits(model, windows, tmp_path):
 def test_config_roundtrip_and_errors(model, windows, tiny_llama):
     cfg = _cfg(ratio=0.2, metric="wanda", depth_share=0.5)
     assert PruneConfig.from_dict(cfg.to_dict()) == cfg
-    with pytest.raises(ConfigError, match=r"ratio must be in \(0, 0.9\]"):
+    with pytest.raises(ConfigError, match=r"ratio must be in \[0, 0.9\]"):
         prune(model, windows, _cfg(ratio=0.95))
     with pytest.raises(ConfigError, match="did you mean 'global'"):
         prune(model, windows, _cfg(allocation="globl"))
