@@ -95,13 +95,14 @@ def main() -> None:
     calib = token_windows(lm.tokenizer, text, 256, 16, offset_windows=2 * args.windows + 2)  # disjoint
     meta = vocab.for_model(lm, lm.info.vocab)
     rows = []
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="bench-export-") as tmp:
         for ratio in args.ratios:
             rows.append(run_variant(lm, ratio, windows, calib, meta, Path(tmp), args.threads))
-            print(f"done {ratio}: {json.dumps(rows[-1], default=str)[:300]}", file=sys.stderr, flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"host": platform.node(), "windows": args.windows, "seq_len": 512,
-                                    "rows": rows}, indent=2) + "\n")
+            print(f"done {ratio}: {json.dumps(rows[-1], default=str)}", file=sys.stderr, flush=True)
+            # rewritten after every variant so a long run that is stopped keeps what it measured
+            args.out.write_text(json.dumps({"host": platform.node(), "windows": args.windows, "seq_len": 512,
+                                            "rows": rows}, indent=2) + "\n")
     print(table(rows))
     print(f"JSON: {args.out}")
 
