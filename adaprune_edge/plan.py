@@ -51,9 +51,14 @@ def decoder_ratio(base: Structure, st: Structure) -> float:
     return 1.0 - st.decoder_params() / base.decoder_params()
 
 
+RATIO_WINDOW = 0.12  # search the ratio in [r_min, r_min + window]: quality only falls as the ratio rises
+
+
 def make_plan(base: Structure, profile: DeviceProfile, quant: str, budget_ms: float | None = None,
               max_ratio: float = 0.6, confirm: bool = True, **bounds: Any) -> SearchPlan:
-    """Solve r_min for the budget and build the search bounds [r_min, max_ratio] (decoder share)."""
+    """Solve r_min for the budget and build the search bounds [r_min, min(max_ratio, r_min + 0.12)]
+    (decoder share). Above r_min the ratio only buys slack for non-uniform structures whose latency
+    differs from the uniform one's, so the window stays narrow."""
     if budget_ms is not None and budget_ms <= 0:
         raise ConfigError(f"--budget-ms must be positive, got {budget_ms}")
     sol = budget.solve(base, profile, quant, "uniform", max_ratio=0.9, decode_ms=budget_ms,
@@ -64,7 +69,7 @@ def make_plan(base: Structure, profile: DeviceProfile, quant: str, budget_ms: fl
                           f"{max_ratio:.0%}: raise --max-ratio or relax the budget")
     limit = budget_ms if budget_ms is not None else profile.budget.decode_ms_per_token
     return SearchPlan(profile.name, quant, limit, predict(base, quant, profile), sol, r_min,
-                      SpaceBounds(r_min=round(r_min, 4), r_max=max_ratio, **bounds))
+                      SpaceBounds(r_min=round(r_min, 4), r_max=round(min(max_ratio, r_min + RATIO_WINDOW), 4), **bounds))
 
 
 def with_bounds(plan: SearchPlan, **changes: Any) -> SearchPlan:
