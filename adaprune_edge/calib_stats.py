@@ -91,7 +91,7 @@ def _decoder_linears(model: nn.Module) -> list[nn.Parameter]:
     return [layer.get_submodule(p).weight for layer in model.model.layers for p in LINEARS.values()]
 
 
-def collect(model: nn.Module, windows: torch.Tensor, need_grad: bool, batch_size: int = 2,
+def collect(model: nn.Module, windows: torch.Tensor, need_grad: bool, batch_size: int = 1,
             progress: Callable[[int, int], None] | None = None) -> CalibStats:
     """Run the calibration windows [n, seq_len] through `model` (batches of `batch_size`), recording
     activation statistics, block influence and, if `need_grad`, Taylor unit scores. The model's

@@ -68,7 +68,7 @@ class PruneConfig:
     min_keep: float = 0.1
     owl_lambda: float = 0.08
     seed: int = 0
-    batch_size: int = 2
+    batch_size: int = 1
 
     def validate(self) -> None:
         """Raise ConfigError (one line) on out-of-range values or unknown names."""
