@@ -33,7 +33,7 @@ def test_uniform_recipe_aligns_and_steps_heads_inside_groups(quant, align):
 def test_budget_ok_reasons_and_ram():
     p = profiles.load_profile("raspberry-pi-5")
     ok, why = budget.budget_ok(DENSE, p)
-    assert not ok and "decode" in why and "> 9" in why
+    assert not ok and "decode" in why and "> 10.8" in why
     small = budget.uniform(DENSE, 0.7, "Q4_K_M")
     assert budget.budget_ok(small, p) == (True, budget.budget_ok(small, p)[1]) and "ok" in budget.budget_ok(small, p)[1]
     tiny_ram = dataclasses.replace(p, ram_gb=0.1, usable_ram_share=1.0)
@@ -95,7 +95,7 @@ def test_fit_cli_prints_ratio_and_errors_cleanly(tmp_path):
     runner = CliRunner()
     res = runner.invoke(app, ["fit", "--device", "raspberry-pi-5", "--model", "default"])
     assert res.exit_code == 0, res.output
-    assert "ratio" in res.output and "6h/3kv/768ff" in res.output
+    assert "ratio" in res.output and "6h/3kv/1280ff" in res.output
     bad = runner.invoke(app, ["fit", "--device", "raspberry-pi-5", "--budget-ms", "1"])
     assert bad.exit_code == 2 and "best reachable" in bad.output
     partial = tmp_path / "p.yaml"
