@@ -6,6 +6,7 @@ One calibration pass (with gradients) serves every row through the ImportanceCac
 table and writes bench/results/prune_quality.json (rewritten after every row, so partial runs count).
 
     python3 bench/prune_quality.py [--ratios 0.1,0.2,0.3,0.5] [--metrics ...] [--allocations global,uniform]
+                                   [--head-units none,query]
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ def main() -> None:
     ap.add_argument("--ratios", default="0.2,0.1,0.3,0.5")
     ap.add_argument("--metrics", default=METRICS)
     ap.add_argument("--allocations", default="global,uniform")
+    ap.add_argument("--head-units", default="none,query", help="attention units to try (none = FFN only)")
     ap.add_argument("--n-samples", type=int, default=32)
     ap.add_argument("--seq-len", type=int, default=256)
     ap.add_argument("--eval-windows", type=int, default=16)
@@ -63,21 +65,21 @@ def main() -> None:
             "threads": torch.get_num_threads()}
     for ratio in (float(r) for r in args.ratios.split(",")):
         for metric in args.metrics.split(","):
-            for allocation in args.allocations.split(","):
+            for allocation, head_unit in ((a, h) for a in args.allocations.split(",") for h in args.head_units.split(",")):
                 cfg = PruneConfig(ratio=ratio, metric=metric, allocation=allocation, n_samples=args.n_samples,
-                                  seq_len=args.seq_len, align=args.align)
+                                  seq_len=args.seq_len, align=args.align, head_unit=head_unit)
                 t = time.perf_counter()
                 res = prune(lm.model, pool, cfg, cache=cache)
                 prune_s = time.perf_counter() - t
                 t = time.perf_counter()
                 ppl = perplexity(res.model, ev)
-                rows.append({"ratio": ratio, "metric": metric, "allocation": allocation, "ppl": ppl if math.isfinite(ppl) else None,
+                rows.append({"ratio": ratio, "metric": metric, "allocation": allocation, "head_unit": head_unit, "ppl": ppl if math.isfinite(ppl) else None,
                              "params": res.params_after, "decoder_ratio": res.decoder_ratio, "total_ratio": res.total_ratio,
                              "prune_s": prune_s, "eval_s": time.perf_counter() - t, "shapes": res.structure.condensed(),
                              "statistics_s": res.timings.get("statistics_s", 0.0)})
                 del res
                 r = rows[-1]
-                print(f"ratio {ratio:.1f} {metric:12s} {allocation:8s} ppl {ppl:12.3f}  -{100 * r['decoder_ratio']:.1f}% decoder "
+                print(f"ratio {ratio:.1f} {metric:12s} {allocation:8s} {head_unit:6s} ppl {ppl:12.3f}  -{100 * r['decoder_ratio']:.1f}% decoder "
                       f"-{100 * r['total_ratio']:.1f}% all  prune {prune_s:6.1f}s  rss {peak_rss_gib():.2f} GiB", flush=True)
                 OUT.parent.mkdir(parents=True, exist_ok=True)
                 OUT.write_text(json.dumps({**meta, "peak_rss_gib": peak_rss_gib(), "rows": rows}, indent=2) + "\n")
@@ -85,10 +87,10 @@ def main() -> None:
 
 
 def table(rows: list[dict], rss: float) -> str:
-    lines = ["| ratio | metric | allocation | PPL | params | -% decoder | -% all | prune s |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| ratio | metric | allocation | heads | PPL | params | -% decoder | -% all | prune s |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ppl = "inf" if r["ppl"] is None else f"{r['ppl']:.2f}"
-        lines.append(f"| {r['ratio']:.1f} | {r['metric']} | {r['allocation']} | {ppl} | {r['params'] / 1e6:.2f}M | "
+        lines.append(f"| {r['ratio']:.1f} | {r['metric']} | {r['allocation']} | {r.get('head_unit', '-')} | {ppl} | {r['params'] / 1e6:.2f}M | "
                      f"{100 * r['decoder_ratio']:.1f} | {100 * r['total_ratio']:.1f} | {r['prune_s']:.1f} |")
     lines.append(f"\npeak RSS of the whole run (pruning + evaluation): {rss:.2f} GiB")
     return "\n".join(lines)

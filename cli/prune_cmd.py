@@ -81,7 +81,7 @@ def prune_cmd(
     metric: str = typer.Option("taylor", "--metric", help="Importance metric: l1, l2, taylor, taylor2, wanda, fluctuation, random."),
     aggregation: str = typer.Option("sum", "--aggregation", help="How a unit's component scores combine: sum, mean, max, prod, last."),
     allocation: str = typer.Option("global", "--allocation", help="Per-layer allocation: uniform, global (FLAP-like ranking), owl (outlier-weighted)."),
-    head_unit: str = typer.Option("query", "--head-unit", help="Attention pruning unit: query (heads inside every KV group), group (whole KV groups), none."),
+    head_unit: str = typer.Option("none", "--head-unit", help="Attention pruning unit: none (FFN and layers only; best measured default), query (heads inside every KV group, all groups equal), group (whole KV groups)."),
     calib: Optional[List[str]] = typer.Option(None, "--calib", help="Calibration text: .txt/.jsonl/.parquet file (repeatable). Default: builtin:pydoc (Python's own help topics, offline)."),
     calib_range: str = typer.Option("0:1", "--calib-range", help=RANGE_HELP),
     n_samples: int = typer.Option(64, "--n-samples", min=1, help="Calibration windows."),
