@@ -64,7 +64,7 @@ def build_space(bounds: SpaceBounds, seed: int = 0) -> ConfigurationSpace:
         Categorical("metric", METRICS, default="taylor"),
         Categorical("aggregation", AGGREGATIONS, default="sum"),
         alloc, owl, depth, share,
-        Categorical("head_unit", HEAD_UNITS, default="query"),
+        Categorical("head_unit", HEAD_UNITS, default="none"),
         Categorical("sampling", SAMPLINGS, default="random"),
         Integer("n_samples", (bounds.min_samples, bounds.max_samples), log=True,
                 default=min(bounds.max_samples, max(bounds.min_samples, 32))),
