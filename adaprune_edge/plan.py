@@ -29,12 +29,13 @@ class SearchPlan:
     dense: LatencyReport
     solution: budget.Solution
     r_min: float
+    latency_scale: float
     bounds: SpaceBounds
 
     def to_dict(self) -> dict[str, Any]:
         return {"device": self.device, "quant": self.quant, "budget_ms": self.budget_ms,
                 "dense_predicted": self.dense.to_dict(), "solution": self.solution.to_dict(),
-                "r_min": self.r_min, "bounds": self.bounds.to_dict()}
+                "r_min": self.r_min, "latency_scale": self.latency_scale, "bounds": self.bounds.to_dict()}
 
 
 def measurer(profile: DeviceProfile, quant: str, use_cache: bool = True) -> Callable[[Structure], LatencyReport] | None:
@@ -64,11 +65,13 @@ def make_plan(base: Structure, profile: DeviceProfile, quant: str, budget_ms: fl
     sol = budget.solve(base, profile, quant, "uniform", max_ratio=0.9, decode_ms=budget_ms,
                        measure=measurer(profile, quant) if confirm else None)
     r_min = decoder_ratio(base, sol.structure)
+    # measured / predicted at the solution: the search screens trials with the roofline times this factor
+    scale = sol.measured.decode_ms_per_token / sol.predicted.decode_ms_per_token if sol.measured else 1.0
     if r_min >= max_ratio:
         raise ConfigError(f"the budget needs at least {r_min:.1%} of the decoder pruned, above --max-ratio "
                           f"{max_ratio:.0%}: raise --max-ratio or relax the budget")
     limit = budget_ms if budget_ms is not None else profile.budget.decode_ms_per_token
-    return SearchPlan(profile.name, quant, limit, predict(base, quant, profile), sol, r_min,
+    return SearchPlan(profile.name, quant, limit, predict(base, quant, profile), sol, r_min, scale,
                       SpaceBounds(r_min=round(r_min, 4), r_max=round(min(max_ratio, r_min + RATIO_WINDOW), 4), **bounds))
 
 

@@ -51,6 +51,7 @@ class SearchSpec:
     multi_objective: bool = False
     warm_start: bool = True
     budget_ms: float | None = None
+    latency_scale: float = 1.0
     n_trials: int = 20
     walltime_s: float | None = None
     workers: int = 1
@@ -134,6 +135,9 @@ class SearchContext:
         cfg, weights = to_prune_config(values, ffn_align(self.spec.quant), self.spec.seed)
         res = prune(self.model, self.calibration(cfg, weights), cfg, cache=self.cache)
         report = predict(res.structure, self.spec.quant, self.profile)
+        if self.spec.latency_scale != 1.0:  # roofline calibrated to a measurement on this device
+            report = dataclasses.replace(report, decode_ms_per_token=report.decode_ms_per_token * self.spec.latency_scale,
+                                         prefill_tps=report.prefill_tps / self.spec.latency_scale)
         ok, reason = budget_ok(res.structure, self.profile, self.spec.quant, report, self.spec.budget_ms)
         n_val = min(fidelity or len(self.val), len(self.val))
         loss = ppl = kl = None

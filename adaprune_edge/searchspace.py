@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ConfigSpace import Categorical, ConfigurationSpace, EqualsCondition, Float, Integer
+from ConfigSpace import Categorical, ConfigurationSpace, Constant, EqualsCondition, Float, Integer
 
 from adaprune_edge.errors import ConfigError
 from adaprune_edge.pruner import PruneConfig
@@ -66,10 +66,8 @@ def build_space(bounds: SpaceBounds, seed: int = 0) -> ConfigurationSpace:
         alloc, owl, depth, share,
         Categorical("head_unit", HEAD_UNITS, default="none"),
         Categorical("sampling", SAMPLINGS, default="random"),
-        Integer("n_samples", (bounds.min_samples, bounds.max_samples), log=True,
-                default=min(bounds.max_samples, max(bounds.min_samples, 32))),
-        Integer("seq_len", (bounds.min_seq_len, bounds.max_seq_len), log=True,
-                default=min(bounds.max_seq_len, max(bounds.min_seq_len, 256))),
+        _int("n_samples", bounds.min_samples, bounds.max_samples, 32),
+        _int("seq_len", bounds.min_seq_len, bounds.max_seq_len, 256),
         Integer("protect_first", (0, bounds.max_protect_first), default=0),
         Integer("protect_last", (0, bounds.max_protect_last), default=0),
         Categorical("bias_compensation", (False, True), default=False),
@@ -78,6 +76,13 @@ def build_space(bounds: SpaceBounds, seed: int = 0) -> ConfigurationSpace:
     for i in range(1, bounds.n_sources):
         cs.add(Float(f"source_weight_{i}", (0.0, 1.0), default=1.0))
     return cs
+
+
+def _int(name: str, lo: int, hi: int, default: int) -> Any:
+    """A log-scale integer knob, or a constant when the range is a single value."""
+    if lo == hi:
+        return Constant(name, lo)
+    return Integer(name, (lo, hi), log=True, default=min(hi, max(lo, default)))
 
 
 def to_prune_config(values: dict[str, Any], align: int, seed: int) -> tuple[PruneConfig, list[float]]:

@@ -85,7 +85,7 @@ def search_cmd(
     spec = SearchSpec(model=model, profile=profile.to_dict(), quant=q, bounds=plan.bounds.to_dict(),
                       calib=tuple(calib), val=val, val_windows=val_windows, val_seq_len=val_seq_len,
                       objective=objective, facade=facade, multi_objective=multi_objective, warm_start=warm_start,
-                      budget_ms=budget_ms, n_trials=trials, walltime_s=walltime, workers=workers, seed=seed)
+                      budget_ms=budget_ms, latency_scale=plan.latency_scale, n_trials=trials, walltime_s=walltime, workers=workers, seed=seed)
     spec.check()
     print_plan(plan, spec)
     if dry_run:

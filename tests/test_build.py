@@ -35,14 +35,18 @@ def test_build_tiny_meets_measured_budget_and_matches_validate(tiny_dir, shared_
     from adaprune_edge.shape_latency import structure_latency
     from adaprune_edge.structure import Structure
 
-    prof = profiles.load_profile("this-host")
+    # a fresh device name: its latency table starts empty, so no earlier (possibly loaded-host) figure is reused
+    dev = tmp_path / f"tinyhost{abs(hash(str(tmp_path))) % 10**8}.yaml"
+    dev.write_text("extends: this-host\n")
+    prof = profiles.load_profile(str(dev))
     base = Structure.from_model(load(str(tiny_dir)).model)
     s = BenchSettings.from_profile(prof)
     dense = structure_latency(base, "Q8_0", s, prof.name).decode_ms_per_token
     half = structure_latency(uniform(base, 0.5, "Q8_0"), "Q8_0", s, prof.name).decode_ms_per_token
+    assert half < dense
     budget = half + 0.5 * (dense - half)
     out = tmp_path / "run"
-    args = ["build", "--device", "this-host", "--model", str(tiny_dir), "--quant", "Q8_0", "--budget-ms",
+    args = ["build", "--device", str(dev), "--model", str(tiny_dir), "--quant", "Q8_0", "--budget-ms",
             f"{budget:.4f}", "--trials", "4", "--calib", str(shared_data / "wikitext-2/valid.txt"),
             "--max-samples", "8", "--max-seq-len", "64", "--out", str(out)]
     r = runner.invoke(app, args, env={"COLUMNS": "200"})

@@ -52,7 +52,7 @@ def test_profile_writes_fitted_yaml(tmp_path):
     pytest.importorskip("adaprune_edge.exporters.gguf")
     out = tmp_path / "fitted.yaml"
     args = ["profile", "--device", "this-host", "--quants", "Q4_K_M", "--shapes", "4", "--n-prompt", "32",
-            "--n-gen", "16", "--out", str(out)]
+            "--n-gen", "16", "--out", str(out), "--no-cache"]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     assert "held-out decode error" in res.output
