@@ -52,6 +52,7 @@ class SearchSpec:
     warm_start: bool = True
     budget_ms: float | None = None
     latency_scale: float = 1.0
+    measure_trials: bool = False
     n_trials: int = 20
     walltime_s: float | None = None
     workers: int = 1
@@ -129,13 +130,12 @@ class SearchContext:
         """Run one trial: prune a copy, check the budget, score on held-out windows."""
         from adaprune_edge.budget import budget_ok, ffn_align
         from adaprune_edge.pruner import prune
-        from adaprune_edge.roofline import predict
 
         t0 = time.perf_counter()
         cfg, weights = to_prune_config(values, ffn_align(self.spec.quant), self.spec.seed)
         res = prune(self.model, self.calibration(cfg, weights), cfg, cache=self.cache)
-        report = predict(res.structure, self.spec.quant, self.profile)
-        if self.spec.latency_scale != 1.0:  # roofline calibrated to a measurement on this device
+        report = self._latency(res.structure)
+        if not report.measured and self.spec.latency_scale != 1.0:  # roofline calibrated to a measurement on this device
             report = dataclasses.replace(report, decode_ms_per_token=report.decode_ms_per_token * self.spec.latency_scale,
                                          prefill_tps=report.prefill_tps / self.spec.latency_scale)
         ok, reason = budget_ok(res.structure, self.profile, self.spec.quant, report, self.spec.budget_ms)
@@ -149,6 +149,18 @@ class SearchContext:
                            res.decoder_ratio, res.total_ratio, res.params_after, report.decode_ms_per_token,
                            report.prefill_tps, reason, res.structure.to_dict(), cfg.to_dict(), n_val,
                            time.perf_counter() - t0, res.cache_hit)
+
+    def _latency(self, structure: Any) -> Any:
+        """Measured with the device's backend when measure_trials (shape-only GGUF, cached per structure):
+        on real hardware latency is not a smooth function of bytes for non-uniform shapes; else predicted."""
+        from adaprune_edge.roofline import predict
+
+        if self.spec.measure_trials and self.profile.backend != "predict":
+            from adaprune_edge.latency import BenchSettings
+            from adaprune_edge.shape_latency import structure_latency
+
+            return structure_latency(structure, self.spec.quant, BenchSettings.from_profile(self.profile), self.profile.name)
+        return predict(structure, self.spec.quant, self.profile)
 
     @torch.no_grad()
     def _score(self, model: Any, n_val: int) -> tuple[float, float | None]:

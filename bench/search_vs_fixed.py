@@ -47,7 +47,7 @@ def fixed_at_budget(ctx, name, kw, r_min, budget_ms, scale):
     for _ in range(30):
         cfg = PruneConfig(ratio=round(r, 4), n_samples=32, seq_len=256, align=256, seed=0, **kw)
         res = prune(ctx.model, ctx.pools[0], cfg, cache=ctx.cache)
-        if predict(res.structure, "Q4_K_M", ctx.profile).decode_ms_per_token * scale <= budget_ms:
+        if measure(res.structure, ctx.profile) <= budget_ms:
             return res
         r += 0.01
     raise RuntimeError(f"{name}: no ratio up to {r:.2f} meets the budget")
@@ -76,7 +76,7 @@ def run_target(target, trials, lm, base, profile, test, rows, out_json):
     budget_ms = measure(uniform(base, target, "Q4_K_M"), profile) * 1.02
     plan = make_plan(base, profile, "Q4_K_M", budget_ms, 0.6, confirm=True, max_samples=64, max_seq_len=256)
     spec = SearchSpec(model="default", profile=profile.to_dict(), quant="Q4_K_M", bounds=plan.bounds.to_dict(),
-                      calib=(str(WIKI),), val_windows=4, val_seq_len=512, budget_ms=budget_ms, latency_scale=plan.latency_scale, n_trials=trials, seed=0)
+                      calib=(str(WIKI),), val_windows=4, val_seq_len=512, budget_ms=budget_ms, latency_scale=plan.latency_scale, measure_trials=True, n_trials=trials, seed=0)
     ctx = SearchContext(spec, lm)
     print(f"target {target}: budget {budget_ms:.2f} ms/token (measured), r_min {plan.r_min:.3f}", flush=True)
     for name, kw in FIXED.items():
@@ -96,7 +96,7 @@ def run_target(target, trials, lm, base, profile, test, rows, out_json):
     res = prune(ctx.model, ctx.calibration(cfg, w), cfg, cache=ctx.cache)
     rows.append(_row(target, "searched", budget_ms, res.structure, res.decoder_ratio, res.params_after,
                      score(res.model, test), measure(res.structure, profile), time.perf_counter() - t0,
-                     recipe=best.summary(), trials=len(outcome.records)))
+                     search_recipe=best.summary(), trials=len(outcome.records)))
     _save(out_json, rows)
 
 

@@ -61,6 +61,7 @@ def search_cmd(
     force: bool = typer.Option(False, "--force", help="Start over in an existing --out."),
     seed: int = typer.Option(0, "--seed", help="Seed of SMAC and of every trial's sampling."),
     confirm: bool = typer.Option(True, "--confirm/--no-confirm", help="Confirm r_min by a measurement when the device's backend measures."),
+    measure_trials: bool = typer.Option(True, "--measure-trials/--predict-trials", help="Check every trial's structure against the budget by measurement (shape-only GGUF, cached) where the backend measures; else by the calibrated roofline."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the budget, r_min and the search space, then exit."),
 ) -> None:
     """Bayesian search (SMAC) over calibration samples, importance metric, aggregation and allocation,
@@ -85,7 +86,8 @@ def search_cmd(
     spec = SearchSpec(model=model, profile=profile.to_dict(), quant=q, bounds=plan.bounds.to_dict(),
                       calib=tuple(calib), val=val, val_windows=val_windows, val_seq_len=val_seq_len,
                       objective=objective, facade=facade, multi_objective=multi_objective, warm_start=warm_start,
-                      budget_ms=budget_ms, latency_scale=plan.latency_scale, n_trials=trials, walltime_s=walltime, workers=workers, seed=seed)
+                      budget_ms=budget_ms, latency_scale=plan.latency_scale,
+                      measure_trials=measure_trials and profile.backend != "predict", n_trials=trials, walltime_s=walltime, workers=workers, seed=seed)
     spec.check()
     print_plan(plan, spec)
     if dry_run:

