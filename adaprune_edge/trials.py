@@ -108,14 +108,14 @@ class TrialStore:
         path = self.dir / TRIALS_FILE
         if not path.exists():
             return []
-        out = []
-        for n, line in enumerate(path.read_text().splitlines(), 1):
+        out, lines = [], path.read_text().splitlines()
+        for n, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             try:
                 out.append(TrialRecord.from_dict(json.loads(line)))
             except (ValueError, KeyError, TypeError):
-                if n == len(path.read_text().splitlines()):
+                if n == len(lines):
                     break  # a torn last line from a kill: that trial is simply redone
                 raise ConfigError(f"{path}: line {n} is corrupt; nothing was changed") from None
         return out

@@ -81,7 +81,7 @@ def build_cmd(
     generation, latency, RAM) → runs/<name>/ with model-<quant>.gguf, Modelfile, report.json/.md,
     tradeoff.png, trials.csv and the search state. Latency is measured where the profile's backend can
     (local, ssh) and predicted (roofline) otherwise; the report says which."""
-    from adaprune_edge.pipeline import BuildSpec, planned_outputs, run_build
+    from adaprune_edge.pipeline import BuildSpec, run_build
 
     if budget_ms is not None and target_tps is not None:
         fail("give --budget-ms or --target-tps, not both")

@@ -68,9 +68,8 @@ def search_cmd(
     bounded below by the smallest ratio that meets the device budget; every trial's structure is
     checked against the budget (predicted latency + RAM), violators are penalised, never accepted."""
     from adaprune_edge import models, profiles
-    from adaprune_edge.budget import ffn_align  # noqa: F401  (validates quant early via structure)
     from adaprune_edge.plan import make_plan
-    from adaprune_edge.search import DaskEvaluator, LocalEvaluator, SearchContext, SearchSpec, run_search
+    from adaprune_edge.search import SearchSpec
     from adaprune_edge.searchspace import build_space
     from adaprune_edge.structure import Structure, _quant_pair
 
@@ -113,7 +112,6 @@ def _run(spec, out: Path, resume: bool, force: bool, workers: int, scheduler: Op
     from adaprune_edge.cluster import dask_client
     from adaprune_edge.search import DaskEvaluator, LocalEvaluator, SearchContext, run_search
 
-    records_seen: list[TrialRecord] = []
     with Live(trial_table([], "trials"), console=console, refresh_per_second=2, transient=False) as live:
         def on_trial(rec: TrialRecord, records: list[TrialRecord]) -> None:
             live.update(trial_table(records, f"trials ({len(records)}/{spec.n_trials})"))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 from typing import List, Optional
 
@@ -37,7 +36,6 @@ def tradeoff_cmd(
     from adaprune_edge import models, profiles, tradeoff
     from adaprune_edge.budget import ffn_align
     from adaprune_edge.calibration import BUILTIN_DEFAULT, CalibrationPool
-    from adaprune_edge.pruner import PruneConfig
 
     main = profiles.load_profile(device)
     profs = [main] + [profiles.load_profile(d.strip()) for d in (devices or "").split(",") if d.strip()]
