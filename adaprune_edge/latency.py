@@ -45,6 +45,7 @@ class BenchSettings:
     compute_gflops: float = 50.0
     overhead_ms_per_layer: float = 0.02
     overhead_ms_per_token: float = 0.0
+    decode_gflops: float = 0.0
 
     def key(self) -> str:
         """What a measurement depends on (cache key part): backend, threads, token counts, remote binary."""
@@ -53,6 +54,7 @@ class BenchSettings:
             fields += [self.ssh_host, self.llama_bench]
         if self.backend == "predict":
             fields += [self.mem_bandwidth_gbs, self.compute_gflops, self.overhead_ms_per_layer, self.overhead_ms_per_token]
+            fields += [self.decode_gflops] if self.decode_gflops else []
         return hashlib.sha256(json.dumps(fields).encode()).hexdigest()[:12]
 
     def to_dict(self) -> dict[str, Any]:
@@ -68,7 +70,8 @@ class BenchSettings:
         base = dict(backend=profile.backend, threads=profile.threads, ssh_host=profile.ssh_host,
                     llama_bench=profile.llama_bench, mem_bandwidth_gbs=profile.mem_bandwidth_gbs,
                     compute_gflops=profile.compute_gflops, overhead_ms_per_layer=profile.overhead_ms_per_layer,
-                    overhead_ms_per_token=getattr(profile, "overhead_ms_per_token", 0.0))
+                    overhead_ms_per_token=getattr(profile, "overhead_ms_per_token", 0.0),
+                    decode_gflops=getattr(profile, "decode_gflops", 0.0))
         base.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**base)
 

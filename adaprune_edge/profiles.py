@@ -44,6 +44,7 @@ class DeviceProfile:
     threads: int = 4
     overhead_ms_per_layer: float = 0.02  # fixed per-layer cost per decoded token, ms
     overhead_ms_per_token: float = 0.0  # fixed cost per decoded token (graph, logits), ms
+    decode_gflops: float = 0.0  # effective dequantize+dot rate while decoding, GFLOP/s; 0 = memory-bound only
     quant: str = "Q4_K_M"
     context_length: int = 2048
     budget: Budget = field(default_factory=Budget)
@@ -79,6 +80,7 @@ _FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "threads": ((int,), True),
     "overhead_ms_per_layer": ((int, float), False),
     "overhead_ms_per_token": ((int, float), False),
+    "decode_gflops": ((int, float), False),
     "quant": ((str,), False),
     "context_length": ((int,), False),
     "budget": ((dict,), True),

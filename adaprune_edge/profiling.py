@@ -85,7 +85,8 @@ def fitted_profile(profile: Any, result: FitResult) -> Any:
     return dataclasses.replace(profile, mem_bandwidth_gbs=round(rf.mem_bandwidth_gbs, 2),
                                compute_gflops=round(rf.compute_gflops, 1),
                                overhead_ms_per_layer=round(rf.overhead_ms_per_layer, 4),
-                               overhead_ms_per_token=round(rf.overhead_ms_per_token, 3))
+                               overhead_ms_per_token=round(rf.overhead_ms_per_token, 3),
+                               decode_gflops=round(rf.decode_gflops, 1))
 
 
 def profile_yaml(profile: Any, result: FitResult, n_probes: int) -> str:

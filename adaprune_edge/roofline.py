@@ -1,10 +1,15 @@
 """The `predict` latency backend: a roofline model of llama.cpp on a CPU, and its least-squares calibration.
 
-Decode is memory-bound: every generated token streams all layer weights, the whole output projection
-and the KV cache written so far, so
+Decode streams all layer weights, the whole output projection and the KV cache written so far, and
+multiplies every weight once (dequantize + dot product), so
 
     decode ms/token = (weight bytes + KV bytes at the position) / effective bandwidth
+                      + decode FLOP / effective decode compute
                       + n_layer x per-layer overhead + per-token overhead
+
+On a board (Raspberry Pi) the bytes term dominates (memory-bound); on a fast server core with a model of
+~100 MB the dequantize/dot term does (this host: the fit puts all of decode on it, and K-quants and Q8_0 of
+the same shape decode equally fast). The fit (non-negative least squares) decides per device.
 
 Prefill is compute-bound: 2 FLOP per weight per prompt token plus attention (4 x heads x head_dim x
 position per layer), so prefill tokens/s = compute / FLOP per token. With bandwidth in GB/s, 1 MB read
@@ -37,6 +42,8 @@ class Workload:
     kv_bytes_per_pos: int
     matmul_flops: int
     attn_flops_per_pos: int
+    decode_flops: int = 0  # FLOP per decoded token in all matmuls incl. the output projection
+
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -47,7 +54,8 @@ class Workload:
         return cls(decode_bytes=st.decode_bytes_per_token(quant), n_layer=st.n_layer,
                    kv_bytes_per_pos=sum(2 * s.n_head_kv * d * KV_BYTES_PER_ELEM for s in st.layers),
                    matmul_flops=2 * (st.decoder_params() - st.n_layer * 2 * st.hidden),
-                   attn_flops_per_pos=sum(4 * s.n_head * d for s in st.layers))
+                   attn_flops_per_pos=sum(4 * s.n_head * d for s in st.layers),
+                   decode_flops=2 * (st.decoder_params() - st.n_layer * 2 * st.hidden + st.vocab * st.hidden))
 
 
 @dataclass(frozen=True)
@@ -58,14 +66,17 @@ class Roofline:
     compute_gflops: float
     overhead_ms_per_layer: float = 0.0
     overhead_ms_per_token: float = 0.0
+    decode_gflops: float = 0.0  # effective dequantize+dot rate while decoding; 0 = not a limit
 
     @classmethod
     def from_settings(cls, s: BenchSettings) -> "Roofline":
-        return cls(s.mem_bandwidth_gbs, s.compute_gflops, s.overhead_ms_per_layer, s.overhead_ms_per_token)
+        return cls(s.mem_bandwidth_gbs, s.compute_gflops, s.overhead_ms_per_layer, s.overhead_ms_per_token,
+                   s.decode_gflops)
 
     def decode_ms(self, w: Workload, position: float) -> float:
         mb_read = (w.decode_bytes + w.kv_bytes_per_pos * position) / 1e6
-        return mb_read / self.mem_bandwidth_gbs + w.n_layer * self.overhead_ms_per_layer + self.overhead_ms_per_token
+        dot = w.decode_flops / 1e6 / self.decode_gflops if self.decode_gflops > 0 else 0.0  # GFLOP / (GFLOP/s) in ms
+        return mb_read / self.mem_bandwidth_gbs + dot + w.n_layer * self.overhead_ms_per_layer + self.overhead_ms_per_token
 
     def prefill_tps(self, w: Workload, n_prompt: int) -> float:
         gflop_per_token = (w.matmul_flops + w.attn_flops_per_pos * n_prompt / 2) / 1e9
@@ -104,7 +115,8 @@ def workload_from_gguf(path: Path) -> Workload:
     kv = sum(2 * t[f"blk.{i}.attn_k.weight"].shape[-1] * KV_BYTES_PER_ELEM for i in blocks)
     attn = sum(4 * t[f"blk.{i}.attn_q.weight"].shape[-1] for i in blocks)
     params = sum(int(np.prod(x.shape)) for n, x in t.items() if n.startswith("blk.") and len(x.shape) == 2)
-    return Workload(decode, len(blocks), kv, 2 * params, attn)
+    output = int(np.prod(t.get("output.weight", embd).shape))
+    return Workload(decode, len(blocks), kv, 2 * params, attn, 2 * (params + output))
 
 
 @BACKENDS.register("predict")
@@ -134,21 +146,27 @@ def _nnls(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return nnls(x, y)[0]
 
 
+NOT_LIMITING_GBS = 1000.0  # bandwidth recorded when the fit finds decode time does not depend on bytes
+
+
 def fit(points: Sequence[tuple[Workload, LatencyReport]]) -> Roofline:
-    """Least-squares (non-negative) fit of 1/bandwidth, per-layer and per-token overhead to measured decode
-    ms/token, and of compute GFLOP/s to prefill. The per-token term is fitted only when n_layer varies."""
+    """Least-squares (non-negative) fit of 1/bandwidth, 1/decode compute, per-layer and per-token overhead
+    to measured decode ms/token, and of compute GFLOP/s to prefill. The per-token term is fitted only when
+    n_layer varies."""
     if len(points) < 2:
         raise LatencyError("fitting the roofline needs at least 2 measured shapes")
     vary = len({w.n_layer for w, _ in points}) > 1
-    rows = [[(w.decode_bytes + w.kv_bytes_per_pos * (r.n_prompt + r.n_gen / 2)) / 1e6, w.n_layer] + ([1.0] if vary else [])
-            for w, r in points]
+    rows = [[(w.decode_bytes + w.kv_bytes_per_pos * (r.n_prompt + r.n_gen / 2)) / 1e6, w.decode_flops / 1e9, w.n_layer]
+            + ([1.0] if vary else []) for w, r in points]
     coef = _nnls(np.array(rows), np.array([r.decode_ms_per_token for _, r in points]))
-    if coef[0] <= 0:
+    if coef[0] <= 0 and coef[1] <= 0:
         raise LatencyError("decode time does not grow with bytes read across these shapes; measure more varied shapes")
     gflop = np.array([(w.matmul_flops + w.attn_flops_per_pos * r.n_prompt / 2) / 1e9 for w, r in points])
     secs = np.array([1.0 / r.prefill_tps for _, r in points])
     compute = float(gflop @ gflop / (gflop @ secs))  # least squares through the origin: s = gflop / compute
-    return Roofline(float(1.0 / coef[0]), compute, float(coef[1]), float(coef[2]) if vary else 0.0)
+    bandwidth = float(1.0 / coef[0]) if coef[0] > 0 else NOT_LIMITING_GBS
+    decode_gflops = float(1e3 / coef[1]) if coef[1] > 0 else 0.0
+    return Roofline(bandwidth, compute, float(coef[2]), float(coef[3]) if vary else 0.0, decode_gflops)
 
 
 def rel_errors(rf: Roofline, points: Sequence[tuple[Workload, LatencyReport]]) -> tuple[float, ...]:

@@ -79,7 +79,7 @@ def _print(rows, result, probes, load0, secs) -> None:
               f"{r['speedup']:.2f}x | {r['bytes_ratio']:.2f}x | {r['prefill_tps']:.0f} |")
     rf, s = result.roofline, result.summary()
     print(f"\nfit: bandwidth {rf.mem_bandwidth_gbs:.2f} GB/s, per-layer {rf.overhead_ms_per_layer:.4f} ms, per-token "
-          f"{rf.overhead_ms_per_token:.3f} ms, compute {rf.compute_gflops:.1f} GFLOP/s")
+          f"{rf.overhead_ms_per_token:.3f} ms, decode compute {rf.decode_gflops:.1f} GFLOP/s, prefill compute {rf.compute_gflops:.1f} GFLOP/s")
     print(f"held-out decode error: median {100 * s['median_rel_error']:.1f}%, max {100 * s['max_rel_error']:.1f}% "
           f"({len(result.test_errors)} shapes); prefill median {100 * statistics.median(result.prefill_test_errors):.1f}%")
     print(f"{len(probes)} measurements in {secs:.0f} s; load average before {load0:.2f}, after {os.getloadavg()[0]:.2f} "

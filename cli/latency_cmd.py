@@ -210,6 +210,6 @@ def _print_fit(result, probes, out: Path) -> None:
                   f"{pred:.2f}", f"{100 * err:+.1f}%")
     console.print(t)
     console.print(f"bandwidth {rf.mem_bandwidth_gbs:.2f} GB/s, per-layer {rf.overhead_ms_per_layer:.4f} ms, per-token "
-                  f"{rf.overhead_ms_per_token:.3f} ms, compute {rf.compute_gflops:.1f} GFLOP/s; held-out decode error "
+                  f"{rf.overhead_ms_per_token:.3f} ms, decode compute {rf.decode_gflops:.1f} GFLOP/s, prefill compute {rf.compute_gflops:.1f} GFLOP/s; held-out decode error "
                   f"median {100 * sm['median_rel_error']:.1f}%, max {100 * sm['max_rel_error']:.1f}%")
     console.print(f"wrote {out}")

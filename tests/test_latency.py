@@ -74,6 +74,20 @@ def test_fit_recovers_constants_and_scores_held_out():
         fit(pts[:1])
 
 
+def test_fit_separates_bytes_from_decode_compute():
+    """Two quant types of the same shapes: bytes differ, FLOP do not, so both slopes are identifiable."""
+    truth = Roofline(20.0, 50.0, 0.01, 0.0, decode_gflops=40.0)
+    pts = []
+    for mb, gflop in [(100, 0.27), (80, 0.21), (60, 0.15), (140, 0.27), (110, 0.21), (80, 0.15)]:
+        w = Workload(mb * 10**6, 30, 0, int(gflop * 1e9), 1000, decode_flops=int(gflop * 1e9))
+        pts.append((w, truth.report(w, BenchSettings(n_prompt=64, n_gen=32))))
+    rf = fit(pts)
+    assert rf.mem_bandwidth_gbs == pytest.approx(20.0, rel=1e-6)
+    assert rf.decode_gflops == pytest.approx(40.0, rel=1e-6)
+    # 0.27 GFLOP at 40 GFLOP/s = 6.75 ms on top of 100 MB at 20 GB/s = 5 ms and 30 x 0.01 ms
+    assert rf.decode_ms(pts[0][0], 0) == pytest.approx(5.0 + 6.75 + 0.3)
+
+
 def test_predict_monotone_in_ratio_and_profile_backed():
     p = profiles.load_profile("raspberry-pi-5")
     ms = [predict(budget.uniform(DENSE, r, "Q4_K_M"), "Q4_K_M", p).decode_ms_per_token for r in (0, 0.3, 0.6, 0.9)]
