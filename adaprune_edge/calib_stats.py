@@ -18,6 +18,7 @@ from torch import nn
 ACT_SITES = {"attn_in": "self_attn.q_proj", "o_in": "self_attn.o_proj", "mlp_in": "mlp.gate_proj",
              "down_in": "mlp.down_proj"}
 GRAD_METRICS = ("taylor", "taylor2")
+GRAM_SITES = ("o_in", "down_in")  # inputs of the output projections: least-squares reconstruction
 LINEARS = {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj", "o": "self_attn.o_proj",
            "gate": "mlp.gate_proj", "up": "mlp.up_proj", "down": "mlp.down_proj"}
 
@@ -30,9 +31,18 @@ class LayerStats:
     sumsq: dict[str, torch.Tensor] = field(default_factory=dict)    # site -> Σx²  [cols]
     bi_sum: float = 0.0                                             # Σ (1 - cos(in, out))
     grad_units: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)  # metric -> comp -> units
+    grams: dict[str, torch.Tensor] = field(default_factory=dict)    # site -> Σ x xᵀ [cols, cols] (float32)
+    with_gram: bool = False
 
     def add(self, site: str, x: torch.Tensor) -> None:
-        x = x.detach().reshape(-1, x.shape[-1]).double()
+        x = x.detach().reshape(-1, x.shape[-1])
+        if self.with_gram and site in GRAM_SITES:
+            g = x.float().T @ x.float()
+            if site in self.grams:
+                self.grams[site] += g
+            else:
+                self.grams[site] = g
+        x = x.double()
         s, q = x.sum(0), (x * x).sum(0)
         if site in self.sums:
             self.sums[site] += s
@@ -48,6 +58,7 @@ class CalibStats:
     layers: list[LayerStats]
     n_tokens: int
     has_grad: bool
+    has_gram: bool = False
 
     def mean(self, layer: int, site: str) -> torch.Tensor:
         """Mean input per column (for bias compensation)."""
@@ -61,6 +72,10 @@ class CalibStats:
         """Variance per input column over tokens (FLAP fluctuation)."""
         m = self.mean(layer, site)
         return (self.layers[layer].sumsq[site] / self.n_tokens - m * m).clamp_min(0.0)
+
+    def second_moment(self, layer: int, site: str) -> torch.Tensor:
+        """E[x xᵀ] over calibration tokens (float64) for a GRAM_SITES site; needs collect(need_gram=True)."""
+        return self.layers[layer].grams[site].double() / self.n_tokens
 
     def block_influence(self) -> torch.Tensor:
         """Per layer mean of 1 - cos(input, output) over tokens (ShortGPT); low = removable."""
@@ -92,11 +107,12 @@ def _decoder_linears(model: nn.Module) -> list[nn.Parameter]:
 
 
 def collect(model: nn.Module, windows: torch.Tensor, need_grad: bool, batch_size: int = 1,
-            progress: Callable[[int, int], None] | None = None) -> CalibStats:
+            progress: Callable[[int, int], None] | None = None, need_gram: bool = False) -> CalibStats:
     """Run the calibration windows [n, seq_len] through `model` (batches of `batch_size`), recording
-    activation statistics, block influence and, if `need_grad`, Taylor unit scores. The model's
-    parameters are left as found (no .grad, same requires_grad flags)."""
-    stats = [LayerStats() for _ in model.model.layers]
+    activation statistics, block influence, if `need_grad` Taylor unit scores and, if `need_gram`, the
+    second moments of the output projections' inputs (~10 MB per layer for the default model). The
+    model's parameters are left as found (no .grad, same requires_grad flags)."""
+    stats = [LayerStats(with_gram=need_gram) for _ in model.model.layers]
     flags = {p: p.requires_grad for p in model.parameters()}
     linears = _decoder_linears(model) if need_grad else []
     acc = {p: (torch.zeros_like(p), torch.zeros_like(p)) for p in linears}
@@ -116,7 +132,7 @@ def collect(model: nn.Module, windows: torch.Tensor, need_grad: bool, batch_size
         for p, f in flags.items():
             p.grad = None
             p.requires_grad_(f)
-    return CalibStats(stats, int(windows.numel()), need_grad)
+    return CalibStats(stats, int(windows.numel()), need_grad, need_gram)
 
 
 def _grad_hooks(acc: dict[nn.Parameter, tuple[torch.Tensor, torch.Tensor]]) -> list[Any]:

@@ -185,14 +185,15 @@ class ImportanceCache:
         self.misses = 0
 
     def stats(self, model: nn.Module, windows: torch.Tensor, key: str, need_grad: bool, batch_size: int,
-              progress: Callable[[int, int], None] | None = None) -> CalibStats:
+              progress: Callable[[int, int], None] | None = None, need_gram: bool = False) -> CalibStats:
         cached = self._stats.get(key)
-        if cached is not None and (cached.has_grad or not need_grad):
+        if cached is not None and (cached.has_grad or not need_grad) and (cached.has_gram or not need_gram):
             self._stats.move_to_end(key)
             self.hits += 1
             return cached
         self.misses += 1
-        st = collect(model, windows, need_grad, batch_size, progress)
+        st = collect(model, windows, need_grad or (cached is not None and cached.has_grad), batch_size, progress,
+                     need_gram or (cached is not None and cached.has_gram))
         self._stats[key] = st
         while len(self._stats) > self.max_entries:
             old, _ = self._stats.popitem(last=False)

@@ -23,7 +23,7 @@ from torch import nn
 
 from adaprune_edge import allocation as alloc
 from adaprune_edge.calibration import STRATEGIES, CalibrationPool, windows_key
-from adaprune_edge.compensation import compensate
+from adaprune_edge.compensation import compensate, reconstruct
 from adaprune_edge.depth import layers_to_drop
 from adaprune_edge.errors import ConfigError, DataError, ModelError
 from adaprune_edge.importance import AGGREGATIONS, METRICS, ImportanceCache, needs
@@ -47,6 +47,9 @@ class PruneConfig:
     protect_first / protect_last: that many first / last layers are never pruned.
     depth_share: share of the removal done by dropping whole layers (block influence); 0 = none.
     bias_compensation: FLAP bias on o_proj / down_proj for removed channels.
+    reconstruction: least-squares refit of o_proj / down_proj's kept columns and bias to the dense
+      output on the calibration tokens (compensation.reconstruct; subsumes bias_compensation).
+      recon_damp: its ridge strength towards the original weights, relative to the mean input variance.
     align: FFN widths stay multiples of this (256 for K-quants, 32 otherwise, 1 = free).
     min_keep: share of query heads per group, KV groups and FFN channels every pruned layer keeps.
     owl_lambda: OWL's maximum deviation of a layer's share from the mean share.
@@ -65,6 +68,8 @@ class PruneConfig:
     protect_last: int = 0
     depth_share: float = 0.0
     bias_compensation: bool = False
+    reconstruction: bool = False
+    recon_damp: float = 0.3
     align: int = 32
     min_keep: float = 0.1
     owl_lambda: float = 0.08
@@ -85,7 +90,7 @@ class PruneConfig:
                   (0.0 <= self.depth_share <= 1.0, "depth_share must be in [0, 1]"),
                   (self.align >= 1, "align must be >= 1"), (0.0 <= self.min_keep < 1.0, "min_keep must be in [0, 1)"),
                   (self.protect_first >= 0 and self.protect_last >= 0, "protect_first/last must be >= 0"),
-                  (self.batch_size >= 1, "batch_size must be >= 1"), (0.0 <= self.owl_lambda < 0.5, "owl_lambda must be in [0, 0.5)")]
+                  (self.batch_size >= 1, "batch_size must be >= 1"), (self.recon_damp > 0, "recon_damp must be > 0"), (0.0 <= self.owl_lambda < 0.5, "owl_lambda must be in [0, 0.5)")]
         for ok, msg in checks:
             if not ok:
                 raise ConfigError(f"{msg} (got {self})")
@@ -94,7 +99,7 @@ class PruneConfig:
     def needs_calibration(self) -> bool:
         grad, act = needs(self.metric)
         return self.ratio > 0 and (grad or act or self.allocation == "owl" or self.bias_compensation
-                                   or self.depth_share > 0)
+                                   or self.reconstruction or self.depth_share > 0)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -193,7 +198,8 @@ def prune(model: nn.Module, calib: Any, config: PruneConfig, *, cache: Importanc
         key = windows_key(windows)
         timings["sampling_s"] = time.perf_counter() - t0
         misses = cache.misses
-        stats = cache.stats(model, windows, key, needs(config.metric)[0], config.batch_size, progress)
+        stats = cache.stats(model, windows, key, needs(config.metric)[0], config.batch_size, progress,
+                            need_gram=config.reconstruction)
         hit = cache.misses == misses
     t1 = time.perf_counter()
     timings["statistics_s"] = t1 - t0 - timings.get("sampling_s", 0.0)
@@ -204,7 +210,7 @@ def prune(model: nn.Module, calib: Any, config: PruneConfig, *, cache: Importanc
     t3 = time.perf_counter()
     timings["allocation_s"] = t3 - t2
     work = model if inplace else copy.deepcopy(model)
-    apply_plan(work, plan, stats, config.bias_compensation)
+    apply_plan(work, plan, stats, config.bias_compensation, config.recon_damp if config.reconstruction else None)
     after = Structure.from_model(work)
     timings["slicing_s"] = time.perf_counter() - t3
     timings["total_s"] = time.perf_counter() - t0
@@ -239,16 +245,22 @@ def make_plan(model: nn.Module, st: Structure, scores: list, stats: Any, config:
     return PrunePlan(tuple(dropped), layers)
 
 
-def apply_plan(model: nn.Module, plan: PrunePlan, stats: Any, bias_compensation: bool) -> None:
-    """Slice the model in place according to `plan` (positions refer to the model as given)."""
+def apply_plan(model: nn.Module, plan: PrunePlan, stats: Any, bias_compensation: bool,
+               recon_damp: float | None = None) -> None:
+    """Slice the model in place according to `plan` (positions refer to the model as given); with
+    recon_damp, refit the output projections by least squares first (compensation.reconstruct)."""
     head_dim = Structure.from_model(model).head_dim
     for i, lp in plan.layers.items():
         layer = model.model.layers[i]
         attn, mlp = layer.self_attn, layer.mlp
         rep = attn.q_proj.out_features // attn.k_proj.out_features
         heads = [g * rep + j for g, q in zip(lp.kv_keep, lp.q_keep) for j in q]
-        if bias_compensation:
-            cols = [h * head_dim + d for h in heads for d in range(head_dim)]
+        cols = [h * head_dim + d for h in heads for d in range(head_dim)]
+        if recon_damp is not None:
+            reconstruct(attn.o_proj, cols, stats.mean(i, "o_in"), stats.second_moment(i, "o_in"), recon_damp)
+            reconstruct(mlp.down_proj, list(lp.ff_keep), stats.mean(i, "down_in"), stats.second_moment(i, "down_in"),
+                        recon_damp)
+        elif bias_compensation:
             compensate(attn.o_proj, cols, stats.mean(i, "o_in"))
             compensate(mlp.down_proj, list(lp.ff_keep), stats.mean(i, "down_in"))
         if len(heads) != attn.q_proj.out_features // head_dim:

@@ -199,12 +199,14 @@ def _scenario(spec: SearchSpec, space: Any, out: Path) -> Any:
 
 def warm_start_configs(space: Any, bounds: SpaceBounds) -> list[Any]:
     """Published fixed recipes at the smallest feasible ratio, so the search starts from the best of them:
-    LLM-Pruner-like taylor/uniform, Wanda-sp, FLAP-like fluctuation/global + bias compensation."""
+    LLM-Pruner-like taylor/uniform, Wanda-sp, FLAP-like fluctuation/global + bias compensation; and
+    taylor/uniform with least-squares reconstruction (ours)."""
     from ConfigSpace import Configuration
 
     base = dict(space.get_default_configuration())
     recipes = [dict(metric="taylor", allocation="uniform"), dict(metric="wanda", allocation="uniform"),
-               dict(metric="fluctuation", allocation="global", bias_compensation=True)]
+               dict(metric="fluctuation", allocation="global", bias_compensation=True),
+               dict(metric="taylor", allocation="uniform", reconstruction=True, recon_damp=0.3)]
     return [Configuration(space, values={**base, **r, "ratio": bounds.r_min}) for r in recipes]
 
 

@@ -2,7 +2,8 @@
 
 A point of the space becomes a `PruneConfig` (plus calibration source weights when several sources
 are given). Knobs that only matter for some choices are conditional (owl_lambda only under `owl`,
-depth_share only when depth removal is on, source weights only with several sources)."""
+depth_share only when depth removal is on, recon_damp only with least-squares reconstruction, source
+weights only with several sources)."""
 
 from __future__ import annotations
 
@@ -59,6 +60,8 @@ def build_space(bounds: SpaceBounds, seed: int = 0) -> ConfigurationSpace:
     owl = Float("owl_lambda", (0.02, 0.2), default=0.08)
     depth = Categorical("depth", ("off", "on"), default="off")
     share = Float("depth_share", (0.05, bounds.max_depth_share), default=0.25)
+    recon = Categorical("reconstruction", (False, True), default=False)
+    damp = Float("recon_damp", (0.03, 3.0), log=True, default=0.3)
     cs.add([
         Float("ratio", (bounds.r_min, bounds.r_max), default=bounds.r_min),
         Categorical("metric", METRICS, default="taylor"),
@@ -71,8 +74,10 @@ def build_space(bounds: SpaceBounds, seed: int = 0) -> ConfigurationSpace:
         Integer("protect_first", (0, bounds.max_protect_first), default=0),
         Integer("protect_last", (0, bounds.max_protect_last), default=0),
         Categorical("bias_compensation", (False, True), default=False),
+        recon, damp,
     ])
-    cs.add([EqualsCondition(owl, alloc, "owl"), EqualsCondition(share, depth, "on")])
+    cs.add([EqualsCondition(owl, alloc, "owl"), EqualsCondition(share, depth, "on"),
+            EqualsCondition(damp, recon, True)])
     for i in range(1, bounds.n_sources):
         cs.add(Float(f"source_weight_{i}", (0.0, 1.0), default=1.0))
     return cs
@@ -97,6 +102,7 @@ def to_prune_config(values: dict[str, Any], align: int, seed: int) -> tuple[Prun
         protect_first=int(values["protect_first"]), protect_last=int(values["protect_last"]),
         depth_share=float(values.get("depth_share", 0.0)) if values.get("depth") == "on" else 0.0,
         bias_compensation=bool(values["bias_compensation"]), align=align,
+        reconstruction=bool(values.get("reconstruction", False)), recon_damp=float(values.get("recon_damp", 0.3)),
         owl_lambda=float(values.get("owl_lambda", 0.08)), seed=seed)
     return cfg, [w / total for w in weights]
 

@@ -61,7 +61,8 @@ class TrialRecord:
         depth = f" depth {v['depth_share']:.2f}" if v.get("depth") == "on" else ""
         return (f"{v['metric']}/{v['aggregation']} {v['allocation']} {v['head_unit']} "
                 f"{v['sampling']} {v['n_samples']}x{v['seq_len']}{depth}"
-                f"{' +bias' if v.get('bias_compensation') else ''}")
+                f"{' +bias' if v.get('bias_compensation') and not v.get('reconstruction') else ''}"
+                f"{' +lsq(%.2g)' % v['recon_damp'] if v.get('reconstruction') else ''}")
 
 
 class TrialStore:

@@ -58,7 +58,8 @@ def _summary(res, out: Path, sources: list[str], seconds: float) -> Table:
     c = res.config
     rows = [
         ("recipe", f"{c.metric}/{c.aggregation}, {c.allocation}, heads by {c.head_unit}, align {c.align}"
-                   + (f", depth share {c.depth_share:g}" if c.depth_share else "") + (", bias comp." if c.bias_compensation else "")),
+                   + (f", depth share {c.depth_share:g}" if c.depth_share else "") + (", bias comp." if c.bias_compensation and not c.reconstruction else "")
+                   + (f", least-squares reconstruction (damp {c.recon_damp:g})" if c.reconstruction else "")),
         ("calibration", f"{c.n_samples} x {c.seq_len} tokens ({c.sampling}) from {', '.join(sources)}"),
         ("decoder params", f"{human_count(res.decoder_params_before)} → {human_count(res.decoder_params_after)} "
                            f"(-{100 * res.decoder_ratio:.1f}%, asked -{100 * c.ratio:.1f}%)"),
@@ -91,6 +92,8 @@ def prune_cmd(
     protect_last: int = typer.Option(0, "--protect-last", min=0, help="Never prune the last N layers."),
     depth_share: float = typer.Option(0.0, "--depth-share", help="Share of the removal done by dropping whole layers (block influence), 0..1."),
     bias_compensation: bool = typer.Option(False, "--bias-compensation/--no-bias-compensation", help="FLAP bias compensation for removed channels."),
+    reconstruction: bool = typer.Option(False, "--reconstruction/--no-reconstruction", help="Least-squares refit of o_proj/down_proj's kept columns (and a bias) to the dense outputs on the calibration tokens; one-shot, no training. Subsumes --bias-compensation."),
+    recon_damp: float = typer.Option(0.3, "--recon-damp", help="Ridge strength of --reconstruction towards the original weights (relative to the mean input variance; larger = closer to bias compensation only)."),
     align: int = typer.Option(32, "--align", min=1, help="FFN widths stay multiples of this: 256 for K-quants (Q4_K_M...), 32 otherwise, 1 = free."),
     min_keep: float = typer.Option(0.1, "--min-keep", help="Share of heads/channels every pruned layer keeps, in [0, 1)."),
     batch_size: int = typer.Option(1, "--batch-size", min=1, help="Calibration windows per forward/backward pass: 1 peaks at ~2.3 GiB RSS on the default model with 256 tokens, 2 at ~3.0 GiB (same speed on CPU)."),
@@ -107,7 +110,7 @@ def prune_cmd(
     cfg = PruneConfig(ratio=ratio, metric=metric, aggregation=aggregation, allocation=allocation, head_unit=head_unit,
                       n_samples=n_samples, seq_len=seq_len, sampling=sampling, protect_first=protect_first,
                       protect_last=protect_last, depth_share=depth_share, bias_compensation=bias_compensation,
-                      align=align, min_keep=min_keep, seed=seed, batch_size=batch_size)
+                      reconstruction=reconstruction, recon_damp=recon_damp, align=align, min_keep=min_keep, seed=seed, batch_size=batch_size)
     cfg.validate()
     check_writable(out, force)
     sources = list(calib or [BUILTIN_DEFAULT])

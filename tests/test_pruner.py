@@ -3,7 +3,10 @@
 
 import itertools
 
+import copy
+
 import pytest
+
 import torch
 
 from adaprune_edge import pruning
@@ -110,6 +113,47 @@ def test_bias_compensation_keeps_mean_output(model, windows):
     dense = _logits(model, windows)
     err = [float((_logits(r.model, windows) - dense).pow(2).mean()) for r in (plain, comp)]
     assert err[1] < err[0]
+
+
+def test_reconstruction_beats_bias_compensation_on_the_layer_output():
+    """Least squares with intercept: on the calibration inputs the refit output error is at most the bias
+    compensation's (which is the same fit with W' fixed to W_K), and nothing removed = unchanged."""
+    from torch import nn
+
+    from adaprune_edge.compensation import compensate, reconstruct
+
+    torch.manual_seed(0)
+    x = torch.randn(4000, 24, dtype=torch.float64) @ torch.randn(24, 24, dtype=torch.float64) + 0.5
+    lin = nn.Linear(24, 8, bias=False).double()
+    dense = lin(x).detach()
+    keep = list(range(0, 24, 2))
+    mean, second = x.mean(0), x.T @ x / x.shape[0]
+    fits = {}
+    for name in ("bias", "lsq"):
+        work = copy.deepcopy(lin)
+        if name == "bias":
+            compensate(work, keep, mean)
+        else:
+            reconstruct(work, keep, mean, second, damp=1e-6)
+        out = x[:, keep] @ work.weight[:, keep].T + work.bias
+        fits[name] = float((out - dense).pow(2).mean())
+    assert fits["lsq"] < 0.5 * fits["bias"]
+    same = copy.deepcopy(lin)
+    reconstruct(same, list(range(24)), mean, second)
+    torch.testing.assert_close(same.weight, lin.weight)
+    assert same.bias is None
+
+
+def test_reconstruction_in_prune_lowers_output_error(model, windows):
+    bias = prune(model, windows, _cfg(ratio=0.4, metric="fluctuation", allocation="uniform", bias_compensation=True))
+    lsq = prune(model, windows, _cfg(ratio=0.4, metric="fluctuation", allocation="uniform", reconstruction=True,
+                                     recon_damp=0.01))
+    assert lsq.structure == bias.structure
+    dense = _logits(model, windows)
+    err = [float((_logits(r.model, windows) - dense).pow(2).mean()) for r in (bias, lsq)]
+    assert err[1] < err[0]
+    with pytest.raises(ConfigError, match="recon_damp"):
+        _cfg(recon_damp=0.0).validate()
 
 
 def test_save_load_identical_logits(model, windows, tmp_path):
