@@ -58,7 +58,7 @@ class BuildContext:
         return SearchSpec(model=s.model, profile=self.profile.to_dict(), quant=self.quant, bounds=plan["bounds"],
                           calib=s.calib, val=s.val, val_windows=s.val_windows, val_seq_len=s.val_seq_len,
                           objective=s.objective, budget_ms=s.budget_ms, latency_scale=plan.get("latency_scale", 1.0),
-                          measure_trials=self.profile.backend != "predict",
+                          measure_trials=False,  # screened by the calibrated roofline; the incumbent is measured
                           n_trials=s.trials, workers=s.workers,
                           seed=s.seed)
 

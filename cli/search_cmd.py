@@ -61,7 +61,7 @@ def search_cmd(
     force: bool = typer.Option(False, "--force", help="Start over in an existing --out."),
     seed: int = typer.Option(0, "--seed", help="Seed of SMAC and of every trial's sampling."),
     confirm: bool = typer.Option(True, "--confirm/--no-confirm", help="Confirm r_min by a measurement when the device's backend measures."),
-    measure_trials: bool = typer.Option(True, "--measure-trials/--predict-trials", help="Check every trial's structure against the budget by measurement (shape-only GGUF, cached) where the backend measures; else by the calibrated roofline."),
+    measure_trials: bool = typer.Option(False, "--measure-trials/--predict-trials", help="Check every trial's structure against the budget by measurement (shape-only GGUF, cached; slower, and single measurements vary by a few %) where the backend measures; default: by the roofline calibrated with one measurement. The incumbent is measured either way."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the budget, r_min and the search space, then exit."),
 ) -> None:
     """Bayesian search (SMAC) over calibration samples, importance metric, aggregation and allocation,
@@ -130,4 +130,12 @@ def _final(outcome, profile, quant: str) -> None:
         console.print("[red]no trial met the budget[/]: raise --trials or --max-ratio")
         return
     console.print(f"best: trial {best.index} {best.summary()} ratio {best.values['ratio']:.3f}: held-out loss "
-                  f"{best.loss:.4f} (ppl {best.ppl:.2f}), predicted {best.decode_ms:.2f} ms/token on {profile.name}")
+                  f"{best.loss:.4f} (ppl {best.ppl:.2f}), {best.decode_ms:.2f} ms/token on {profile.name} (screening)")
+    from adaprune_edge.plan import measurer
+    from adaprune_edge.structure import Structure
+
+    measure = measurer(profile, quant)
+    if measure is not None:  # the incumbent is always re-measured with the device's backend
+        rep = measure(Structure.from_dict(best.structure))
+        console.print(f"measured with {rep.tool or rep.backend}: {rep.decode_ms_per_token:.2f} ms/token decode, "
+                      f"{rep.prefill_tps:.0f} tok/s prefill")
