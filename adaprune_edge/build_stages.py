@@ -206,8 +206,8 @@ def stage_validate(ctx: BuildContext) -> dict[str, Any]:
 
     ex = ctx.results["export"]
     st = Structure.from_dict(ex["structure"])
-    # latency first, before torch / llama.cpp work in this process: measured after it, a build on this
-    # 2-core host reported 6.51 ms/token for a file that measures 5.10 alone (idle worker threads spinning?)
+    # latency first, while the process is idle (a loaded Llama left from the PPL pass would hold RAM and
+    # threads during the measurement)
     gc.collect()
     lat = latency_of(ctx, st, Path(ex["gguf"]))
     windows = report_windows(ctx).numpy()
