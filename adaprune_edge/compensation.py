@@ -35,7 +35,7 @@ def compensate(linear: nn.Linear, keep_cols: list[int], mean_in: torch.Tensor) -
 
 
 def reconstruct(linear: nn.Linear, keep_cols: list[int], mean_in: torch.Tensor, second_moment: torch.Tensor,
-                damp: float = 0.1) -> None:
+                damp: float = 0.3) -> None:
     """Least-squares refit of the kept columns of `linear` plus a bias (call before slicing its columns)."""
     if len(keep_cols) == linear.in_features:
         return
