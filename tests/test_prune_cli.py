@@ -87,5 +87,7 @@ def test_unsupported_architecture(tiny_dir, tmp_path):
     cfg = json.loads((bad / "config.json").read_text())
     cfg["model_type"] = "gpt2"
     (bad / "config.json").write_text(json.dumps(cfg))
-    r = _run(["--model", bad, "--ratio", 0.2, "--calib", WIKITEXT_VALID, "--out", tmp_path / "o"])
+    calib = tmp_path / "calib.txt"
+    calib.write_text("Some calibration text about the weather and the sea.\n\n" * 50)
+    r = _run(["--model", bad, "--ratio", 0.2, "--calib", calib, "--out", tmp_path / "o"])
     assert r.exit_code == 2 and "supported: llama, mistral" in r.output and not (tmp_path / "o").exists()
