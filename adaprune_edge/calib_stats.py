@@ -37,7 +37,8 @@ class LayerStats:
     def add(self, site: str, x: torch.Tensor) -> None:
         x = x.detach().reshape(-1, x.shape[-1])
         if self.with_gram and site in GRAM_SITES:
-            g = x.float().T @ x.float()
+            xf = x.float()
+            g = xf.T @ xf
             if site in self.grams:
                 self.grams[site] += g
             else:

@@ -51,11 +51,11 @@ class Workload:
     @classmethod
     def from_structure(cls, st: Structure, quant: str) -> "Workload":
         d = st.head_dim
+        matmul = 2 * (st.decoder_params() - st.n_layer * 2 * st.hidden)  # layer matmuls, norms excluded
         return cls(decode_bytes=st.decode_bytes_per_token(quant), n_layer=st.n_layer,
                    kv_bytes_per_pos=sum(2 * s.n_head_kv * d * KV_BYTES_PER_ELEM for s in st.layers),
-                   matmul_flops=2 * (st.decoder_params() - st.n_layer * 2 * st.hidden),
-                   attn_flops_per_pos=sum(4 * s.n_head * d for s in st.layers),
-                   decode_flops=2 * (st.decoder_params() - st.n_layer * 2 * st.hidden + st.vocab * st.hidden))
+                   matmul_flops=matmul, attn_flops_per_pos=sum(4 * s.n_head * d for s in st.layers),
+                   decode_flops=matmul + 2 * st.vocab * st.hidden)
 
 
 @dataclass(frozen=True)

@@ -151,16 +151,13 @@ class SearchContext:
                            time.perf_counter() - t0, res.cache_hit)
 
     def _latency(self, structure: Any) -> Any:
-        """Measured with the device's backend when measure_trials (shape-only GGUF, cached per structure):
-        on real hardware latency is not a smooth function of bytes for non-uniform shapes; else predicted."""
+        """Measured with the device's backend when measure_trials (shape-only GGUF, cached per structure),
+        else predicted by the roofline."""
+        from adaprune_edge.plan import measurer
         from adaprune_edge.roofline import predict
 
-        if self.spec.measure_trials and self.profile.backend != "predict":
-            from adaprune_edge.latency import BenchSettings
-            from adaprune_edge.shape_latency import structure_latency
-
-            return structure_latency(structure, self.spec.quant, BenchSettings.from_profile(self.profile), self.profile.name)
-        return predict(structure, self.spec.quant, self.profile)
+        measure = measurer(self.profile, self.spec.quant) if self.spec.measure_trials else None
+        return measure(structure) if measure else predict(structure, self.spec.quant, self.profile)
 
     @torch.no_grad()
     def _score(self, model: Any, n_val: int) -> tuple[float, float | None]:
