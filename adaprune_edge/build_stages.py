@@ -100,7 +100,8 @@ def stage_plan(ctx: BuildContext) -> dict[str, Any]:
 
 def stage_search(ctx: BuildContext) -> dict[str, Any]:
     """SMAC search in run/search (resumable trial by trial)."""
-    from adaprune_edge.search import DaskEvaluator, LocalEvaluator, run_search
+    from adaprune_edge.evaluators import DaskEvaluator, LocalEvaluator
+    from adaprune_edge.search import run_search
 
     spec, folder = ctx.search_spec(), ctx.run.file("search")
     resume = (folder / "search.json").exists()

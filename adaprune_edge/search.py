@@ -6,7 +6,7 @@ prune a copy in memory → validation loss or KL on held-out windows), the const
 the trial's actual Structure; violators are told to SMAC as crashed with a penalty cost, never accepted).
 SMAC is driven through ask/tell; finished trials live in the run directory (trials.py), and --resume
 replays them into a fresh optimizer instead of trusting SMAC's own (interactive) resume. Trials run
-in-process, or on dask workers that each load the model once."""
+in-process, or on dask workers that each load the model once (evaluators.py)."""
 
 from __future__ import annotations
 
@@ -280,7 +280,7 @@ def _key(values: dict[str, Any]) -> tuple:
 
 
 def run_search(spec: SearchSpec, run_dir: Path, *, resume: bool = False, force: bool = False,
-               evaluator: "Evaluator | None" = None,
+               evaluator: Any = None,
                on_trial: Callable[[TrialRecord, list[TrialRecord]], None] | None = None) -> SearchOutcome:
     """Run (or continue) a search until spec.n_trials trials are finished or walltime runs out."""
     spec.check()
@@ -289,7 +289,10 @@ def run_search(spec: SearchSpec, run_dir: Path, *, resume: bool = False, force: 
     space = build_space(SpaceBounds.from_dict(spec.bounds), spec.seed)
     opt = make_optimizer(spec, space, Path(run_dir) / "smac")
     _replay(opt, spec, space, records)
-    evaluator = evaluator or LocalEvaluator(spec)
+    if evaluator is None:
+        from adaprune_edge.evaluators import LocalEvaluator
+
+        evaluator = LocalEvaluator(spec)
     seen = {_key(r.values) for r in records}
     start, new, idle = time.monotonic(), 0, 0
     pending: dict[Any, Any] = {}
@@ -324,91 +327,3 @@ def run_search(spec: SearchSpec, run_dir: Path, *, resume: bool = False, force: 
         if records:
             store.write_csv(records)
     return SearchOutcome(records, best_record(records), pareto_front(records), new)
-
-
-# -- where trials run ----------------------------------------------------------------------------------
-class Evaluator:
-    """Runs trials: submit() returns a handle; next_done() blocks until one finishes."""
-
-    slots = 1
-
-    def submit(self, index: int, values: dict[str, Any], fidelity: int | None) -> Any:
-        raise NotImplementedError
-
-    def next_done(self, handles: list[Any]) -> tuple[Any, TrialRecord]:
-        raise NotImplementedError
-
-    def cancel(self, handles: list[Any]) -> None:
-        """Drop unfinished trials (they are redone on --resume)."""
-
-
-class LocalEvaluator(Evaluator):
-    """In this process, one trial at a time (the context is built on first use)."""
-
-    def __init__(self, spec: SearchSpec, context: SearchContext | None = None) -> None:
-        self.spec, self._ctx, self._queue = spec, context, {}
-
-    @property
-    def context(self) -> SearchContext:
-        if self._ctx is None:
-            self._ctx = SearchContext(self.spec)
-        return self._ctx
-
-    def submit(self, index: int, values: dict[str, Any], fidelity: int | None) -> Any:
-        self._queue[index] = (values, fidelity)
-        return index
-
-    def next_done(self, handles: list[Any]) -> tuple[Any, TrialRecord]:
-        h = min(handles)
-        values, fidelity = self._queue.pop(h)
-        return h, safe_evaluate(self.context, h, values, fidelity)
-
-
-def safe_evaluate(ctx: SearchContext, index: int, values: dict[str, Any], fidelity: int | None) -> TrialRecord:
-    """evaluate(), but a trial whose recipe cannot be applied (e.g. nothing left to prune under its
-    protections) is recorded as status 'error' with the penalty cost instead of ending the search."""
-    from adaprune_edge.errors import AdapruneError
-
-    t0 = time.perf_counter()
-    try:
-        return ctx.evaluate(index, values, fidelity)
-    except (AdapruneError, ValueError) as e:
-        return TrialRecord(index, values, "error", PENALTY, None, None, None, 0.0, 0.0, 0, math.inf, 0.0,
-                           f"{type(e).__name__}: {e}", {}, {}, fidelity or 0, time.perf_counter() - t0, False)
-
-
-_WORKER_CONTEXTS: dict[str, SearchContext] = {}
-
-
-def _remote_trial(spec_dict: dict[str, Any], index: int, values: dict[str, Any], fidelity: int | None) -> dict:
-    """Runs on a dask worker: build the context once per worker process, then evaluate."""
-    import json
-
-    torch.set_num_threads(1)
-    key = json.dumps(spec_dict, sort_keys=True)
-    if key not in _WORKER_CONTEXTS:
-        _WORKER_CONTEXTS.clear()
-        _WORKER_CONTEXTS[key] = SearchContext(SearchSpec.from_dict(spec_dict))
-    return safe_evaluate(_WORKER_CONTEXTS[key], index, values, fidelity).to_dict()
-
-
-class DaskEvaluator(Evaluator):
-    """Trials on a dask cluster: `slots` in flight at once (one per worker)."""
-
-    def __init__(self, spec: SearchSpec, client: Any) -> None:
-        self.spec, self.client = spec, client
-        self.slots = max(1, len(client.scheduler_info().get("workers", {})) or spec.workers)
-
-    def submit(self, index: int, values: dict[str, Any], fidelity: int | None) -> Any:
-        return self.client.submit(_remote_trial, self.spec.to_dict(), index, values, fidelity, pure=False)
-
-    def next_done(self, handles: list[Any]) -> tuple[Any, TrialRecord]:
-        from distributed import wait
-
-        done, _ = wait(handles, return_when="FIRST_COMPLETED")
-        fut = min(done, key=lambda f: handles.index(f))
-        return fut, TrialRecord.from_dict(fut.result())
-
-    def cancel(self, handles: list[Any]) -> None:
-        if handles:
-            self.client.cancel(handles)

@@ -81,7 +81,8 @@ def measure_all(structures, profile, rounds=3):
 def run_target(target, trials, lm, base, profile, test, rows, structures, out_json):
     from adaprune_edge.budget import uniform
     from adaprune_edge.pruner import prune
-    from adaprune_edge.search import LocalEvaluator, SearchContext, SearchSpec, run_search
+    from adaprune_edge.evaluators import LocalEvaluator
+    from adaprune_edge.search import SearchContext, SearchSpec, run_search
     from adaprune_edge.searchspace import SpaceBounds, to_prune_config
 
     budget_ms = predicted_ms(uniform(base, target, "Q4_K_M"), profile) * 1.005

@@ -110,7 +110,8 @@ def print_plan(plan, spec) -> None:
 
 def _run(spec, out: Path, resume: bool, force: bool, workers: int, scheduler: Optional[str], loaded):
     from adaprune_edge.cluster import dask_client
-    from adaprune_edge.search import DaskEvaluator, LocalEvaluator, SearchContext, run_search
+    from adaprune_edge.evaluators import DaskEvaluator, LocalEvaluator
+    from adaprune_edge.search import SearchContext, run_search
 
     with Live(trial_table([], "trials"), console=console, refresh_per_second=2, transient=False) as live:
         def on_trial(rec: TrialRecord, records: list[TrialRecord]) -> None:

@@ -8,7 +8,8 @@ import torch
 from adaprune_edge import profiles
 from adaprune_edge.budget import solve
 from adaprune_edge.roofline import predict
-from adaprune_edge.search import LocalEvaluator, SearchContext, SearchSpec, run_search
+from adaprune_edge.evaluators import LocalEvaluator
+from adaprune_edge.search import SearchContext, SearchSpec, run_search
 from adaprune_edge.searchspace import SpaceBounds
 from adaprune_edge.structure import Structure
 from adaprune_edge.trials import TrialStore
@@ -92,7 +93,7 @@ def test_kl_objective_is_zero_for_the_dense_model(tiny_dir, shared_data):
 
 def test_two_worker_dask_search_shuts_down(tiny_dir, shared_data, tmp_path):
     from adaprune_edge.cluster import dask_client
-    from adaprune_edge.search import DaskEvaluator
+    from adaprune_edge.evaluators import DaskEvaluator
 
     spec = _spec(tiny_dir, shared_data / "wikitext-2/valid.txt", n_trials=4, workers=2)
     with dask_client(workers=2) as client:
