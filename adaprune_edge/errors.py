@@ -31,3 +31,7 @@ class LatencyError(AdapruneError):
 
 class OutputExistsError(AdapruneError):
     """An output exists and --force was not given."""
+
+
+class OutputWriteError(AdapruneError):
+    """An output could not be written (disk full, read-only, no permission); nothing partial is left."""

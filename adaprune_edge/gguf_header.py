@@ -66,8 +66,21 @@ class _Cursor:
         return None
 
 
+def _data_start(header_end: int, meta: dict[str, Any]) -> int:
+    align = int(meta.get("general.alignment") or 32)
+    return (header_end + align - 1) // align * align
+
+
+def _check_complete(file_bytes: int, data_start: int, data_end: int) -> None:
+    """A header that parses but whose tensors run past the end of the file is a cut-off copy."""
+    if data_start + data_end > file_bytes:
+        raise ValueError(f"truncated: {file_bytes:,} bytes, its tensors need {data_start + data_end:,}")
+
+
 def read_header(path: str | Path) -> tuple[dict[str, Any], list[TensorInfo]]:
     """(metadata, tensors) of a GGUF; string arrays (vocabulary, merges) are None."""
+    if not Path(path).is_file():
+        raise ExportError(f"GGUF file {path} not found")
     try:
         with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
             c = _Cursor(mm)
@@ -79,13 +92,16 @@ def read_header(path: str | Path) -> tuple[dict[str, Any], list[TensorInfo]]:
             for _ in range(n_kv):
                 key = c.string()
                 meta[key] = c.value(c.take("<I"))
-            tensors = []
+            tensors, data_end = [], 0
             for _ in range(n_tensors):
                 name = c.string()
                 dims = tuple(c.take("<Q") for _ in range(c.take("<I")))
                 qtype = GGMLQuantizationType(c.take("<I"))
-                c.take("<Q")  # data offset
-                tensors.append(TensorInfo(name, dims, qtype))
+                info = TensorInfo(name, dims, qtype)
+                data_end = max(data_end, c.take("<Q") + info.n_bytes)  # offset is relative to the data section
+                tensors.append(info)
+            _check_complete(len(mm), _data_start(c.pos, meta), data_end)
             return meta, tensors
-    except (OSError, ValueError, struct.error, KeyError) as e:
-        raise ExportError(f"{path} is not a readable GGUF file ({type(e).__name__}: {e})") from None
+    except (OSError, ValueError, struct.error, KeyError, OverflowError, MemoryError) as e:  # garbage sizes
+        raise ExportError(f"{path} is not a readable GGUF file ({type(e).__name__}: {e}); "
+                          "re-export or re-download it") from None

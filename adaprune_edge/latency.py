@@ -146,6 +146,9 @@ def measure(gguf_path: str | Path, settings: BenchSettings) -> LatencyReport:
     path = Path(gguf_path)
     if not path.is_file():
         raise LatencyError(f"GGUF file {path} not found")
+    from adaprune_edge.gguf_header import read_header
+
+    read_header(path)  # ~0.1 s: a cut-off or corrupt file is named here, not as "llama.cpp cannot load"
     if settings.repetitions < 1 or settings.n_prompt < 1 or settings.n_gen < 1:
         raise LatencyError("n_prompt, n_gen and repetitions must be at least 1")
     return get_backend(settings.backend)(path, settings)

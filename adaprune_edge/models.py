@@ -113,14 +113,16 @@ def _check_architecture(config: Any, spec: str) -> None:
 
 
 def _gguf_architecture(path: Path) -> str:
-    import gguf
+    """general.architecture of a GGUF, after checking that the file holds all its tensor data (a truncated
+    download otherwise fails deep inside transformers with a traceback)."""
+    from adaprune_edge.errors import ExportError
+    from adaprune_edge.gguf_header import read_header
 
     try:
-        reader = gguf.GGUFReader(str(path))
-    except Exception as e:  # corrupt or not a GGUF at all
-        raise ModelError(f"{path} is not a readable GGUF file ({type(e).__name__}: {e})") from None
-    field = reader.fields.get("general.architecture")
-    return field.contents() if field is not None else "?"
+        meta, _ = read_header(path)
+    except ExportError as e:
+        raise ModelError(str(e)) from None
+    return str(meta.get("general.architecture", "?"))
 
 
 def _load_gguf(spec: ModelSpec) -> tuple[Any, Any]:
@@ -163,6 +165,47 @@ def _load_hf_dir(path: str, local_only: bool) -> tuple[Any, Any]:
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, local_files_only=local_only)
     tok = AutoTokenizer.from_pretrained(path, local_files_only=local_only)
     return model, tok
+
+
+WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin")
+
+
+def _load_local_hf_dir(path: str) -> tuple[Any, Any]:
+    """A local HF folder; what transformers raises for a broken one (OSError, ValueError, JSON errors, a
+    safetensors error) becomes one ModelError naming the folder and the fix."""
+    folder = Path(path)
+    config = _check_config_json(folder)
+    if config.get("model_type") not in SUPPORTED_ARCHITECTURES:
+        raise ModelError(f"model {path} has architecture {config.get('model_type', '?')!r}; "
+                         f"supported: {', '.join(SUPPORTED_ARCHITECTURES)}")
+    if not any(next(folder.glob(pat), None) for pat in WEIGHT_FILES):
+        raise ModelError(f"model folder {path} has no weights (*.safetensors or pytorch_model.bin); "
+                         "copy them in or pass another --model")
+    try:
+        return _load_hf_dir(path, local_only=True)
+    except ModelError:
+        raise
+    except Exception as e:  # transformers/tokenizers/safetensors raise many unrelated types
+        raise ModelError(f"cannot load model folder {path} ({type(e).__name__}: {_first_line(e)}); "
+                         "check that its config, weights and tokenizer files are complete") from None
+
+
+def _check_config_json(folder: Path) -> dict[str, Any]:
+    import json
+
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:  # ValueError covers JSONDecodeError and UnicodeDecodeError
+        raise ModelError(f"{folder / 'config.json'} is not valid JSON ({_first_line(e)}); "
+                         "restore it from the model's source") from None
+    if not isinstance(config, dict):
+        raise ModelError(f"{folder / 'config.json'} must hold a JSON object; restore it from the model's source")
+    return config
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0][:200] if lines else type(e).__name__
 
 
 def _load_hub(spec: ModelSpec) -> tuple[Any, Any]:
@@ -208,7 +251,7 @@ def load(spec_str: str) -> LoadedModel:
     if spec.kind == "gguf":
         model, tok = _load_gguf(spec)
     elif spec.kind == "hf_dir":
-        model, tok = _load_hf_dir(spec.path, local_only=True)
+        model, tok = _load_local_hf_dir(spec.path)
     elif spec.kind == "pruned_dir":
         from adaprune_edge.pruning import load_pruned  # issue: pruning engine
 

@@ -82,18 +82,21 @@ class RunDir:
         if not p.exists():
             return {}
         try:
-            return json.loads(p.read_text())
-        except ValueError:
+            state = json.loads(p.read_text(encoding="utf-8"))
+        except ValueError:  # also UnicodeDecodeError
             raise ConfigError(f"{p} is corrupt; start over with --force") from None
+        _check_state_shape(state, p)
+        return state
 
     def open(self, spec: BuildSpec, resume: bool, force: bool) -> dict[str, Any]:
         """Create, continue (--resume) or replace (--force) the run directory; returns the state."""
-        state = self.state()
+        state = self.state() if resume else {}  # --force must also replace a corrupt state.json
         if resume and state:
             if state.get("spec") != spec.to_dict():
                 changed = sorted(k for k in spec.to_dict() if state.get("spec", {}).get(k) != spec.to_dict()[k])
                 raise ConfigError(f"--resume: {self.path} was built with different options ({', '.join(changed)}); "
                                   "use the same options or another --out")
+            self._remove_stale_temps()
             return state
         if self.path.exists() and any(self.path.iterdir()):
             if resume:
@@ -106,9 +109,25 @@ class RunDir:
         write_json(self.file(STATE_FILE), state)
         return state
 
+    def _remove_stale_temps(self) -> None:
+        """A killed build leaves its in-flight temp files (runs.atomic_path names them .<name>.*.tmp);
+        finished outputs were renamed into place, so only these are partial."""
+        for p in list(self.path.glob(".*.tmp")) + list(self.path.glob("*/.*.tmp")):
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+
     def finish(self, state: dict[str, Any], stage: str, result: dict[str, Any]) -> None:
         state["done"][stage] = result
         write_json(self.file(STATE_FILE), state)
+
+
+def _check_state_shape(state: Any, path: Path) -> None:
+    """Valid JSON of the wrong shape (another tool's file, a hand edit) would fail mid-build with a KeyError."""
+    ok = (isinstance(state, dict) and isinstance(state.get("spec"), dict) and isinstance(state.get("done"), dict)
+          and state["spec"].get("kind") == BuildSpec.kind and set(state["done"]) <= set(STAGES)
+          and all(isinstance(v, dict) for v in state["done"].values()))
+    if not ok:
+        raise ConfigError(f"{path} is not the state of an adaprune-edge build; "
+                          "pass another --out, or --force to replace the directory")
 
 
 def planned_outputs(spec: BuildSpec, quant: str) -> list[str]:

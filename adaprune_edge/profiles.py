@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from adaprune_edge.errors import ProfileError
+from adaprune_edge.errors import ConfigError, ProfileError
 from adaprune_edge.registry import unknown_name_message
 
 BACKENDS = ("local", "ssh", "predict")
@@ -89,6 +90,8 @@ _FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "llama_bench": ((str,), False),
     "notes": ((str,), False),
 }
+# fields whose empty value means "not set" (ssh_host is only needed by the ssh backend)
+_NULLABLE = ("ssh_host", "description", "notes")
 _BUDGET_FIELDS = {"decode_ms_per_token": (int, float), "prefill_tps": (int, float)}
 
 
@@ -115,7 +118,7 @@ def _locate(spec: str) -> Path:
 
 def _read_raw(path: Path) -> dict[str, Any]:
     """Parse YAML and validate keys/types, naming file, field and line on error."""
-    text = path.read_text()
+    text = _read_text(path)
     try:
         node = yaml.compose(text)
         data = yaml.safe_load(text)
@@ -136,6 +139,15 @@ def _read_raw(path: Path) -> dict[str, Any]:
     return data
 
 
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ProfileError(f"{path}: not UTF-8 text (byte {e.start}); save the profile as UTF-8") from None
+    except OSError as e:
+        raise ProfileError(f"{path}: cannot read the profile ({e.strerror})") from None
+
+
 def _child_lines(node: yaml.MappingNode, key: str) -> dict[str, int]:
     for k, v in node.value:
         if k.value == key and isinstance(v, yaml.MappingNode):
@@ -148,11 +160,16 @@ def _check_field(path: Path, key: Any, value: Any, line: int, spec: dict, what: 
         known = [k for k in spec]
         raise ProfileError(f"{path}: line {line}: " + unknown_name_message(what, str(key), known))
     types = spec[key][0]
-    if value is None and key not in ("budget",):
+    names = " or ".join(t.__name__ for t in types)
+    if value is None and key not in _NULLABLE:
+        # `ram_gb:` with nothing after it parses as null; without this it surfaces later as a TypeError
+        raise ProfileError(f"{path}: line {line}: {what} {key!r} is empty; give a value ({names}) or delete the line")
+    if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, types):
-        names = " or ".join(t.__name__ for t in types)
-        raise ProfileError(f"{path}: line {line}: field {key!r} must be {names}, got {type(value).__name__} {value!r}")
+        raise ProfileError(f"{path}: line {line}: {what} {key!r} must be {names}, got {type(value).__name__} {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ProfileError(f"{path}: line {line}: {what} {key!r} must be a finite number, got {value!r}")
 
 
 def _merge(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
@@ -195,13 +212,31 @@ def _check_values(p: DeviceProfile, path: Path) -> None:
         raise ProfileError(f"{path}: field 'backend' must be one of {', '.join(BACKENDS)}, got {p.backend!r}")
     if p.backend == "ssh" and not p.ssh_host:
         raise ProfileError(f"{path}: backend 'ssh' needs field 'ssh_host' (user@host)")
-    for key in ("ram_gb", "mem_bandwidth_gbs", "compute_gflops", "threads"):
+    for key in ("ram_gb", "mem_bandwidth_gbs", "compute_gflops", "threads", "context_length"):
         if getattr(p, key) <= 0:
             raise ProfileError(f"{path}: field {key!r} must be positive")
     if not 0 < p.usable_ram_share <= 1:
         raise ProfileError(f"{path}: field 'usable_ram_share' must be in (0, 1]")
     if p.budget.decode_ms_per_token is None and p.budget.prefill_tps is None:
         raise ProfileError(f"{path}: budget needs decode_ms_per_token and/or prefill_tps")
+    for key in ("decode_ms_per_token", "prefill_tps"):
+        value = getattr(p.budget, key)
+        if value is not None and value <= 0:
+            raise ProfileError(f"{path}: budget field {key!r} must be positive, got {value}")
+    for key in ("overhead_ms_per_layer", "overhead_ms_per_token", "decode_gflops"):
+        if getattr(p, key) < 0:
+            raise ProfileError(f"{path}: field {key!r} must not be negative, got {getattr(p, key)}")
+
+
+def budget_override(budget_ms: float | None, target_tps: float | None = None) -> float | None:
+    """The decode budget (ms/token) given on the command line as --budget-ms or --target-tps (tokens/s),
+    or None for the profile's. Checked before anything is loaded or written: a NaN passes `<= 0` tests."""
+    if budget_ms is not None and target_tps is not None:
+        raise ConfigError("give --budget-ms or --target-tps, not both")
+    for option, value in (("--budget-ms", budget_ms), ("--target-tps", target_tps)):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"{option} must be a positive number, got {value}")
+    return 1000.0 / target_tps if target_tps is not None else budget_ms
 
 
 def list_profiles() -> list[DeviceProfile]:

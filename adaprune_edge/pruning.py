@@ -182,9 +182,15 @@ def load_pruned(path: str | Path) -> tuple[nn.Module, Any]:
         structure = Structure.from_dict(meta["structure"])
     except (OSError, KeyError, ValueError, TypeError) as e:
         raise ModelError(f"{path / STRUCTURE_FILE} is not a valid adaprune-edge structure file ({e})") from None
-    config = AutoConfig.from_pretrained(path, local_files_only=True)
-    model = skeleton(config, structure)
-    state = load_file(str(path / "model.safetensors"))
+    _require_files(path, ("config.json", "model.safetensors"))
+    try:
+        config = AutoConfig.from_pretrained(path, local_files_only=True)
+        model = skeleton(config, structure)
+        state = load_file(str(path / "model.safetensors"))
+    except Exception as e:  # transformers and safetensors raise OSError, ValueError, SafetensorError ...
+        msg = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise ModelError(f"cannot load pruned folder {path} ({type(e).__name__}: {msg}); "
+                         "write it again with `adaprune-edge prune` or `build --force`") from None
     for name, lin in _biased_linears(state):
         _ensure_bias(model, name)
     missing, unexpected = model.load_state_dict(state, strict=False)
@@ -195,6 +201,13 @@ def load_pruned(path: str | Path) -> tuple[nn.Module, Any]:
         model.tie_weights()
     tok = AutoTokenizer.from_pretrained(path, local_files_only=True) if (path / "tokenizer_config.json").exists() else None
     return model.eval(), tok
+
+
+def _require_files(path: Path, names: Sequence[str]) -> None:
+    missing = [n for n in names if not (path / n).is_file()]
+    if missing:
+        raise ModelError(f"pruned folder {path} is missing {', '.join(missing)}; "
+                         "write it again with `adaprune-edge prune` or `build --force`")
 
 
 def _biased_linears(state: dict[str, torch.Tensor]) -> list[tuple[str, torch.Tensor]]:

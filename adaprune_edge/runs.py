@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from adaprune_edge.errors import OutputExistsError
+from adaprune_edge.errors import OutputExistsError, OutputWriteError
+
+# write failures a user fixes on the machine (free space, permissions); other OSErrors are bugs to show
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
 
 
 def check_writable(path: Path, force: bool) -> None:
@@ -29,6 +33,11 @@ def atomic_path(path: Path) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, path)
+    except OSError as e:
+        if e.errno not in _WRITE_ERRNOS:
+            raise
+        raise OutputWriteError(f"cannot write {path} ({e.strerror or os.strerror(e.errno)}); "
+                               f"free space or fix permissions in {path.parent} and run again") from None
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

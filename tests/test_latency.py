@@ -8,8 +8,8 @@ import multiprocessing as mp
 
 import pytest
 
-from adaprune_edge import budget, latency, llama_bench, profiles
-from adaprune_edge.errors import LatencyError
+from adaprune_edge import bench_local, budget, latency, llama_bench, profiles
+from adaprune_edge.errors import ExportError, LatencyError
 from adaprune_edge.latency import BenchSettings, LatencyReport
 from adaprune_edge.latency_cache import LatencyCache, cache_key
 from adaprune_edge.roofline import Roofline, Workload, fit, fit_and_score, predict, workload_from_gguf
@@ -133,8 +133,11 @@ def test_unknown_backend_and_missing_file(tmp_path):
 def test_local_worker_crash_is_a_latency_error(tmp_path):
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"GGUF not really")
+    settings = BenchSettings(n_prompt=4, n_gen=2, repetitions=1, timeout_s=60)
     with pytest.raises(LatencyError, match="local latency worker failed"):
-        latency.measure(bad, BenchSettings(n_prompt=4, n_gen=2, repetitions=1, timeout_s=60))
+        bench_local._via_python(bad, settings)  # the child's crash, past the header check
+    with pytest.raises(ExportError, match="not a readable GGUF"):  # measure() names a corrupt file up front
+        latency.measure(bad, settings)
 
 
 # -- real measurements (e2e) -------------------------------------------------------------------------
