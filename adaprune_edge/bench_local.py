@@ -53,8 +53,20 @@ def run_worker(gguf: str, n_prompt: int, n_gen: int, repetitions: int, threads: 
         p, d = _one_run(llm, prompt, gen)
         prefill.append(p)
         decode.append(d)
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
-    return {"prefill_tps": prefill, "decode_ms": decode, "peak_rss_bytes": rss}
+    return {"prefill_tps": prefill, "decode_ms": decode, "peak_rss_bytes": peak_rss_bytes()}
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set, bytes. VmHWM belongs to the address space, which exec replaces;
+    ru_maxrss survives fork+exec, so a child of a 600 MB pytest/torch parent would report 600 MB."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # not Linux: KiB on Linux, bytes on macOS
 
 
 def _child_argv(path: Path, s: BenchSettings) -> list[str]:
