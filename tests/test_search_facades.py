@@ -1,0 +1,71 @@
+"""`adaprune-edge search --facade hyperband` and `--multi-objective` end to end through the CLI on a tiny
+model (predicted latency, built-in calibration text): both finish, stay within the budget, and record
+what makes them different (fidelities below the maximum; a Pareto front of loss vs latency)."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from adaprune_edge.cli.app import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from conftest import save_tiny_model
+
+    from adaprune_edge import profiles
+    from adaprune_edge.budget import uniform
+    from adaprune_edge.models import load
+    from adaprune_edge.roofline import predict
+    from adaprune_edge.structure import Structure
+
+    root = tmp_path_factory.mktemp("facades")
+    model = save_tiny_model(root / "tiny", hidden=128, heads=4, kv_heads=2, ffn=1024, layers=4)
+    dev = root / "host.yaml"
+    dev.write_text("extends: this-host\nbackend: predict\n")
+    prof = profiles.load_profile(str(dev))
+    base = Structure.from_model(load(str(model)).model)
+    dense = predict(base, "Q8_0", prof).decode_ms_per_token
+    half = predict(uniform(base, 0.5, "Q8_0"), "Q8_0", prof).decode_ms_per_token
+    return model, dev, half + 0.5 * (dense - half)  # the embedding dominates a tiny model's bytes
+
+
+def _search(tiny, out, *extra):
+    model, dev, budget = tiny
+    args = ["search", "--device", str(dev), "--model", str(model), "--quant", "Q8_0", "--budget-ms", f"{budget:.5f}",
+            "--max-samples", "8", "--max-seq-len", "64", "--val-windows", "4", "--val-seq-len", "64",
+            "--no-warm-start", "--seed", "1", "--out", str(out), *extra]
+    r = runner.invoke(app, args, env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    recs = [json.loads(line) for line in (out / "trials.jsonl").read_text().splitlines()]
+    return r.output, recs, budget
+
+
+def test_hyperband_uses_lower_fidelities(tiny, tmp_path):
+    output, recs, budget = _search(tiny, tmp_path / "hb", "--facade", "hyperband", "--trials", "5")
+    assert json.loads((tmp_path / "hb" / "search.json").read_text())["facade"] == "hyperband"
+    assert len(recs) == 5
+    fidelities = {r["fidelity"] for r in recs}
+    assert min(fidelities) < 4 and max(fidelities) <= 4, fidelities
+    ok = [r for r in recs if r["status"] == "ok"]
+    assert ok and all(r["decode_ms"] <= budget + 1e-9 and 0 < r["loss"] < 15 for r in ok)
+    assert "best: trial" in output
+
+
+def test_multi_objective_keeps_a_pareto_front(tiny, tmp_path):
+    from adaprune_edge.search import pareto_front
+    from adaprune_edge.trials import TrialRecord
+
+    output, recs, budget = _search(tiny, tmp_path / "mo", "--multi-objective", "--trials", "4")
+    assert json.loads((tmp_path / "mo" / "search.json").read_text())["multi_objective"] is True
+    assert len(recs) == 4
+    ok = [r for r in recs if r["status"] == "ok"]
+    assert ok and all(r["decode_ms"] <= budget + 1e-9 for r in ok)
+    front = pareto_front([TrialRecord.from_dict(r) for r in recs])
+    assert front, "no feasible trial on the front"
+    for a in front:  # no trial on the front is dominated in (cost, decode ms) by any feasible trial
+        assert not any(b["cost"] <= a.cost and b["decode_ms"] <= a.decode_ms and
+                       (b["cost"], b["decode_ms"]) != (a.cost, a.decode_ms) for b in ok)
