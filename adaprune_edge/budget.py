@@ -16,7 +16,8 @@ from adaprune_edge.errors import LatencyError
 from adaprune_edge.latency import LatencyReport
 from adaprune_edge.registry import Registry
 from adaprune_edge.roofline import predict
-from adaprune_edge.structure import LayerShape, Structure, _quant_pair
+from adaprune_edge.quant import QuantRecipe
+from adaprune_edge.structure import LayerShape, Structure
 
 RUNTIME_BYTES = 128 * 1024**2  # llama.cpp compute buffers + runtime beyond weights and KV cache (allowance)
 RECIPES: Registry[Callable[[Structure, float, str], Structure]] = Registry("recipe family")
@@ -24,7 +25,7 @@ RECIPES: Registry[Callable[[Structure, float, str], Structure]] = Registry("reci
 
 def ffn_align(quant: str) -> int:
     """FFN width multiple that keeps ffn_down's rows in the quant's block (256 for K-quants, else 32)."""
-    return 256 if GGML_QUANT_SIZES[_quant_pair(quant)[0]][0] == 256 else 32
+    return 256 if GGML_QUANT_SIZES[QuantRecipe.parse(quant).base_type][0] == 256 else 32
 
 
 def _shrink(s: LayerShape, ratio: float, align: int) -> LayerShape:

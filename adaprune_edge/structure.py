@@ -10,18 +10,7 @@ from typing import Any, Iterator
 
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as QT
 
-# llama.cpp ftype name → (default tensor type, type for attn_v/ffn_down "more bits" layers)
-QUANT_TYPES: dict[str, tuple[QT, QT]] = {
-    "F32": (QT.F32, QT.F32),
-    "F16": (QT.F16, QT.F16),
-    "Q8_0": (QT.Q8_0, QT.Q8_0),
-    "Q6_K": (QT.Q6_K, QT.Q6_K),
-    "Q5_K_M": (QT.Q5_K, QT.Q6_K),
-    "Q4_K_M": (QT.Q4_K, QT.Q6_K),
-    "Q4_0": (QT.Q4_0, QT.Q4_0),
-}
-# llama.cpp's fall-back when a row is not a multiple of the block size (llama-quant.cpp)
-_FALLBACK = {QT.Q4_K: QT.Q5_0, QT.Q5_K: QT.Q5_1, QT.Q6_K: QT.Q8_0}
+from adaprune_edge.quant import QuantRecipe, layer_type, output_type
 
 
 @dataclass(frozen=True)
@@ -42,6 +31,7 @@ class TensorPlan:
     cols: int
     qtype: QT
     fallback: bool
+    overridden: bool = False  # the recipe chose this type (a quantizer override), not llama.cpp
 
     @property
     def n_bytes(self) -> int:
@@ -93,32 +83,35 @@ class Structure:
         """All parameters: embeddings, decoder layers, final norm."""
         return self.embedding_params() + self.decoder_params() + self.hidden
 
-    def tensors(self, quant: str = "F16") -> Iterator[TensorPlan]:
-        """The 2-D weight tensors with the ggml type llama.cpp's quantizer gives each for `quant`."""
-        base, more = _quant_pair(quant)
-        yield from self._embedding_tensors(quant, base)
-        n = self.n_layer
+    def tensors(self, quant: "str | QuantRecipe" = "F16") -> Iterator[TensorPlan]:
+        """The 2-D weight tensors with the ggml type llama.cpp's quantizer gives each for `quant` (a file
+        type name or a QuantRecipe string such as 'Q4_K_M:fb=IQ4_NL')."""
+        r = QuantRecipe.parse(quant)
+        yield from self._embedding_tensors(r)
+        n, h, d = self.n_layer, self.hidden, self.head_dim
+        gqa = self.layers[0].n_head // self.layers[0].n_head_kv if self.layers else 1
+        # llama.cpp's mixture rules count the tensors of a role they have seen; a manual override skips
+        # the rules and so does not advance that count
+        seen = dict.fromkeys(("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"), 0)
         for i, s in enumerate(self.layers):
-            h, d = self.hidden, self.head_dim
-            mb = _use_more_bits(i, n)
-            for name, rows, cols, t in (
-                ("attn_q", s.n_head * d, h, base),
-                ("attn_k", s.n_head_kv * d, h, base),
-                ("attn_v", s.n_head_kv * d, h, more if mb else base),
-                ("attn_output", h, s.n_head * d, base),
-                ("ffn_gate", s.n_ff, h, base),
-                ("ffn_up", s.n_ff, h, base),
-                ("ffn_down", h, s.n_ff, more if mb else base),
+            for role, rows, cols in (
+                ("attn_q", s.n_head * d, h), ("attn_k", s.n_head_kv * d, h), ("attn_v", s.n_head_kv * d, h),
+                ("attn_output", h, s.n_head * d), ("ffn_gate", s.n_ff, h), ("ffn_up", s.n_ff, h),
+                ("ffn_down", h, s.n_ff),
             ):
-                yield _plan(f"blk.{i}.{name}.weight", rows, cols, t)
+                t, fell, over = layer_type(r, role, seen[role], n, cols, gqa)
+                seen[role] += not over
+                yield TensorPlan(f"blk.{i}.{role}.weight", rows, cols, t, fell, over)
 
-    def _embedding_tensors(self, quant: str, base: QT) -> Iterator[TensorPlan]:
-        out_type = _output_type(quant, base, self.hidden)
+    def _embedding_tensors(self, r: QuantRecipe) -> Iterator[TensorPlan]:
+        out, fell = output_type(r, self.hidden)
         if self.tied_embeddings:
-            yield _plan("token_embd.weight", self.vocab, self.hidden, out_type)
+            yield TensorPlan("token_embd.weight", self.vocab, self.hidden, out, fell, bool(r.output))
         else:
-            yield _plan("token_embd.weight", self.vocab, self.hidden, base)
-            yield _plan("output.weight", self.vocab, self.hidden, out_type)
+            # an untied token embedding (a row lookup) keeps the file type's default, with fall-backs
+            emb, fell_e, over_e = layer_type(r, "token_embd", 0, self.n_layer, self.hidden, 1)
+            yield TensorPlan("token_embd.weight", self.vocab, self.hidden, emb, fell_e, over_e)
+            yield TensorPlan("output.weight", self.vocab, self.hidden, out, fell, bool(r.output))
 
     def norm_bytes(self) -> int:
         """F32 norm weights: two per layer plus the final norm."""
@@ -203,35 +196,3 @@ class Structure:
         n_orig = getattr(model, "adaprune_n_layer_orig", None) or len(layers)
         tied = bool(getattr(cfg, "tie_word_embeddings", False))
         return cls(cfg.hidden_size, head_dim, cfg.vocab_size, n_orig, tuple(kept), tuple(layers), tied)
-
-
-def _quant_pair(quant: str) -> tuple[QT, QT]:
-    from adaprune_edge.errors import ConfigError
-    from adaprune_edge.registry import unknown_name_message
-
-    if quant not in QUANT_TYPES:
-        raise ConfigError(unknown_name_message("quant type", quant, list(QUANT_TYPES)))
-    return QUANT_TYPES[quant]
-
-
-def _use_more_bits(i: int, n: int) -> bool:
-    # llama.cpp: i_layer < n/8 || i_layer >= 7*n/8 || (i_layer - n/8) % 3 == 2
-    return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
-
-
-def _output_type(quant: str, base: QT, hidden: int) -> QT:
-    """llama.cpp's rule for output.weight (or a tied token_embd): Q6_K unless Q8_0/float."""
-    if base in (QT.F32, QT.F16, QT.Q8_0):
-        return base
-    block = GGML_QUANT_SIZES[base][0]
-    return QT.Q8_0 if hidden % block else QT.Q6_K
-
-
-def _plan(name: str, rows: int, cols: int, qtype: QT) -> TensorPlan:
-    block = GGML_QUANT_SIZES[qtype][0]
-    if cols % block == 0:
-        return TensorPlan(name, rows, cols, qtype, False)
-    fb = _FALLBACK.get(qtype, QT.F16)
-    if cols % GGML_QUANT_SIZES[fb][0]:
-        fb = QT.F16
-    return TensorPlan(name, rows, cols, fb, True)

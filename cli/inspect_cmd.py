@@ -9,7 +9,8 @@ from rich.table import Table
 
 from adaprune_edge import models
 from adaprune_edge.cli.common import cli_errors, console, human_bytes, human_count
-from adaprune_edge.structure import QUANT_TYPES, Structure
+from adaprune_edge.quant import FTYPES
+from adaprune_edge.structure import Structure
 
 
 @cli_errors
@@ -33,9 +34,11 @@ def inspect_cmd(
             ("parameters", f"{human_count(info.params)} ({info.params:,})"),
             ("decoder parameters", f"{human_count(st.decoder_params())} ({st.decoder_params():,})"),
             ("per-layer shapes", st.condensed())]
-    for quant in QUANT_TYPES:
-        fb = len(st.fallbacks(quant))
-        rows.append((f"GGUF size {quant}", human_bytes(st.gguf_bytes(quant)) + (f"  ({fb} tensors fall back)" if fb else "")))
+    for quant in FTYPES:
+        fb, n = len(st.fallbacks(quant)), st.params()
+        bpw = 8 * st.gguf_bytes(quant) / n
+        rows.append((f"GGUF {quant}", f"{human_bytes(st.gguf_bytes(quant))}, {bpw:.2f} bits/weight"
+                     + (f"  ({fb} tensors fall back)" if fb else "")))
     for k, v in rows:
         table.add_row(k, v)
     if ppl:

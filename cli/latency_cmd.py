@@ -15,7 +15,8 @@ from adaprune_edge import budget, latency, models, profiles
 from adaprune_edge.cli.common import cli_errors, console, err_console, fail, human_bytes
 from adaprune_edge.errors import ConfigError
 from adaprune_edge.latency import BenchSettings, LatencyReport
-from adaprune_edge.structure import QUANT_TYPES, Structure
+from adaprune_edge.quant import QuantRecipe
+from adaprune_edge.structure import Structure
 
 DEVICE_HELP = "Device profile: a shipped name (see `devices list`) or a path to your .yaml."
 
@@ -34,9 +35,7 @@ def _structure(spec: str) -> Structure:
 
 
 def _check_quant(quant: str) -> str:
-    if quant not in QUANT_TYPES:
-        raise ConfigError(f"unknown quant type {quant!r}; known: {', '.join(QUANT_TYPES)}")
-    return quant
+    return QuantRecipe.parse(quant).name
 
 
 def _settings(profile: profiles.DeviceProfile, backend: Optional[str], ssh: Optional[str], ssh_config: Optional[str],
@@ -117,7 +116,7 @@ def bench_cmd(
 def fit_cmd(
     device: str = typer.Option(..., "--device", "-d", help=DEVICE_HELP),
     model: str = typer.Option("default", "--model", "-m", help="Model spec whose shape is pruned."),
-    budget_ms: Optional[float] = typer.Option(None, "--budget-ms", min=0.0, help="Decode budget in ms/token (default: the profile's)."),
+    budget_ms: Optional[float] = typer.Option(None, "--budget-ms", help="Decode budget in ms/token (default: the profile's)."),
     quant: Optional[str] = typer.Option(None, "--quant", "-q", help="Quant type (default: the profile's)."),
     family: str = typer.Option("uniform", "--family", help=f"Recipe family: {', '.join(budget.RECIPES.names())}."),
     max_ratio: float = typer.Option(0.9, "--max-ratio", min=0.05, max=0.95, help="Largest pruning ratio to consider."),
@@ -125,6 +124,7 @@ def fit_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the solution as JSON."),
 ) -> None:
     """The smallest pruning ratio whose structure meets the device's latency and RAM budget."""
+    budget_ms = profiles.budget_override(budget_ms)
     profile = profiles.load_profile(device)
     q = _check_quant(quant or profile.quant)
     base = _structure(model)

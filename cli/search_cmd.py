@@ -71,11 +71,13 @@ def search_cmd(
     from adaprune_edge.plan import make_plan
     from adaprune_edge.search import SearchSpec
     from adaprune_edge.searchspace import build_space
-    from adaprune_edge.structure import Structure, _quant_pair
+    from adaprune_edge.quant import QuantRecipe
+    from adaprune_edge.structure import Structure
 
+    budget_ms = profiles.budget_override(budget_ms)
     profile = profiles.load_profile(device)
     q = quant or profile.quant
-    _quant_pair(q)
+    q = QuantRecipe.parse(q).name
     with console.status(f"loading {model} ..."):
         loaded = models.load(model)
     base = Structure.from_model(loaded.model)

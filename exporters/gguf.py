@@ -326,12 +326,12 @@ def _check_model(model: Any) -> None:
 
 def write_model(model: Any, path: str | Path, tokenizer: TokenizerMeta, *, quant: str = "F16",
                 name: str = "model", source_model: str = "?", recipe: dict[str, Any] | None = None,
-                progress: Progress | None = None, threads: int | None = None) -> ExportResult:
+                progress: Progress | None = None, threads: int | None = None, imatrix: Any = None) -> ExportResult:
     """Export an HF (pruned) Llama to a GGUF at `path`: F16/F32 written directly, other quant types
     written as F16 to a temp file next to `path` and quantized by llama.cpp (quantize.write_quantized)."""
     from adaprune_edge.exporters import quantize
 
-    quantize.check_quant(quant)
+    quant = quantize.check_quant(quant)
     p = plan_for_model(model, quant if quant in FLOAT_TYPES else "F16")
     if quant not in FLOAT_TYPES:
         check_disk(Path(path), p.data_bytes + p.structure.gguf_bytes(quant) + 64 * 1024 * 1024)
@@ -342,7 +342,7 @@ def write_model(model: Any, path: str | Path, tokenizer: TokenizerMeta, *, quant
 
     if quant in FLOAT_TYPES:
         return write_float(Path(path))
-    return quantize.write_quantized(Path(path), quant, write_float, threads)
+    return quantize.write_quantized(Path(path), quant, write_float, threads, imatrix)
 
 
 def write_shape_only(structure: Structure, path: str | Path, tokenizer_source: str | Path | TokenizerMeta | None = None,
@@ -361,7 +361,7 @@ def write_shape_only(structure: Structure, path: str | Path, tokenizer_source: s
     file takes ~3 s; Q4_K_M adds a quantization pass. See `cached_shape_only` for a cache by structure key."""
     from adaprune_edge.exporters import quantize
 
-    quantize.check_quant(quant)
+    quant = quantize.check_quant(quant)
     meta = _tokenizer_meta(tokenizer_source)
     p = plan(structure, hparams or HParams(), quant if quant in FLOAT_TYPES else "F16")
     name = f"shape-only {structure.key()}"
@@ -371,7 +371,15 @@ def write_shape_only(structure: Structure, path: str | Path, tokenizer_source: s
 
     if quant in FLOAT_TYPES:
         return write_float(Path(path))
-    return quantize.write_quantized(Path(path), quant, write_float)
+    return quantize.write_quantized(Path(path), quant, write_float, imatrix=_flat_imatrix(structure))
+
+
+def _flat_imatrix(structure: Structure) -> Any:
+    """An all-ones importance matrix: a shape-only file of an `:imatrix` recipe gets the same tensor types
+    as the real one (llama.cpp's mixture depends on whether an imatrix is given, not on its values)."""
+    from adaprune_edge.imatrix import Imatrix
+
+    return Imatrix({t.name: np.ones(t.cols, dtype=np.float32) for t in structure.tensors("F16")}, 1)
 
 
 def cached_shape_only(structure: Structure, quant: str = "F16", tokenizer_source: str | Path | None = None,
@@ -381,7 +389,7 @@ def cached_shape_only(structure: Structure, quant: str = "F16", tokenizer_source
     from adaprune_edge import models
 
     folder = Path(cache) if cache else models.cache_dir() / "shape-only"
-    path = folder / f"{structure.key()}-{quant}.gguf"
+    path = folder / f"{structure.key()}-{quant.replace(':', '_').replace('=', '-')}.gguf"
     if not path.is_file():
         write_shape_only(structure, path, tokenizer_source, quant)
     return path

@@ -12,21 +12,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 from adaprune_edge.errors import ConfigError, ExportError
-from adaprune_edge.structure import QUANT_TYPES, Structure
+from adaprune_edge.quant import FLOAT, FTYPES, QuantRecipe, check_installed, check_output_type
+from adaprune_edge.structure import Structure
 
-# quant name → llama_ftype value (llama.h); F16/F32 are written directly, never quantized
-FTYPES = {"Q8_0": 7, "Q6_K": 18, "Q5_K_M": 17, "Q4_K_M": 15, "Q4_0": 2}
-FLOAT = ("F32", "F16")
-KNOWN = tuple(QUANT_TYPES)
+KNOWN = tuple(FTYPES)
 
 
-def check_quant(quant: str) -> str:
-    """Return `quant` if known, else ConfigError listing the known types."""
-    if quant not in QUANT_TYPES:
-        from adaprune_edge.registry import unknown_name_message
-
-        raise ConfigError(unknown_name_message("quant type", quant, list(KNOWN)))
-    return quant
+def check_quant(quant: "str | QuantRecipe") -> str:
+    """Return the recipe name of `quant` if valid, else ConfigError listing the known types."""
+    return QuantRecipe.parse(quant).name
 
 
 @dataclass(frozen=True)
@@ -65,28 +59,66 @@ class QuantReport:
                 "mismatches": [t.to_dict() for t in self.mismatches]}
 
 
-def quantize(src: str | Path, dst: str | Path, quant: str, threads: int | None = None) -> None:
-    """llama.cpp-quantize F16 GGUF `src` into `dst` (atomic; llama.cpp's stderr log is silenced)."""
+def quantize(src: str | Path, dst: str | Path, quant: "str | QuantRecipe", threads: int | None = None,
+             imatrix: Any = None) -> None:
+    """llama.cpp-quantize F16 GGUF `src` into `dst` with recipe `quant` (atomic; llama.cpp's log silenced).
+
+    Tensors whose rows force a fall-back get the recipe's fb= type as per-tensor overrides; out= sets the
+    output (tied embedding) type; `imatrix` (an imatrix.Imatrix) is passed when the recipe says so."""
     import llama_cpp
 
     from adaprune_edge.llama_runner import _quiet_stderr
     from adaprune_edge.runs import atomic_path
+    from adaprune_edge.shape_latency import structure_of_gguf
 
-    check_quant(quant)
-    if quant in FLOAT:
-        raise ConfigError(f"{quant} is written directly by the exporter, not quantized")
+    r = check_installed(QuantRecipe.parse(quant))
+    if r.is_float:
+        raise ConfigError(f"{r.ftype} is written directly by the exporter, not quantized")
+    if r.imatrix and imatrix is None:
+        raise ConfigError(f"recipe {r.name} needs an importance matrix (calibration statistics)")
+    st = structure_of_gguf(src)
+    check_output_type(r, st.hidden)
     params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = FTYPES[quant]
+    params.ftype = r.ftype_id
     params.nthread = threads or (os.cpu_count() or 1)
+    keep = _steer(params, r, st, imatrix if r.imatrix else None)  # ctypes arrays must outlive the call
     with atomic_path(Path(dst)) as tmp:
         # llama.cpp logs from C (fd 2) and through llama-cpp-python's Python log callback (sys.stderr)
         with _quiet_stderr(), contextlib.redirect_stderr(io.StringIO()):
             rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), ctypes.byref(params))
         if rc != 0:
-            raise ExportError(f"llama.cpp failed to quantize {src} to {quant} (code {rc})")
+            raise ExportError(f"llama.cpp failed to quantize {src} to {r.name} (code {rc})")
+    del keep
 
 
-def write_quantized(dst: Path, quant: str, write_f16: Callable[[Path], Any], threads: int | None = None) -> Any:
+def _steer(params: Any, r: QuantRecipe, st: Structure, imatrix: Any) -> list[Any]:
+    """Fill the per-tensor overrides, output type and imatrix of llama.cpp's quantize params."""
+    import llama_cpp
+    from gguf import GGMLQuantizationType as QT
+
+    keep: list[Any] = []
+    if r.output:
+        typ = int(QT[r.output])
+        params.token_embedding_type = typ if st.tied_embeddings else params.token_embedding_type
+        params.output_tensor_type = typ
+    over = [t for t in st.tensors(r) if t.overridden and t.name.startswith("blk.")]
+    if over:
+        arr = (llama_cpp.llama_model_tensor_override * (len(over) + 1))()
+        names = [f"^{t.name.replace('.', chr(92) + '.')}$".encode() for t in over]
+        for slot, t, pat in zip(arr, over, names):
+            slot.pattern, slot.type = pat, int(t.qtype)
+        arr[len(over)].pattern = None
+        params.tt_overrides = ctypes.cast(arr, ctypes.POINTER(llama_cpp.llama_model_tensor_override))
+        keep += [arr, names]
+    if imatrix is not None:
+        carr, bufs = imatrix.to_ctypes(st)
+        params.imatrix = ctypes.cast(carr, ctypes.POINTER(llama_cpp.llama_model_imatrix_data))
+        keep += [carr, bufs]
+    return keep
+
+
+def write_quantized(dst: Path, quant: str, write_f16: Callable[[Path], Any], threads: int | None = None,
+                    imatrix: Any = None) -> Any:
     """Call write_f16(tmp) to produce an F16 GGUF next to `dst`, quantize it into `dst`, delete the temp.
 
     Returns write_f16's result with path and file size replaced by the quantized file's."""
@@ -95,7 +127,7 @@ def write_quantized(dst: Path, quant: str, write_f16: Callable[[Path], Any], thr
     tmp = dst.with_name(f".{dst.name}.f16-{os.getpid()}.gguf")
     try:
         res = write_f16(tmp)
-        quantize(tmp, dst, quant, threads)
+        quantize(tmp, dst, quant, threads, imatrix)
     finally:
         tmp.unlink(missing_ok=True)
     if dataclasses.is_dataclass(res) and hasattr(res, "file_bytes"):
@@ -113,21 +145,12 @@ def tensor_types(path: str | Path) -> dict[str, str]:
 
 def report(path: str | Path, structure: Structure, quant: str) -> QuantReport:
     """Compare the real tensor types of `path` with structure.tensors(quant); list fall-backs."""
+    quant = check_quant(quant)
     actual = tensor_types(path)
     rows = []
     for t in structure.tensors(quant):
         rows.append(TensorType(t.name, t.qtype.name, actual.get(t.name, "missing"),
-                               t.fallback or actual.get(t.name) != _intended(structure, quant, t.name)))
+                               t.fallback))
     fallbacks = tuple(r for r in rows if r.fallback)
     mismatches = tuple(r for r in rows if r.expected != r.actual)
     return QuantReport(quant, str(path), Path(path).stat().st_size, structure.params(), fallbacks, mismatches)
-
-
-def _intended(structure: Structure, quant: str, name: str) -> str:
-    """The type llama.cpp would give `name` if every row size were a multiple of every block size."""
-    from adaprune_edge.structure import LayerShape
-
-    big = Structure(256 * 9, 256, structure.vocab, structure.n_layer_orig,
-                    structure.kept_layers, tuple(LayerShape(s.n_head, s.n_head_kv, 256) for s in structure.layers),
-                    structure.tied_embeddings)
-    return next(t.qtype.name for t in big.tensors(quant) if t.name == name)

@@ -1,0 +1,198 @@
+"""Quant recipes: which ggml type llama.cpp's quantizer gives every tensor, and how we steer it.
+
+A recipe is a llama.cpp file type plus two deliberate choices llama-quantize exposes as
+`--tensor-type` and `--output-tensor-type`:
+
+    FTYPE[:fb=TYPE][:out=TYPE][:imatrix]      e.g.  Q4_K_M:fb=IQ4_NL:out=Q5_0:imatrix
+
+`fb` is the type for tensors whose rows are not a multiple of the file type's 256-value block (the
+default llama.cpp fall-back turns a 4-bit Q4_K into a 5.5-bit Q5_0 there; on SmolLM2's 576-wide rows
+that is most of the model); `out` is the type of the output projection (the tied embedding), which
+llama.cpp otherwise keeps at Q6_K/Q8_0; `imatrix` says the quantizer gets an importance matrix, which
+also changes two of llama.cpp's mixture rules. `tensor_type` reproduces llama.cpp's rules
+(src/llama-quant.cpp of the vendored llama.cpp, llama-family non-MoE models) so sizes and latency are
+predicted from a Structure alone; tests compare it with what the quantizer really writes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as QT
+
+from adaprune_edge.errors import ConfigError
+from adaprune_edge.registry import unknown_name_message
+
+# file type → (llama_ftype value in llama.h, default tensor type); F16/F32 are written, not quantized
+FTYPES: dict[str, tuple[int, QT]] = {
+    "F32": (0, QT.F32), "F16": (1, QT.F16), "Q8_0": (7, QT.Q8_0), "Q6_K": (18, QT.Q6_K),
+    "Q5_K_M": (17, QT.Q5_K), "Q5_K_S": (16, QT.Q5_K), "Q5_0": (8, QT.Q5_0), "Q4_K_M": (15, QT.Q4_K),
+    "Q4_K_S": (14, QT.Q4_K), "Q4_0": (2, QT.Q4_0), "IQ4_NL": (25, QT.IQ4_NL), "IQ4_XS": (30, QT.IQ4_XS),
+    "Q3_K_M": (12, QT.Q3_K), "Q3_K_S": (11, QT.Q3_K), "Q2_K": (10, QT.Q2_K),
+}
+FLOAT = ("F32", "F16")
+# tensor types a recipe may name for fb/out (32-value blocks fit any row that is a multiple of 32)
+STEERABLE = ("Q8_0", "Q6_K", "Q5_1", "Q5_0", "Q4_1", "Q4_0", "IQ4_NL", "Q5_K", "Q4_K", "F16")
+# llama.cpp's fall-back for a row that is not a multiple of the type's block (tensor_type_fallback)
+LLAMA_FALLBACK = {QT.IQ4_XS: QT.IQ4_NL, QT.Q2_K: QT.Q4_0, QT.Q3_K: QT.Q4_0, QT.Q4_K: QT.Q5_0,
+                  QT.Q5_K: QT.Q5_1, QT.Q6_K: QT.Q8_0}
+ROLES = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
+
+
+@dataclass(frozen=True)
+class QuantRecipe:
+    """A llama.cpp file type with deliberate fall-back (`fallback`) and output (`output`) tensor types."""
+
+    ftype: str
+    fallback: str | None = None
+    output: str | None = None
+    imatrix: bool = False
+
+    @property
+    def name(self) -> str:
+        parts = [self.ftype] + [f"{k}={v}" for k, v in (("fb", self.fallback), ("out", self.output)) if v]
+        return ":".join(parts + (["imatrix"] if self.imatrix else []))
+
+    @property
+    def is_float(self) -> bool:
+        return self.ftype in FLOAT
+
+    @property
+    def base_type(self) -> QT:
+        return FTYPES[self.ftype][1]
+
+    @property
+    def ftype_id(self) -> int:
+        return FTYPES[self.ftype][0]
+
+    def with_imatrix(self, on: bool = True) -> "QuantRecipe":
+        if self.is_float:
+            return self
+        return QuantRecipe(self.ftype, self.fallback, self.output, on)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "ftype": self.ftype, "fallback": self.fallback, "output": self.output,
+                "imatrix": self.imatrix}
+
+    @classmethod
+    def parse(cls, text: "str | QuantRecipe") -> "QuantRecipe":
+        """Parse `FTYPE[:fb=T][:out=T][:imatrix]`; ConfigError with did-you-mean for unknown names."""
+        if isinstance(text, QuantRecipe):
+            return text
+        head, *opts = str(text).strip().split(":")
+        if head not in FTYPES:
+            raise ConfigError(unknown_name_message("quant type", head, list(FTYPES)))
+        kw: dict[str, Any] = {}
+        for opt in opts:
+            key, _, value = opt.partition("=")
+            if key == "imatrix" and not value:
+                kw["imatrix"] = True
+            elif key in ("fb", "out") and value:
+                if value not in STEERABLE:
+                    raise ConfigError(unknown_name_message(f"tensor type in {key}=", value, list(STEERABLE)))
+                kw["fallback" if key == "fb" else "output"] = value
+            else:
+                raise ConfigError(f"bad quant option {opt!r} in {text!r}: use FTYPE[:fb=TYPE][:out=TYPE][:imatrix]")
+        if head in FLOAT and kw:
+            raise ConfigError(f"{head} is written unquantized; it takes no fb=/out=/imatrix options")
+        return cls(head, **kw)
+
+
+def block(t: QT) -> int:
+    return GGML_QUANT_SIZES[t][0]
+
+
+def _more_bits(i: int, n: int) -> bool:
+    # llama.cpp: i_layer < n/8 || i_layer >= 7*n/8 || (i_layer - n/8) % 3 == 2
+    return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
+
+
+def _mixture(f: str, role: str, i: int, n: int, n_gqa: int, imat: bool) -> QT | None:
+    """llama.cpp's per-role choice (llama_tensor_get_type_impl) for file type f, or None = default type."""
+    if role == "attn_v":
+        if f == "Q2_K":
+            return QT.Q4_K if n_gqa >= 4 else QT.Q3_K
+        if f == "Q3_K_M":
+            return QT.Q5_K if i < 2 else QT.Q4_K
+        if f in ("IQ4_NL", "IQ4_XS") and n_gqa >= 4:
+            return QT.Q5_K
+        if f in ("Q4_K_M", "Q5_K_M") and _more_bits(i, n):
+            return QT.Q6_K
+        if f == "Q4_K_S" and i < 4:
+            return QT.Q5_K
+    elif role == "ffn_down":
+        if f == "Q2_K":
+            return QT.Q3_K
+        if f == "Q3_K_M":
+            return QT.Q5_K if i < n // 16 else QT.Q4_K
+        if f == "Q4_K_M":
+            return QT.Q6_K if _more_bits(i, n) else None
+        if i < n // 8 and f in ("IQ4_NL", "IQ4_XS") and not imat:
+            return QT.Q5_K
+        if f == "Q5_K_M":
+            return QT.Q6_K if _more_bits(i, n) else None
+        if f == "Q4_K_S" and i < n // 8:
+            return QT.Q5_K
+        if f in ("Q4_0", "Q5_0") and imat and i < n // 8:
+            return QT.Q4_1 if f == "Q4_0" else QT.Q5_1
+    elif role == "attn_output":
+        if f == "Q2_K":
+            return QT.Q3_K
+        if f == "Q3_K_M":
+            return QT.Q4_K
+    return None
+
+
+def _fit(t: QT, cols: int) -> tuple[QT, bool]:
+    """llama.cpp's fall-back for a row of `cols` values: (type, fell_back)."""
+    if cols % block(t) == 0:
+        return t, False
+    fb = LLAMA_FALLBACK.get(t, t)
+    return (fb if cols % block(fb) == 0 else QT.F16), True
+
+
+def layer_type(r: QuantRecipe, role: str, i: int, n: int, cols: int, n_gqa: int) -> tuple[QT, bool, bool]:
+    """(type, fell_back, overridden) of layer tensor `role` of layer i of n with rows of `cols` values.
+    `overridden`: the recipe's fb= type replaces llama.cpp's fall-back (written as a manual override)."""
+    if r.is_float:
+        return r.base_type, False, False
+    t = _mixture(r.ftype, role, i, n, n_gqa, r.imatrix) or r.base_type
+    fitted, fell = _fit(t, cols)
+    if fell and r.fallback:
+        return _fit(QT[r.fallback], cols)[0], True, True
+    return fitted, fell, False
+
+
+def output_type(r: QuantRecipe, cols: int) -> tuple[QT, bool]:
+    """Type of the output projection (or the tied token embedding): out= if given, else llama.cpp's rule
+    (Q6_K unless the file type is Q8_0/float; Q8_0 when the rows do not fit the file type's block)."""
+    if r.is_float:
+        return r.base_type, False
+    if r.output:
+        return _fit(QT[r.output], cols)
+    base = r.base_type
+    if cols % block(base):
+        return QT.Q8_0, True
+    return _fit(base if base == QT.Q8_0 else QT.Q6_K, cols)
+
+
+def check_output_type(r: QuantRecipe, cols: int) -> None:
+    """out= bypasses llama.cpp's fall-back, so its block must divide the rows."""
+    if r.output and cols % block(QT[r.output]):
+        raise ConfigError(f"out={r.output} needs rows that are a multiple of {block(QT[r.output])}, the model's "
+                          f"are {cols}: pick a 32-block type (Q8_0, Q5_0, Q4_0, IQ4_NL)")
+
+
+def installed_ftypes() -> tuple[str, ...]:
+    """File types the installed llama.cpp quantizer knows (its LLAMA_FTYPE_MOSTLY_* constants)."""
+    import llama_cpp
+
+    return tuple(n for n, (v, _) in FTYPES.items() if n in FLOAT or getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{n}", None) == v)
+
+
+def check_installed(r: QuantRecipe) -> QuantRecipe:
+    """ConfigError naming what the installed llama.cpp has when it lacks r's file type."""
+    have = installed_ftypes()
+    if r.ftype not in have:
+        raise ConfigError(f"the installed llama.cpp cannot quantize to {r.ftype}; it has: {', '.join(have)}")
+    return r
