@@ -1,12 +1,13 @@
 """Calibration data: text sources → a pool of fixed-length token windows → seeded sampling strategies.
 
 Sources are local `.txt` (records = paragraphs), `.jsonl`/`.json` and `.parquet` files read through
-`datasets` (offline), `builtin:pydoc` (the built-in default, see below), or a hub dataset name when
+`datasets` (offline), `builtin:self` (the default: text sampled from the dense model, selfgen.py),
+`builtin:pydoc` (see below), or a hub dataset name when
 online. Records are tokenized, joined with "\\n\\n" and cut into consecutive windows of `seq_len`
 tokens. `record_range=(a, b)` keeps only that fraction of every source's records (in file order), so a
 file can be split into disjoint calibration and evaluation parts (`split_text` does the same for text).
 
-Built-in default (`builtin:pydoc`): the English help topics of Python's own documentation that ship
+`builtin:pydoc`: the English help topics of Python's own documentation that ship
 with every CPython (`pydoc_data.topics`, ~465k characters). Real prose, not synthetic, always offline,
 but technical: pass your own text for domain-specific models.
 """
@@ -25,14 +26,21 @@ import torch
 from adaprune_edge.errors import ConfigError, DataError
 from adaprune_edge.registry import Registry
 
-BUILTIN_DEFAULT = "builtin:pydoc"
+BUILTIN_DEFAULT = "builtin:self"
+BUILTINS = ("self", "pydoc")
 TEXT_FIELDS = ("text", "content", "document", "sentence", "query", "question")
 
 
 # -- reading sources --------------------------------------------------------------------------------
-def _builtin_records(name: str) -> list[str]:
-    if name != "pydoc":
-        raise DataError(f"unknown built-in calibration source {name!r}; known: pydoc")
+def _builtin_records(name: str, loaded: Any = None, progress: Any = None) -> list[str]:
+    if name not in BUILTINS:
+        raise DataError(f"unknown built-in calibration source {name!r}; known: {', '.join(BUILTINS)}")
+    if name == "self":
+        if loaded is None:
+            raise ConfigError("builtin:self needs the dense model to sample from")
+        from adaprune_edge.selfgen import self_text
+
+        return list(self_text(loaded, progress=progress).records)
     from pydoc_data.topics import topics
 
     return [topics[k] for k in sorted(topics)]
@@ -80,10 +88,11 @@ def _hub_records(name: str) -> list[str]:
     return _dataset_records(name, name)
 
 
-def read_records(source: str) -> list[str]:
-    """Text records of one source: a local file, 'builtin:NAME', or a hub dataset name (online only)."""
+def read_records(source: str, loaded: Any = None, progress: Any = None) -> list[str]:
+    """Text records of one source: a local file, 'builtin:NAME', or a hub dataset name (online only).
+    loaded (a models.LoadedModel) and progress(done, total, note) serve builtin:self only."""
     if source.startswith("builtin:"):
-        return _builtin_records(source.split(":", 1)[1])
+        return _builtin_records(source.split(":", 1)[1], loaded, progress)
     path = Path(source).expanduser()
     if path.exists() or source.startswith((".", "/", "~")) or path.suffix.lower() in _SUFFIX_BUILDERS:
         if not path.is_file():
@@ -137,7 +146,7 @@ class CalibrationPool:
 
     @classmethod
     def from_records(cls, records: Sequence[str], tokenizer: Any, seq_len: int,
-                     sources: tuple[str, ...] = ()) -> "CalibrationPool":
+                     sources: tuple[str, ...] = (), min_windows: int = 1) -> "CalibrationPool":
         ids: list[int] = []
         lens: list[int] = []
         for rec in records:
@@ -145,16 +154,20 @@ class CalibrationPool:
             ids.extend(toks)
             lens.extend([len(toks)] * len(toks))
         n = len(ids) // seq_len
-        if n < 1:
-            raise DataError(f"calibration text has {len(ids)} tokens: fewer than one window of {seq_len}")
+        if n < min_windows:
+            name = ", ".join(sources) or "calibration text"
+            raise DataError(f"{name} has {len(ids)} tokens; {min_windows} window(s) of {seq_len} need "
+                            f"{min_windows * seq_len}: pass a longer file")
         win = torch.tensor(ids[: n * seq_len], dtype=torch.long).view(n, seq_len)
         rl = torch.tensor(lens[: n * seq_len], dtype=torch.float32).view(n, seq_len).mean(dim=1)
         return cls(win, rl, sources)
 
     @classmethod
     def from_sources(cls, sources: Sequence[str], tokenizer: Any, seq_len: int,
-                     record_range: tuple[float, float] = (0.0, 1.0)) -> "CalibrationPool":
-        """Read every source, keep `record_range` of each one's records, tokenize, cut windows."""
+                     record_range: tuple[float, float] = (0.0, 1.0), *, loaded: Any = None,
+                     progress: Any = None, min_windows: int = 1) -> "CalibrationPool":
+        """Read every source, keep `record_range` of each one's records, tokenize, cut windows
+        (DataError naming the sources and the tokens needed if fewer than `min_windows` windows)."""
         a, b = record_range
         if not 0.0 <= a < b <= 1.0:
             raise ConfigError(f"record_range must satisfy 0 <= start < stop <= 1, got {record_range}")
@@ -162,9 +175,10 @@ class CalibrationPool:
             raise ConfigError(f"seq_len must be at least 2, got {seq_len}")
         records: list[str] = []
         for src in sources or [BUILTIN_DEFAULT]:
-            recs = read_records(str(src))
+            recs = read_records(str(src), loaded, progress)
             records.extend(recs[int(len(recs) * a): max(int(len(recs) * b), int(len(recs) * a) + 1)])
-        return cls.from_records(records, tokenizer, seq_len, tuple(str(s) for s in sources or [BUILTIN_DEFAULT]))
+        names = tuple(str(s) for s in sources or [BUILTIN_DEFAULT])
+        return cls.from_records(records, tokenizer, seq_len, names, min_windows)
 
     def with_seq_len(self, seq_len: int) -> "CalibrationPool":
         """The same token stream cut into windows of `seq_len` (cached, so probes are reused)."""

@@ -36,7 +36,8 @@ def test_missing_empty_short_and_offline_hub(tmp_path):
     with pytest.raises(DataError, match="empty"):
         read_records(str(tmp_path / "e.txt"))
     (tmp_path / "s.txt").write_text("short")
-    with pytest.raises(DataError, match="fewer than one window"):
+    # one line naming the file and the tokens the windows need ("short" + "\n\n" = 7 tokens)
+    with pytest.raises(DataError, match=r"s\.txt has 7 tokens; 1 window\(s\) of 64 need 64"):
         CalibrationPool.from_sources([str(tmp_path / "s.txt")], CharTok(), 64)
     with pytest.raises(DataError, match="offline"):
         read_records("someorg/somedataset")
