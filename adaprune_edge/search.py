@@ -33,9 +33,11 @@ FACADES = ("hpo", "hyperband")
 class SearchSpec:
     """Everything a search depends on (and all a dask worker needs to rebuild its context).
 
-    calib: calibration sources (files, 'builtin:NAME', hub names online). val: held-out text; None =
-    the last `holdout` share of the first calibration source (calibration then uses the rest).
-    val_windows × val_seq_len: objective tokens. budget_ms overrides the profile's decode budget."""
+    calib: calibration sources (files, 'builtin:NAME', hub names online; default builtin:self). val:
+    held-out text; None = the tail (≥ `holdout` of the records) of the first calibration source
+    (calibration then uses the rest). val_windows × val_seq_len: objective tokens; the next
+    report_windows windows of the same held-out text are the report's (textsets.py: never seen by
+    calibration or the objective). budget_ms overrides the profile's decode budget."""
 
     model: str
     profile: dict[str, Any]
@@ -46,6 +48,7 @@ class SearchSpec:
     holdout: float = 0.2
     val_windows: int = 8
     val_seq_len: int = 512
+    report_windows: int = 8
     objective: str = "loss"
     facade: str = "hpo"
     multi_objective: bool = False
@@ -84,7 +87,7 @@ class SearchContext:
     """In-memory objects of one search process: dense model, calibration pools, validation windows,
     dense reference log-probs (for KL), importance cache, device profile."""
 
-    def __init__(self, spec: SearchSpec, loaded: Any | None = None) -> None:
+    def __init__(self, spec: SearchSpec, loaded: Any | None = None, progress: Any = None) -> None:
         from adaprune_edge import models
         from adaprune_edge.importance import ImportanceCache
         from adaprune_edge.profiles import DeviceProfile
@@ -95,24 +98,29 @@ class SearchContext:
         self.profile = DeviceProfile.from_dict(spec.profile)
         self.cache = ImportanceCache()
         self.bounds = SpaceBounds.from_dict(spec.bounds)
+        self.progress = progress  # (done, total, note) while builtin:self generates (first time per model)
         self.pools, self.val = self._data()
         self._ref: dict[int, torch.Tensor] = {}
 
     def _data(self) -> tuple[list[Any], torch.Tensor]:
-        from adaprune_edge.calibration import BUILTIN_DEFAULT, CalibrationPool
+        """Calibration pools and objective windows; the report's windows are kept aside (textsets.py)."""
+        from adaprune_edge import textsets
+        from adaprune_edge.calibration import CalibrationPool
 
-        tok, s = self.loaded.tokenizer, self.spec
-        sources = list(s.calib) or [BUILTIN_DEFAULT]
-        seq = self.bounds.max_seq_len
-        if s.val is None:  # hold out the tail of the first source
-            cut = (0.0, 1.0 - s.holdout)
-            pools = [CalibrationPool.from_sources([sources[0]], tok, seq, cut)]
-            pools += [CalibrationPool.from_sources([src], tok, seq) for src in sources[1:]]
-            val = CalibrationPool.from_sources([sources[0]], tok, s.val_seq_len, (1.0 - s.holdout, 1.0)).windows
-        else:
-            pools = [CalibrationPool.from_sources([src], tok, seq) for src in sources]
-            val = CalibrationPool.from_sources([s.val], tok, s.val_seq_len).windows
-        return pools, val[: s.val_windows]
+        tok, s, kw = self.loaded.tokenizer, self.spec, {"loaded": self.loaded, "progress": self.progress}
+        need = (s.val_windows + s.report_windows) * s.val_seq_len
+        self.split = textsets.plan_split(s.calib, s.val, s.holdout, tok, need, **kw)
+        pools = [CalibrationPool.from_sources([src], tok, self.bounds.max_seq_len, rng, **kw) for src, rng in self.split.calib]
+        val, self.report_windows = textsets.heldout_windows(self.split, tok, s.val_seq_len, s.val_windows,
+                                                            s.report_windows, **kw)
+        return pools, val
+
+    def data_sets(self) -> dict[str, Any]:
+        """The three disjoint sets (source, part, windows, tokens) for report.json."""
+        from adaprune_edge import textsets
+
+        return textsets.describe(self.split, sum(len(p) for p in self.pools), self.bounds.max_seq_len, self.val,
+                                 self.report_windows)
 
     def calibration(self, cfg: Any, weights: list[float]) -> Any:
         """The calibration input of prune(): the pool itself, or a weighted mix of windows."""

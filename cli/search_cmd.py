@@ -10,6 +10,7 @@ from rich.live import Live
 from rich.table import Table
 
 from adaprune_edge.cli.common import cli_errors, console
+from adaprune_edge.cli.sampling_bar import sampling_bar
 from adaprune_edge.trials import TrialRecord
 
 DEVICE_HELP = "Device profile: a shipped name (see `devices list`) or a path to a .yaml profile."
@@ -43,8 +44,8 @@ def search_cmd(
     quant: Optional[str] = typer.Option(None, "--quant", "-q", help="GGUF quant type the budget applies to (default: the profile's)."),
     trials: int = typer.Option(20, "--trials", "-n", min=1, help="Number of trials (in total, counting resumed ones)."),
     walltime: Optional[float] = typer.Option(None, "--walltime", help="Stop asking for new trials after this many seconds."),
-    calib: List[str] = typer.Option([], "--calib", help="Calibration source (text/JSONL/parquet file, 'builtin:pydoc'); repeat for a mix. Default: builtin:pydoc."),
-    val: Optional[str] = typer.Option(None, "--val", help="Held-out validation text. Default: the last 20% of the first --calib source (calibration then uses the rest)."),
+    calib: List[str] = typer.Option([], "--calib", help="Calibration source (text/JSONL/parquet file, 'builtin:self', 'builtin:pydoc'); repeat for a mix. Default: builtin:self (text sampled from the model, cached)."),
+    val: Optional[str] = typer.Option(None, "--val", help="Held-out text for the objective (first windows) and report (next windows). Default: the tail (>= 20% of records) of the first --calib source (calibration then uses the rest)."),
     val_windows: int = typer.Option(8, "--val-windows", min=1, help="Validation windows per trial."),
     val_seq_len: int = typer.Option(512, "--val-seq-len", min=16, help="Tokens per validation window."),
     objective: str = typer.Option("loss", "--objective", help="'loss' (held-out next-token NLL) or 'kl' (KL to the dense model)."),
@@ -115,6 +116,8 @@ def _run(spec, out: Path, resume: bool, force: bool, workers: int, scheduler: Op
     from adaprune_edge.evaluators import DaskEvaluator, LocalEvaluator
     from adaprune_edge.search import SearchContext, run_search
 
+    with sampling_bar() as step:  # calibration/objective data first (builtin:self samples once per model)
+        sctx = SearchContext(spec, loaded, progress=step)
     with Live(trial_table([], "trials"), console=console, refresh_per_second=2, transient=False) as live:
         def on_trial(rec: TrialRecord, records: list[TrialRecord]) -> None:
             live.update(trial_table(records, f"trials ({len(records)}/{spec.n_trials})"))
@@ -123,7 +126,7 @@ def _run(spec, out: Path, resume: bool, force: bool, workers: int, scheduler: Op
             with dask_client(workers, scheduler) as client:
                 return run_search(spec, out, resume=resume, force=force,
                                   evaluator=DaskEvaluator(spec, client), on_trial=on_trial)
-        ev = LocalEvaluator(spec, SearchContext(spec, loaded))
+        ev = LocalEvaluator(spec, sctx)
         return run_search(spec, out, resume=resume, force=force, evaluator=ev, on_trial=on_trial)
 
 
