@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from adaprune_edge.pipeline import STAGES
+
 TRIALS = 4
 
 
@@ -92,7 +94,7 @@ def test_kill_during_search_then_resume_keeps_trials(setup, tmp_path):
     after = _trials(out)
     assert len(after) == TRIALS and [t["index"] for t in after] == list(range(TRIALS))
     assert after[: len(before)] == before, "a finished trial was redone or changed"
-    assert set(_done(out)) == {"plan", "search", "prune", "export", "validate", "report"}
+    assert set(_done(out)) == set(STAGES)
     assert (out / "model-Q8_0.gguf").is_file() and (out / "report.json").is_file()
     _no_partial_files(out)
 
@@ -108,7 +110,7 @@ def test_kill_after_prune_then_resume_keeps_finished_stages(setup, tmp_path):
     after = _done(out)
     for stage in before:  # finished stages are reused, not redone
         assert after[stage] == before[stage], stage
-    assert set(after) == {"plan", "search", "prune", "export", "validate", "report"}
+    assert set(after) == set(STAGES)
     rep = json.loads((out / "report.json").read_text())
     assert rep["budget_met"] and rep["parity_gate"]["passed"]
     _no_partial_files(out)
