@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from adaprune_edge.cli.common import cli_errors, console, err_console, human_count
+from adaprune_edge.cli.sampling_bar import sampling_bar
 from adaprune_edge.errors import ConfigError
 
 RANGE_HELP = "Use only this share of each calibration source's records, START:STOP in [0, 1] (e.g. 0:0.5 to keep the rest for evaluation)."
@@ -83,7 +84,7 @@ def prune_cmd(
     aggregation: str = typer.Option("sum", "--aggregation", help="How a unit's component scores combine: sum, mean, max, prod, last."),
     allocation: str = typer.Option("global", "--allocation", help="Per-layer allocation: uniform, global (FLAP-like ranking), owl (outlier-weighted)."),
     head_unit: str = typer.Option("none", "--head-unit", help="Attention pruning unit: none (FFN and layers only; best measured default), query (heads inside every KV group, all groups equal), group (whole KV groups)."),
-    calib: Optional[List[str]] = typer.Option(None, "--calib", help="Calibration text: .txt/.jsonl/.parquet file (repeatable). Default: builtin:pydoc (Python's own help topics, offline)."),
+    calib: Optional[List[str]] = typer.Option(None, "--calib", help="Calibration text: .txt/.jsonl/.parquet file (repeatable). Default: builtin:self (text sampled from the model itself, cached); builtin:pydoc = Python's help topics."),
     calib_range: str = typer.Option("0:1", "--calib-range", help=RANGE_HELP),
     n_samples: int = typer.Option(64, "--n-samples", min=1, help="Calibration windows."),
     seq_len: int = typer.Option(256, "--seq-len", min=2, help="Tokens per calibration window."),
@@ -116,14 +117,17 @@ def prune_cmd(
     sources = list(calib or [BUILTIN_DEFAULT])
     rng = _parse_range(calib_range)
     for src in sources:  # fail on missing/empty files before the model loads
-        read_records(src)
+        if src != "builtin:self":  # sampled from the model: needs it loaded
+            read_records(src)
     t0 = time.perf_counter()
     with console.status(f"loading {model} ..."):
         lm = models.load(model)
         check_architecture(lm.model)
-        pool = CalibrationPool.from_sources(sources, lm.tokenizer, seq_len, rng)
+    with sampling_bar() as step:
+        pool = CalibrationPool.from_sources(sources, lm.tokenizer, seq_len, rng, loaded=lm, progress=step)
     if not calib:
-        err_console.print(f"calibrating on the built-in default text ({BUILTIN_DEFAULT}: Python's help topics); pass --calib FILE for your domain")
+        err_console.print(f"calibrating on the built-in default ({BUILTIN_DEFAULT}: text sampled from the model itself, "
+                          "cached); pass --calib FILE for your domain")
     columns = (TextColumn("[bold]calibration[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("windows"), TimeElapsedColumn())
     with Progress(*columns, console=err_console, transient=True) as bar:
         task = bar.add_task("calib", total=min(n_samples, len(pool)))

@@ -63,7 +63,7 @@ def test_prune_writes_loadable_folder(tiny_dir, tmp_path, shared_data):
     (["--allocation", "flap"], "known: global, owl, uniform"),
     (["--calib", "/nonexistent/calib.txt"], "not found"),
     (["--calib", "EMPTY"], "is empty"),
-    (["--calib", "SHORT", "--seq-len", 512], "fewer than one window"),
+    (["--calib", "SHORT", "--seq-len", 512], "tokens; 1 window(s) of 512 need 512: pass a longer file"),
 ])
 def test_bad_input_one_line_exit_2_nothing_written(tiny_dir, tmp_path, extra, message):
     (tmp_path / "empty.txt").write_text("")
