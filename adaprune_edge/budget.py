@@ -25,7 +25,9 @@ RECIPES: Registry[Callable[[Structure, float, str], Structure]] = Registry("reci
 
 def ffn_align(quant: str) -> int:
     """FFN width multiple that keeps ffn_down's rows in the quant's block (256 for K-quants, else 32)."""
-    return 256 if GGML_QUANT_SIZES[QuantRecipe.parse(quant).base_type][0] == 256 else 32
+    r = QuantRecipe.parse(quant)
+    # with a deliberate 32-block fall-back (fb=), widths off the 256 grid cost no extra bits
+    return 256 if GGML_QUANT_SIZES[r.base_type][0] == 256 and not r.fallback else 32
 
 
 def _shrink(s: LayerShape, ratio: float, align: int) -> LayerShape:

@@ -17,7 +17,7 @@ from typing import Any, Callable
 from adaprune_edge.errors import ConfigError, OutputExistsError
 from adaprune_edge.runs import write_json
 
-STAGES = ("plan", "search", "prune", "export", "validate", "report")
+STAGES = ("candidates", "plan", "search", "prune", "export", "validate", "report")
 STATE_FILE = "state.json"
 
 
@@ -45,7 +45,8 @@ class BuildSpec:
     tasks: tuple[str, ...] = ("piqa", "arc_easy")
     eval_limit: int = 100
     report_windows: int = 8
-    kind: str = "adaprune-edge/build-v1"
+    imatrix: bool = True  # importance matrix for the quantizer, from the calibration windows
+    kind: str = "adaprune-edge/build-v2"  # v2: quant recipes are planned (candidates stage)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -132,7 +133,8 @@ def _check_state_shape(state: Any, path: Path) -> None:
 
 def planned_outputs(spec: BuildSpec, quant: str) -> list[str]:
     return [f"model-{quant}.gguf", "model-F16.gguf", "Modelfile", "report.json", "report.md", "tradeoff.png",
-            "trials.csv", "search/ (SMAC state, trials.jsonl)", "pruned/ (safetensors + structure.json)", STATE_FILE]
+            "dense-F16.gguf + dense-<recipe>.gguf (scored quant-only candidates)", "imatrix.gguf",
+            "trials.csv + search/ (when pruning is searched)", "pruned/ (safetensors + structure.json)", STATE_FILE]
 
 
 def run_build(spec: BuildSpec, out: Path, *, resume: bool = False, force: bool = False,

@@ -20,7 +20,10 @@ def build_report(results: dict[str, Any], spec: Any) -> dict[str, Any]:
     from adaprune_edge.structure import Structure
 
     plan, val, ex, pr = results["plan"], results["validate"], results["export"], results["prune"]
-    quant, q = plan["quant"], val["quant"]
+    quant, q = ex["quant"], val["quant"]
+    if not ex.get("pruned", True):  # the dense model ships: nothing of the prune stage applies
+        pr = {"params_after": plan["dense_params"], "decoder_params_after": plan["dense_decoder_params"],
+              "decoder_ratio": 0.0, "total_ratio": 0.0}
     base = Structure.from_dict(plan["base_structure"])
     lat, dense_lat = val["latency"], plan["dense_latency"]
     rows = {
@@ -37,7 +40,11 @@ def build_report(results: dict[str, Any], spec: Any) -> dict[str, Any]:
         "latency_source": "measured" if lat.get("measured") else "predicted",
         "latency_backend": lat.get("backend"), "budget_met": val["budget_met"], "budget_reason": val["budget_reason"],
         "r_min": plan["r_min"], "decoder_ratio": pr["decoder_ratio"], "total_ratio": pr["total_ratio"],
-        "structure": ex["structure"], "arch": ex["arch"], "recipe": results["search"]["best"]["values"],
+        "structure": ex["structure"], "arch": ex["arch"], "gguf": ex["gguf"],
+        "recipe": results["search"]["best"]["values"] if ex.get("pruned", True) and "best" in results["search"] else None,
+        "mode": "pruned" if ex.get("pruned", True) else "quant-only",
+        "decision": ex.get("replaced_pruned") or plan.get("reason"), "quant_only": val.get("quant_only", {}),
+        "quant_options": results.get("candidates", {}).get("options", []),
         "trials": results["search"]["n_trials"], "feasible_trials": results["search"]["feasible"],
         "dense": {k: v[0] for k, v in rows.items()}, "pruned": {k: v[1] for k, v in rows.items()},
         "kl_vs_dense": q["kl_mean"], "top1_vs_dense": q["top1"],
@@ -47,43 +54,69 @@ def build_report(results: dict[str, Any], spec: Any) -> dict[str, Any]:
                         "rel_diff": val["f16"]["ppl_rel_diff_vs_torch"], "passed": val["f16"]["passed"]},
         "generation": q["generation"], "ram_bytes": val["ram_bytes"],
         "peak_rss_bytes": lat.get("peak_rss_bytes"), "eval_windows": q["windows"], "eval_seq_len": q["seq_len"],
+        "data_sets": results["search"].get("data_sets", {}), "general_text": val.get("general_text", {}),
         "stage_seconds": {k: v.get("seconds") for k, v in results.items() if isinstance(v, dict)},
     }
 
 
-def summary_rows(rep: dict[str, Any]) -> list[tuple[str, str, str, str]]:
-    """(metric, dense, pruned, note) rows for the final table."""
-    d, p = rep["dense"], rep["pruned"]
+def summary_rows(rep: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """(metric, dense, quantize only, shipped, note) rows for the final table. "dense": the unpruned model
+    (torch for quality; the shipped recipe for size and speed); "quantize only": the best dense quantized
+    file that meets the budget (blank when none does)."""
+    d, p, qo = rep["dense"], rep["pruned"], rep.get("quant_only") or {}
     src = rep["latency_source"]
+    q = lambda key, fmt: format(qo[key], fmt) if key in qo and qo[key] is not None else ""  # noqa: E731
     rows = [
-        ("parameters", f"{d['params'] / 1e6:.1f}M", f"{p['params'] / 1e6:.1f}M",
+        ("recipe", "F16 (torch)", qo.get("recipe", "none meets the budget"), rep["quant"], rep.get("decision") or ""),
+        ("parameters", f"{d['params'] / 1e6:.1f}M", f"{d['params'] / 1e6:.1f}M" if qo else "", f"{p['params'] / 1e6:.1f}M",
          f"-{rep['total_ratio']:.1%} of all, -{rep['decoder_ratio']:.1%} of decoder"),
-        (f"GGUF {rep['quant']} size", f"{d['file_bytes'] / 1e6:.1f} MB (est.)", f"{p['file_bytes'] / 1e6:.1f} MB", rep["arch"]),
-        ("decode ms/token", f"{d['decode_ms_per_token']:.2f}", f"{p['decode_ms_per_token']:.2f}",
+        ("GGUF size", f"{d['file_bytes'] / 1e6:.1f} MB (tensors)", f"{qo['file_bytes'] / 1e6:.1f} MB" if qo else "",
+         f"{p['file_bytes'] / 1e6:.1f} MB", rep["arch"]),
+        ("decode ms/token", f"{d['decode_ms_per_token']:.2f}", q("decode_ms_per_token", ".2f"), f"{p['decode_ms_per_token']:.2f}",
          f"{src} ({rep['latency_backend']}); budget {rep['budget_ms_per_token']} → "
          + ("[green]met[/]" if rep["budget_met"] else "[red]NOT met[/]")),
-        ("prefill tok/s", f"{d['prefill_tps']:.0f}", f"{p['prefill_tps']:.0f}", src),
-        ("perplexity (held-out)", f"{d['ppl']:.2f}", f"{p['ppl']:.2f}",
-         f"retention {rep['ppl_retention_pct']:.1f}%; {rep['eval_windows']}x{rep['eval_seq_len']} tokens"),
-        ("KL vs dense (nats/token)", "0", f"{rep['kl_vs_dense']:.3f}", f"top-1 agreement {rep['top1_vs_dense']:.1%}"),
+        ("prefill tok/s", f"{d['prefill_tps']:.0f}", "", f"{p['prefill_tps']:.0f}", src),
+        ("perplexity (report set)", f"{d['ppl']:.2f}", q("ppl", ".2f"), f"{p['ppl']:.2f}",
+         f"retention {rep['ppl_retention_pct']:.1f}%; {rep['eval_windows']}x{rep['eval_seq_len']} tokens{_report_set(rep)}"),
+        ("KL vs dense (nats/token)", "0", q("kl_vs_dense", ".3f"), f"{rep['kl_vs_dense']:.3f}",
+         f"top-1 agreement {rep['top1_vs_dense']:.1%}"),
     ]
+    for name, g in rep.get("general_text", {}).items():
+        if "pruned_ppl" in g:
+            rows.append((f"{name} PPL", f"{g['dense_ppl']:.2f}", "", f"{g['pruned_ppl']:.2f}",
+                         f"{g['windows']}x{g['seq_len']} tokens of {g['source']}; never calibrated on"))
     for task, a in rep["accuracy"].items():
-        rows.append((f"{task} acc", f"{a['dense']:.3f}", f"{a['pruned']:.3f}", f"retention {a['retention_pct']:.1f}%"))
+        rows.append((f"{task} acc", f"{a['dense']:.3f}", "", f"{a['pruned']:.3f}", f"retention {a['retention_pct']:.1f}%"))
     g = rep["parity_gate"]
-    rows.append(("F16 GGUF vs torch PPL", f"{g['torch_ppl']:.3f}", f"{g['f16_gguf_ppl']:.3f}",
+    rows.append(("F16 GGUF PPL vs torch", f"{g['torch_ppl']:.3f} (torch)", "", f"{g['f16_gguf_ppl']:.3f} (F16 GGUF)",
                  f"{g['rel_diff']:+.2%} → " + ("[green]pass[/]" if g["passed"] else "[red]FAIL[/]")))
     return rows
 
 
+def _report_set(rep: dict[str, Any]) -> str:
+    r = rep.get("data_sets", {}).get("report")
+    return f" of {r['source']} ({r['part']}), unseen by calibration and search" if r else ""
+
+
+def data_set_lines(rep: dict[str, Any]) -> list[str]:
+    """One line per disjoint set: name, source, part, tokens."""
+    return [f"- {k}: {v['source']} ({v['part']}), {v['windows']}x{v['seq_len']} = {v['tokens']} tokens"
+            for k, v in rep.get("data_sets", {}).items()]
+
+
 def markdown(rep: dict[str, Any]) -> str:
     lines = [f"# adaprune-edge build: {rep['model']} on {rep['device']} ({rep['quant']})", "",
-             f"Recipe: `{json.dumps(rep['recipe'], sort_keys=True)}`", "",
+             f"Decision: {rep.get('decision')}", "",
+             f"Pruning recipe: `{json.dumps(rep['recipe'], sort_keys=True)}`" if rep["recipe"] else "Pruning: none", "",
              f"Structure ({rep['arch']}): " + ", ".join(f"{s['n_head']}h/{s['n_head_kv']}kv/{s['n_ff']}ff"
                                                         for s in rep["structure"]["layers"]), "",
-             "| metric | dense | pruned | note |", "|---|---|---|---|"]
-    for m, d, p, n in summary_rows(rep):
+             "| metric | dense | quantize only | shipped | note |", "|---|---|---|---|---|"]
+    for m, d, qo, p, n in summary_rows(rep):
         clean = n.replace("[green]", "").replace("[red]", "").replace("[/]", "")
-        lines.append(f"| {m} | {d} | {p} | {clean} |")
+        lines.append(f"| {m} | {d} | {qo} | {p} | {clean} |")
+    if rep.get("data_sets"):
+        lines += ["", "Disjoint text sets (quality figures above use the report set and --data-dir files):"]
+        lines += data_set_lines(rep)
     lines += ["", f"Generation (greedy): {rep['generation']!r}", "",
               f"Trials: {rep['trials']} ({rep['feasible_trials']} within budget); stage seconds: {rep['stage_seconds']}", ""]
     return "\n".join(lines)
@@ -94,16 +127,22 @@ def tradeoff_from_trials(path: Path, results: dict[str, Any], rep: dict[str, Any
     from adaprune_edge import plots
     from adaprune_edge.trials import TrialStore
 
-    recs = [r for r in TrialStore(Path(path).parent / "search").records() if r.feasible]
+    folder = Path(path).parent / "search"
+    recs = [r for r in TrialStore(folder).records() if r.feasible] if folder.is_dir() else []
     series = [{"label": "search trials within budget (predicted ms, search PPL)", "ms": [r.decode_ms for r in recs],
-               "quality": [r.ppl for r in recs], "style": "o"}]
-    best = results["search"]["best"]
+               "quality": [r.ppl for r in recs], "style": "o"}] if recs else []
+    opts = [o for o in rep.get("quant_options", []) if o.get("ppl")]
+    if opts:  # dense quant recipes: llama.cpp PPL on the objective windows
+        series.append({"label": "dense quant recipes (objective PPL)", "ms": [o["decode_ms"] for o in opts],
+                       "quality": [o["ppl"] for o in opts], "style": "s"})
+    best = results["search"].get("best")
+    what = f"best trial ratio {best['values']['ratio']:.2f}" if best and rep["mode"] == "pruned" else "quantization only"
     return plots.tradeoff_png(
         path, series, budget_ms=rep["budget_ms_per_token"],
         chosen={"ms": rep["pruned"]["decode_ms_per_token"], "quality": rep["pruned"]["ppl"],
                 "label": f"shipped {rep['quant']} ({rep['latency_source']})"},
         dense={"ms": rep["dense"]["decode_ms_per_token"], "quality": rep["dense"]["ppl"], "label": "dense"},
-        title=f"{rep['model']} on {rep['device']}: best trial ratio {best['values']['ratio']:.2f}")
+        title=f"{rep['model']} on {rep['device']}: {what}")
 
 
 def write_all(rep: dict[str, Any], run_dir: Path, results: dict[str, Any]) -> None:

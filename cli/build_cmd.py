@@ -9,7 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from adaprune_edge.cli.common import cli_errors, console, fail
+from adaprune_edge.cli.common import cli_errors, console
 
 DEVICE_HELP = "Device profile: a shipped name (see `devices list`) or a path to a .yaml profile."
 
@@ -18,7 +18,7 @@ def summary_table(rep: dict) -> Table:
     from adaprune_edge.report import summary_rows
 
     t = Table(title=f"{rep['model']} → {rep['device']} ({rep['quant']})")
-    for col in ("", "dense", "pruned", "note"):
+    for col in ("", "dense", "quantize only", "shipped", "note"):
         t.add_column(col, overflow="fold")
     for row in summary_rows(rep):
         t.add_row(*row)
@@ -58,13 +58,14 @@ def build_cmd(
     model: str = typer.Option("default", "--model", "-m", help="'default' (embedded SmolLM2-135M-Instruct), a local HF folder, a .gguf, or a hub id."),
     budget_ms: Optional[float] = typer.Option(None, "--budget-ms", help="Decode budget in ms/token (default: the profile's)."),
     target_tps: Optional[float] = typer.Option(None, "--target-tps", help="Decode budget as tokens/s (= 1000 / --budget-ms)."),
-    quant: Optional[str] = typer.Option(None, "--quant", "-q", help="Quant type of the shipped GGUF (default: the profile's, e.g. Q4_K_M)."),
+    quant: Optional[str] = typer.Option(None, "--quant", "-q", help="Force one quant recipe FTYPE[:fb=TYPE][:out=TYPE] (e.g. Q4_K_M, Q4_K_M:fb=IQ4_NL:out=Q5_0). Default: the plan tries 13 llama.cpp recipes and ships the best (quant, pruning) pair that meets the budget; dense quantized if that wins."),
+    imatrix: bool = typer.Option(True, "--imatrix/--no-imatrix", help="Give llama.cpp's quantizer an importance matrix computed on the calibration windows."),
     trials: int = typer.Option(20, "--trials", "-n", min=1, help="SMAC trials."),
     workers: int = typer.Option(1, "--workers", min=1, help="Parallel trials on a local dask cluster."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Existing dask scheduler tcp://host:port."),
-    calib: List[str] = typer.Option([], "--calib", help="Calibration source(s) (text/JSONL/parquet, 'builtin:pydoc'). Default: builtin:pydoc (Python's documentation topics, shipped with Python)."),
-    val: Optional[str] = typer.Option(None, "--val", help="Held-out text for the objective and the report. Default: the last 20% of the first --calib source."),
-    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Folder with zero-shot task files (piqa/, arc/ ... in upstream formats); omitted = no zero-shot."),
+    calib: List[str] = typer.Option([], "--calib", help="Calibration source(s) (text/JSONL/parquet, 'builtin:self', 'builtin:pydoc'). Default: builtin:self (text sampled from the model itself, cached per model)."),
+    val: Optional[str] = typer.Option(None, "--val", help="Held-out text: its first --val-windows windows are the search objective, the next ones the report's. Default: the tail (>= 20% of records) of the first --calib source."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Folder with zero-shot task files (piqa/, arc/ ...) and wikitext-2/valid.txt, ptb/ptb.valid.txt (general-text PPL, dense vs shipped); omitted = neither."),
     tasks: str = typer.Option("piqa,arc_easy", "--tasks", help="Zero-shot tasks for the report (with --data-dir)."),
     eval_limit: int = typer.Option(100, "--eval-limit", min=0, help="Examples per zero-shot task (seeded subset)."),
     max_ratio: float = typer.Option(0.6, "--max-ratio", min=0.05, max=0.9, help="Largest share of decoder parameters to remove."),
@@ -76,26 +77,27 @@ def build_cmd(
     seed: int = typer.Option(0, "--seed", help="Seed of the search and of every sampling step."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the profile, budget, r_min, search space and planned outputs; prune nothing."),
 ) -> None:
-    """Prune a model to meet a device's latency budget and ship it as GGUF: plan (smallest ratio that meets
-    the budget) → SMAC search → prune → export F16 + quantize → validate (parity gate, PPL, KL, zero-shot,
-    generation, latency, RAM) → runs/<name>/ with model-<quant>.gguf, Modelfile, report.json/.md,
-    tradeoff.png, trials.csv and the search state. Latency is measured where the profile's backend can
-    (local, ssh) and predicted (roofline) otherwise; the report says which."""
+    """Ship the best GGUF that meets a device's latency budget: candidates (every quant recipe's latency,
+    the pruning ratio it needs, its measured llama.cpp perplexity) → plan (quantization alone, or pruning
+    at the recipe that can beat it) → SMAC search → prune → export F16 + quantize (imatrix) → validate
+    (parity gate, PPL, KL, zero-shot, generation, latency, RAM) → runs/<name>/ with model-<recipe>.gguf,
+    Modelfile, report.json/.md (always with the best quantize-only file beside the shipped one),
+    tradeoff.png and the search state. Latency is measured where the profile's backend can (local, ssh)
+    and predicted (roofline) otherwise; the report says which."""
     from adaprune_edge.pipeline import BuildSpec, run_build
 
-    if budget_ms is not None and target_tps is not None:
-        fail("give --budget-ms or --target-tps, not both")
-    if target_tps is not None:
-        if target_tps <= 0:
-            fail("--target-tps must be positive")
-        budget_ms = 1000.0 / target_tps
     from adaprune_edge import profiles
 
+    budget_ms = profiles.budget_override(budget_ms, target_tps)  # before anything is loaded or written
     profile = profiles.load_profile(device)
     spec = BuildSpec(device=device, model=model, budget_ms=budget_ms, quant=quant, trials=trials, workers=workers,
                      scheduler=scheduler, seed=seed, calib=tuple(calib), val=val, data_dir=data_dir,
                      tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()), eval_limit=eval_limit,
-                     max_ratio=max_ratio, max_samples=max_samples, max_seq_len=max_seq_len)
+                     max_ratio=max_ratio, max_samples=max_samples, max_seq_len=max_seq_len, imatrix=imatrix)
+    if quant is not None:
+        from adaprune_edge.quant import QuantRecipe, check_installed
+
+        check_installed(QuantRecipe.parse(quant))
     out = out or Path("runs") / profile.name
     if dry_run:
         _dry_run(spec, profile, out)
@@ -104,28 +106,40 @@ def build_cmd(
                   console=console, transient=False) as progress:
         rep = run_build(spec, out, resume=resume, force=force, hooks=_hooks(progress, trials))
     console.print(summary_table(rep))
-    console.print(f"wrote {out}/: model-{rep['quant']}.gguf, Modelfile, report.json, report.md, tradeoff.png, trials.csv")
+    console.print(f"wrote {out}/: {Path(rep['gguf']).name}, Modelfile, report.json, report.md, tradeoff.png"
+                  + (", trials.csv" if rep["trials"] else ""))
 
 
 def _dry_run(spec, profile, out: Path) -> None:
-    from adaprune_edge import models
+    from adaprune_edge import models, quant_options
     from adaprune_edge.cli.search_cmd import print_plan
     from adaprune_edge.pipeline import planned_outputs
     from adaprune_edge.plan import make_plan
     from adaprune_edge.search import SearchSpec
     from adaprune_edge.searchspace import build_space
-    from adaprune_edge.structure import Structure, _quant_pair
+    from adaprune_edge.structure import Structure
 
-    q = spec.quant or profile.quant
-    _quant_pair(q)
     console.print_json(data=profile.to_dict())
     with console.status(f"loading {spec.model} ..."):
         base = Structure.from_model(models.load(spec.model).model)
-    with console.status("solving the smallest ratio that meets the budget ..."):
-        plan = make_plan(base, profile, q, spec.budget_ms, spec.max_ratio,
-                         max_samples=spec.max_samples, max_seq_len=spec.max_seq_len)
-    sspec = SearchSpec(model=spec.model, profile=profile.to_dict(), quant=q, bounds=plan.bounds.to_dict(),
-                       n_trials=spec.trials)
-    print_plan(plan, sspec)
-    console.print(str(build_space(plan.bounds, spec.seed)))
-    console.print(f"would write to {out}/: " + ", ".join(planned_outputs(spec, q)))
+    names = quant_options.recipes(spec.quant, spec.imatrix)
+    opts = quant_options.options(base, profile, names, spec.budget_ms, spec.max_ratio)
+    t = Table(title="quant recipes (predicted; the build measures perplexity of the promising ones)")
+    for col in ("recipe", "bits/weight", "tensor MB", "dense decode ms/token", "decoder share to prune"):
+        t.add_column(col)
+    for o in opts:
+        need = "unreachable" if o.r_min is None else ("0 (quantization alone)" if o.quant_only else f"{o.r_min:.1%}")
+        t.add_row(o.recipe, f"{o.bits_per_weight:.2f}", f"{o.file_bytes / 1e6:.1f}", f"{o.decode_ms:.2f}", need)
+    console.print(t)
+    prunable = sorted((o for o in opts if o.r_min), key=lambda o: o.r_min)
+    if prunable:
+        q = prunable[0].recipe
+        with console.status("solving the smallest ratio that meets the budget ..."):
+            plan = make_plan(base, profile, q, spec.budget_ms, spec.max_ratio,
+                             max_samples=spec.max_samples, max_seq_len=spec.max_seq_len)
+        sspec = SearchSpec(model=spec.model, profile=profile.to_dict(), quant=q, bounds=plan.bounds.to_dict(),
+                           n_trials=spec.trials)
+        console.print(f"if pruning wins, e.g. at {q}:")
+        print_plan(plan, sspec)
+        console.print(str(build_space(plan.bounds, spec.seed)))
+    console.print(f"would write to {out}/: " + ", ".join(planned_outputs(spec, "<recipe>")))
