@@ -79,7 +79,12 @@ _SUFFIX_BUILDERS = {".txt": "text", ".text": "text", ".md": "text", ".jsonl": "j
 def _file_records(path: Path) -> list[str]:
     builder = _SUFFIX_BUILDERS.get(path.suffix.lower(), "text")
     extra = {"sample_by": "paragraph"} if builder == "text" else {}
-    return _dataset_records(builder, str(path), data_files=[str(path)], **extra)
+    records = _dataset_records(builder, str(path), data_files=[str(path)], **extra)
+    if builder == "text" and len(records) == 1 and records[0].count("\n") > 1:
+        # no blank-line paragraphs (wikitext separates them with " \n"): one record per line, so the file
+        # can be split into disjoint calibration and held-out parts
+        records = [line for line in records[0].splitlines() if line.strip()]
+    return records
 
 
 def _hub_records(name: str) -> list[str]:

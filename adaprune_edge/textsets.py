@@ -63,11 +63,11 @@ def _tail_share(records: Sequence[str], tokenizer: Any, need_tokens: int, holdou
     """Smallest share ≥ holdout of the last records that holds `need_tokens` tokens (capped at MAX_TAIL)."""
     n, have = len(records), 0
     for k in range(1, n + 1):
+        if k / n > MAX_TAIL:
+            break
         have += len(tokenizer(records[n - k].strip() + "\n\n", add_special_tokens=False)["input_ids"])
         if k / n >= holdout and have >= need_tokens * 1.05:  # margin: windows do not end on record edges
             return k / n
-        if k / n >= MAX_TAIL:
-            return MAX_TAIL
     return MAX_TAIL
 
 
@@ -84,7 +84,10 @@ def plan_split(sources: Sequence[str], val: str | None, holdout: float, tokenize
             raise ConfigError(f"--val {val} is also a calibration source: the sets would overlap; "
                               "pass a different --val or drop it from --calib")
         return Split(tuple((s, (0.0, 1.0)) for s in sources), val, (0.0, 1.0))
-    share = _tail_share(read_records(sources[0], loaded, progress), tokenizer, need_tokens, holdout)
+    records = read_records(sources[0], loaded, progress)
+    if len(records) < 2:
+        raise DataError(f"cannot hold out part of {sources[0]}: it is one record; pass --val FILE for the held-out text")
+    share = _tail_share(records, tokenizer, need_tokens, holdout)
     calib = ((sources[0], (0.0, 1.0 - share)),) + tuple((s, (0.0, 1.0)) for s in sources[1:])
     return Split(calib, sources[0], (1.0 - share, 1.0))
 

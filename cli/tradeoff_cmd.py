@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from adaprune_edge.cli.common import cli_errors, console
+from adaprune_edge.cli.sampling_bar import sampling_bar
 from adaprune_edge.runs import atomic_path, check_writable, write_json
 
 
@@ -23,8 +24,8 @@ def tradeoff_cmd(
     from_run: Optional[Path] = typer.Option(None, "--from-run", help="A finished `search`/`build` run: use its best recipe (metric, allocation, calibration ...)."),
     metric: str = typer.Option("taylor", "--metric", help="Recipe metric when no --from-run."),
     allocation: str = typer.Option("global", "--allocation", help="Recipe allocation when no --from-run."),
-    calib: List[str] = typer.Option([], "--calib", help="Calibration source(s). Default: builtin:pydoc."),
-    val: Optional[str] = typer.Option(None, "--val", help="Held-out text. Default: the last 20% of the first --calib source."),
+    calib: List[str] = typer.Option([], "--calib", help="Calibration source(s). Default: builtin:self (text sampled from the model, cached)."),
+    val: Optional[str] = typer.Option(None, "--val", help="Held-out text. Default: the tail (>= 20% of records) of the first --calib source."),
     windows: int = typer.Option(8, "--windows", min=1, help="Held-out windows of 512 tokens for perplexity."),
     quant: Optional[str] = typer.Option(None, "--quant", "-q", help="Quant type (default: the device profile's)."),
     measure: bool = typer.Option(True, "--measure/--predict", help="Measure on devices whose backend can (local/ssh) or predict everywhere."),
@@ -33,7 +34,7 @@ def tradeoff_cmd(
 ) -> None:
     """Sweep one pruning recipe over ratios: held-out perplexity vs decode latency per device, with the
     budget line and the chosen point (lowest perplexity within the budget of --device)."""
-    from adaprune_edge import models, profiles, tradeoff
+    from adaprune_edge import models, profiles, textsets, tradeoff
     from adaprune_edge.budget import ffn_align
     from adaprune_edge.calibration import BUILTIN_DEFAULT, CalibrationPool
 
@@ -47,9 +48,11 @@ def tradeoff_cmd(
     with console.status(f"loading {model} ..."):
         lm = models.load(model)
     sources = list(calib) or [BUILTIN_DEFAULT]
-    pool = CalibrationPool.from_sources([sources[0]], lm.tokenizer, cfg.seq_len, (0.0, 0.8))
-    held = (CalibrationPool.from_sources([val], lm.tokenizer, 512) if val else
-            CalibrationPool.from_sources([sources[0]], lm.tokenizer, 512, (0.8, 1.0))).windows[:windows]
+    with sampling_bar() as step:  # held-out windows never overlap the calibration records (textsets.py)
+        split = textsets.plan_split(sources[:1], val, 0.2, lm.tokenizer, windows * 512, loaded=lm, progress=step)
+        src, rng = split.calib[0]
+        pool = CalibrationPool.from_sources([src], lm.tokenizer, cfg.seq_len, rng, loaded=lm, progress=step)
+        held, _ = textsets.heldout_windows(split, lm.tokenizer, 512, windows, 0, loaded=lm, progress=step)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as progress:
         task = progress.add_task("ratios", total=len(rs))

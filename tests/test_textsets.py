@@ -83,3 +83,15 @@ def test_report_names_the_sets():
     lines = report.data_set_lines(rep)
     assert lines[2] == "- report: builtin:self (records 78%-100%, windows 4-11), 8x512 = 4096 tokens"
     assert "unseen by calibration and search" in report._report_set(rep) and "windows 4-11" in report._report_set(rep)
+
+
+def test_wikitext_style_file_splits_by_line_and_one_record_refuses(tmp_path):
+    from adaprune_edge.calibration import read_records
+
+    wiki = tmp_path / "wiki.txt"
+    wiki.write_text("".join(f" = Heading {i} = \n \n Body of paragraph {i} .\n \n" for i in range(30)))
+    assert len(read_records(str(wiki))) == 60  # no blank-line paragraphs: one record per non-empty line
+    one = tmp_path / "one.txt"
+    one.write_text("a single line of text without any breaks " * 40)
+    with pytest.raises(DataError, match=r"cannot hold out part of .*one\.txt: it is one record; pass --val"):
+        textsets.plan_split([str(one)], None, 0.2, CharTok(), 64)
