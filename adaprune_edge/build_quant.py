@@ -20,6 +20,7 @@ from adaprune_edge.quant_options import QuantOption
 SCORE_QUANT_ONLY = 6  # quant-only recipes scored (most bytes first; bytes alone do not rank quality:
 # on SmolLM2 Q4_0 with an imatrix (90.1 MB) and Q4_K_M:fb=IQ4_NL:out=Q5_0 (82.5 MB) are close)
 SCORE_PRUNABLE = 3  # recipes that need pruning scored (smallest r_min first, >= 4 bits/weight)
+IMATRIX_WINDOWS = 16  # x max_seq_len (256) tokens: ~10 s of torch forwards on the default model here
 TRY_PRUNED = 2  # of those, how many get a warm-start pruning trial in `plan`
 PRIOR_NATS_PER_RATIO = 2.0  # ranking prior only: log-PPL cost of pruning a unit share of the decoder
 
@@ -89,7 +90,7 @@ def collect_imatrix(ctx: Any, model: Any) -> Any:
     from adaprune_edge import imatrix
 
     pool = ctx.calibration_pool()
-    wins = pool.windows[pool.sample(min(32, len(pool)), "random", ctx.spec.seed)]
+    wins = pool.windows[pool.sample(min(IMATRIX_WINDOWS, len(pool)), "random", ctx.spec.seed)]
     return imatrix.collect(model, wins, tuple(pool.sources),
                            progress=lambda d, t: ctx.hooks.progress("imatrix", d, t, "windows"))
 

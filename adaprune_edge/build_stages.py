@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from adaprune_edge import build_quant
+from adaprune_edge.runtime_ram import measure_runtime_ram
 from adaprune_edge.errors import LatencyError
 
 
@@ -306,7 +307,9 @@ def stage_validate(ctx: BuildContext) -> dict[str, Any]:
     q = validation.validate(ex["gguf"], windows, torch_model=ctx.dense.model, tokenizer=ctx.dense.tokenizer,
                             threads=2, progress=step)
     ok, why = budget.budget_ok(st, ctx.profile, recipe, lat, ctx.spec.budget_ms)
-    return {"f16": f16.to_dict(), "quant": q.to_dict(), "latency": lat.to_dict(), "budget_met": ok,
+    ram = measure_runtime_ram(ex["gguf"], n_ctx=ctx.profile.context_length, threads=2,
+                              predicted_bytes=budget.ram_bytes(st, recipe, ctx.profile.context_length))
+    return {"runtime_ram": ram.to_dict(), "f16": f16.to_dict(), "quant": q.to_dict(), "latency": lat.to_dict(), "budget_met": ok,
             "budget_reason": why, "ram_bytes": budget.ram_bytes(st, recipe, ctx.profile.context_length),
             "quant_only": quant_only_row(ctx, windows, q.to_dict(), lat.to_dict()),
             "zero_shot": zero_shot(ctx, ex["gguf"]), "general_text": general_text(ctx, ex["gguf"])}

@@ -52,11 +52,18 @@ def build_report(results: dict[str, Any], spec: Any) -> dict[str, Any]:
         "ppl_retention_pct": _retention(q["ppl"], q["reference_ppl"], lower_is_better=True),
         "parity_gate": {"f16_gguf_ppl": val["f16"]["ppl"], "torch_ppl": val["f16"]["torch_ppl"],
                         "rel_diff": val["f16"]["ppl_rel_diff_vs_torch"], "passed": val["f16"]["passed"]},
-        "generation": q["generation"], "ram_bytes": val["ram_bytes"],
-        "peak_rss_bytes": lat.get("peak_rss_bytes"), "eval_windows": q["windows"], "eval_seq_len": q["seq_len"],
+        "generation": q["generation"], "ram_bytes": val["ram_bytes"], "runtime_ram": val.get("runtime_ram", {}),
+        "build_peak_rss_bytes": _build_peak_rss(), "eval_windows": q["windows"], "eval_seq_len": q["seq_len"],
         "data_sets": results["search"].get("data_sets", {}), "general_text": val.get("general_text", {}),
         "stage_seconds": {k: v.get("seconds") for k, v in results.items() if isinstance(v, dict)},
     }
+
+
+def _build_peak_rss() -> int:
+    """Peak RSS of this build process (torch, calibration, search), not of the shipped model."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def summary_rows(rep: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
@@ -87,6 +94,11 @@ def summary_rows(rep: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
                          f"{g['windows']}x{g['seq_len']} tokens of {g['source']}; never calibrated on"))
     for task, a in rep["accuracy"].items():
         rows.append((f"{task} acc", f"{a['dense']:.3f}", "", f"{a['pruned']:.3f}", f"retention {a['retention_pct']:.1f}%"))
+    ram = rep.get("runtime_ram") or {}
+    if ram:
+        rows.append(("runtime RAM", "", "", f"{ram['rss_bytes'] / 2**20:.0f} MiB",
+                     f"RSS of llama.cpp at n_ctx {ram['n_ctx']} (predicted {ram['predicted_bytes'] / 2**20:.0f} MiB); "
+                     f"build peak {rep['build_peak_rss_bytes'] / 2**30:.1f} GiB"))
     g = rep["parity_gate"]
     rows.append(("F16 GGUF PPL vs torch", f"{g['torch_ppl']:.3f} (torch)", "", f"{g['f16_gguf_ppl']:.3f} (F16 GGUF)",
                  f"{g['rel_diff']:+.2%} → " + ("[green]pass[/]" if g["passed"] else "[red]FAIL[/]")))

@@ -87,16 +87,57 @@ def chosen_point(points: Sequence[TradeoffPoint], device: str, budget_ms: float 
     return min(ok, key=lambda p: p.ppl) if ok else None
 
 
+def quant_points(model: Any, tokenizer_meta: Any, windows: Any, recipes: Sequence[str], device_profiles: Sequence[Any],
+                 folder: Any, measure: bool = True) -> list[dict[str, Any]]:
+    """The dense model quantized with every recipe (llama.cpp; files are temporary): llama.cpp perplexity
+    on the same windows and decode ms/token per device, as JSON-safe dicts."""
+    import tempfile
+    from pathlib import Path
+
+    from adaprune_edge.exporters import gguf, quantize
+    from adaprune_edge.quant_options import gguf_ppl
+    from adaprune_edge.structure import Structure
+
+    st, out = Structure.from_model(model), []
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        f16 = Path(tmp) / "dense-F16.gguf"
+        gguf.write_model(model, f16, tokenizer_meta, quant="F16")
+        for name in recipes:
+            path = Path(tmp) / "q.gguf"
+            quantize.quantize(f16, path, name)
+            lat = {p.name: device_latency(st, name, p, measure) for p in device_profiles}
+            out.append({"recipe": name, "ppl": gguf_ppl(path, windows.numpy()), "file_bytes": path.stat().st_size,
+                        "latency_ms": {k: v[0] for k, v in lat.items()}, "measured": {k: v[1] for k, v in lat.items()}})
+    return out
+
+
+def pareto(points: Sequence[tuple[float, float, str]]) -> list[tuple[float, float, str]]:
+    """(ms, ppl, label) points no other point beats on both (lower is better for both), sorted by ms."""
+    front, best = [], math.inf
+    for ms, ppl, label in sorted(points):
+        if ppl < best:
+            front.append((ms, ppl, label))
+            best = ppl
+    return front
+
+
 def plot(path: Any, points: Sequence[TradeoffPoint], devices: Sequence[Any], budget_ms: float | None,
-         title: str) -> Any:
+         title: str, quants: Sequence[dict[str, Any]] = ()) -> Any:
     from adaprune_edge import plots
 
     series = []
     for p in devices:
         kind = "measured" if all(pt.measured[p.name] for pt in points) else "predicted"
-        series.append({"label": f"{p.name} ({kind})", "ms": [pt.latency_ms[p.name] for pt in points],
+        series.append({"label": f"{p.name} ({kind}), pruned (torch PPL)", "ms": [pt.latency_ms[p.name] for pt in points],
                        "quality": [pt.ppl for pt in points], "style": "-o"})
     first = devices[0]
+    if quants:
+        series.append({"label": f"{first.name}: dense quantized (llama.cpp PPL)", "ms": [q["latency_ms"][first.name] for q in quants],
+                       "quality": [q["ppl"] for q in quants], "style": "s"})
+        front = pareto([(pt.latency_ms[first.name], pt.ppl, f"ratio {pt.ratio:g}") for pt in points]
+                       + [(q["latency_ms"][first.name], q["ppl"], q["recipe"]) for q in quants])
+        series.append({"label": "Pareto front", "ms": [f[0] for f in front], "quality": [f[1] for f in front],
+                       "style": "k--", "alpha": 0.6})
     best = chosen_point(points, first.name, budget_ms)
     chosen = None if best is None else {"ms": best.latency_ms[first.name], "quality": best.ppl,
                                         "label": f"chosen on {first.name}: ratio {best.ratio:g}"}

@@ -28,6 +28,8 @@ def tradeoff_cmd(
     val: Optional[str] = typer.Option(None, "--val", help="Held-out text. Default: the tail (>= 20% of records) of the first --calib source."),
     windows: int = typer.Option(8, "--windows", min=1, help="Held-out windows of 512 tokens for perplexity."),
     quant: Optional[str] = typer.Option(None, "--quant", "-q", help="Quant type (default: the device profile's)."),
+    quants: str = typer.Option("Q8_0,Q4_K_M,Q4_0,Q4_K_M:fb=IQ4_NL:out=Q5_0,IQ4_XS:out=IQ4_NL", "--quants",
+                               help="Dense quant recipes drawn beside the pruned curve with the Pareto front over both ('' = none)."),
     measure: bool = typer.Option(True, "--measure/--predict", help="Measure on devices whose backend can (local/ssh) or predict everywhere."),
     out: Path = typer.Option(Path("runs/tradeoff"), "--out", "-o", help="Folder for tradeoff.png, tradeoff.json, tradeoff.csv."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
@@ -37,6 +39,7 @@ def tradeoff_cmd(
     from adaprune_edge import models, profiles, textsets, tradeoff
     from adaprune_edge.budget import ffn_align
     from adaprune_edge.calibration import BUILTIN_DEFAULT, CalibrationPool
+    from adaprune_edge.quant import QuantRecipe
 
     main = profiles.load_profile(device)
     profs = [main] + [profiles.load_profile(d.strip()) for d in (devices or "").split(",") if d.strip()]
@@ -60,11 +63,18 @@ def tradeoff_cmd(
                                 lambda d, t: progress.update(task, completed=d))
     budget = main.budget.decode_ms_per_token
     out.mkdir(parents=True, exist_ok=True)
-    tradeoff.plot(out / "tradeoff.png", points, profs, budget, f"{model}: {cfg.metric}/{cfg.allocation}, {q}")
+    qs = [QuantRecipe.parse(x.strip()).name for x in quants.split(",") if x.strip()]
+    qpoints = []
+    if qs:
+        from adaprune_edge.exporters import vocab
+
+        with console.status(f"quantizing the dense model: {', '.join(qs)} ..."):
+            qpoints = tradeoff.quant_points(lm.model, vocab.for_model(lm, lm.info.vocab), held, qs, profs, out, measure)
+    tradeoff.plot(out / "tradeoff.png", points, profs, budget, f"{model}: {cfg.metric}/{cfg.allocation}, {q}", qpoints)
     best = tradeoff.chosen_point(points, main.name, budget)
     write_json(out / "tradeoff.json", {"device": main.name, "quant": q, "budget_ms": budget, "recipe": cfg.to_dict(),
                                        "chosen_ratio": best.ratio if best else None,
-                                       "points": [p.to_dict() for p in points]})
+                                       "points": [p.to_dict() for p in points], "quant_points": qpoints})
     _csv(out / "tradeoff.csv", points, profs)
     console.print(_table(points, profs, best))
     console.print(f"wrote {out}/tradeoff.png, tradeoff.json, tradeoff.csv")

@@ -152,3 +152,11 @@ def test_decide_ships_quant_only_unless_the_pruned_estimate_beats_it(monkeypatch
     assert d["mode"] == "prune" and d["quant"] == "Q8_0"
     d = build_quant.decide(None, [_opt("Q8_0", 0.2, 18.0)], 18.0)  # nothing meets the budget alone
     assert d["mode"] == "prune" and "no quant recipe meets the budget alone" in d["reason"]
+
+
+def test_pareto_front_keeps_only_points_nothing_beats_on_both_axes():
+    from adaprune_edge.tradeoff import pareto
+
+    pts = [(10.0, 20.0, "dense Q8_0"), (8.0, 21.0, "Q4_0"), (8.5, 25.0, "pruned 0.1"), (6.0, 30.0, "pruned 0.3"),
+           (7.0, 35.0, "pruned 0.2")]
+    assert [p[2] for p in pareto(pts)] == ["pruned 0.3", "Q4_0", "dense Q8_0"]
