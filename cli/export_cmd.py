@@ -61,7 +61,8 @@ def _fallback_text(rep: quantize.QuantReport) -> str:
 def export_cmd(
     model: str = typer.Option("default", "--model", "-m", help="'default', a pruned folder (structure.json), an HF folder, a .gguf, or a hub id."),
     out: Path = typer.Option(..., "--out", "-o", help="Output .gguf path; <stem>.export.json and <stem>.Modelfile are written next to it."),
-    quant: str = typer.Option("Q4_K_M", "--quant", "-q", help=f"One of {', '.join(quantize.KNOWN)} (F16/F32 are not quantized)."),
+    quant: str = typer.Option("Q4_K_M", "--quant", "-q", help=f"A recipe FTYPE[:fb=TYPE][:out=TYPE] with FTYPE one of {', '.join(quantize.KNOWN)} (F16/F32 are not quantized); fb= is the type of rows that do not fit the 256-block, out= the output projection's."),
+    imatrix: Optional[Path] = typer.Option(None, "--imatrix", help="Importance matrix (llama.cpp GGUF format, e.g. a build's imatrix.gguf or `llama-imatrix` output) for the quantizer."),
     name: Optional[str] = typer.Option(None, "--name", help="general.name in the GGUF (default: the file stem)."),
     hf_out: Optional[Path] = typer.Option(None, "--hf-out", help="Also save an HF folder here: standard layout for uniform structures, else safetensors + structure.json (loadable only by adaprune-edge)."),
     tokenizer_from: Optional[Path] = typer.Option(None, "--tokenizer-from", help="Copy tokenizer/chat-template metadata from this GGUF (default: the source GGUF if the model is one, else built from the HF tokenizer with llama.cpp's 'default' pre-tokenizer; `validate` reports whether tokenization agrees)."),
@@ -70,7 +71,13 @@ def export_cmd(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the tensor plan (names, shapes, types, bytes) and write nothing."),
 ) -> None:
     """Export a model to GGUF for llama.cpp / Ollama: uniform → arch llama, per-layer shapes → arch deci."""
-    quantize.check_quant(quant)
+    quant = quantize.check_quant(quant)
+    im = None
+    if imatrix is not None:
+        from adaprune_edge.imatrix import Imatrix
+        from adaprune_edge.quant import QuantRecipe
+
+        im, quant = Imatrix.load(imatrix), QuantRecipe.parse(quant).with_imatrix().name
     if out.suffix != ".gguf":
         fail(f"--out must end in .gguf, got {out}")
     json_path, mf_path = outputs_for(out)
@@ -86,7 +93,9 @@ def export_cmd(
                       f"{json_path.name}, {mf_path.name}")
         return
     meta = vocab.from_gguf(tokenizer_from) if tokenizer_from else vocab.for_model(lm, plan.structure.vocab)
-    res = _write(lm, out, meta, quant, name or out.stem, threads)
+    if im is not None:
+        im.check(plan.structure)  # before anything is written
+    res = _write(lm, out, meta, quant, name or out.stem, threads, im)
     rep = quantize.report(out, plan.structure, quant)
     write_text(mf_path, modelfile.render(out, meta.chat_template))
     extra = [("tokenizer", meta.source), ("Modelfile", str(mf_path)), ("JSON", str(json_path))]
@@ -103,7 +112,7 @@ def export_cmd(
 
 
 def _write(lm: models.LoadedModel, out: Path, meta: vocab.TokenizerMeta, quant: str, name: str,
-           threads: Optional[int]) -> gguf.ExportResult:
+           threads: Optional[int], imatrix=None) -> gguf.ExportResult:
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("{task.fields[tensor]}"))
     with Progress(*columns, console=err_console, transient=True) as bar:
@@ -115,4 +124,4 @@ def _write(lm: models.LoadedModel, out: Path, meta: vocab.TokenizerMeta, quant: 
                 bar.update(task, description=f"quantizing to {quant}", tensor="(llama.cpp)")
 
         return gguf.write_model(lm.model, out, meta, quant=quant, name=name, source_model=lm.spec.spec,
-                                progress=progress, threads=threads)
+                                progress=progress, threads=threads, imatrix=imatrix)

@@ -160,3 +160,25 @@ def test_pareto_front_keeps_only_points_nothing_beats_on_both_axes():
     pts = [(10.0, 20.0, "dense Q8_0"), (8.0, 21.0, "Q4_0"), (8.5, 25.0, "pruned 0.1"), (6.0, 30.0, "pruned 0.3"),
            (7.0, 35.0, "pruned 0.2")]
     assert [p[2] for p in pareto(pts)] == ["pruned 0.3", "Q4_0", "dense Q8_0"]
+
+
+def test_export_with_an_imatrix_of_another_model_is_one_line_and_writes_nothing(tmp_path):
+    from typer.testing import CliRunner
+
+    from adaprune_edge.cli.app import app
+    from conftest import save_tiny_model
+
+    tiny = save_tiny_model(tmp_path / "tiny", hidden=64, heads=4, kv_heads=2, ffn=128, layers=2)
+    other = gguf._flat_imatrix(Structure.dense(96, 16, 49152, 2, 6, 2, 256)).save(tmp_path / "other.gguf")
+    out = tmp_path / "out" / "m.gguf"
+    r = CliRunner().invoke(app, ["export", "--model", str(tiny), "--out", str(out), "--quant", "Q4_0",
+                                 "--imatrix", str(other)])
+    assert r.exit_code == 2 and "does not match the model" in r.output and "Traceback" not in r.output
+    assert len(r.output.strip().splitlines()) == 1
+    assert not out.exists() and (not out.parent.exists() or not any(out.parent.iterdir()))
+    good = gguf._flat_imatrix(Structure.dense(64, 16, 49152, 2, 4, 2, 128)).save(tmp_path / "good.gguf")
+    r = CliRunner().invoke(app, ["export", "--model", str(tiny), "--out", str(out), "--quant", "Q4_0",
+                                 "--imatrix", str(good)], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    st = Structure.dense(64, 16, 49152, 2, 4, 2, 128)
+    assert quantize.report(out, st, "Q4_0:imatrix").mismatches == ()
