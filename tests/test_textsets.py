@@ -95,3 +95,23 @@ def test_wikitext_style_file_splits_by_line_and_one_record_refuses(tmp_path):
     one.write_text("a single line of text without any breaks " * 40)
     with pytest.raises(DataError, match=r"cannot hold out part of .*one\.txt: it is one record; pass --val"):
         textsets.plan_split([str(one)], None, 0.2, CharTok(), 64)
+
+
+def test_general_text_dense_vs_gguf_and_skips(default_model, tmp_path):
+    """--data-dir figures: the default GGUF as 'shipped' against its own dequantized torch model agree,
+    a missing file and a calibration source are skipped with the reason."""
+    from adaprune_edge import general_text, models
+
+    (tmp_path / "wikitext-2").mkdir()
+    wiki = tmp_path / "wikitext-2" / "valid.txt"
+    wiki.write_text("".join(f" The river {i} flows past the old mill and into the quiet lake , where boats rest . \n \n"
+                            for i in range(60)))
+    out = general_text.evaluate(models.default_gguf_path(), default_model.model, default_model.tokenizer, tmp_path,
+                                [], n_windows=2, seq_len=64, threads=1)
+    w = out["wikitext2_valid"]
+    assert w["windows"] == 2 and w["seq_len"] == 64 and "records 50%-100%" in w["source"]
+    assert w["pruned_ppl"] == pytest.approx(w["dense_ppl"], rel=0.05)  # Q4_1 file vs its fp32 dequantization
+    assert "not found" in out["ptb_valid"]["skipped"]
+    again = general_text.evaluate(models.default_gguf_path(), default_model.model, default_model.tokenizer, tmp_path,
+                                  [str(wiki)], n_windows=2, seq_len=64)
+    assert "is a calibration source" in again["wikitext2_valid"]["skipped"]
