@@ -21,7 +21,7 @@ SCORE_QUANT_ONLY = 6  # quant-only recipes scored (most bytes first; bytes alone
 # on SmolLM2 Q4_0 with an imatrix (90.1 MB) and Q4_K_M:fb=IQ4_NL:out=Q5_0 (82.5 MB) are close)
 SCORE_PRUNABLE = 3  # recipes that need pruning scored (smallest r_min first, >= 4 bits/weight)
 IMATRIX_WINDOWS = 16  # x max_seq_len (256) tokens: ~10 s of torch forwards on the default model here
-TRY_PRUNED = 2  # of those, how many get a warm-start pruning trial in `plan`
+TRY_PRUNED = 1  # of those, how many get a warm-start pruning trial in `plan` (~1 min each here)
 PRIOR_NATS_PER_RATIO = 2.0  # ranking prior only: log-PPL cost of pruning a unit share of the decoder
 
 
@@ -119,7 +119,9 @@ def pruned_estimate(ctx: Any, o: QuantOption, f16_ppl: float) -> dict[str, Any]:
 def decide(ctx: Any, opts: list[QuantOption], f16_ppl: float) -> dict[str, Any]:
     """mode 'quant-only' (ship the best dense quantized file) or 'prune' (search at the chosen recipe)."""
     best = quant_options.best_quant_only(opts)
-    need = sorted((o for o in opts if o.r_min and o.ppl), key=_prior)[:TRY_PRUNED]
+    # pruning only adds loss to a recipe's dense quantized model, so a recipe whose dense file already
+    # scores worse than the best quant-only file cannot win: it is not worth a pruning trial
+    need = sorted((o for o in opts if o.r_min and o.ppl and (best is None or o.ppl < best.ppl)), key=_prior)[:TRY_PRUNED]
     tried = [pruned_estimate(ctx, o, f16_ppl) for o in need]
     pruned = min(tried, key=lambda t: t["estimated_ppl"], default=None)
     # the warm start is one of the search's trials, so the search is worth its minutes only where pruning

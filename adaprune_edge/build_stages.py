@@ -237,7 +237,9 @@ def stage_export(ctx: BuildContext) -> dict[str, Any]:
 
 
 def shipped_name(recipe: str) -> str:
-    return f"model-{recipe.replace(':', '_').replace('=', '-')}.gguf"
+    """model-Q4_K_M.gguf, model-Q4_K_M_fb-IQ4_NL.gguf (whether an imatrix was used is in report.json)."""
+    name = recipe.replace(":imatrix", "")
+    return f"model-{name.replace(':', '_').replace('=', '-')}.gguf"
 
 
 def _export_dense(ctx: BuildContext, why: str | None = None) -> dict[str, Any]:

@@ -8,12 +8,14 @@ pruned ones (quant_choice.py), so a budget that a smaller quant type meets is ne
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
+import torch
 
 from adaprune_edge import budget
 from adaprune_edge.errors import LatencyError
@@ -28,6 +30,9 @@ from adaprune_edge.structure import Structure
 CANDIDATES = ("Q8_0", "Q6_K", "Q5_K_M:fb=Q5_0", "Q5_0", "Q4_K_M", "Q4_K_M:fb=IQ4_NL",
               "Q4_K_M:fb=IQ4_NL:out=Q5_0", "Q4_0", "IQ4_NL", "IQ4_XS", "IQ4_XS:out=IQ4_NL", "Q3_K_M:fb=IQ4_NL",
               "Q2_K")
+
+
+SCORES_FILE = "candidate_scores.json"
 
 
 @dataclass(frozen=True)
@@ -104,18 +109,27 @@ def score(opts: list[QuantOption], f16: Path, folder: Path, windows: np.ndarray,
           pick: Callable[[QuantOption], bool], progress: Callable[[str], None] | None = None,
           threads: int | None = None) -> list[QuantOption]:
     """Quantize the dense F16 GGUF with every picked recipe (kept as folder/dense-<recipe>.gguf) and
-    measure its perplexity on `windows`; the others are returned unchanged."""
+    measure its perplexity on `windows`; the others are returned unchanged. Scores are kept in
+    folder/candidate_scores.json per windows, so a resumed (or re-budgeted) run re-scores nothing."""
+    from adaprune_edge.calibration import windows_key
     from adaprune_edge.exporters import quantize
+    from adaprune_edge.runs import write_json
 
+    cache_path, key = Path(folder) / SCORES_FILE, windows_key(torch.as_tensor(windows))
+    cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
+    cache = cache if cache.get("windows") == key else {"windows": key, "ppl": {}}
     out = []
     for o in opts:
         if o.ppl is None and pick(o):
-            if progress:
-                progress(o.recipe)
-            path = dense_file(folder, o.recipe)
-            if not path.is_file():
-                quantize.quantize(f16, path, o.recipe, threads, imatrix)
-            o = dataclasses.replace(o, ppl=round(gguf_ppl(path, windows), 4))
+            if o.recipe not in cache["ppl"]:
+                if progress:
+                    progress(o.recipe)
+                path = dense_file(folder, o.recipe)
+                if not path.is_file():
+                    quantize.quantize(f16, path, o.recipe, threads, imatrix)
+                cache["ppl"][o.recipe] = round(gguf_ppl(path, windows), 4)
+                write_json(cache_path, cache)
+            o = dataclasses.replace(o, ppl=cache["ppl"][o.recipe])
         out.append(o)
     return out
 

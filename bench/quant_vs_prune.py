@@ -90,10 +90,11 @@ def main() -> None:
     q8 = predict(base, "Q8_0", profile).decode_ms_per_token
     wiki = windows(lm, DATA / "wikitext-2" / "valid.txt", args.windows, True)
     ptb = windows(lm, DATA / "ptb" / "ptb.valid.txt", args.windows, False)
-    calib = CalibrationPool.from_sources(["builtin:self"], lm.tokenizer, 256, (0.0, 0.8)).windows[:32]
+    calib = CalibrationPool.from_sources(["builtin:self"], lm.tokenizer, 256, (0.0, 0.8), loaded=lm).windows[:32]
     result = {"device": args.device, "dense_q8_0_ms": q8, "eval": f"wikitext-2 valid 2nd half {args.windows}x512, "
               f"PTB valid {args.windows}x512; KL vs dense torch on the wikitext windows", "rows": []}
     result["dense_torch_wikitext_ppl"] = round(math.exp(_torch_nll(lm.model, wiki)), 3)
+    previous = None
     for frac in [float(f) for f in args.fractions.split(",")]:
         budget_ms = round(frac * q8, 4)
         folder = WORK / f"{args.device}-{frac:.2f}"
@@ -104,7 +105,9 @@ def main() -> None:
                                "recipe": "Q4_K_M", "decoder_pruned": round(r, 4), "decode_ms": round(bms, 3),
                                **score(bpath, lm, wiki, ptb)})
         spec = BuildSpec(device=args.device, budget_ms=budget_ms, trials=args.trials, seed=0)
-        rep = run_build(spec, folder / "build", resume=(folder / "build" / "state.json").exists(), force=True)
+        _seed(folder / "build", spec, previous)
+        rep = run_build(spec, folder / "build", resume=True)
+        previous = folder / "build"
         qo = rep.get("quant_only") or {}
         if qo:
             qpath = Path(rep["gguf"]).parent / f"dense-{qo['recipe'].replace(':', '_').replace('=', '-')}.gguf"
@@ -121,6 +124,20 @@ def main() -> None:
         result["rows"][-1]["row_seconds"] = round(time.perf_counter() - t0, 1)
         OUT.write_text(json.dumps(result, indent=1))
         _print(result["rows"][-3:])
+
+
+def _seed(run: Path, spec, previous: Path | None) -> None:
+    """Start a budget's build from the previous budget's dense quantized files and their scores (they do
+    not depend on the budget), so only new recipes are quantized and scored."""
+    from adaprune_edge.runs import write_json
+
+    if (run / "state.json").exists():
+        return
+    run.mkdir(parents=True, exist_ok=True)
+    for f in (previous.iterdir() if previous else ()):
+        if f.name.startswith("dense-") or f.name in ("imatrix.gguf", "candidate_scores.json"):
+            (run / f.name).hardlink_to(f)
+    write_json(run / "state.json", {"spec": spec.to_dict(), "done": {}})
 
 
 def _torch_nll(model, wins) -> float:

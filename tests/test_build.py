@@ -104,3 +104,30 @@ def test_build_bad_input_is_one_line(tmp_path):
     with pytest.raises(ConfigError, match="not an adaprune-edge build"):
         RunDir(tmp_path / "x").open(BuildSpec(device="this-host"), resume=True, force=False)
     assert (tmp_path / "x" / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.e2e
+def test_build_ships_the_dense_quantized_file_when_a_smaller_quant_meets_the_budget(tiny_dir, tmp_path):
+    from adaprune_edge import profiles
+    from adaprune_edge.models import load
+    from adaprune_edge.roofline import predict
+    from adaprune_edge.structure import Structure
+
+    prof = profiles.load_profile("raspberry-pi-5")  # bandwidth-bound: fewer bytes per token decode faster
+    base = Structure.from_model(load(str(tiny_dir)).model)
+    q8, small = (predict(base, q, prof).decode_ms_per_token for q in ("Q8_0", "IQ4_XS:out=IQ4_NL"))
+    budget = small + 0.3 * (q8 - small)  # Q8_0 would need pruning; 4-bit recipes with a 4-bit output do not
+    out = tmp_path / "run"
+    r = runner.invoke(app, ["build", "--device", "raspberry-pi-5", "--model", str(tiny_dir), "--budget-ms",
+                            f"{budget:.4f}", "--trials", "2", "--calib", "builtin:pydoc", "--max-samples", "8",
+                            "--max-seq-len", "64", "--out", str(out)], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["mode"] == "quant-only" and rep["decoder_ratio"] == 0.0 and rep["recipe"] is None
+    assert rep["quant"] == rep["quant_only"]["recipe"] and rep["budget_met"]
+    assert rep["pruned"]["decode_ms_per_token"] <= budget
+    opts = {o["recipe"]: o for o in rep["quant_options"]}
+    assert opts["Q8_0:imatrix"]["r_min"] > 0 and opts[rep["quant"]]["r_min"] == 0.0
+    assert rep["pruned"]["ppl"] == pytest.approx(rep["quant_only"]["ppl"])  # the same file, scored once
+    assert rep["parity_gate"]["passed"] and (out / rep["gguf"].split("/")[-1]).is_file()
+    assert not (out / "search").exists() and rep["trials"] == 0

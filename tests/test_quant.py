@@ -150,6 +150,13 @@ def test_decide_ships_quant_only_unless_the_pruned_estimate_beats_it(monkeypatch
     est["value"] = 19.0
     d = build_quant.decide(None, opts, 18.0)
     assert d["mode"] == "prune" and d["quant"] == "Q8_0"
+    tried = []
+    monkeypatch.setattr(build_quant, "pruned_estimate", lambda ctx, o, f16: tried.append(o.recipe) or
+                        {"recipe": o.recipe, "r_min": o.r_min, "estimated_ppl": 30.0})
+    d = build_quant.decide(None, [_opt("Q4_0", 0.0, 20.0), _opt("Q2_K", 0.1, 25.0)], 18.0)
+    assert d["mode"] == "quant-only" and tried == []  # a recipe worse than quant-only before pruning is not tried
+    monkeypatch.setattr(build_quant, "pruned_estimate",
+                        lambda ctx, o, f16: {"recipe": o.recipe, "r_min": o.r_min, "estimated_ppl": 19.0})
     d = build_quant.decide(None, [_opt("Q8_0", 0.2, 18.0)], 18.0)  # nothing meets the budget alone
     assert d["mode"] == "prune" and "no quant recipe meets the budget alone" in d["reason"]
 
