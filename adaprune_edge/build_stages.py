@@ -84,7 +84,7 @@ class BuildContext:
         step = lambda d, t, note: self.hooks.progress("calibration", d, t, note)  # noqa: E731
         return self._memo("search_ctx", lambda: SearchContext(self.search_spec(), self.dense, progress=step))
 
-    def _data_context(self) -> Any:
+    def data_context(self) -> Any:
         """A search context before the plan exists: only its data (calibration pool, objective windows)."""
         from adaprune_edge.search import SearchContext
 
@@ -96,10 +96,10 @@ class BuildContext:
 
     def objective_windows(self) -> Any:
         """The search objective's token windows [n, seq_len] (disjoint from calibration and the report)."""
-        return self._data_context().val
+        return self.data_context().val
 
     def calibration_pool(self) -> Any:
-        return self._data_context().pools[0]
+        return self.data_context().pools[0]
 
 
 def latency_of(ctx: BuildContext, structure: Any, gguf: Path | None = None, quant: str | None = None) -> Any:
@@ -288,7 +288,7 @@ def _export_pruned(ctx: BuildContext, meta: Any) -> dict[str, Any]:
 
 def report_windows(ctx: BuildContext) -> Any:
     """The report set: held-out windows after the objective's, never seen by calibration or the search."""
-    return ctx.search_context().report_windows
+    return ctx.data_context().report_windows
 
 
 def stage_validate(ctx: BuildContext) -> dict[str, Any]:
