@@ -74,7 +74,8 @@ def summary_rows(rep: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     src = rep["latency_source"]
     q = lambda key, fmt: format(qo[key], fmt) if key in qo and qo[key] is not None else ""  # noqa: E731
     rows = [
-        ("recipe", "F16 (torch)", qo.get("recipe", "none meets the budget"), rep["quant"], rep.get("decision") or ""),
+        ("recipe", "F16 (torch)", qo.get("recipe", "none meets the budget"), rep["quant"],
+         "shipped: dense (quantization alone)" if rep["mode"] == "quant-only" else "shipped: pruned + quantized"),
         ("parameters", f"{d['params'] / 1e6:.1f}M", f"{d['params'] / 1e6:.1f}M" if qo else "", f"{p['params'] / 1e6:.1f}M",
          f"-{rep['total_ratio']:.1%} of all, -{rep['decoder_ratio']:.1%} of decoder"),
         ("GGUF size", f"{d['file_bytes'] / 1e6:.1f} MB (tensors)", f"{qo['file_bytes'] / 1e6:.1f} MB" if qo else "",

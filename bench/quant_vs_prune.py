@@ -76,6 +76,7 @@ def main() -> None:
     ap.add_argument("--fractions", default="0.95,0.85,0.75,0.65,0.55")
     ap.add_argument("--trials", type=int, default=4)
     ap.add_argument("--windows", type=int, default=8)
+    ap.add_argument("--seed-from", type=Path, default=None, help="a finished build dir (same options) whose dense files to reuse")
     args = ap.parse_args()
 
     from adaprune_edge import models, profiles
@@ -94,7 +95,7 @@ def main() -> None:
     result = {"device": args.device, "dense_q8_0_ms": q8, "eval": f"wikitext-2 valid 2nd half {args.windows}x512, "
               f"PTB valid {args.windows}x512; KL vs dense torch on the wikitext windows", "rows": []}
     result["dense_torch_wikitext_ppl"] = round(math.exp(_torch_nll(lm.model, wiki)), 3)
-    previous = None
+    previous = args.seed_from
     for frac in [float(f) for f in args.fractions.split(",")]:
         budget_ms = round(frac * q8, 4)
         folder = WORK / f"{args.device}-{frac:.2f}"

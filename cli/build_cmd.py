@@ -106,6 +106,7 @@ def build_cmd(
                   console=console, transient=False) as progress:
         rep = run_build(spec, out, resume=resume, force=force, hooks=_hooks(progress, trials))
     console.print(summary_table(rep))
+    console.print(f"decision: {rep.get('decision')}")
     console.print(f"wrote {out}/: {Path(rep['gguf']).name}, Modelfile, report.json, report.md, tradeoff.png"
                   + (", trials.csv" if rep["trials"] else ""))
 

@@ -116,9 +116,22 @@ def _settings(device, **kw) -> latency.BenchSettings:
     return latency.BenchSettings(**base)
 
 
+def _probe(path, n_bytes: int):
+    """A well-formed GGUF of about n_bytes random data (latency.measure checks the header first)."""
+    import gguf as gguf_py
+    import numpy as np
+
+    w = gguf_py.GGUFWriter(str(path), arch="llama")
+    w.add_tensor("probe", np.frombuffer(os.urandom(n_bytes), dtype=np.float32).copy())
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
 def test_ssh_backend_returns_report(device, tmp_path):
-    gguf = tmp_path / "probe.gguf"
-    gguf.write_bytes(os.urandom(3 << 20))  # any file: the fake bench only checks it arrived whole
+    gguf = _probe(tmp_path / "probe.gguf", 3 << 20)  # the fake bench only checks it arrived whole
     before = set(glob.glob("/tmp/adaprune-edge.*"))
     rep = latency.measure(gguf, _settings(device))
     assert rep.backend == "ssh" and rep.measured and rep.tool == "llama-bench"
@@ -134,15 +147,13 @@ def test_ssh_backend_returns_report(device, tmp_path):
 
 
 def test_ssh_missing_llama_bench_is_clear(device, tmp_path):
-    gguf = tmp_path / "probe.gguf"
-    gguf.write_bytes(b"GGUF" + bytes(100))
+    gguf = _probe(tmp_path / "probe.gguf", 1024)
     with pytest.raises(LatencyError, match="llama-bench not found.*/opt/none/llama-bench"):
         latency.measure(gguf, _settings(device, llama_bench="/opt/none/llama-bench"))
 
 
 def test_ssh_unreachable_host_is_clear(device, tmp_path):
-    gguf = tmp_path / "probe.gguf"
-    gguf.write_bytes(b"GGUF")
+    gguf = _probe(tmp_path / "probe.gguf", 1024)
     closed = _free_port()
     t0 = time.time()
     with pytest.raises(LatencyError, match="cannot reach ssh host"):
