@@ -150,12 +150,15 @@ def tradeoff_from_trials(path: Path, results: dict[str, Any], rep: dict[str, Any
                        "quality": [o["ppl"] for o in opts], "style": "s"})
     best = results["search"].get("best")
     what = f"best trial ratio {best['values']['ratio']:.2f}" if best and rep["mode"] == "pruned" else "quantization only"
-    return plots.tradeoff_png(
-        path, series, budget_ms=rep["budget_ms_per_token"],
-        chosen={"ms": rep["pruned"]["decode_ms_per_token"], "quality": rep["pruned"]["ppl"],
-                "label": f"shipped {rep['quant']} ({rep['latency_source']})"},
-        dense={"ms": rep["dense"]["decode_ms_per_token"], "quality": rep["dense"]["ppl"], "label": "dense"},
-        title=f"{rep['model']} on {rep['device']}: {what}")
+    # every point on the objective windows (the report set is not plotted: it must stay unseen by choices)
+    ex, cand = results["export"], results.get("candidates", {})
+    shipped = ex.get("objective_ppl") or next((o["ppl"] for o in opts if o["recipe"] == rep["quant"]), None)
+    chosen = {"ms": rep["pruned"]["decode_ms_per_token"], "quality": shipped,
+              "label": f"shipped {rep['quant']} ({rep['latency_source']})"} if shipped else None
+    dense = {"ms": rep["dense"]["decode_ms_per_token"], "quality": cand["dense_f16_ppl"],
+             "label": "dense F16 (at the shipped recipe's latency)"} if cand.get("dense_f16_ppl") else None
+    return plots.tradeoff_png(path, series, budget_ms=rep["budget_ms_per_token"], chosen=chosen, dense=dense,
+                              title=f"{rep['model']} on {rep['device']}: {what} (objective-window PPL)")
 
 
 def write_all(rep: dict[str, Any], run_dir: Path, results: dict[str, Any]) -> None:
