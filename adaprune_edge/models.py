@@ -122,7 +122,9 @@ def _gguf_architecture(path: Path) -> str:
         meta, _ = read_header(path)
     except ExportError as e:
         raise ModelError(str(e)) from None
-    return str(meta.get("general.architecture", "?"))
+    if "general.architecture" not in meta:
+        raise ModelError(f"{path} is not a readable GGUF model (no general.architecture key); re-export or re-download it")
+    return str(meta["general.architecture"])
 
 
 def _load_gguf(spec: ModelSpec) -> tuple[Any, Any]:
