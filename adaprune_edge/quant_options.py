@@ -48,6 +48,7 @@ class QuantOption:
     file_bytes: int
     bits_per_weight: float
     ppl: float | None = None
+    floor_ms: float | None = None  # decode ms/token with max_ratio of the decoder pruned (best reachable)
 
     @property
     def quant_only(self) -> bool:
@@ -77,9 +78,10 @@ def options(base: Structure, profile: Any, names: Sequence[str], budget_ms: floa
         pred = predict(base, name, profile)
         lat = measure(base, name) if measure else pred
         scale = lat.decode_ms_per_token / pred.decode_ms_per_token
+        floor = predict(budget.uniform(base, max_ratio, name), name, profile).decode_ms_per_token * scale
         out.append(QuantOption(name, round(lat.decode_ms_per_token, 4), lat.measured,
                                _r_min(base, profile, name, budget_ms, max_ratio, scale), base.gguf_bytes(name),
-                               round(8 * base.gguf_bytes(name) / base.params(), 3)))
+                               round(8 * base.gguf_bytes(name) / base.params(), 3), floor_ms=round(floor, 4)))
     return out
 
 
@@ -146,7 +148,8 @@ def best_quant_only(opts: Sequence[QuantOption]) -> QuantOption | None:
 
 def unreachable_message(opts: Sequence[QuantOption], max_ratio: float) -> str:
     """One line for a budget that no (quant, ratio) pair meets: the best reachable latency and its pair."""
-    best = min(opts, key=lambda o: o.decode_ms)
-    return (f"the budget cannot be met by any quant recipe with up to {max_ratio:.0%} of the decoder pruned; "
-            f"the fastest dense option is {best.recipe} at {best.decode_ms:.2f} ms/token: relax the budget or "
-            "raise --max-ratio")
+    best = min(opts, key=lambda o: o.floor_ms if o.floor_ms is not None else o.decode_ms)
+    reach = best.floor_ms if best.floor_ms is not None else best.decode_ms
+    return (f"the budget cannot be met by any quant recipe with up to {max_ratio:.0%} of the decoder pruned: "
+            f"the best reachable is {reach:.2f} ms/token ({best.recipe}, {max_ratio:.0%} pruned; dense "
+            f"{best.decode_ms:.2f}); relax the budget or raise --max-ratio")
