@@ -73,3 +73,15 @@ def test_head_pruning_figures():
     _in_readme(f"against {dense['ppl']:.2f} dense")
     _in_readme(f"wanda/global {wanda['ppl']:.1f}")
     _in_readme(f"perplexity {min(r['ppl'] for r in heads):.0f} (taylor/global) to {_sci(max(r['ppl'] for r in heads))} (l1/uniform)")
+
+
+def test_main_job_example_and_quant_only_comparison():
+    rep = json.loads((RESULTS / "main_job_raspberry-pi-5.json").read_text())
+    _in_readme(f"default → raspberry-pi-5 ({rep['quant']})")
+    _in_readme(f"│ KL vs dense (nats/token) │ 0 │ {rep['quant_only']['kl_vs_dense']:.3f} │ {rep['kl_vs_dense']:.3f} │")
+    _in_readme(f"{rep['pruned']['ppl']:.2f}")
+    cmp = json.loads((RESULTS / "shipped_vs_q4_0.json").read_text())
+    q40, shipped = cmp["export --quant Q4_0"], cmp[f"shipped {rep['quant']}"]
+    _in_readme(f"perplexity {q40['report_set_ppl']:.2f} vs the shipped file's {shipped['report_set_ppl']:.2f}")
+    _in_readme(f"and {q40['wikitext_ppl']:.2f} vs {shipped['wikitext_ppl']:.2f} on 4x512 tokens")
+    assert shipped["report_set_ppl"] <= q40["report_set_ppl"]  # the bar: never worse than plain Q4_0
