@@ -238,8 +238,9 @@ def stage_export(ctx: BuildContext) -> dict[str, Any]:
 
 def shipped_name(recipe: str) -> str:
     """model-Q4_K_M.gguf, model-Q4_K_M_fb-IQ4_NL.gguf (whether an imatrix was used is in report.json)."""
-    name = recipe.replace(":imatrix", "")
-    return f"model-{name.replace(':', '_').replace('=', '-')}.gguf"
+    from adaprune_edge.quant import file_label
+
+    return f"model-{file_label(recipe.replace(':imatrix', ''))}.gguf"
 
 
 def _export_dense(ctx: BuildContext, why: str | None = None) -> dict[str, Any]:

@@ -98,6 +98,11 @@ class QuantRecipe:
         return cls(head, **kw)
 
 
+def file_label(recipe: str) -> str:
+    """A recipe name as a file-name part: 'Q4_K_M:fb=IQ4_NL' → 'Q4_K_M_fb-IQ4_NL'."""
+    return recipe.replace(":", "_").replace("=", "-")
+
+
 def block(t: QT) -> int:
     return GGML_QUANT_SIZES[t][0]
 

@@ -20,7 +20,7 @@ import torch
 from adaprune_edge import budget
 from adaprune_edge.errors import LatencyError
 from adaprune_edge.latency import LatencyReport
-from adaprune_edge.quant import QuantRecipe
+from adaprune_edge.quant import QuantRecipe, file_label
 from adaprune_edge.roofline import predict
 from adaprune_edge.structure import Structure
 
@@ -137,7 +137,7 @@ def score(opts: list[QuantOption], f16: Path, folder: Path, windows: np.ndarray,
 
 
 def dense_file(folder: Path, recipe: str) -> Path:
-    return Path(folder) / f"dense-{recipe.replace(':', '_').replace('=', '-')}.gguf"
+    return Path(folder) / f"dense-{file_label(recipe)}.gguf"
 
 
 def best_quant_only(opts: Sequence[QuantOption]) -> QuantOption | None:

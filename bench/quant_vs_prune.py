@@ -82,6 +82,7 @@ def main() -> None:
     from adaprune_edge import models, profiles
     from adaprune_edge.calibration import CalibrationPool
     from adaprune_edge.pipeline import BuildSpec, run_build
+    from adaprune_edge.quant_options import dense_file
     from adaprune_edge.roofline import predict
     from adaprune_edge.structure import Structure
 
@@ -111,7 +112,7 @@ def main() -> None:
         previous = folder / "build"
         qo = rep.get("quant_only") or {}
         if qo:
-            qpath = Path(rep["gguf"]).parent / f"dense-{qo['recipe'].replace(':', '_').replace('=', '-')}.gguf"
+            qpath = dense_file(Path(rep["gguf"]).parent, qo["recipe"])
             result["rows"].append({"fraction": frac, "budget_ms": budget_ms, "what": "quant-only (best meeting the budget)",
                                    "recipe": qo["recipe"], "decoder_pruned": 0.0,
                                    "decode_ms": round(qo["decode_ms_per_token"], 3), **score(qpath, lm, wiki, ptb)})

@@ -387,9 +387,10 @@ def cached_shape_only(structure: Structure, quant: str = "F16", tokenizer_source
     """Path of a shape-only GGUF for (structure, quant), written once into `cache` (default:
     models.cache_dir()/shape-only) and reused: file name `<structure.key()>-<quant>.gguf`."""
     from adaprune_edge import models
+    from adaprune_edge.quant import file_label
 
     folder = Path(cache) if cache else models.cache_dir() / "shape-only"
-    path = folder / f"{structure.key()}-{quant.replace(':', '_').replace('=', '-')}.gguf"
+    path = folder / f"{structure.key()}-{file_label(quant)}.gguf"
     if not path.is_file():
         write_shape_only(structure, path, tokenizer_source, quant)
     return path
