@@ -96,6 +96,12 @@ class Imatrix:
         return cls({n: t[f"{n}.in_sum2"] for n in names}, tokens, tuple(ds.contents()) if ds else ())
 
 
+def flat_imatrix(structure: Any) -> Imatrix:
+    """An all-ones importance matrix: a shape-only file of an `:imatrix` recipe gets the same tensor types
+    as the real one (llama.cpp's mixture depends on whether an imatrix is given, not on its values)."""
+    return Imatrix({t.name: np.ones(t.cols, dtype=np.float32) for t in structure.tensors("F16")}, 1)
+
+
 def gguf_names(model: Any) -> dict[str, str]:
     """HF module path → GGUF tensor name for every matrix llama.cpp multiplies by an activation."""
     out = {}

@@ -361,6 +361,8 @@ def write_shape_only(structure: Structure, path: str | Path, tokenizer_source: s
     file takes ~3 s; Q4_K_M adds a quantization pass. See `cached_shape_only` for a cache by structure key."""
     from adaprune_edge.exporters import quantize
 
+    from adaprune_edge.imatrix import flat_imatrix
+
     quant = quantize.check_quant(quant)
     meta = _tokenizer_meta(tokenizer_source)
     p = plan(structure, hparams or HParams(), quant if quant in FLOAT_TYPES else "F16")
@@ -371,15 +373,8 @@ def write_shape_only(structure: Structure, path: str | Path, tokenizer_source: s
 
     if quant in FLOAT_TYPES:
         return write_float(Path(path))
-    return quantize.write_quantized(Path(path), quant, write_float, imatrix=_flat_imatrix(structure))
+    return quantize.write_quantized(Path(path), quant, write_float, imatrix=flat_imatrix(structure))
 
-
-def _flat_imatrix(structure: Structure) -> Any:
-    """An all-ones importance matrix: a shape-only file of an `:imatrix` recipe gets the same tensor types
-    as the real one (llama.cpp's mixture depends on whether an imatrix is given, not on its values)."""
-    from adaprune_edge.imatrix import Imatrix
-
-    return Imatrix({t.name: np.ones(t.cols, dtype=np.float32) for t in structure.tensors("F16")}, 1)
 
 
 def cached_shape_only(structure: Structure, quant: str = "F16", tokenizer_source: str | Path | None = None,

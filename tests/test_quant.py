@@ -11,7 +11,7 @@ import torch
 from adaprune_edge import build_quant, profiles, quant_options
 from adaprune_edge.errors import ConfigError
 from adaprune_edge.exporters import gguf, quantize
-from adaprune_edge.imatrix import Imatrix, collect
+from adaprune_edge.imatrix import Imatrix, collect, flat_imatrix
 from adaprune_edge.quant import FTYPES, QuantRecipe
 from adaprune_edge.quant_options import QuantOption
 from adaprune_edge.structure import LayerShape, Structure
@@ -42,7 +42,7 @@ def test_predicted_tensor_types_equal_what_llama_cpp_writes(tmp_path, hidden):
     st = _odd_structure(hidden)
     f16 = tmp_path / "f16.gguf"
     gguf.write_shape_only(st, f16, quant="F16")
-    flat = gguf._flat_imatrix(st)
+    flat = flat_imatrix(st)
     recipes = [n for n in FTYPES if n not in ("F16", "F32")] + [
         "Q4_K_M:fb=IQ4_NL", "Q4_K_M:fb=IQ4_NL:out=Q5_0", "Q5_K_M:fb=Q5_0:out=Q5_0", "IQ4_NL:imatrix",
         "Q4_0:imatrix", "Q3_K_M:fb=IQ4_NL:imatrix"]
@@ -96,7 +96,7 @@ def test_imatrix_of_another_model_is_refused_and_nothing_is_written(tmp_path):
     st = Structure.dense(256, 32, 49152, 2, 8, 2, 512)
     f16 = tmp_path / "f16.gguf"
     gguf.write_shape_only(st, f16, quant="F16")
-    other = gguf._flat_imatrix(Structure.dense(128, 32, 49152, 2, 4, 2, 256))
+    other = flat_imatrix(Structure.dense(128, 32, 49152, 2, 4, 2, 256))
     with pytest.raises(ConfigError, match="does not match the model"):
         quantize.quantize(f16, tmp_path / "x.gguf", "Q4_0:imatrix", imatrix=other)
     assert not (tmp_path / "x.gguf").exists() and list(tmp_path.glob(".*")) == []
@@ -177,14 +177,14 @@ def test_export_with_an_imatrix_of_another_model_is_one_line_and_writes_nothing(
     from conftest import save_tiny_model
 
     tiny = save_tiny_model(tmp_path / "tiny", hidden=64, heads=4, kv_heads=2, ffn=128, layers=2)
-    other = gguf._flat_imatrix(Structure.dense(96, 16, 49152, 2, 6, 2, 256)).save(tmp_path / "other.gguf")
+    other = flat_imatrix(Structure.dense(96, 16, 49152, 2, 6, 2, 256)).save(tmp_path / "other.gguf")
     out = tmp_path / "out" / "m.gguf"
     r = CliRunner().invoke(app, ["export", "--model", str(tiny), "--out", str(out), "--quant", "Q4_0",
                                  "--imatrix", str(other)])
     assert r.exit_code == 2 and "does not match the model" in r.output and "Traceback" not in r.output
     assert len(r.output.strip().splitlines()) == 1
     assert not out.exists() and (not out.parent.exists() or not any(out.parent.iterdir()))
-    good = gguf._flat_imatrix(Structure.dense(64, 16, 49152, 2, 4, 2, 128)).save(tmp_path / "good.gguf")
+    good = flat_imatrix(Structure.dense(64, 16, 49152, 2, 4, 2, 128)).save(tmp_path / "good.gguf")
     r = CliRunner().invoke(app, ["export", "--model", str(tiny), "--out", str(out), "--quant", "Q4_0",
                                  "--imatrix", str(good)], env={"COLUMNS": "200"})
     assert r.exit_code == 0, r.output
