@@ -116,7 +116,7 @@ def _gguf_architecture(path: Path) -> str:
     """general.architecture of a GGUF, after checking that the file holds all its tensor data (a truncated
     download otherwise fails deep inside transformers with a traceback)."""
     from adaprune_edge.errors import ExportError
-    from adaprune_edge.gguf_header import read_header
+    from adaprune_edge.gguf.header import read_header
 
     try:
         meta, _ = read_header(path)
@@ -255,7 +255,7 @@ def load(spec_str: str) -> LoadedModel:
     elif spec.kind == "hf_dir":
         model, tok = _load_local_hf_dir(spec.path)
     elif spec.kind == "pruned_dir":
-        from adaprune_edge.pruning import load_pruned  # issue: pruning engine
+        from adaprune_edge.prune.slicing import load_pruned  # issue: pruning engine
 
         model, tok = load_pruned(spec.path)
     else:

@@ -27,7 +27,7 @@ OUT = ROOT / "bench" / "results" / "calibration.json"
 
 
 def pools(lm, seq_len: int, progress) -> dict:
-    from adaprune_edge.calibration import CalibrationPool
+    from adaprune_edge.data.calibration import CalibrationPool
 
     tok = lm.tokenizer
     p = {"pydoc": CalibrationPool.from_sources(["builtin:pydoc"], tok, seq_len),
@@ -45,8 +45,8 @@ def mix(p: dict, n: int, seed: int = 0) -> torch.Tensor:
 
 
 def scores(model, tok, evals: dict, tasks: dict, limit: int) -> dict:
-    from adaprune_edge import harness
-    from adaprune_edge.perplexity import perplexity
+    from adaprune_edge.evaluate import harness
+    from adaprune_edge.evaluate.perplexity import perplexity
 
     out = {f"ppl_{k}": perplexity(model, w) for k, w in evals.items()}
     scorer = harness.TorchScorer(model, tok)
@@ -68,10 +68,11 @@ def main() -> None:
     ap.add_argument("--resume", action="store_true", help="keep rows already in the JSON, run only missing ones")
     args = ap.parse_args()
 
-    from adaprune_edge import models, tasks
-    from adaprune_edge.calibration import CalibrationPool
-    from adaprune_edge.importance import ImportanceCache
-    from adaprune_edge.pruner import PruneConfig, prune
+    from adaprune_edge import models
+    from adaprune_edge.evaluate import tasks
+    from adaprune_edge.data.calibration import CalibrationPool
+    from adaprune_edge.prune.importance import ImportanceCache
+    from adaprune_edge.prune.engine import PruneConfig, prune
 
     lm = models.load("default")
     t0 = time.perf_counter()

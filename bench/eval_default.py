@@ -17,9 +17,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from adaprune_edge import harness, models, tasks
-from adaprune_edge.divergence import evaluate_windows
-from adaprune_edge.perplexity import read_text, token_windows
+from adaprune_edge import models
+from adaprune_edge.evaluate import harness
+from adaprune_edge.evaluate import tasks
+from adaprune_edge.evaluate.divergence import evaluate_windows
+from adaprune_edge.evaluate.perplexity import read_text, token_windows
 from adaprune_edge.runs import write_json
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -3,7 +3,7 @@
 Columns: file size and bits/weight (Q4_K_M), torch PPL, F16 GGUF PPL, Q4_K_M PPL, KL(Q4_K_M‖F16) in
 nats/token, top-1 agreement, decode tokens/s (Q4_K_M, 2 threads). Perplexity on 8×512-token windows of
 wikitext-2 valid (no BOS), the same token ids for torch and llama.cpp. Pruned variants come from
-adaprune_edge.pruner.prune (wanda metric, global allocation, bias compensation, FFN widths aligned to 256,
+adaprune_edge.prune.engine.prune (wanda metric, global allocation, bias compensation, FFN widths aligned to 256,
 calibration on wikitext-2 valid windows disjoint from the evaluation windows).
 
     python3 bench/export.py [--ratios 0.2 0.3 0.5] [--windows 8] [--out bench/results/export.json]
@@ -22,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from adaprune_edge import models, validation
+from adaprune_edge import models
+from adaprune_edge.evaluate import validation
 from adaprune_edge.exporters import gguf, quantize, vocab
-from adaprune_edge.perplexity import perplexity, read_text, token_windows
+from adaprune_edge.evaluate.perplexity import perplexity, read_text, token_windows
 from adaprune_edge.structure import Structure
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikitext-2" / "valid.txt"
@@ -33,12 +34,12 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikitext-2" / 
 def pruned(lm: models.LoadedModel, ratio: float, calib) -> tuple[object, dict]:
     if ratio == 0:
         return lm.model, {"method": "dense"}
-    from adaprune_edge.pruner import PruneConfig, prune
+    from adaprune_edge.prune.engine import PruneConfig, prune
 
     cfg = PruneConfig(ratio=ratio, metric="wanda", allocation="global", n_samples=16, seq_len=256,
                       bias_compensation=True, align=256, seed=0)
     res = prune(lm.model, calib, cfg)
-    return res.model, {"method": "adaprune_edge.pruner.prune", "config": cfg.to_dict(),
+    return res.model, {"method": "adaprune_edge.prune.engine.prune", "config": cfg.to_dict(),
                        "decoder_ratio": res.decoder_ratio, "total_ratio": res.total_ratio}
 
 

@@ -19,11 +19,11 @@ OUT = ROOT / "bench" / "results" / "imatrix.json"
 
 def main() -> None:
     from adaprune_edge import models
-    from adaprune_edge.calibration import CalibrationPool
+    from adaprune_edge.data.calibration import CalibrationPool
     from adaprune_edge.exporters import gguf, quantize, vocab
     from adaprune_edge.imatrix import collect
-    from adaprune_edge.perplexity import read_text, token_windows
-    from adaprune_edge.quant_options import gguf_ppl
+    from adaprune_edge.evaluate.perplexity import read_text, token_windows
+    from adaprune_edge.build.quant_options import gguf_ppl
     from adaprune_edge.structure import Structure
 
     lm = models.load("default")

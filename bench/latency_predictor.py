@@ -17,8 +17,9 @@ import statistics
 import time
 from pathlib import Path
 
-from adaprune_edge import models, profiling, profiles
-from adaprune_edge.latency import BenchSettings
+from adaprune_edge import models, profiles
+from adaprune_edge.latency import profiling
+from adaprune_edge.latency.backends import BenchSettings
 from adaprune_edge.runs import write_json
 from adaprune_edge.structure import Structure
 

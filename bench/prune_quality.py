@@ -45,10 +45,10 @@ def main() -> None:
     args = ap.parse_args()
 
     from adaprune_edge import models
-    from adaprune_edge.calibration import CalibrationPool, split_text
-    from adaprune_edge.importance import ImportanceCache
-    from adaprune_edge.perplexity import perplexity, read_text, token_windows
-    from adaprune_edge.pruner import PruneConfig, prune
+    from adaprune_edge.data.calibration import CalibrationPool, split_text
+    from adaprune_edge.prune.importance import ImportanceCache
+    from adaprune_edge.evaluate.perplexity import perplexity, read_text, token_windows
+    from adaprune_edge.prune.engine import PruneConfig, prune
 
     lm = models.load("default")
     calib_text, held_text = split_text(read_text(WIKI), 0.5)

@@ -3,9 +3,9 @@ the second half of wikitext-2 valid, calibrated on the first half). Run: python3
 import time, sys
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
 from adaprune_edge import models
-from adaprune_edge.calibration import CalibrationPool, split_text
-from adaprune_edge.perplexity import perplexity, read_text, token_windows
-from adaprune_edge.pruner import PruneConfig, prune
+from adaprune_edge.data.calibration import CalibrationPool, split_text
+from adaprune_edge.evaluate.perplexity import perplexity, read_text, token_windows
+from adaprune_edge.prune.engine import PruneConfig, prune
 from tests.conftest import WIKITEXT_VALID
 t0 = time.time()
 lm = models.load("default")

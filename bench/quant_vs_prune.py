@@ -29,8 +29,8 @@ WORK = ROOT / "bench" / "runs" / "quant_vs_prune"
 
 
 def windows(lm, path: Path, n: int, second_half: bool):
-    from adaprune_edge.calibration import split_text
-    from adaprune_edge.perplexity import read_text, token_windows
+    from adaprune_edge.data.calibration import split_text
+    from adaprune_edge.evaluate.perplexity import read_text, token_windows
 
     text = read_text(path)
     if second_half:
@@ -39,8 +39,8 @@ def windows(lm, path: Path, n: int, second_half: bool):
 
 
 def score(path: Path, lm, wiki, ptb) -> dict:
-    from adaprune_edge import validation
-    from adaprune_edge.quant_options import gguf_ppl
+    from adaprune_edge.evaluate import validation
+    from adaprune_edge.build.quant_options import gguf_ppl
 
     v = validation.validate(path, wiki, torch_model=lm.model, threads=2)
     return {"file_bytes": path.stat().st_size, "wikitext_ppl": round(v.ppl, 3), "kl_vs_dense": round(v.kl_mean, 4),
@@ -49,10 +49,10 @@ def score(path: Path, lm, wiki, ptb) -> dict:
 
 def before(lm, base, profile, budget_ms: float, folder: Path, calib) -> tuple[Path, float, float]:
     """The old behaviour: Q4_K_M, prune to its r_min with taylor/uniform + reconstruction."""
-    from adaprune_edge import budget
+    from adaprune_edge.latency import budget
     from adaprune_edge.exporters import gguf, quantize, vocab
-    from adaprune_edge.pruner import PruneConfig, prune
-    from adaprune_edge.roofline import predict
+    from adaprune_edge.prune.engine import PruneConfig, prune
+    from adaprune_edge.latency.roofline import predict
     from adaprune_edge.structure import Structure
 
     sol = budget.solve(base, profile, "Q4_K_M", "uniform", max_ratio=0.9, decode_ms=budget_ms)
@@ -80,10 +80,10 @@ def main() -> None:
     args = ap.parse_args()
 
     from adaprune_edge import models, profiles
-    from adaprune_edge.calibration import CalibrationPool
-    from adaprune_edge.pipeline import BuildSpec, run_build
-    from adaprune_edge.quant_options import dense_file
-    from adaprune_edge.roofline import predict
+    from adaprune_edge.data.calibration import CalibrationPool
+    from adaprune_edge.build.pipeline import BuildSpec, run_build
+    from adaprune_edge.build.quant_options import dense_file
+    from adaprune_edge.latency.roofline import predict
     from adaprune_edge.structure import Structure
 
     lm = models.load("default")
@@ -145,7 +145,7 @@ def _seed(run: Path, spec, previous: Path | None) -> None:
 def _torch_nll(model, wins) -> float:
     import torch
 
-    from adaprune_edge.perplexity import window_nll
+    from adaprune_edge.evaluate.perplexity import window_nll
 
     return float(torch.as_tensor(window_nll(model, torch.as_tensor(wins))).mean())
 

@@ -43,20 +43,20 @@ FIXED = {
 
 def fixed_at_ratio(ctx, kw, ratio):
     """Prune with a fixed recipe at exactly `ratio` of the decoder (32 x 256 calibration tokens)."""
-    from adaprune_edge.pruner import PruneConfig, prune
+    from adaprune_edge.prune.engine import PruneConfig, prune
 
     cfg = PruneConfig(ratio=ratio, n_samples=32, seq_len=256, align=256, seed=0, **kw)
     return prune(ctx.model, ctx.pools[0], cfg, cache=ctx.cache)
 
 
 def score(model, windows):
-    from adaprune_edge.perplexity import perplexity
+    from adaprune_edge.evaluate.perplexity import perplexity
 
     return {k: perplexity(model, w) for k, w in windows.items()}
 
 
 def predicted_ms(structure, profile):
-    from adaprune_edge.roofline import predict
+    from adaprune_edge.latency.roofline import predict
 
     return predict(structure, "Q4_K_M", profile).decode_ms_per_token
 
@@ -66,8 +66,8 @@ def measure_all(structures, profile, rounds=3):
     so slow drifts of this shared VM hit every recipe alike."""
     import statistics
 
-    from adaprune_edge.latency import BenchSettings
-    from adaprune_edge.shape_latency import structure_latency
+    from adaprune_edge.latency.backends import BenchSettings
+    from adaprune_edge.latency.shape import structure_latency
 
     settings = BenchSettings.from_profile(profile)
     samples = [[] for _ in structures]
@@ -79,11 +79,11 @@ def measure_all(structures, profile, rounds=3):
 
 
 def run_target(target, trials, lm, base, profile, test, rows, structures, out_json):
-    from adaprune_edge.budget import uniform
-    from adaprune_edge.pruner import prune
-    from adaprune_edge.evaluators import LocalEvaluator
-    from adaprune_edge.search import SearchContext, SearchSpec, run_search
-    from adaprune_edge.searchspace import SpaceBounds, to_prune_config
+    from adaprune_edge.latency.budget import uniform
+    from adaprune_edge.prune.engine import prune
+    from adaprune_edge.search.evaluators import LocalEvaluator
+    from adaprune_edge.search.run import SearchContext, SearchSpec, run_search
+    from adaprune_edge.search.space import SpaceBounds, to_prune_config
 
     budget_ms = predicted_ms(uniform(base, target, "Q4_K_M"), profile) * 1.005
     bounds = SpaceBounds(r_min=target, r_max=round(target + 0.03, 4), max_samples=64, max_seq_len=256)
@@ -143,7 +143,7 @@ def main() -> None:
     import torch
 
     from adaprune_edge import models, profiles
-    from adaprune_edge.calibration import CalibrationPool
+    from adaprune_edge.data.calibration import CalibrationPool
     from adaprune_edge.structure import Structure
 
     torch.manual_seed(0)

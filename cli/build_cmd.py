@@ -15,7 +15,7 @@ DEVICE_HELP = "Device profile: a shipped name (see `devices list`) or a path to 
 
 
 def summary_table(rep: dict) -> Table:
-    from adaprune_edge.report import summary_rows
+    from adaprune_edge.build.report import summary_rows
 
     t = Table(title=f"{rep['model']} → {rep['device']} ({rep['quant']})")
     for col in ("", "dense", "quantize only", "shipped", "note"):
@@ -26,7 +26,7 @@ def summary_table(rep: dict) -> Table:
 
 
 def _hooks(progress: Progress, trials: int):
-    from adaprune_edge.pipeline import Hooks
+    from adaprune_edge.build.pipeline import Hooks
 
     tasks: dict[str, int] = {}
 
@@ -84,7 +84,7 @@ def build_cmd(
     Modelfile, report.json/.md (always with the best quantize-only file beside the shipped one),
     tradeoff.png and the search state. Latency is measured where the profile's backend can (local, ssh)
     and predicted (roofline) otherwise; the report says which."""
-    from adaprune_edge.pipeline import BuildSpec, run_build
+    from adaprune_edge.build.pipeline import BuildSpec, run_build
 
     from adaprune_edge import profiles
 
@@ -112,12 +112,13 @@ def build_cmd(
 
 
 def _dry_run(spec, profile, out: Path) -> None:
-    from adaprune_edge import models, quant_options
+    from adaprune_edge import models
+    from adaprune_edge.build import quant_options
     from adaprune_edge.cli.search_cmd import print_plan
-    from adaprune_edge.pipeline import planned_outputs
-    from adaprune_edge.plan import make_plan
-    from adaprune_edge.search import SearchSpec
-    from adaprune_edge.searchspace import build_space
+    from adaprune_edge.build.pipeline import planned_outputs
+    from adaprune_edge.search.plan import make_plan
+    from adaprune_edge.search.run import SearchSpec
+    from adaprune_edge.search.space import build_space
     from adaprune_edge.structure import Structure
 
     console.print_json(data=profile.to_dict())

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from adaprune_edge.cli.common import cli_errors, console
 from adaprune_edge.errors import ConfigError
-from adaprune_edge.evaluation import EvalReport, read_report, retention
+from adaprune_edge.evaluate.report import EvalReport, read_report, retention
 
 # (row label, value getter, lower is better, show retention)
 Row = tuple[str, Callable[[EvalReport], Optional[float]], bool, bool]

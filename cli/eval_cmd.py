@@ -10,11 +10,13 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from adaprune_edge import harness, models, tasks
+from adaprune_edge import models
+from adaprune_edge.evaluate import harness
+from adaprune_edge.evaluate import tasks
 from adaprune_edge.cli.common import cli_errors, console, err_console
-from adaprune_edge.divergence import WindowReport, evaluate_windows
+from adaprune_edge.evaluate.divergence import WindowReport, evaluate_windows
 from adaprune_edge.errors import ConfigError
-from adaprune_edge.evaluation import EvalReport
+from adaprune_edge.evaluate.report import EvalReport
 from adaprune_edge.runs import check_writable, write_json
 
 
@@ -61,7 +63,7 @@ def _run_tasks(scorer: Any, loaded: list[tasks.TaskData], limit: Optional[int], 
 
 def _run_windows(scorer: Any, ppl: str, seq_len: int, windows: Optional[int], reference: Any,
                  reference_name: Optional[str]) -> WindowReport:
-    from adaprune_edge.perplexity import read_text, token_windows
+    from adaprune_edge.evaluate.perplexity import read_text, token_windows
 
     wins = token_windows(scorer.tokenizer, read_text(ppl), seq_len, windows)
     label = f"perplexity{' + KL' if reference is not None else ''} ({wins.shape[0]}x{seq_len})"
@@ -121,7 +123,7 @@ def eval_cmd(
         check_writable(out, force)
     loaded = [tasks.load(n, data_dir) for n in names]  # data errors before any model is loaded
     if ppl:
-        from adaprune_edge.perplexity import read_text
+        from adaprune_edge.evaluate.perplexity import read_text
 
         read_text(ppl)
     t0 = time.perf_counter()

@@ -42,7 +42,7 @@ def inspect_cmd(
     for k, v in rows:
         table.add_row(k, v)
     if ppl:
-        from adaprune_edge.perplexity import perplexity, read_text, token_windows
+        from adaprune_edge.evaluate.perplexity import perplexity, read_text, token_windows
 
         wins = token_windows(lm.tokenizer, read_text(ppl), seq_len, windows)
         with console.status(f"perplexity on {wins.shape[0]} x {seq_len} tokens ..."):

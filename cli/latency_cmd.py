@@ -11,10 +11,12 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from adaprune_edge import budget, latency, models, profiles
+from adaprune_edge import models, profiles
+from adaprune_edge.latency import budget
+from adaprune_edge.latency import backends as latency
 from adaprune_edge.cli.common import cli_errors, console, err_console, fail, human_bytes
 from adaprune_edge.errors import ConfigError
-from adaprune_edge.latency import BenchSettings, LatencyReport
+from adaprune_edge.latency.backends import BenchSettings, LatencyReport
 from adaprune_edge.quant import QuantRecipe
 from adaprune_edge.structure import Structure
 
@@ -24,7 +26,7 @@ DEVICE_HELP = "Device profile: a shipped name (see `devices list`) or a path to 
 def _structure(spec: str) -> Structure:
     resolved = models.resolve(spec)
     if resolved.kind == "gguf":  # metadata only: no torch load
-        from adaprune_edge.shape_latency import structure_of_gguf
+        from adaprune_edge.latency.shape import structure_of_gguf
 
         return structure_of_gguf(resolved.path)
     if resolved.kind == "pruned_dir":
@@ -92,7 +94,7 @@ def bench_cmd(
         fail("give exactly one of --model or --gguf")
     profile = profiles.load_profile(device)
     s = _settings(profile, backend, ssh, ssh_config, llama_bench, n_prompt, n_gen, reps)
-    from adaprune_edge import shape_latency
+    from adaprune_edge.latency import shape as shape_latency
 
     with console.status(f"measuring on {profile.name} with the {s.backend} backend ..."):
         if gguf is not None:
@@ -130,7 +132,7 @@ def fit_cmd(
     base = _structure(model)
     measure = None
     if confirm and profile.backend != "predict":
-        from adaprune_edge.shape_latency import structure_latency
+        from adaprune_edge.latency.shape import structure_latency
 
         s = BenchSettings.from_profile(profile)
         measure = lambda st: structure_latency(st, q, s, profile.name)  # noqa: E731
@@ -176,7 +178,7 @@ def profile_cmd(
 ) -> None:
     """Measure shapes of a model on this machine, fit the roofline (bandwidth, overheads, compute), report
     its error on held-out shapes, and write a profile YAML with the fitted figures."""
-    from adaprune_edge import profiling
+    from adaprune_edge.latency import profiling
     from adaprune_edge.runs import check_writable, write_text
 
     base_profile = profiles.load_profile(device)

@@ -29,7 +29,7 @@ def _parse_range(text: str) -> tuple[float, float]:
 
 
 def _check_ratio(ratio: float) -> None:
-    from adaprune_edge.pruner import MAX_RATIO
+    from adaprune_edge.prune.engine import MAX_RATIO
 
     if not 0.0 < ratio <= MAX_RATIO:
         raise ConfigError(f"--ratio must be in (0, {MAX_RATIO}], got {ratio}")
@@ -37,7 +37,7 @@ def _check_ratio(ratio: float) -> None:
 
 def _save_atomically(model, tokenizer, out: Path, recipe: dict, force: bool) -> None:
     """Write into a temp folder next to `out`, then rename it onto `out` (replacing it only with --force)."""
-    from adaprune_edge.pruning import save_pruned
+    from adaprune_edge.prune.slicing import save_pruned
     from adaprune_edge.runs import check_writable
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -103,8 +103,8 @@ def prune_cmd(
 ) -> None:
     """Prune whole heads, FFN channels and optionally layers, chosen by an importance metric on calibration text."""
     from adaprune_edge import models
-    from adaprune_edge.calibration import BUILTIN_DEFAULT, CalibrationPool, read_records
-    from adaprune_edge.pruner import PruneConfig, check_architecture, prune
+    from adaprune_edge.data.calibration import BUILTIN_DEFAULT, CalibrationPool, read_records
+    from adaprune_edge.prune.engine import PruneConfig, check_architecture, prune
     from adaprune_edge.runs import check_writable
 
     _check_ratio(ratio)

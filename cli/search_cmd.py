@@ -11,7 +11,7 @@ from rich.table import Table
 
 from adaprune_edge.cli.common import cli_errors, console
 from adaprune_edge.cli.sampling_bar import sampling_bar
-from adaprune_edge.trials import TrialRecord
+from adaprune_edge.search.trials import TrialRecord
 
 DEVICE_HELP = "Device profile: a shipped name (see `devices list`) or a path to a .yaml profile."
 
@@ -69,9 +69,9 @@ def search_cmd(
     bounded below by the smallest ratio that meets the device budget; every trial's structure is
     checked against the budget (predicted latency + RAM), violators are penalised, never accepted."""
     from adaprune_edge import models, profiles
-    from adaprune_edge.plan import make_plan
-    from adaprune_edge.search import SearchSpec
-    from adaprune_edge.searchspace import build_space
+    from adaprune_edge.search.plan import make_plan
+    from adaprune_edge.search.run import SearchSpec
+    from adaprune_edge.search.space import build_space
     from adaprune_edge.quant import QuantRecipe
     from adaprune_edge.structure import Structure
 
@@ -112,9 +112,9 @@ def print_plan(plan, spec) -> None:
 
 
 def _run(spec, out: Path, resume: bool, force: bool, workers: int, scheduler: Optional[str], loaded):
-    from adaprune_edge.cluster import dask_client
-    from adaprune_edge.evaluators import DaskEvaluator, LocalEvaluator
-    from adaprune_edge.search import SearchContext, run_search
+    from adaprune_edge.search.cluster import dask_client
+    from adaprune_edge.search.evaluators import DaskEvaluator, LocalEvaluator
+    from adaprune_edge.search.run import SearchContext, run_search
 
     with sampling_bar() as step:  # calibration/objective data first (builtin:self samples once per model)
         sctx = SearchContext(spec, loaded, progress=step)
@@ -137,7 +137,7 @@ def _final(outcome, profile, quant: str) -> None:
         return
     console.print(f"best: trial {best.index} {best.summary()} ratio {best.values['ratio']:.3f}: held-out loss "
                   f"{best.loss:.4f} (ppl {best.ppl:.2f}), {best.decode_ms:.2f} ms/token on {profile.name} (screening)")
-    from adaprune_edge.plan import measurer
+    from adaprune_edge.search.plan import measurer
     from adaprune_edge.structure import Structure
 
     measure = measurer(profile, quant)

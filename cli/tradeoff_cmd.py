@@ -36,9 +36,11 @@ def tradeoff_cmd(
 ) -> None:
     """Sweep one pruning recipe over ratios: held-out perplexity vs decode latency per device, with the
     budget line and the chosen point (lowest perplexity within the budget of --device)."""
-    from adaprune_edge import models, profiles, textsets, tradeoff
-    from adaprune_edge.budget import ffn_align
-    from adaprune_edge.calibration import BUILTIN_DEFAULT, CalibrationPool
+    from adaprune_edge import models, profiles
+    from adaprune_edge.data import textsets
+    from adaprune_edge.build import tradeoff
+    from adaprune_edge.latency.budget import ffn_align
+    from adaprune_edge.data.calibration import BUILTIN_DEFAULT, CalibrationPool
     from adaprune_edge.quant import QuantRecipe
 
     main = profiles.load_profile(device)
@@ -82,9 +84,9 @@ def tradeoff_cmd(
 
 def _recipe(from_run: Optional[Path], metric: str, allocation: str, align: int):
     from adaprune_edge.errors import ConfigError
-    from adaprune_edge.pruner import PruneConfig
-    from adaprune_edge.search import best_record
-    from adaprune_edge.trials import TrialStore
+    from adaprune_edge.prune.engine import PruneConfig
+    from adaprune_edge.search.run import best_record
+    from adaprune_edge.search.trials import TrialStore
 
     if from_run is None:
         cfg = PruneConfig(metric=metric, allocation=allocation, align=align)

@@ -10,10 +10,11 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from adaprune_edge import models, validation
+from adaprune_edge import models
+from adaprune_edge.evaluate import validation
 from adaprune_edge.cli.common import cli_errors, console, err_console, fail, human_bytes
 from adaprune_edge.errors import ExportError
-from adaprune_edge.perplexity import read_text, token_windows
+from adaprune_edge.evaluate.perplexity import read_text, token_windows
 from adaprune_edge.runs import check_writable, write_json
 
 

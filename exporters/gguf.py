@@ -24,7 +24,8 @@ from typing import Any, Callable, Iterator
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as QT, GGUFWriter
 
-from adaprune_edge import __version__, gguf_keys
+from adaprune_edge import __version__
+from adaprune_edge.gguf import keys as gguf_keys
 from adaprune_edge.errors import ExportError
 from adaprune_edge.exporters.vocab import TokenizerMeta
 from adaprune_edge.structure import Structure

@@ -67,9 +67,9 @@ def quantize(src: str | Path, dst: str | Path, quant: "str | QuantRecipe", threa
     output (tied embedding) type; `imatrix` (an imatrix.Imatrix) is passed when the recipe says so."""
     import llama_cpp
 
-    from adaprune_edge.llama_runner import _quiet_stderr
+    from adaprune_edge.evaluate.runner import _quiet_stderr
     from adaprune_edge.runs import atomic_path
-    from adaprune_edge.shape_latency import structure_of_gguf
+    from adaprune_edge.latency.shape import structure_of_gguf
 
     r = check_installed(QuantRecipe.parse(quant))
     if r.is_float:

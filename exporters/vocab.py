@@ -14,7 +14,7 @@ from typing import Any
 
 from gguf import GGUFValueType, GGUFWriter, TokenType
 
-from adaprune_edge import gguf_keys
+from adaprune_edge.gguf import keys as gguf_keys
 from adaprune_edge.errors import ExportError, ModelError
 
 

@@ -7,10 +7,11 @@ import dataclasses
 import pytest
 from typer.testing import CliRunner
 
-from adaprune_edge import budget, profiles
+from adaprune_edge import profiles
+from adaprune_edge.latency import budget
 from adaprune_edge.errors import LatencyError
-from adaprune_edge.latency import LatencyReport
-from adaprune_edge.roofline import predict
+from adaprune_edge.latency.backends import LatencyReport
+from adaprune_edge.latency.roofline import predict
 from adaprune_edge.structure import Structure
 
 DENSE = Structure.dense(576, 64, 49152, 30, 9, 3, 1536)  # SmolLM2-135M's shape

@@ -29,9 +29,9 @@ def _png_size(path):
 @pytest.mark.e2e
 def test_build_tiny_meets_measured_budget_and_matches_validate(tiny_dir, shared_data, tmp_path):
     from adaprune_edge import profiles
-    from adaprune_edge.budget import uniform
+    from adaprune_edge.latency.budget import uniform
     from adaprune_edge.models import load
-    from adaprune_edge.roofline import predict
+    from adaprune_edge.latency.roofline import predict
     from adaprune_edge.structure import Structure
 
     # this host's figures with the roofline backend: a tiny model's ~0.5 ms/token is too close to this VM's
@@ -58,9 +58,9 @@ def test_build_tiny_meets_measured_budget_and_matches_validate(tiny_dir, shared_
         assert (out / name).is_file(), name
     assert _png_size(out / "tradeoff.png")[0] > 400
     # a separate `validate` of the shipped file gives the same perplexity on the same windows
-    from adaprune_edge.build_stages import BuildContext, report_windows
-    from adaprune_edge.pipeline import BuildSpec, RunDir
-    from adaprune_edge.validation import validate
+    from adaprune_edge.build.stages import BuildContext, report_windows
+    from adaprune_edge.build.pipeline import BuildSpec, RunDir
+    from adaprune_edge.evaluate.validation import validate
 
     spec = BuildSpec.from_dict(json.loads((out / "state.json").read_text())["spec"])
     windows = report_windows(BuildContext(spec, RunDir(out), None)).numpy()
@@ -96,7 +96,7 @@ def test_build_bad_input_is_one_line(tmp_path):
     assert r.exit_code == 2 and "not both" in r.output
     (tmp_path / "x").mkdir()
     (tmp_path / "x" / "keep.txt").write_text("mine")
-    from adaprune_edge.pipeline import BuildSpec, RunDir
+    from adaprune_edge.build.pipeline import BuildSpec, RunDir
     from adaprune_edge.errors import OutputExistsError, ConfigError
 
     with pytest.raises(OutputExistsError):
@@ -110,7 +110,7 @@ def test_build_bad_input_is_one_line(tmp_path):
 def test_build_ships_the_dense_quantized_file_when_a_smaller_quant_meets_the_budget(tiny_dir, tmp_path):
     from adaprune_edge import profiles
     from adaprune_edge.models import load
-    from adaprune_edge.roofline import predict
+    from adaprune_edge.latency.roofline import predict
     from adaprune_edge.structure import Structure
 
     prof = profiles.load_profile("raspberry-pi-5")  # bandwidth-bound: fewer bytes per token decode faster

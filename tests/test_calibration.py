@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from adaprune_edge.calibration import CalibrationPool, read_records, split_text, windows_key
+from adaprune_edge.data.calibration import CalibrationPool, read_records, split_text, windows_key
 from adaprune_edge.errors import ConfigError, DataError
 
 

@@ -7,7 +7,9 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from adaprune_edge import harness, models, tasks
+from adaprune_edge import models
+from adaprune_edge.evaluate import harness
+from adaprune_edge.evaluate import tasks
 from adaprune_edge.cli.app import app
 from test_harness import ARC_RECORDS, CORPUS, _write_arc, tiny_tokenizer
 

@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from adaprune_edge import gguf_keys, llama_runner, models, pruning
+from adaprune_edge import models
+from adaprune_edge.gguf import keys as gguf_keys
+from adaprune_edge.evaluate import runner as llama_runner
+from adaprune_edge.prune import slicing as pruning
 from adaprune_edge.errors import ConfigError, ExportError
 from adaprune_edge.exporters import gguf, quantize, vocab
 from adaprune_edge.structure import LayerShape, Structure

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from adaprune_edge import harness, tasks
-from adaprune_edge.divergence import evaluate_windows, kl_per_token
-from adaprune_edge.perplexity import perplexity
+from adaprune_edge.evaluate import harness
+from adaprune_edge.evaluate import tasks
+from adaprune_edge.evaluate.divergence import evaluate_windows, kl_per_token
+from adaprune_edge.evaluate.perplexity import perplexity
 
 CORPUS = ["Question: Which is the largest planet?\nAnswer: Jupiter is the largest planet.",
           "The cat sat on the mat and the dog slept by the door.",

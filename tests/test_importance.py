@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from adaprune_edge.calib_stats import collect
+from adaprune_edge.prune.statistics import collect
 from adaprune_edge.errors import ConfigError
-from adaprune_edge.importance import AGGREGATIONS, METRICS, ImportanceCache, model_scores, reduce_component
+from adaprune_edge.prune.importance import AGGREGATIONS, METRICS, ImportanceCache, model_scores, reduce_component
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from adaprune_edge.pipeline import STAGES
+from adaprune_edge.build.pipeline import STAGES
 
 TRIALS = 4
 
@@ -22,9 +22,9 @@ def setup(tmp_path_factory):
     from conftest import save_tiny_model
 
     from adaprune_edge import profiles
-    from adaprune_edge.budget import uniform
+    from adaprune_edge.latency.budget import uniform
     from adaprune_edge.models import load
-    from adaprune_edge.roofline import predict
+    from adaprune_edge.latency.roofline import predict
     from adaprune_edge.structure import Structure
 
     root = tmp_path_factory.mktemp("kill")

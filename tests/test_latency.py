@@ -8,11 +8,15 @@ import multiprocessing as mp
 
 import pytest
 
-from adaprune_edge import bench_local, budget, latency, llama_bench, profiles
+from adaprune_edge import profiles
+from adaprune_edge.latency import local as bench_local
+from adaprune_edge.latency import budget
+from adaprune_edge.latency import backends as latency
+from adaprune_edge.latency import llama_bench
 from adaprune_edge.errors import ExportError, LatencyError
-from adaprune_edge.latency import BenchSettings, LatencyReport
-from adaprune_edge.latency_cache import LatencyCache, cache_key
-from adaprune_edge.roofline import Roofline, Workload, fit, fit_and_score, predict, workload_from_gguf
+from adaprune_edge.latency.backends import BenchSettings, LatencyReport
+from adaprune_edge.latency.cache import LatencyCache, cache_key
+from adaprune_edge.latency.roofline import Roofline, Workload, fit, fit_and_score, predict, workload_from_gguf
 from adaprune_edge.structure import Structure
 
 DENSE = Structure.dense(576, 64, 49152, 30, 9, 3, 1536)  # SmolLM2-135M's shape
@@ -161,7 +165,7 @@ def test_local_measure_default_gguf_positive_repeatable():
 def test_decode_time_falls_with_ratio_on_default_model():
     """Shape-only Q4_K_M GGUFs of the default model at ratios 0, 0.3, 0.6: monotone within noise."""
     pytest.importorskip("adaprune_edge.exporters.gguf")
-    from adaprune_edge.shape_latency import shape_only_gguf, structure_latency
+    from adaprune_edge.latency.shape import shape_only_gguf, structure_latency
 
     s = BenchSettings(n_prompt=32, n_gen=32, repetitions=3, threads=2)
     ms = []

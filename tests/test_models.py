@@ -5,7 +5,7 @@ import torch
 
 from adaprune_edge import models
 from adaprune_edge.errors import ModelError
-from adaprune_edge.perplexity import perplexity, read_text, token_windows
+from adaprune_edge.evaluate.perplexity import perplexity, read_text, token_windows
 
 
 def test_resolve_aliases_and_errors(tmp_path):

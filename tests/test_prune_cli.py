@@ -47,7 +47,7 @@ def test_prune_writes_loadable_folder(tiny_dir, tmp_path, shared_data):
     assert "decoder params" in r.output and "asked -30.0%" in r.output
     meta = json.loads((out / "structure.json").read_text())
     assert abs(meta["recipe"]["decoder_ratio"] - 0.3) <= 0.02 and meta["recipe"]["config"]["metric"] == "wanda"
-    from adaprune_edge.pruning import load_pruned
+    from adaprune_edge.prune.slicing import load_pruned
     model, tok = load_pruned(out)
     assert tok is not None and model.model.layers[0].mlp.gate_proj.out_features < 128
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folder left behind

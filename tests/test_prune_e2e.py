@@ -6,10 +6,10 @@ import math
 import pytest
 import torch
 
-from adaprune_edge.calibration import CalibrationPool, split_text
-from adaprune_edge.importance import ImportanceCache
-from adaprune_edge.perplexity import perplexity, read_text, token_windows
-from adaprune_edge.pruner import PruneConfig, prune
+from adaprune_edge.data.calibration import CalibrationPool, split_text
+from adaprune_edge.prune.importance import ImportanceCache
+from adaprune_edge.evaluate.perplexity import perplexity, read_text, token_windows
+from adaprune_edge.prune.engine import PruneConfig, prune
 from tests.conftest import WIKITEXT_VALID
 
 

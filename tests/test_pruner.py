@@ -9,11 +9,11 @@ import pytest
 
 import torch
 
-from adaprune_edge import pruning
-from adaprune_edge.allocation import ALLOCATIONS
+from adaprune_edge.prune import slicing as pruning
+from adaprune_edge.prune.allocation import ALLOCATIONS
 from adaprune_edge.errors import ConfigError, DataError, ModelError
-from adaprune_edge.importance import AGGREGATIONS, METRICS, ImportanceCache
-from adaprune_edge.pruner import PruneConfig, PruneResult, prune
+from adaprune_edge.prune.importance import AGGREGATIONS, METRICS, ImportanceCache
+from adaprune_edge.prune.engine import PruneConfig, PruneResult, prune
 from adaprune_edge.structure import Structure
 
 
@@ -120,7 +120,7 @@ def test_reconstruction_beats_bias_compensation_on_the_layer_output():
     compensation's (which is the same fit with W' fixed to W_K), and nothing removed = unchanged."""
     from torch import nn
 
-    from adaprune_edge.compensation import compensate, reconstruct
+    from adaprune_edge.prune.compensation import compensate, reconstruct
 
     torch.manual_seed(0)
     x = torch.randn(4000, 24, dtype=torch.float64) @ torch.randn(24, 24, dtype=torch.float64) + 0.5

@@ -1,6 +1,6 @@
 import torch
 
-from adaprune_edge import pruning
+from adaprune_edge.prune import slicing as pruning
 from adaprune_edge.structure import LayerShape, Structure
 
 

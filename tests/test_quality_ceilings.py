@@ -7,9 +7,9 @@ these tests as a script): dense 18.3386, taylor/uniform + reconstruction at 20% 
 
 import pytest
 
-from adaprune_edge.calibration import CalibrationPool, split_text
-from adaprune_edge.perplexity import perplexity, read_text, token_windows
-from adaprune_edge.pruner import PruneConfig, prune
+from adaprune_edge.data.calibration import CalibrationPool, split_text
+from adaprune_edge.evaluate.perplexity import perplexity, read_text, token_windows
+from adaprune_edge.prune.engine import PruneConfig, prune
 from tests.conftest import WIKITEXT_VALID
 
 EVAL_WINDOWS, EVAL_SEQ_LEN, CALIB_SEQ_LEN = 4, 512, 128

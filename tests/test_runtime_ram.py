@@ -2,10 +2,11 @@
 
 import pytest
 
-from adaprune_edge import budget, models
+from adaprune_edge import models
+from adaprune_edge.latency import budget
 from adaprune_edge.errors import ExportError
 from adaprune_edge.exporters import gguf, vocab
-from adaprune_edge.runtime_ram import measure_runtime_ram
+from adaprune_edge.evaluate.runtime_ram import measure_runtime_ram
 from adaprune_edge.structure import Structure
 
 

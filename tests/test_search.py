@@ -6,13 +6,13 @@ import pytest
 import torch
 
 from adaprune_edge import profiles
-from adaprune_edge.budget import solve
-from adaprune_edge.roofline import predict
-from adaprune_edge.evaluators import LocalEvaluator
-from adaprune_edge.search import SearchContext, SearchSpec, run_search
-from adaprune_edge.searchspace import SpaceBounds
+from adaprune_edge.latency.budget import solve
+from adaprune_edge.latency.roofline import predict
+from adaprune_edge.search.evaluators import LocalEvaluator
+from adaprune_edge.search.run import SearchContext, SearchSpec, run_search
+from adaprune_edge.search.space import SpaceBounds
 from adaprune_edge.structure import Structure
-from adaprune_edge.trials import TrialStore
+from adaprune_edge.search.trials import TrialStore
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def _spec(tiny_dir, text, n_trials=6, **kw):
 
     profile = profiles.load_profile("this-host")
     base = Structure.from_model(load(str(tiny_dir)).model)
-    from adaprune_edge.budget import uniform
+    from adaprune_edge.latency.budget import uniform
 
     dense_ms = predict(base, "Q8_0", profile).decode_ms_per_token
     floor_ms = predict(uniform(base, 0.6, "Q8_0"), "Q8_0", profile).decode_ms_per_token
@@ -92,8 +92,8 @@ def test_kl_objective_is_zero_for_the_dense_model(tiny_dir, shared_data):
 
 
 def test_two_worker_dask_search_shuts_down(tiny_dir, shared_data, tmp_path):
-    from adaprune_edge.cluster import dask_client
-    from adaprune_edge.evaluators import DaskEvaluator
+    from adaprune_edge.search.cluster import dask_client
+    from adaprune_edge.search.evaluators import DaskEvaluator
 
     spec = _spec(tiny_dir, shared_data / "wikitext-2/valid.txt", n_trials=4, workers=2)
     with dask_client(workers=2) as client:

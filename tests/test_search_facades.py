@@ -17,9 +17,9 @@ def tiny(tmp_path_factory):
     from conftest import save_tiny_model
 
     from adaprune_edge import profiles
-    from adaprune_edge.budget import uniform
+    from adaprune_edge.latency.budget import uniform
     from adaprune_edge.models import load
-    from adaprune_edge.roofline import predict
+    from adaprune_edge.latency.roofline import predict
     from adaprune_edge.structure import Structure
 
     root = tmp_path_factory.mktemp("facades")
@@ -57,8 +57,8 @@ def test_hyperband_uses_lower_fidelities(tiny, tmp_path):
 
 
 def test_multi_objective_keeps_a_pareto_front(tiny, tmp_path):
-    from adaprune_edge.search import pareto_front
-    from adaprune_edge.trials import TrialRecord
+    from adaprune_edge.search.run import pareto_front
+    from adaprune_edge.search.trials import TrialRecord
 
     output, recs, budget = _search(tiny, tmp_path / "mo", "--multi-objective", "--trials", "4")
     assert json.loads((tmp_path / "mo" / "search.json").read_text())["multi_objective"] is True

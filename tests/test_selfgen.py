@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from adaprune_edge import selfgen
-from adaprune_edge.selfgen_backends import Sampling, sample_token
+from adaprune_edge.data import selfgen
+from adaprune_edge.data.samplers import Sampling, sample_token
 from tests.conftest import save_tiny_model
 
 # a random tiny model writes gibberish: keep every sample so the test is about seeding and caching

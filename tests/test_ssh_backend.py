@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from adaprune_edge import latency
+from adaprune_edge.latency import backends as latency
 from adaprune_edge.errors import LatencyError
-from adaprune_edge.ssh import SshTarget
+from adaprune_edge.latency.ssh import SshTarget
 
 FAKE_BENCH = r'''#!/usr/bin/env python3
 import json, os, sys

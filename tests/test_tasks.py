@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from adaprune_edge import tasks
+from adaprune_edge.evaluate import tasks
 from adaprune_edge.errors import ConfigError, DataError
 
 

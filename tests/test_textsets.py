@@ -7,8 +7,8 @@ import re
 import pytest
 import torch
 
-from adaprune_edge import textsets
-from adaprune_edge.calibration import CalibrationPool
+from adaprune_edge.data import textsets
+from adaprune_edge.data.calibration import CalibrationPool
 from adaprune_edge.errors import ConfigError, DataError
 
 
@@ -74,7 +74,7 @@ def test_too_short_heldout_names_file_and_tokens(tmp_path):
 
 
 def test_report_names_the_sets():
-    from adaprune_edge import report
+    from adaprune_edge.build import report
 
     sets = {"calibration": {"source": "builtin:self", "part": "records 0%-78%", "windows": 70, "seq_len": 256, "tokens": 17920},
             "objective": {"source": "builtin:self", "part": "records 78%-100%, windows 0-3", "windows": 4, "seq_len": 512, "tokens": 2048},
@@ -86,7 +86,7 @@ def test_report_names_the_sets():
 
 
 def test_wikitext_style_file_splits_by_line_and_one_record_refuses(tmp_path):
-    from adaprune_edge.calibration import read_records
+    from adaprune_edge.data.calibration import read_records
 
     wiki = tmp_path / "wiki.txt"
     wiki.write_text("".join(f" = Heading {i} = \n \n Body of paragraph {i} .\n \n" for i in range(30)))
@@ -100,7 +100,8 @@ def test_wikitext_style_file_splits_by_line_and_one_record_refuses(tmp_path):
 def test_general_text_dense_vs_gguf_and_skips(default_model, tmp_path):
     """--data-dir figures: the default GGUF as 'shipped' against its own dequantized torch model agree,
     a missing file and a calibration source are skipped with the reason."""
-    from adaprune_edge import general_text, models
+    from adaprune_edge import models
+    from adaprune_edge.evaluate import general_text
 
     (tmp_path / "wikitext-2").mkdir()
     wiki = tmp_path / "wikitext-2" / "valid.txt"

@@ -1,0 +1,161 @@
+"""`build`: the whole pipeline as resumable stages in one run directory.
+
+plan → search → prune → export → validate → report. Each stage writes its artefacts atomically and
+records itself in state.json; --resume skips finished stages (a killed search continues trial by trial).
+Library code: progress goes through the `Hooks` callbacks, nothing is printed here."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from adaprune_edge.errors import ConfigError, OutputExistsError
+from adaprune_edge.runs import write_json
+
+STAGES = ("candidates", "plan", "search", "prune", "export", "validate", "report")
+STATE_FILE = "state.json"
+
+
+@dataclass(frozen=True)
+class BuildSpec:
+    """Inputs of a build. budget_ms overrides the profile's decode budget; target_tps is its inverse."""
+
+    device: str
+    model: str = "default"
+    budget_ms: float | None = None
+    quant: str | None = None
+    trials: int = 20
+    workers: int = 1
+    scheduler: str | None = None
+    seed: int = 0
+    calib: tuple[str, ...] = ()
+    val: str | None = None
+    val_windows: int = 4
+    val_seq_len: int = 512
+    max_ratio: float = 0.6
+    max_samples: int = 64
+    max_seq_len: int = 256
+    objective: str = "loss"
+    data_dir: str | None = None
+    tasks: tuple[str, ...] = ("piqa", "arc_easy")
+    eval_limit: int = 100
+    report_windows: int = 8
+    imatrix: bool = True  # importance matrix for the quantizer, from the calibration windows
+    kind: str = "adaprune-edge/build-v2"  # v2: quant recipes are planned (candidates stage)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["calib"], d["tasks"] = list(self.calib), list(self.tasks)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "BuildSpec":
+        d = dict(d)
+        d["calib"], d["tasks"] = tuple(d.get("calib", ())), tuple(d.get("tasks", ()))
+        return cls(**d)
+
+
+@dataclass
+class Hooks:
+    """Progress callbacks for the CLI: stage(name, status) and progress(stage, done, total, note)."""
+
+    stage: Callable[[str, str], None] = lambda name, status: None
+    progress: Callable[[str, int, int, str], None] = lambda stage, done, total, note: None
+    trial: Callable[[Any, list], None] = lambda rec, records: None
+
+
+class RunDir:
+    """Artefacts and stage bookkeeping of one build."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def state(self) -> dict[str, Any]:
+        p = self.file(STATE_FILE)
+        if not p.exists():
+            return {}
+        try:
+            state = json.loads(p.read_text(encoding="utf-8"))
+        except ValueError:  # also UnicodeDecodeError
+            raise ConfigError(f"{p} is corrupt; start over with --force") from None
+        _check_state_shape(state, p)
+        return state
+
+    def open(self, spec: BuildSpec, resume: bool, force: bool) -> dict[str, Any]:
+        """Create, continue (--resume) or replace (--force) the run directory; returns the state."""
+        state = self.state() if resume else {}  # --force must also replace a corrupt state.json
+        if resume and state:
+            if state.get("spec") != spec.to_dict():
+                changed = sorted(k for k in spec.to_dict() if state.get("spec", {}).get(k) != spec.to_dict()[k])
+                raise ConfigError(f"--resume: {self.path} was built with different options ({', '.join(changed)}); "
+                                  "use the same options or another --out")
+            self._remove_stale_temps()
+            return state
+        if self.path.exists() and any(self.path.iterdir()):
+            if resume:
+                raise ConfigError(f"{self.path} is not an adaprune-edge build directory; nothing was changed")
+            if not force:
+                raise OutputExistsError(f"output directory {self.path} exists; pass --resume to continue it or --force to replace it")
+            shutil.rmtree(self.path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        state = {"spec": spec.to_dict(), "done": {}}
+        write_json(self.file(STATE_FILE), state)
+        return state
+
+    def _remove_stale_temps(self) -> None:
+        """A killed build leaves its in-flight temp files (runs.atomic_path names them .<name>.*.tmp);
+        finished outputs were renamed into place, so only these are partial."""
+        for p in list(self.path.glob(".*.tmp")) + list(self.path.glob("*/.*.tmp")):
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+    def finish(self, state: dict[str, Any], stage: str, result: dict[str, Any]) -> None:
+        state["done"][stage] = result
+        write_json(self.file(STATE_FILE), state)
+
+
+def _check_state_shape(state: Any, path: Path) -> None:
+    """Valid JSON of the wrong shape (another tool's file, a hand edit) would fail mid-build with a KeyError."""
+    ok = (isinstance(state, dict) and isinstance(state.get("spec"), dict) and isinstance(state.get("done"), dict)
+          and state["spec"].get("kind") == BuildSpec.kind and set(state["done"]) <= set(STAGES)
+          and all(isinstance(v, dict) for v in state["done"].values()))
+    if not ok:
+        raise ConfigError(f"{path} is not the state of an adaprune-edge build; "
+                          "pass another --out, or --force to replace the directory")
+
+
+def planned_outputs(spec: BuildSpec, quant: str) -> list[str]:
+    return [f"model-{quant}.gguf", "model-F16.gguf", "Modelfile", "report.json", "report.md", "tradeoff.png",
+            "dense-F16.gguf + dense-<recipe>.gguf (scored quant-only candidates)", "imatrix.gguf",
+            "trials.csv + search/ (when pruning is searched)", "pruned/ (safetensors + structure.json)", STATE_FILE]
+
+
+def run_build(spec: BuildSpec, out: Path, *, resume: bool = False, force: bool = False,
+              hooks: Hooks | None = None) -> dict[str, Any]:
+    """Run every unfinished stage; returns the final report dict."""
+    from adaprune_edge.build import stages as st
+
+    hooks = hooks or Hooks()
+    run = RunDir(out)
+    state = run.open(spec, resume, force)
+    ctx = st.BuildContext(spec, run, hooks)
+    for name in STAGES:
+        if name in state["done"]:
+            hooks.stage(name, "done earlier")
+            ctx.results[name] = state["done"][name]
+            continue
+        hooks.stage(name, "running")
+        t0 = time.perf_counter()
+        result = getattr(st, f"stage_{name}")(ctx)
+        result["seconds"] = round(time.perf_counter() - t0, 1)
+        ctx.results[name] = result
+        run.finish(state, name, result)
+        hooks.stage(name, f"finished in {result['seconds']:.0f} s")
+    return ctx.results["report"]["report"]

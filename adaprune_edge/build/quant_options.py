@@ -1,0 +1,156 @@
+"""Quantization as a lever of the plan: for every quant recipe, what latency the dense model has on the
+device, how much of the decoder must be pruned to meet the budget (r_min, 0 = quantization alone
+meets it), and — measured with llama.cpp — what the recipe costs in perplexity on the objective windows.
+
+The build ships the best (quant, pruning) pair that meets the budget: quant-only options compete with
+pruned ones (quant_choice.py), so a budget that a smaller quant type meets is never met by pruning."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from adaprune_edge.latency import budget
+from adaprune_edge.errors import LatencyError
+from adaprune_edge.latency.backends import LatencyReport
+from adaprune_edge.quant import QuantRecipe, file_label
+from adaprune_edge.latency.roofline import predict
+from adaprune_edge.structure import Structure
+
+# CPU-sensible recipes, from large to small. The `fb=`/`out=` variants choose the fall-back of rows that
+# are not a multiple of 256 (576-wide on SmolLM2) and the output projection's type deliberately instead
+# of llama.cpp's 5.5-bit Q5_0 / 8.5-bit Q8_0.
+CANDIDATES = ("Q8_0", "Q6_K", "Q5_K_M:fb=Q5_0", "Q5_0", "Q4_K_M", "Q4_K_M:fb=IQ4_NL",
+              "Q4_K_M:fb=IQ4_NL:out=Q5_0", "Q4_0", "IQ4_NL", "IQ4_XS", "IQ4_XS:out=IQ4_NL", "Q3_K_M:fb=IQ4_NL",
+              "Q2_K")
+
+
+SCORES_FILE = "candidate_scores.json"
+
+
+@dataclass(frozen=True)
+class QuantOption:
+    """One quant recipe on one device. decode_ms: the dense model's decode ms/token at this recipe;
+    r_min: decoder share to prune to meet the budget (None: even max_ratio does not); file_bytes:
+    predicted tensor bytes of the dense GGUF; ppl: measured dense-GGUF perplexity (objective windows)."""
+
+    recipe: str
+    decode_ms: float
+    measured: bool
+    r_min: float | None
+    file_bytes: int
+    bits_per_weight: float
+    ppl: float | None = None
+    floor_ms: float | None = None  # decode ms/token with max_ratio of the decoder pruned (best reachable)
+
+    @property
+    def quant_only(self) -> bool:
+        return self.r_min == 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "QuantOption":
+        return cls(**d)
+
+
+def recipes(forced: str | None, imatrix: bool) -> list[str]:
+    """The recipes a plan considers: just `forced` (--quant) or CANDIDATES, with `:imatrix` if on."""
+    names = [forced] if forced else list(CANDIDATES)
+    return [QuantRecipe.parse(n).with_imatrix(imatrix).name for n in names]
+
+
+def options(base: Structure, profile: Any, names: Sequence[str], budget_ms: float | None, max_ratio: float,
+            measure: Callable[[Structure, str], LatencyReport] | None = None) -> list[QuantOption]:
+    """Latency and r_min of every recipe. With `measure`, the dense structure of every recipe is measured
+    once and the roofline is scaled by measured/predicted for that recipe (ggml's kernels differ by type
+    more than the bytes say on a compute-bound CPU)."""
+    out = []
+    for name in names:
+        pred = predict(base, name, profile)
+        lat = measure(base, name) if measure else pred
+        scale = lat.decode_ms_per_token / pred.decode_ms_per_token
+        floor = predict(budget.uniform(base, max_ratio, name), name, profile).decode_ms_per_token * scale
+        out.append(QuantOption(name, round(lat.decode_ms_per_token, 4), lat.measured,
+                               _r_min(base, profile, name, budget_ms, max_ratio, scale), base.gguf_bytes(name),
+                               round(8 * base.gguf_bytes(name) / base.params(), 3), floor_ms=round(floor, 4)))
+    return out
+
+
+def _r_min(base: Structure, profile: Any, name: str, budget_ms: float | None, max_ratio: float,
+           scale: float) -> float | None:
+    limit = budget_ms if budget_ms is not None else profile.budget.decode_ms_per_token
+    target = limit / scale if limit is not None else None
+    try:
+        sol = budget.solve(base, profile, name, "uniform", max_ratio=max_ratio, decode_ms=target)
+    except LatencyError:
+        return None
+    return round(1.0 - sol.structure.decoder_params() / base.decoder_params(), 4)
+
+
+def gguf_ppl(path: str | Path, windows: np.ndarray, threads: int = 2) -> float:
+    """Perplexity of a GGUF on token windows [n, seq_len] with llama.cpp (same ids as torch)."""
+    from adaprune_edge.evaluate import runner as llama_runner
+    from adaprune_edge.evaluate import validation
+
+    llm = llama_runner.open_gguf(path, n_ctx=int(windows.shape[1]), threads=threads)
+    try:
+        return validation.score_windows(validation.gguf_logits_fn(llm), windows).ppl
+    finally:
+        llm.close()
+
+
+def score(opts: list[QuantOption], f16: Path, folder: Path, windows: np.ndarray, imatrix: Any,
+          pick: Callable[[QuantOption], bool], progress: Callable[[str], None] | None = None,
+          threads: int | None = None) -> list[QuantOption]:
+    """Quantize the dense F16 GGUF with every picked recipe (kept as folder/dense-<recipe>.gguf) and
+    measure its perplexity on `windows`; the others are returned unchanged. Scores are kept in
+    folder/candidate_scores.json per windows, so a resumed (or re-budgeted) run re-scores nothing."""
+    from adaprune_edge.data.calibration import windows_key
+    from adaprune_edge.exporters import quantize
+    from adaprune_edge.runs import write_json
+
+    cache_path, key = Path(folder) / SCORES_FILE, windows_key(torch.as_tensor(windows))
+    cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
+    cache = cache if cache.get("windows") == key else {"windows": key, "ppl": {}}
+    out = []
+    for o in opts:
+        if o.ppl is None and pick(o):
+            if o.recipe not in cache["ppl"]:
+                if progress:
+                    progress(o.recipe)
+                path = dense_file(folder, o.recipe)
+                if not path.is_file():
+                    quantize.quantize(f16, path, o.recipe, threads, imatrix)
+                cache["ppl"][o.recipe] = round(gguf_ppl(path, windows), 4)
+                write_json(cache_path, cache)
+            o = dataclasses.replace(o, ppl=cache["ppl"][o.recipe])
+        out.append(o)
+    return out
+
+
+def dense_file(folder: Path, recipe: str) -> Path:
+    return Path(folder) / f"dense-{file_label(recipe)}.gguf"
+
+
+def best_quant_only(opts: Sequence[QuantOption]) -> QuantOption | None:
+    """The quant-only option with the lowest measured perplexity (None if no recipe meets the budget)."""
+    scored = [o for o in opts if o.quant_only and o.ppl is not None and math.isfinite(o.ppl)]
+    return min(scored, key=lambda o: o.ppl) if scored else None
+
+
+def unreachable_message(opts: Sequence[QuantOption], max_ratio: float) -> str:
+    """One line for a budget that no (quant, ratio) pair meets: the best reachable latency and its pair."""
+    best = min(opts, key=lambda o: o.floor_ms if o.floor_ms is not None else o.decode_ms)
+    reach = best.floor_ms if best.floor_ms is not None else best.decode_ms
+    return (f"the budget cannot be met by any quant recipe with up to {max_ratio:.0%} of the decoder pruned: "
+            f"the best reachable is {reach:.2f} ms/token ({best.recipe}, {max_ratio:.0%} pruned; dense "
+            f"{best.decode_ms:.2f}); relax the budget or raise --max-ratio")

@@ -1,0 +1,160 @@
+"""The first two stages of `build`: which quant recipes meet the budget (and at what pruning ratio), and
+the decision between shipping a dense quantized file and pruning + quantizing.
+
+`candidates`: every recipe's dense latency on the device and r_min; the dense F16 GGUF, the importance
+matrix, and the measured llama.cpp perplexity of the recipes worth scoring, on the search-objective
+windows. `plan`: the best quant-only option vs the warm-start pruning recipe at r_min for the most
+promising recipes that need pruning (torch perplexity x that recipe's measured quantization factor);
+pruning is searched only when it can win, and export checks the shipped file against quant-only again."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from adaprune_edge.build import quant_options
+from adaprune_edge.errors import LatencyError
+from adaprune_edge.build.quant_options import QuantOption
+
+SCORE_QUANT_ONLY = 6  # quant-only recipes scored (most bytes first; bytes alone do not rank quality:
+# on SmolLM2 Q4_0 with an imatrix (90.1 MB) and Q4_K_M:fb=IQ4_NL:out=Q5_0 (82.5 MB) are close)
+SCORE_PRUNABLE = 3  # recipes that need pruning scored (smallest r_min first, >= 4 bits/weight)
+IMATRIX_WINDOWS = 16  # x max_seq_len (256) tokens: ~10 s of torch forwards on the default model here
+TRY_PRUNED = 1  # of those, how many get a warm-start pruning trial in `plan` (~1 min each here)
+PRIOR_NATS_PER_RATIO = 2.0  # ranking prior only: log-PPL cost of pruning a unit share of the decoder
+
+
+def _measure(ctx: Any) -> Any:
+    from adaprune_edge.latency.shape import structure_latency
+
+    if ctx.profile.backend == "predict":
+        return None
+    return lambda st, recipe: structure_latency(st, recipe, ctx.settings, ctx.profile.name)
+
+
+def _worth_scoring(opts: list[QuantOption]) -> set[str]:
+    only = sorted((o for o in opts if o.quant_only), key=lambda o: -o.file_bytes)[:SCORE_QUANT_ONLY]
+    need = sorted((o for o in opts if o.r_min), key=lambda o: o.r_min)
+    four = [o for o in need if o.bits_per_weight >= 4.0] or need
+    return {o.recipe for o in only + four[:SCORE_PRUNABLE]}
+
+
+def stage_candidates(ctx: Any) -> dict[str, Any]:
+    """Latency and r_min of every quant recipe; dense F16 + imatrix; llama.cpp PPL of the promising ones."""
+    from adaprune_edge.structure import Structure
+
+    base = Structure.from_model(ctx.dense.model)
+    names = quant_options.recipes(ctx.spec.quant, ctx.spec.imatrix)
+    opts = quant_options.options(base, ctx.profile, names, ctx.spec.budget_ms, ctx.spec.max_ratio, _measure(ctx))
+    if all(o.r_min is None for o in opts):
+        raise LatencyError(quant_options.unreachable_message(opts, ctx.spec.max_ratio))
+    f16 = dense_f16(ctx)
+    im = dense_imatrix(ctx) if ctx.spec.imatrix else None
+    windows = ctx.objective_windows().numpy()
+    keep = _worth_scoring(opts)
+    opts = quant_options.score(opts, f16, ctx.run.path, windows, im, lambda o: o.recipe in keep,
+                               progress=lambda r: ctx.hooks.progress("candidates", 1, 0, f"scoring {r}"))
+    return {"options": [o.to_dict() for o in opts], "dense_f16": str(f16),
+            "dense_f16_ppl": round(quant_options.gguf_ppl(f16, windows), 4),
+            "imatrix": str(ctx.run.file("imatrix.gguf")) if im is not None else None,
+            "base_structure": base.to_dict(), "objective_windows": list(windows.shape)}
+
+
+def dense_f16(ctx: Any) -> Path:
+    """The dense model as an F16 GGUF in the run directory (the quantizer's input)."""
+    from adaprune_edge.exporters import gguf, vocab
+    from adaprune_edge.structure import Structure
+
+    path = ctx.run.file("dense-F16.gguf")
+    if not path.is_file():
+        meta = vocab.for_model(ctx.dense, Structure.from_model(ctx.dense.model).vocab)
+        gguf.write_model(ctx.dense.model, path, meta, quant="F16", name=f"{Path(ctx.spec.model).stem}",
+                         source_model=ctx.spec.model)
+    return path
+
+
+def dense_imatrix(ctx: Any) -> Any:
+    from adaprune_edge.imatrix import Imatrix
+
+    path = ctx.run.file("imatrix.gguf")
+    if path.is_file():
+        return Imatrix.load(path)
+    im = collect_imatrix(ctx, ctx.dense.model)
+    im.save(path)
+    return im
+
+
+def collect_imatrix(ctx: Any, model: Any) -> Any:
+    """Importance matrix of `model` on the calibration pool (never the objective or report windows)."""
+    from adaprune_edge import imatrix
+
+    pool = ctx.calibration_pool()
+    wins = pool.windows[pool.sample(min(IMATRIX_WINDOWS, len(pool)), "random", ctx.spec.seed)]
+    return imatrix.collect(model, wins, tuple(pool.sources),
+                           progress=lambda d, t: ctx.hooks.progress("imatrix", d, t, "windows"))
+
+
+# -- plan ---------------------------------------------------------------------------------------------
+def _prior(o: QuantOption) -> float:
+    return math.log(o.ppl) + PRIOR_NATS_PER_RATIO * (o.r_min or 0.0)
+
+
+def pruned_estimate(ctx: Any, o: QuantOption, f16_ppl: float) -> dict[str, Any]:
+    """The warm-start recipe (taylor/uniform + least-squares reconstruction) at r_min for recipe o:
+    torch perplexity on the objective windows x o's measured quantization factor."""
+    from adaprune_edge.search.run import SearchContext, warm_start_configs
+    from adaprune_edge.search.space import SpaceBounds, build_space, plain
+
+    spec = ctx.search_spec_for(o.recipe, {"r_min": o.r_min, "r_max": o.r_min})
+    sctx = SearchContext(spec, ctx.dense)
+    bounds = SpaceBounds.from_dict(spec.bounds)
+    values = plain(warm_start_configs(build_space(bounds, ctx.spec.seed), bounds)[-1])
+    rec = sctx.evaluate(0, values)
+    est = rec.ppl * o.ppl / f16_ppl if rec.feasible and rec.ppl else math.inf
+    return {"recipe": o.recipe, "r_min": o.r_min, "torch_ppl": rec.ppl, "quant_factor": o.ppl / f16_ppl,
+            "estimated_ppl": est, "feasible": rec.feasible, "reason": rec.budget_reason}
+
+
+def decide(ctx: Any, opts: list[QuantOption], f16_ppl: float) -> dict[str, Any]:
+    """mode 'quant-only' (ship the best dense quantized file) or 'prune' (search at the chosen recipe)."""
+    best = quant_options.best_quant_only(opts)
+    # pruning only adds loss to a recipe's dense quantized model, so a recipe whose dense file already
+    # scores worse than the best quant-only file cannot win: it is not worth a pruning trial
+    need = sorted((o for o in opts if o.r_min and o.ppl and (best is None or o.ppl < best.ppl)), key=_prior)[:TRY_PRUNED]
+    tried = [pruned_estimate(ctx, o, f16_ppl) for o in need]
+    pruned = min(tried, key=lambda t: t["estimated_ppl"], default=None)
+    # the warm start is one of the search's trials, so the search is worth its minutes only where pruning
+    # already wins; export checks the searched file against quant-only again
+    if best is not None and (pruned is None or pruned["estimated_ppl"] >= best.ppl):
+        why = (f"quantization alone meets the budget best: {best.recipe} (PPL {best.ppl:.2f})"
+               + (f" vs pruning {pruned['r_min']:.1%} of the decoder at {pruned['recipe']} (estimated PPL "
+                  f"{pruned['estimated_ppl']:.2f})" if pruned else ""))
+        return {"mode": "quant-only", "quant": best.recipe, "reason": why, "pruned_estimates": tried}
+    if pruned is None or not math.isfinite(pruned["estimated_ppl"]):
+        raise LatencyError("no quant recipe meets the budget on its own and no pruned candidate could be "
+                           "evaluated; relax the budget or raise --max-ratio")
+    why = (f"pruning {pruned['r_min']:.1%} of the decoder at {pruned['recipe']} (estimated PPL "
+           f"{pruned['estimated_ppl']:.2f}) " + (f"can beat quantization alone ({best.recipe}, PPL {best.ppl:.2f})"
+                                                 if best else "is needed: no quant recipe meets the budget alone"))
+    return {"mode": "prune", "quant": pruned["recipe"], "reason": why, "pruned_estimates": tried}
+
+
+def stage_plan(ctx: Any) -> dict[str, Any]:
+    """Decide quant-only vs prune; for prune, solve r_min at the chosen recipe and the search bounds."""
+    from adaprune_edge.search.plan import make_plan
+    from adaprune_edge.structure import Structure
+
+    cand = ctx.results["candidates"]
+    opts = [QuantOption.from_dict(d) for d in cand["options"]]
+    choice = decide(ctx, opts, cand["dense_f16_ppl"])
+    base = Structure.from_dict(cand["base_structure"])
+    out: dict[str, Any] = {**choice, "device": ctx.profile.name, "profile": ctx.profile.to_dict(),
+                           "base_structure": base.to_dict(), "dense_params": base.params(),
+                           "dense_decoder_params": base.decoder_params(), "model_info": ctx.dense.info.to_dict()}
+    budget_ms = ctx.spec.budget_ms if ctx.spec.budget_ms is not None else ctx.profile.budget.decode_ms_per_token
+    if choice["mode"] == "quant-only":
+        return {**out, "budget_ms": budget_ms, "r_min": 0.0, "latency_scale": 1.0, "bounds": None}
+    plan = make_plan(base, ctx.profile, choice["quant"], ctx.spec.budget_ms, ctx.spec.max_ratio,
+                     max_samples=ctx.spec.max_samples, max_seq_len=ctx.spec.max_seq_len)
+    return {**plan.to_dict(), **out}

@@ -1,0 +1,167 @@
+"""The build report: one JSON-safe dict (dense vs pruned), rendered as markdown and a trade-off plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from adaprune_edge.runs import write_json, write_text
+
+
+def _retention(pruned: float | None, dense: float | None, lower_is_better: bool = False) -> float | None:
+    if pruned is None or dense in (None, 0):
+        return None
+    return 100.0 * (dense / pruned if lower_is_better else pruned / dense)
+
+
+def build_report(results: dict[str, Any], spec: Any) -> dict[str, Any]:
+    """Dense vs pruned on everything the stages measured (units in the key names)."""
+    from adaprune_edge.structure import Structure
+
+    plan, val, ex, pr = results["plan"], results["validate"], results["export"], results["prune"]
+    quant, q = ex["quant"], val["quant"]
+    if not ex.get("pruned", True):  # the dense model ships: nothing of the prune stage applies
+        pr = {"params_after": plan["dense_params"], "decoder_params_after": plan["dense_decoder_params"],
+              "decoder_ratio": 0.0, "total_ratio": 0.0}
+    base = Structure.from_dict(plan["base_structure"])
+    lat, dense_lat = val["latency"], plan["dense_latency"]
+    rows = {
+        "params": (plan["dense_params"], pr["params_after"]),
+        "decoder_params": (plan["dense_decoder_params"], pr["decoder_params_after"]),
+        "file_bytes": (base.gguf_bytes(quant), ex["quant_report"]["file_bytes"]),
+        "decode_ms_per_token": (dense_lat["decode_ms_per_token"], lat["decode_ms_per_token"]),
+        "prefill_tps": (dense_lat["prefill_tps"], lat["prefill_tps"]),
+        "ppl": (q["reference_ppl"], q["ppl"]),
+    }
+    acc = {t: (r["dense"]["acc"], r["pruned"]["acc"]) for t, r in val.get("zero_shot", {}).items() if "dense" in r}
+    return {
+        "device": plan["device"], "quant": quant, "model": spec.model, "budget_ms_per_token": plan["budget_ms"],
+        "latency_source": "measured" if lat.get("measured") else "predicted",
+        "latency_backend": lat.get("backend"), "budget_met": val["budget_met"], "budget_reason": val["budget_reason"],
+        "r_min": plan["r_min"], "decoder_ratio": pr["decoder_ratio"], "total_ratio": pr["total_ratio"],
+        "structure": ex["structure"], "arch": ex["arch"], "gguf": ex["gguf"],
+        "recipe": results["search"]["best"]["values"] if ex.get("pruned", True) and "best" in results["search"] else None,
+        "mode": "pruned" if ex.get("pruned", True) else "quant-only",
+        "decision": ex.get("replaced_pruned") or plan.get("reason"), "quant_only": val.get("quant_only", {}),
+        "quant_options": results.get("candidates", {}).get("options", []),
+        "trials": results["search"]["n_trials"], "feasible_trials": results["search"]["feasible"],
+        "dense": {k: v[0] for k, v in rows.items()}, "pruned": {k: v[1] for k, v in rows.items()},
+        "kl_vs_dense": q["kl_mean"], "top1_vs_dense": q["top1"],
+        "accuracy": {t: {"dense": d, "pruned": p, "retention_pct": _retention(p, d)} for t, (d, p) in acc.items()},
+        "ppl_retention_pct": _retention(q["ppl"], q["reference_ppl"], lower_is_better=True),
+        "parity_gate": {"f16_gguf_ppl": val["f16"]["ppl"], "torch_ppl": val["f16"]["torch_ppl"],
+                        "rel_diff": val["f16"]["ppl_rel_diff_vs_torch"], "passed": val["f16"]["passed"]},
+        "generation": q["generation"], "ram_bytes": val["ram_bytes"], "runtime_ram": val.get("runtime_ram", {}),
+        "build_peak_rss_bytes": _build_peak_rss(), "eval_windows": q["windows"], "eval_seq_len": q["seq_len"],
+        "data_sets": results["search"].get("data_sets", {}), "general_text": val.get("general_text", {}),
+        "stage_seconds": {k: v.get("seconds") for k, v in results.items() if isinstance(v, dict)},
+    }
+
+
+def _build_peak_rss() -> int:
+    """Peak RSS of this build process (torch, calibration, search), not of the shipped model."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def summary_rows(rep: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """(metric, dense, quantize only, shipped, note) rows for the final table. "dense": the unpruned model
+    (torch for quality; the shipped recipe for size and speed); "quantize only": the best dense quantized
+    file that meets the budget (blank when none does)."""
+    d, p, qo = rep["dense"], rep["pruned"], rep.get("quant_only") or {}
+    src = rep["latency_source"]
+    q = lambda key, fmt: format(qo[key], fmt) if key in qo and qo[key] is not None else ""  # noqa: E731
+    rows = [
+        ("recipe", "F16 (torch)", qo.get("recipe", "none meets the budget"), rep["quant"],
+         "shipped: dense (quantization alone)" if rep["mode"] == "quant-only" else "shipped: pruned + quantized"),
+        ("parameters", f"{d['params'] / 1e6:.1f}M", f"{d['params'] / 1e6:.1f}M" if qo else "", f"{p['params'] / 1e6:.1f}M",
+         f"-{rep['total_ratio']:.1%} of all, -{rep['decoder_ratio']:.1%} of decoder"),
+        ("GGUF size", f"{d['file_bytes'] / 1e6:.1f} MB (tensors)", f"{qo['file_bytes'] / 1e6:.1f} MB" if qo else "",
+         f"{p['file_bytes'] / 1e6:.1f} MB", rep["arch"]),
+        ("decode ms/token", f"{d['decode_ms_per_token']:.2f}", q("decode_ms_per_token", ".2f"), f"{p['decode_ms_per_token']:.2f}",
+         f"{src} ({rep['latency_backend']}); budget {rep['budget_ms_per_token']} → "
+         + ("[green]met[/]" if rep["budget_met"] else "[red]NOT met[/]")),
+        ("prefill tok/s", f"{d['prefill_tps']:.0f}", "", f"{p['prefill_tps']:.0f}", src),
+        ("perplexity (report set)", f"{d['ppl']:.2f}", q("ppl", ".2f"), f"{p['ppl']:.2f}",
+         f"retention {rep['ppl_retention_pct']:.1f}%; {rep['eval_windows']}x{rep['eval_seq_len']} tokens{_report_set(rep)}"),
+        ("KL vs dense (nats/token)", "0", q("kl_vs_dense", ".3f"), f"{rep['kl_vs_dense']:.3f}",
+         f"top-1 agreement {rep['top1_vs_dense']:.1%}"),
+    ]
+    for name, g in rep.get("general_text", {}).items():
+        if "pruned_ppl" in g:
+            rows.append((f"{name} PPL", f"{g['dense_ppl']:.2f}", "", f"{g['pruned_ppl']:.2f}",
+                         f"{g['windows']}x{g['seq_len']} tokens of {g['source']}; never calibrated on"))
+    for task, a in rep["accuracy"].items():
+        rows.append((f"{task} acc", f"{a['dense']:.3f}", "", f"{a['pruned']:.3f}", f"retention {a['retention_pct']:.1f}%"))
+    ram = rep.get("runtime_ram") or {}
+    if ram:
+        rows.append(("runtime RAM", "", "", f"{ram['rss_bytes'] / 2**20:.0f} MiB",
+                     f"RSS of llama.cpp at n_ctx {ram['n_ctx']} (predicted {ram['predicted_bytes'] / 2**20:.0f} MiB); "
+                     f"build peak {rep['build_peak_rss_bytes'] / 2**30:.1f} GiB"))
+    g = rep["parity_gate"]
+    rows.append(("F16 GGUF PPL vs torch", f"{g['torch_ppl']:.3f} (torch)", "", f"{g['f16_gguf_ppl']:.3f} (F16 GGUF)",
+                 f"{g['rel_diff']:+.2%} → " + ("[green]pass[/]" if g["passed"] else "[red]FAIL[/]")))
+    return rows
+
+
+def _report_set(rep: dict[str, Any]) -> str:
+    r = rep.get("data_sets", {}).get("report")
+    return f" of {r['source']} ({r['part']}), unseen by calibration and search" if r else ""
+
+
+def data_set_lines(rep: dict[str, Any]) -> list[str]:
+    """One line per disjoint set: name, source, part, tokens."""
+    return [f"- {k}: {v['source']} ({v['part']}), {v['windows']}x{v['seq_len']} = {v['tokens']} tokens"
+            for k, v in rep.get("data_sets", {}).items()]
+
+
+def markdown(rep: dict[str, Any]) -> str:
+    lines = [f"# adaprune-edge build: {rep['model']} on {rep['device']} ({rep['quant']})", "",
+             f"Decision: {rep.get('decision')}", "",
+             f"Pruning recipe: `{json.dumps(rep['recipe'], sort_keys=True)}`" if rep["recipe"] else "Pruning: none", "",
+             f"Structure ({rep['arch']}): " + ", ".join(f"{s['n_head']}h/{s['n_head_kv']}kv/{s['n_ff']}ff"
+                                                        for s in rep["structure"]["layers"]), "",
+             "| metric | dense | quantize only | shipped | note |", "|---|---|---|---|---|"]
+    for m, d, qo, p, n in summary_rows(rep):
+        clean = n.replace("[green]", "").replace("[red]", "").replace("[/]", "")
+        lines.append(f"| {m} | {d} | {qo} | {p} | {clean} |")
+    if rep.get("data_sets"):
+        lines += ["", "Disjoint text sets (quality figures above use the report set and --data-dir files):"]
+        lines += data_set_lines(rep)
+    lines += ["", f"Generation (greedy): {rep['generation']!r}", "",
+              f"Trials: {rep['trials']} ({rep['feasible_trials']} within budget); stage seconds: {rep['stage_seconds']}", ""]
+    return "\n".join(lines)
+
+
+def tradeoff_from_trials(path: Path, results: dict[str, Any], rep: dict[str, Any]) -> Path:
+    """Every trial (predicted ms vs held-out PPL), dense and the shipped model, budget line."""
+    from adaprune_edge.build import plots
+    from adaprune_edge.search.trials import TrialStore
+
+    folder = Path(path).parent / "search"
+    recs = [r for r in TrialStore(folder).records() if r.feasible] if folder.is_dir() else []
+    series = [{"label": "search trials within budget (predicted ms, search PPL)", "ms": [r.decode_ms for r in recs],
+               "quality": [r.ppl for r in recs], "style": "o"}] if recs else []
+    opts = [o for o in rep.get("quant_options", []) if o.get("ppl")]
+    if opts:  # dense quant recipes: llama.cpp PPL on the objective windows
+        series.append({"label": "dense quant recipes (objective PPL)", "ms": [o["decode_ms"] for o in opts],
+                       "quality": [o["ppl"] for o in opts], "style": "s"})
+    best = results["search"].get("best")
+    what = f"best trial ratio {best['values']['ratio']:.2f}" if best and rep["mode"] == "pruned" else "quantization only"
+    # every point on the objective windows (the report set is not plotted: it must stay unseen by choices)
+    ex, cand = results["export"], results.get("candidates", {})
+    shipped = ex.get("objective_ppl") or next((o["ppl"] for o in opts if o["recipe"] == rep["quant"]), None)
+    chosen = {"ms": rep["pruned"]["decode_ms_per_token"], "quality": shipped,
+              "label": f"shipped {rep['quant']} ({rep['latency_source']})"} if shipped else None
+    dense = {"ms": rep["dense"]["decode_ms_per_token"], "quality": cand["dense_f16_ppl"],
+             "label": "dense F16 (at the shipped recipe's latency)"} if cand.get("dense_f16_ppl") else None
+    return plots.tradeoff_png(path, series, budget_ms=rep["budget_ms_per_token"], chosen=chosen, dense=dense,
+                              title=f"{rep['model']} on {rep['device']}: {what} (objective-window PPL)")
+
+
+def write_all(rep: dict[str, Any], run_dir: Path, results: dict[str, Any]) -> None:
+    write_json(run_dir / "report.json", rep)
+    write_text(run_dir / "report.md", markdown(rep))
+    tradeoff_from_trials(run_dir / "tradeoff.png", results, rep)

@@ -1,0 +1,1 @@
+"""Text data: calibration pools, self-generated text, the three disjoint text sets."""

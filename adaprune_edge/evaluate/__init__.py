@@ -1,0 +1,1 @@
+"""Evaluation: perplexity, divergence, multiple-choice tasks, validation of GGUF files."""

@@ -1,0 +1,1 @@
+"""GGUF metadata keys and header reading."""

@@ -1,0 +1,159 @@
+"""Latency budget: does a Structure fit a device, and what is the smallest pruning ratio that makes it fit.
+
+A recipe family maps a ratio in [0, max_ratio] to a Structure by shape arithmetic alone (no weights).
+The solver bisects the ratio on predicted latency (microseconds a step), then, when the device's backend
+can measure, confirms the answer on a shape-only GGUF and moves up by bisection on measurements if needed."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from gguf import GGML_QUANT_SIZES
+
+from adaprune_edge.errors import LatencyError
+from adaprune_edge.latency.backends import LatencyReport
+from adaprune_edge.registry import Registry
+from adaprune_edge.latency.roofline import predict
+from adaprune_edge.quant import QuantRecipe
+from adaprune_edge.structure import LayerShape, Structure
+
+RUNTIME_BYTES = 128 * 1024**2  # llama.cpp compute buffers + runtime beyond weights and KV cache (allowance)
+RECIPES: Registry[Callable[[Structure, float, str], Structure]] = Registry("recipe family")
+
+
+def ffn_align(quant: str) -> int:
+    """FFN width multiple that keeps ffn_down's rows in the quant's block (256 for K-quants, else 32)."""
+    r = QuantRecipe.parse(quant)
+    # with a deliberate 32-block fall-back (fb=), widths off the 256 grid cost no extra bits
+    return 256 if GGML_QUANT_SIZES[r.base_type][0] == 256 and not r.fallback else 32
+
+
+def _shrink(s: LayerShape, ratio: float, align: int) -> LayerShape:
+    rep = s.n_head // s.n_head_kv
+    q_per = max(1, round(rep * (1 - ratio)))  # drop query heads inside every KV group alike
+    n_ff = s.n_ff if ratio == 0 else max(align, int(round(s.n_ff * (1 - ratio) / align)) * align)
+    return LayerShape(q_per * s.n_head_kv, s.n_head_kv, min(n_ff, s.n_ff))
+
+
+@RECIPES.register("uniform")
+def uniform(base: Structure, ratio: float, quant: str) -> Structure:
+    """Every layer keeps (1 - ratio) of its query heads per KV group and of its FFN width (aligned)."""
+    if not 0 <= ratio < 1:
+        raise LatencyError(f"pruning ratio must be in [0, 1), got {ratio}")
+    layers = tuple(_shrink(s, ratio, ffn_align(quant)) for s in base.layers)
+    return dataclasses.replace(base, layers=layers)
+
+
+def ram_bytes(structure: Structure, quant: str, context_length: int) -> int:
+    """Memory to run: GGUF weights + F16 KV cache at context_length + RUNTIME_BYTES, bytes."""
+    return structure.gguf_bytes(quant) + structure.kv_cache_bytes(context_length) + RUNTIME_BYTES
+
+
+def _violations(report: LatencyReport, ram: int, profile: Any, decode_ms: float | None) -> list[str]:
+    out, b = [], profile.budget
+    limit = decode_ms if decode_ms is not None else b.decode_ms_per_token
+    if limit is not None and report.decode_ms_per_token > limit:
+        out.append(f"decode {report.decode_ms_per_token:.2f} ms/token > {limit:g}")
+    if decode_ms is None and b.prefill_tps is not None and report.prefill_tps < b.prefill_tps:
+        out.append(f"prefill {report.prefill_tps:.0f} tok/s < {b.prefill_tps:g}")
+    if ram > profile.usable_ram_bytes:
+        out.append(f"RAM {ram / 2**20:.0f} MiB > {profile.usable_ram_bytes / 2**20:.0f} MiB usable")
+    return out
+
+
+def budget_ok(structure: Structure, profile: Any, quant: str | None = None, report: LatencyReport | None = None,
+              decode_ms: float | None = None) -> tuple[bool, str]:
+    """(fits, reason) for `structure` on a DeviceProfile: decode ms/token, prefill tok/s and RAM (weights +
+    KV cache at the profile's context length). Uses the roofline unless a (measured) `report` is given;
+    `decode_ms` overrides the profile's decode budget (and then prefill is not checked)."""
+    quant = quant or profile.quant
+    report = report or predict(structure, quant, profile)
+    bad = _violations(report, ram_bytes(structure, quant, profile.context_length), profile, decode_ms)
+    if bad:
+        return False, "; ".join(bad)
+    return True, f"ok: decode {report.decode_ms_per_token:.2f} ms/token, prefill {report.prefill_tps:.0f} tok/s"
+
+
+@dataclass(frozen=True)
+class Solution:
+    """Smallest ratio meeting the budget, its structure, the predicted and (if any) measured latency."""
+
+    ratio: float
+    structure: Structure
+    predicted: LatencyReport
+    measured: LatencyReport | None
+    reason: str
+    steps: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ratio": self.ratio, "structure": self.structure.to_dict(), "predicted": self.predicted.to_dict(),
+                "measured": self.measured.to_dict() if self.measured else None, "reason": self.reason,
+                "steps": self.steps}
+
+
+def _bisect(ok: Callable[[float], bool], lo: float, hi: float, tol: float) -> tuple[float, int]:
+    """Smallest r in (lo, hi] with ok(r), given not ok(lo) and ok(hi); within tol. Returns (r, steps)."""
+    steps = 0
+    while hi - lo > tol:
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if ok(mid) else (mid, hi)
+        steps += 1
+    return hi, steps
+
+
+def _unreachable(family: str, ratio: float, st: Structure, report: LatencyReport, reason: str) -> LatencyError:
+    return LatencyError(f"the budget cannot be met: even at the maximum ratio {ratio:.2f} ({family}) the best "
+                        f"reachable is decode {report.decode_ms_per_token:.2f} ms/token, prefill "
+                        f"{report.prefill_tps:.0f} tok/s ({'measured' if report.measured else 'predicted'}; {reason})")
+
+
+def solve(base: Structure, profile: Any, quant: str | None = None, family: str = "uniform", max_ratio: float = 0.9,
+          tol: float = 0.005, decode_ms: float | None = None,
+          measure: Callable[[Structure], LatencyReport] | None = None) -> Solution:
+    """Smallest ratio of `family` whose structure meets the profile's budget (or `decode_ms`).
+
+    Bisection on predicted latency; then, if `measure` is given, one measurement confirms it, and if the
+    measurement misses the budget, bisection on measured latency over [ratio, max_ratio] (tolerance 0.02).
+    Raises LatencyError naming the best reachable figure when even max_ratio fails."""
+    quant = quant or profile.quant
+    make = RECIPES.get(family)
+
+    def check(r: float, report: LatencyReport | None = None) -> tuple[bool, str]:
+        return budget_ok(make(base, r, quant), profile, quant, report, decode_ms)
+
+    top = make(base, max_ratio, quant)
+    ok_top, why = check(max_ratio)
+    if not ok_top and measure is None:
+        raise _unreachable(family, max_ratio, top, predict(top, quant, profile), why)
+    if not ok_top:  # the roofline may be pessimistic for this device: measurements decide
+        ratio, measured, steps = _confirm_up(make, base, quant, 0.0, max_ratio, measure, check)
+        st = make(base, ratio, quant)
+        return Solution(ratio, st, predict(st, quant, profile), measured, check(ratio, measured)[1], steps)
+    ratio, steps = (0.0, 0) if check(0.0)[0] else _bisect(lambda r: check(r)[0], 0.0, max_ratio, tol)
+    measured = None
+    if measure is not None:
+        measured = measure(make(base, ratio, quant))
+        if not check(ratio, measured)[0]:
+            ratio, measured, more = _confirm_up(make, base, quant, ratio, max_ratio, measure, check)
+            steps += more
+    st = make(base, ratio, quant)
+    return Solution(ratio, st, predict(st, quant, profile), measured, check(ratio, measured)[1], steps)
+
+
+def _confirm_up(make: Callable, base: Structure, quant: str, ratio: float, max_ratio: float,
+                measure: Callable[[Structure], LatencyReport], check: Callable) -> tuple[float, LatencyReport, int]:
+    top = measure(make(base, max_ratio, quant))
+    ok, why = check(max_ratio, top)
+    if not ok:
+        raise _unreachable("measured", max_ratio, make(base, max_ratio, quant), top, why)
+    reports: dict[float, LatencyReport] = {max_ratio: top}
+
+    def ok_measured(r: float) -> bool:
+        reports[r] = measure(make(base, r, quant))
+        return check(r, reports[r])[0]
+
+    r, steps = _bisect(ok_measured, ratio, max_ratio, 0.02)
+    return r, reports[r], steps + 1
+

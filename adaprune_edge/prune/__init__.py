@@ -1,0 +1,1 @@
+"""The pruning engine: statistics, importance, allocation, slicing, compensation, depth."""

@@ -1,0 +1,208 @@
+"""Importance of prunable units: metrics (registry), aggregations (registry), and their cache.
+
+A metric scores the *components* of every unit: for each projection it gives a per-weight importance,
+summed over the weights a unit owns (q/k/v/gate/up rows, o/down columns) → one score per unit per
+component. An aggregation combines a unit's components (LLM-Pruner's group reduction) into one score:
+
+  unit          components (in order; `last` = the output projection)
+  query head    q rows of the head, o_proj columns of the head
+  KV group      q rows and o columns of all its query heads, k rows, v rows
+  FFN channel   gate row, up row, down column
+
+Metrics: l1 |W|, l2 W², taylor |W·G|, taylor2 |W·G − ½W²·Σg²| (G: gradient of the calibration loss
+summed over batches, Σg²: sum of squared batch gradients), wanda |W|·‖X‖ (X: the projection's input
+over calibration tokens), fluctuation var(X_j)·‖W_:,j‖² (FLAP; defined on o/down columns only),
+random (seeded baseline). Aggregations: sum, mean, max, prod (sum of logs), last.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
+
+import torch
+from torch import nn
+
+from adaprune_edge.prune.statistics import LINEARS, CalibStats, collect
+from adaprune_edge.registry import Registry
+
+ROW_COMPONENTS = ("q", "k", "v", "gate", "up")
+SITE_OF = {"q": "attn_in", "k": "attn_in", "v": "attn_in", "o": "o_in", "gate": "mlp_in", "up": "mlp_in",
+           "down": "down_in"}
+HEAD_COMPS, GROUP_COMPS, FFN_COMPS = ("q", "o"), ("q", "k", "v", "o"), ("gate", "up", "down")
+
+
+def reduce_component(comp: str, elem: torch.Tensor, head_dim: int) -> torch.Tensor:
+    """Per-weight importance of one projection → one score per unit (head for q/k/v/o, channel for FFN)."""
+    per = elem.sum(1) if comp in ROW_COMPONENTS else elem.sum(0)
+    if comp in ("q", "k", "v", "o"):
+        per = per.view(-1, head_dim).sum(1)
+    return per.double()
+
+
+@dataclass(frozen=True)
+class LayerScores:
+    """Unit scores of one decoder layer: heads [n_head], kv groups [n_kv], ffn channels [n_ff]."""
+
+    heads: torch.Tensor
+    groups: torch.Tensor
+    ffn: torch.Tensor
+
+
+class Metric(Protocol):
+    needs_grad: bool
+    needs_act: bool
+
+    def __call__(self, layer: nn.Module, i: int, stats: CalibStats | None, head_dim: int,
+                 seed: int) -> dict[str, torch.Tensor]: ...
+
+
+METRICS: Registry[Any] = Registry("importance metric")
+AGGREGATIONS: Registry[Callable[[torch.Tensor], torch.Tensor]] = Registry("aggregation")
+
+
+class _Elementwise:
+    """A metric given by a per-weight formula f(W, component, layer index, stats)."""
+
+    def __init__(self, fn: Callable[..., torch.Tensor | None], needs_act: bool = False) -> None:
+        self.fn, self.needs_grad, self.needs_act = fn, False, needs_act
+
+    def __call__(self, layer: nn.Module, i: int, stats: CalibStats | None, head_dim: int,
+                 seed: int) -> dict[str, torch.Tensor]:
+        out = {}
+        for comp, path in LINEARS.items():
+            elem = self.fn(layer.get_submodule(path).weight.detach(), comp, i, stats)
+            if elem is not None:
+                out[comp] = reduce_component(comp, elem, head_dim)
+        return out
+
+
+class _FromGradients:
+    """A metric whose unit scores were reduced during the calibration pass (see calib_stats)."""
+
+    needs_grad, needs_act = True, False
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __call__(self, layer: nn.Module, i: int, stats: CalibStats | None, head_dim: int,
+                 seed: int) -> dict[str, torch.Tensor]:
+        assert stats is not None and stats.has_grad
+        return dict(stats.layers[i].grad_units[self.name])
+
+
+class _Random:
+    """Seeded uniform scores: the sanity baseline every real metric must beat."""
+
+    needs_grad, needs_act = False, False
+
+    def __call__(self, layer: nn.Module, i: int, stats: CalibStats | None, head_dim: int,
+                 seed: int) -> dict[str, torch.Tensor]:
+        gen = torch.Generator().manual_seed(seed * 100003 + i)
+        return {comp: torch.rand(_n_units(layer, comp, head_dim), generator=gen, dtype=torch.float64)
+                for comp in LINEARS}
+
+
+def _n_units(layer: nn.Module, comp: str, head_dim: int) -> int:
+    w = layer.get_submodule(LINEARS[comp]).weight
+    n = w.shape[0] if comp in ROW_COMPONENTS else w.shape[1]
+    return n // head_dim if comp in ("q", "k", "v", "o") else n
+
+
+def _wanda(w: torch.Tensor, comp: str, i: int, stats: CalibStats) -> torch.Tensor:
+    return w.abs() * stats.sq_norm(i, SITE_OF[comp]).sqrt().to(w.dtype)
+
+
+def _fluctuation(w: torch.Tensor, comp: str, i: int, stats: CalibStats) -> torch.Tensor | None:
+    if comp not in ("o", "down"):
+        return None
+    return w * w * stats.var(i, SITE_OF[comp]).to(w.dtype)
+
+
+METRICS.register("l1")(_Elementwise(lambda w, c, i, s: w.abs()))
+METRICS.register("l2")(_Elementwise(lambda w, c, i, s: w * w))
+METRICS.register("wanda")(_Elementwise(_wanda, needs_act=True))
+METRICS.register("fluctuation")(_Elementwise(_fluctuation, needs_act=True))
+METRICS.register("taylor")(_FromGradients("taylor"))
+METRICS.register("taylor2")(_FromGradients("taylor2"))
+METRICS.register("random")(_Random())
+
+
+# -- aggregations over a unit's components: input [n_components, n_units] -> [n_units] --------------
+AGGREGATIONS.register("sum")(lambda x: x.sum(0))
+AGGREGATIONS.register("mean")(lambda x: x.mean(0))
+AGGREGATIONS.register("max")(lambda x: x.max(0).values)
+AGGREGATIONS.register("prod")(lambda x: torch.log(x.clamp_min(0.0) + 1e-30).sum(0))
+AGGREGATIONS.register("last")(lambda x: x[-1])
+
+
+def _combine(comps: dict[str, torch.Tensor], order: tuple[str, ...], agg: Callable) -> torch.Tensor:
+    rows = [comps[c] for c in order if c in comps]
+    return agg(torch.stack(rows))
+
+
+def layer_scores(comps: dict[str, torch.Tensor], aggregation: str, n_kv: int) -> LayerScores:
+    """Aggregate component scores into head, KV-group and FFN-channel scores of one layer."""
+    agg = AGGREGATIONS.get(aggregation)
+    heads = _combine(comps, HEAD_COMPS, agg)
+    grouped = {c: (v.view(n_kv, -1).sum(1) if c in ("q", "o") else v) for c, v in comps.items()
+               if c in GROUP_COMPS}
+    return LayerScores(heads, _combine(grouped, GROUP_COMPS, agg), _combine(comps, FFN_COMPS, agg))
+
+
+def needs(metric: str) -> tuple[bool, bool]:
+    """(needs gradients, needs activation statistics) of a metric."""
+    m = METRICS.get(metric)
+    return m.needs_grad, m.needs_act
+
+
+def model_scores(model: nn.Module, stats: CalibStats | None, metric: str, aggregation: str,
+                 seed: int = 0) -> list[LayerScores]:
+    """Unit scores of every decoder layer of `model` (dense weights) under `metric` and `aggregation`."""
+    m = METRICS.get(metric)
+    AGGREGATIONS.get(aggregation)
+    head_dim = model.config.head_dim if getattr(model.config, "head_dim", None) else \
+        model.config.hidden_size // model.config.num_attention_heads
+    out = []
+    for i, layer in enumerate(model.model.layers):
+        n_kv = layer.self_attn.k_proj.out_features // head_dim
+        out.append(layer_scores(m(layer, i, stats, head_dim, seed), aggregation, n_kv))
+    return out
+
+
+class ImportanceCache:
+    """Keeps calibration statistics (per calibration-window key) and unit scores (per key, metric,
+    aggregation, seed) across prune calls. Keep one per dense model: keys do not include the weights.
+    Holds at most `max_entries` calibration sets (least recently used dropped first); an entry is small
+    (per-column sums and per-unit scores, ~1 MB for the default model)."""
+
+    def __init__(self, max_entries: int = 16) -> None:
+        self.max_entries = max_entries
+        self._stats: OrderedDict[str, CalibStats] = OrderedDict()
+        self._scores: dict[tuple, list[LayerScores]] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def stats(self, model: nn.Module, windows: torch.Tensor, key: str, need_grad: bool, batch_size: int,
+              progress: Callable[[int, int], None] | None = None, need_gram: bool = False) -> CalibStats:
+        cached = self._stats.get(key)
+        if cached is not None and (cached.has_grad or not need_grad) and (cached.has_gram or not need_gram):
+            self._stats.move_to_end(key)
+            self.hits += 1
+            return cached
+        self.misses += 1
+        st = collect(model, windows, need_grad or (cached is not None and cached.has_grad), batch_size, progress,
+                     need_gram or (cached is not None and cached.has_gram))
+        self._stats[key] = st
+        while len(self._stats) > self.max_entries:
+            old, _ = self._stats.popitem(last=False)
+            self._scores = {k: v for k, v in self._scores.items() if k[0] != old}
+        return st
+
+    def scores(self, model: nn.Module, stats: CalibStats | None, key: str, metric: str, aggregation: str,
+               seed: int) -> list[LayerScores]:
+        k = (key, metric, aggregation, seed if metric == "random" else 0)
+        if k not in self._scores:
+            self._scores[k] = model_scores(model, stats, metric, aggregation, seed)
+        return self._scores[k]

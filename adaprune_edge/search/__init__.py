@@ -1,0 +1,1 @@
+"""The AdaPruner search: space, objective, SMAC run, trials on disk, evaluators, plan."""

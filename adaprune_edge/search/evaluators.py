@@ -1,0 +1,100 @@
+"""Where search trials run: in this process (LocalEvaluator) or on a dask cluster (DaskEvaluator, one
+SearchContext per worker process). run_search submits trials and collects finished TrialRecords."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import torch
+
+from adaprune_edge.search.run import PENALTY, SearchContext, SearchSpec
+from adaprune_edge.search.trials import TrialRecord
+
+
+class Evaluator:
+    """Runs trials: submit() returns a handle; next_done() blocks until one finishes."""
+
+    slots = 1
+
+    def submit(self, index: int, values: dict[str, Any], fidelity: int | None) -> Any:
+        raise NotImplementedError
+
+    def next_done(self, handles: list[Any]) -> tuple[Any, TrialRecord]:
+        raise NotImplementedError
+
+    def cancel(self, handles: list[Any]) -> None:
+        """Drop unfinished trials (they are redone on --resume)."""
+
+
+class LocalEvaluator(Evaluator):
+    """In this process, one trial at a time (the context is built on first use)."""
+
+    def __init__(self, spec: SearchSpec, context: SearchContext | None = None) -> None:
+        self.spec, self._ctx, self._queue = spec, context, {}
+
+    @property
+    def context(self) -> SearchContext:
+        if self._ctx is None:
+            self._ctx = SearchContext(self.spec)
+        return self._ctx
+
+    def submit(self, index: int, values: dict[str, Any], fidelity: int | None) -> Any:
+        self._queue[index] = (values, fidelity)
+        return index
+
+    def next_done(self, handles: list[Any]) -> tuple[Any, TrialRecord]:
+        h = min(handles)
+        values, fidelity = self._queue.pop(h)
+        return h, safe_evaluate(self.context, h, values, fidelity)
+
+
+def safe_evaluate(ctx: SearchContext, index: int, values: dict[str, Any], fidelity: int | None) -> TrialRecord:
+    """evaluate(), but a trial whose recipe cannot be applied (e.g. nothing left to prune under its
+    protections) is recorded as status 'error' with the penalty cost instead of ending the search."""
+    from adaprune_edge.errors import AdapruneError
+
+    t0 = time.perf_counter()
+    try:
+        return ctx.evaluate(index, values, fidelity)
+    except (AdapruneError, ValueError) as e:
+        return TrialRecord(index, values, "error", PENALTY, None, None, None, 0.0, 0.0, 0, math.inf, 0.0,
+                           f"{type(e).__name__}: {e}", {}, {}, fidelity or 0, time.perf_counter() - t0, False)
+
+
+_WORKER_CONTEXTS: dict[str, SearchContext] = {}
+
+
+def _remote_trial(spec_dict: dict[str, Any], index: int, values: dict[str, Any], fidelity: int | None) -> dict:
+    """Runs on a dask worker: build the context once per worker process, then evaluate."""
+    import json
+
+    torch.set_num_threads(1)
+    key = json.dumps(spec_dict, sort_keys=True)
+    if key not in _WORKER_CONTEXTS:
+        _WORKER_CONTEXTS.clear()
+        _WORKER_CONTEXTS[key] = SearchContext(SearchSpec.from_dict(spec_dict))
+    return safe_evaluate(_WORKER_CONTEXTS[key], index, values, fidelity).to_dict()
+
+
+class DaskEvaluator(Evaluator):
+    """Trials on a dask cluster: `slots` in flight at once (one per worker)."""
+
+    def __init__(self, spec: SearchSpec, client: Any) -> None:
+        self.spec, self.client = spec, client
+        self.slots = max(1, len(client.scheduler_info().get("workers", {})) or spec.workers)
+
+    def submit(self, index: int, values: dict[str, Any], fidelity: int | None) -> Any:
+        return self.client.submit(_remote_trial, self.spec.to_dict(), index, values, fidelity, pure=False)
+
+    def next_done(self, handles: list[Any]) -> tuple[Any, TrialRecord]:
+        from distributed import wait
+
+        done, _ = wait(handles, return_when="FIRST_COMPLETED")
+        fut = min(done, key=lambda f: handles.index(f))
+        return fut, TrialRecord.from_dict(fut.result())
+
+    def cancel(self, handles: list[Any]) -> None:
+        if handles:
+            self.client.cancel(handles)

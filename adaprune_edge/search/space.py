@@ -1,0 +1,115 @@
+"""The AdaPruner search space (ConfigSpace): how to calibrate, score, allocate, and how much to prune.
+
+A point of the space becomes a `PruneConfig` (plus calibration source weights when several sources
+are given). Knobs that only matter for some choices are conditional (owl_lambda only under `owl`,
+depth_share only when depth removal is on, recon_damp only with least-squares reconstruction, source
+weights only with several sources)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ConfigSpace import Categorical, ConfigurationSpace, Constant, EqualsCondition, Float, Integer
+
+from adaprune_edge.errors import ConfigError
+from adaprune_edge.prune.engine import PruneConfig
+
+METRICS = ("l1", "l2", "taylor", "taylor2", "wanda", "fluctuation")
+AGGREGATIONS = ("sum", "mean", "max", "prod", "last")
+ALLOCATIONS = ("uniform", "global", "owl")
+SAMPLINGS = ("random", "length_stratified", "hard", "diverse")
+HEAD_UNITS = ("query", "group", "none")
+
+
+@dataclass(frozen=True)
+class SpaceBounds:
+    """Ranges of the searched knobs. ratio: share of decoder parameters removed, [r_min, r_max]."""
+
+    r_min: float
+    r_max: float
+    n_sources: int = 1
+    min_samples: int = 8
+    max_samples: int = 256
+    min_seq_len: int = 64
+    max_seq_len: int = 1024
+    max_protect_first: int = 4
+    max_protect_last: int = 2
+    max_depth_share: float = 0.6
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "SpaceBounds":
+        return cls(**d)
+
+    def check(self) -> None:
+        if not 0.0 <= self.r_min < self.r_max <= 0.9:
+            raise ConfigError(f"ratio range [{self.r_min:.3f}, {self.r_max:.3f}] is empty or outside [0, 0.9]: "
+                              "raise --max-ratio or relax the budget")
+        if not 1 <= self.min_samples <= self.max_samples or not 2 <= self.min_seq_len <= self.max_seq_len:
+            raise ConfigError("calibration ranges are empty: check --max-samples / --max-seq-len")
+
+
+def build_space(bounds: SpaceBounds, seed: int = 0) -> ConfigurationSpace:
+    """The ConfigurationSpace for `bounds` (deterministic for `seed`)."""
+    bounds.check()
+    cs = ConfigurationSpace(seed=seed)
+    alloc = Categorical("allocation", ALLOCATIONS, default="global")
+    owl = Float("owl_lambda", (0.02, 0.2), default=0.08)
+    depth = Categorical("depth", ("off", "on"), default="off")
+    share = Float("depth_share", (0.05, bounds.max_depth_share), default=0.25)
+    recon = Categorical("reconstruction", (False, True), default=False)
+    damp = Float("recon_damp", (0.03, 3.0), log=True, default=0.3)
+    cs.add([
+        Float("ratio", (bounds.r_min, bounds.r_max), default=bounds.r_min),
+        Categorical("metric", METRICS, default="taylor"),
+        Categorical("aggregation", AGGREGATIONS, default="sum"),
+        alloc, owl, depth, share,
+        Categorical("head_unit", HEAD_UNITS, default="none"),
+        Categorical("sampling", SAMPLINGS, default="random"),
+        _int("n_samples", bounds.min_samples, bounds.max_samples, 32),
+        _int("seq_len", bounds.min_seq_len, bounds.max_seq_len, 256),
+        Integer("protect_first", (0, bounds.max_protect_first), default=0),
+        Integer("protect_last", (0, bounds.max_protect_last), default=0),
+        Categorical("bias_compensation", (False, True), default=False),
+        recon, damp,
+    ])
+    cs.add([EqualsCondition(owl, alloc, "owl"), EqualsCondition(share, depth, "on"),
+            EqualsCondition(damp, recon, True)])
+    for i in range(1, bounds.n_sources):
+        cs.add(Float(f"source_weight_{i}", (0.0, 1.0), default=1.0))
+    return cs
+
+
+def _int(name: str, lo: int, hi: int, default: int) -> Any:
+    """A log-scale integer knob, or a constant when the range is a single value."""
+    if lo == hi:
+        return Constant(name, lo)
+    return Integer(name, (lo, hi), log=True, default=min(hi, max(lo, default)))
+
+
+def to_prune_config(values: dict[str, Any], align: int, seed: int) -> tuple[PruneConfig, list[float]]:
+    """A search point → (PruneConfig, normalised calibration source weights)."""
+    n_src = 1 + sum(1 for k in values if k.startswith("source_weight_"))
+    weights = [1.0] + [float(values[f"source_weight_{i}"]) for i in range(1, n_src)]
+    total = sum(weights)
+    cfg = PruneConfig(
+        ratio=float(values["ratio"]), metric=str(values["metric"]), aggregation=str(values["aggregation"]),
+        allocation=str(values["allocation"]), head_unit=str(values["head_unit"]),
+        n_samples=int(values["n_samples"]), seq_len=int(values["seq_len"]), sampling=str(values["sampling"]),
+        protect_first=int(values["protect_first"]), protect_last=int(values["protect_last"]),
+        depth_share=float(values.get("depth_share", 0.0)) if values.get("depth") == "on" else 0.0,
+        bias_compensation=bool(values["bias_compensation"]), align=align,
+        reconstruction=bool(values.get("reconstruction", False)), recon_damp=float(values.get("recon_damp", 0.3)),
+        owl_lambda=float(values.get("owl_lambda", 0.08)), seed=seed)
+    return cfg, [w / total for w in weights]
+
+
+def plain(values: Any) -> dict[str, Any]:
+    """A Configuration (or dict) as a JSON-safe dict of python scalars."""
+    out = {}
+    for k, v in dict(values).items():
+        out[k] = v.item() if hasattr(v, "item") else v
+    return out
