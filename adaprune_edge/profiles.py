@@ -12,9 +12,9 @@ from typing import Any
 import yaml
 
 from adaprune_edge.errors import ConfigError, ProfileError
+from adaprune_edge.latency.backends import backend_names, get_backend
 from adaprune_edge.registry import unknown_name_message
 
-BACKENDS = ("local", "ssh", "predict")
 
 
 @dataclass(frozen=True)
@@ -208,10 +208,12 @@ def load_profile(spec: str) -> DeviceProfile:
 
 
 def _check_values(p: DeviceProfile, path: Path) -> None:
-    if p.backend not in BACKENDS:
-        raise ProfileError(f"{path}: field 'backend' must be one of {', '.join(BACKENDS)}, got {p.backend!r}")
-    if p.backend == "ssh" and not p.ssh_host:
-        raise ProfileError(f"{path}: backend 'ssh' needs field 'ssh_host' (user@host)")
+    if p.backend not in backend_names():
+        raise ProfileError(f"{path}: field 'backend' must be one of {', '.join(backend_names())}, got {p.backend!r}")
+    for need in get_backend(p.backend).requires:
+        if not getattr(p, need):
+            raise ProfileError(f"{path}: backend {p.backend!r} needs field {need!r}"
+                               + (" (user@host)" if need == "ssh_host" else ""))
     for key in ("ram_gb", "mem_bandwidth_gbs", "compute_gflops", "threads", "context_length"):
         if getattr(p, key) <= 0:
             raise ProfileError(f"{path}: field {key!r} must be positive")

@@ -16,12 +16,16 @@ class Registry(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._items: dict[str, T] = {}
+        self._baselines: set[str] = set()
 
-    def register(self, name: str) -> Callable[[T], T]:
+    def register(self, name: str, baseline: bool = False) -> Callable[[T], T]:
+        """baseline=True: usable by name, but not a choice of the search space (e.g. `random`)."""
         def deco(obj: T) -> T:
             if name in self._items:
                 raise ValueError(f"{self.kind} {name!r} registered twice")
             self._items[name] = obj
+            if baseline:
+                self._baselines.add(name)
             return obj
 
         return deco
@@ -33,6 +37,10 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         return sorted(self._items)
+
+    def searchable(self) -> tuple[str, ...]:
+        """Names the search space chooses from, in registration order (baselines left out)."""
+        return tuple(n for n in self._items if n not in self._baselines)
 
     def __contains__(self, name: str) -> bool:
         return name in self._items

@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as QT
+from adaprune_edge.gguf.tensor import GGUFTensor
 
 from adaprune_edge.quant import QuantRecipe, layer_type, output_type
 
@@ -20,23 +20,6 @@ class LayerShape:
     n_head: int
     n_head_kv: int
     n_ff: int
-
-
-@dataclass(frozen=True)
-class TensorPlan:
-    """One weight tensor as llama.cpp stores it: name, shape (rows, cols), ggml type and bytes."""
-
-    name: str
-    rows: int
-    cols: int
-    qtype: QT
-    fallback: bool
-    overridden: bool = False  # the recipe chose this type (a quantizer override), not llama.cpp
-
-    @property
-    def n_bytes(self) -> int:
-        block, size = GGML_QUANT_SIZES[self.qtype]
-        return self.rows * (self.cols // block) * size
 
 
 @dataclass(frozen=True)
@@ -83,7 +66,7 @@ class Structure:
         """All parameters: embeddings, decoder layers, final norm."""
         return self.embedding_params() + self.decoder_params() + self.hidden
 
-    def tensors(self, quant: "str | QuantRecipe" = "F16") -> Iterator[TensorPlan]:
+    def tensors(self, quant: "str | QuantRecipe" = "F16") -> Iterator[GGUFTensor]:
         """The 2-D weight tensors with the ggml type llama.cpp's quantizer gives each for `quant` (a file
         type name or a QuantRecipe string such as 'Q4_K_M:fb=IQ4_NL')."""
         r = QuantRecipe.parse(quant)
@@ -101,17 +84,17 @@ class Structure:
             ):
                 t, fell, over = layer_type(r, role, seen[role], n, cols, gqa)
                 seen[role] += not over
-                yield TensorPlan(f"blk.{i}.{role}.weight", rows, cols, t, fell, over)
+                yield GGUFTensor(f"blk.{i}.{role}.weight", (rows, cols), t, fell, over)
 
-    def _embedding_tensors(self, r: QuantRecipe) -> Iterator[TensorPlan]:
+    def _embedding_tensors(self, r: QuantRecipe) -> Iterator[GGUFTensor]:
         out, fell = output_type(r, self.hidden)
         if self.tied_embeddings:
-            yield TensorPlan("token_embd.weight", self.vocab, self.hidden, out, fell, bool(r.output))
+            yield GGUFTensor("token_embd.weight", (self.vocab, self.hidden), out, fell, bool(r.output))
         else:
             # an untied token embedding (a row lookup) keeps the file type's default, with fall-backs
             emb, fell_e, over_e = layer_type(r, "token_embd", 0, self.n_layer, self.hidden, 1)
-            yield TensorPlan("token_embd.weight", self.vocab, self.hidden, emb, fell_e, over_e)
-            yield TensorPlan("output.weight", self.vocab, self.hidden, out, fell, bool(r.output))
+            yield GGUFTensor("token_embd.weight", (self.vocab, self.hidden), emb, fell_e, over_e)
+            yield GGUFTensor("output.weight", (self.vocab, self.hidden), out, fell, bool(r.output))
 
     def norm_bytes(self) -> int:
         """F32 norm weights: two per layer plus the final norm."""
@@ -138,7 +121,7 @@ class Structure:
         """F16 KV cache bytes at context length n_ctx."""
         return sum(2 * n_ctx * s.n_head_kv * self.head_dim * bytes_per_elem for s in self.layers)
 
-    def fallbacks(self, quant: str) -> list[TensorPlan]:
+    def fallbacks(self, quant: str) -> list[GGUFTensor]:
         """Tensors whose row size forces llama.cpp to a different type than intended."""
         return [t for t in self.tensors(quant) if t.fallback]
 

@@ -17,9 +17,9 @@ import statistics
 import time
 from pathlib import Path
 
-from adaprune_edge import models, profiles
+from adaprune_edge import models
+from adaprune_edge.device import Device
 from adaprune_edge.latency import profiling
-from adaprune_edge.latency.backends import BenchSettings
 from adaprune_edge.runs import write_json
 from adaprune_edge.structure import Structure
 
@@ -34,8 +34,8 @@ def main() -> None:
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "latency_predictor.json"))
     a = ap.parse_args()
     base = Structure.from_model(models.load("default").model)
-    settings = BenchSettings.from_profile(profiles.load_profile("this-host"), backend="local", threads=a.threads,
-                                          n_prompt=a.n_prompt, n_gen=a.n_gen)
+    settings = Device.resolve("this-host", backend="local", threads=a.threads, n_prompt=a.n_prompt,
+                              n_gen=a.n_gen).settings
     load0 = os.getloadavg()[0]
     t0 = time.time()
     probes = []

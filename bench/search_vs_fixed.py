@@ -66,14 +66,13 @@ def measure_all(structures, profile, rounds=3):
     so slow drifts of this shared VM hit every recipe alike."""
     import statistics
 
-    from adaprune_edge.latency.backends import BenchSettings
-    from adaprune_edge.latency.shape import structure_latency
+    from adaprune_edge.device import Device
 
-    settings = BenchSettings.from_profile(profile)
+    device = Device.of(profile)
     samples = [[] for _ in structures]
     for _ in range(rounds):
         for i, st in enumerate(structures):
-            rep = structure_latency(st, "Q4_K_M", settings, profile.name, use_cache=False)
+            rep = device.latency_of(st, "Q4_K_M", use_cache=False)
             samples[i].append(rep.decode_ms_per_token)
     return [statistics.median(s) for s in samples]
 
@@ -82,12 +81,14 @@ def run_target(target, trials, lm, base, profile, test, rows, structures, out_js
     from adaprune_edge.latency.budget import uniform
     from adaprune_edge.prune.engine import prune
     from adaprune_edge.search.evaluators import LocalEvaluator
-    from adaprune_edge.search.run import SearchContext, SearchSpec, run_search
+    from adaprune_edge.search.spec import SearchSpec
+    from adaprune_edge.search.objective import SearchContext
+    from adaprune_edge.search.run import run_search
     from adaprune_edge.search.space import SpaceBounds, to_prune_config
 
     budget_ms = predicted_ms(uniform(base, target, "Q4_K_M"), profile) * 1.005
     bounds = SpaceBounds(r_min=target, r_max=round(target + 0.03, 4), max_samples=64, max_seq_len=256)
-    spec = SearchSpec(model="default", profile=profile.to_dict(), quant="Q4_K_M", bounds=bounds.to_dict(),
+    spec = SearchSpec(model="default", profile=profile, quant="Q4_K_M", bounds=bounds,
                       calib=(str(WIKI),), val_windows=4, val_seq_len=512, budget_ms=budget_ms,
                       measure_trials=False, n_trials=trials, seed=0)
     ctx = SearchContext(spec, lm)

@@ -18,7 +18,7 @@ OUT = ROOT / "bench" / "results" / "shipped_vs_q4_0.json"
 
 
 def main() -> None:
-    from adaprune_edge.build.stages import BuildContext, report_windows
+    from adaprune_edge.build.context import BuildContext
     from adaprune_edge.data.calibration import split_text
     from adaprune_edge.exporters import quantize
     from adaprune_edge.evaluate.perplexity import read_text, token_windows
@@ -29,7 +29,7 @@ def main() -> None:
     spec = BuildSpec.from_dict(json.loads((run / "state.json").read_text())["spec"])
     ctx = BuildContext(spec, RunDir(run), Hooks())
     rep = json.loads((run / "report.json").read_text())
-    report_set = report_windows(ctx).numpy()
+    report_set = ctx.report_windows().numpy()
     wiki = token_windows(ctx.dense.tokenizer, split_text(read_text(WIKI), 0.5)[1], 512, 4).numpy()
     out = {"run": str(run), "report_set": rep.get("data_sets", {}).get("report"), "wikitext": "wikitext-2 valid 2nd half, 4x512"}
     with tempfile.TemporaryDirectory() as tmp:

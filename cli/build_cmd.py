@@ -87,9 +87,11 @@ def build_cmd(
     from adaprune_edge.build.pipeline import BuildSpec, run_build
 
     from adaprune_edge import profiles
+    from adaprune_edge.device import Device
 
     budget_ms = profiles.budget_override(budget_ms, target_tps)  # before anything is loaded or written
-    profile = profiles.load_profile(device)
+    dev = Device.resolve(device)
+    profile = dev.profile
     spec = BuildSpec(device=device, model=model, budget_ms=budget_ms, quant=quant, trials=trials, workers=workers,
                      scheduler=scheduler, seed=seed, calib=tuple(calib), val=val, data_dir=data_dir,
                      tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()), eval_limit=eval_limit,
@@ -100,32 +102,33 @@ def build_cmd(
         check_installed(QuantRecipe.parse(quant))
     out = out or Path("runs") / profile.name
     if dry_run:
-        _dry_run(spec, profile, out)
+        _dry_run(spec, dev, out)
         return
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=False) as progress:
-        rep = run_build(spec, out, resume=resume, force=force, hooks=_hooks(progress, trials))
+        rep = run_build(spec, out, resume=resume, force=force, hooks=_hooks(progress, trials), device=dev)
     console.print(summary_table(rep))
     console.print(f"decision: {rep.get('decision')}")
     console.print(f"wrote {out}/: {Path(rep['gguf']).name}, Modelfile, report.json, report.md, tradeoff.png"
                   + (", trials.csv" if rep["trials"] else ""))
 
 
-def _dry_run(spec, profile, out: Path) -> None:
+def _dry_run(spec, dev, out: Path) -> None:
     from adaprune_edge import models
     from adaprune_edge.build import quant_options
     from adaprune_edge.cli.search_cmd import print_plan
     from adaprune_edge.build.pipeline import planned_outputs
     from adaprune_edge.search.plan import make_plan
-    from adaprune_edge.search.run import SearchSpec
+    from adaprune_edge.search.spec import SearchSpec
     from adaprune_edge.search.space import build_space
     from adaprune_edge.structure import Structure
 
+    profile = dev.profile
     console.print_json(data=profile.to_dict())
     with console.status(f"loading {spec.model} ..."):
         base = Structure.from_model(models.load(spec.model).model)
     names = quant_options.recipes(spec.quant, spec.imatrix)
-    opts = quant_options.options(base, profile, names, spec.budget_ms, spec.max_ratio)
+    opts = quant_options.options(base, dev, names, spec.budget_ms, spec.max_ratio, measure=False)
     t = Table(title="quant recipes (predicted; the build measures perplexity of the promising ones)")
     for col in ("recipe", "bits/weight", "tensor MB", "dense decode ms/token", "decoder share to prune"):
         t.add_column(col)
@@ -137,10 +140,9 @@ def _dry_run(spec, profile, out: Path) -> None:
     if prunable:
         q = prunable[0].recipe
         with console.status("solving the smallest ratio that meets the budget ..."):
-            plan = make_plan(base, profile, q, spec.budget_ms, spec.max_ratio,
+            plan = make_plan(base, dev, q, spec.budget_ms, spec.max_ratio,
                              max_samples=spec.max_samples, max_seq_len=spec.max_seq_len)
-        sspec = SearchSpec(model=spec.model, profile=profile.to_dict(), quant=q, bounds=plan.bounds.to_dict(),
-                           n_trials=spec.trials)
+        sspec = SearchSpec.from_plan(plan, profile, spec.model, n_trials=spec.trials)
         console.print(f"if pruning wins, e.g. at {q}:")
         print_plan(plan, sspec)
         console.print(str(build_space(plan.bounds, spec.seed)))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import Optional
@@ -16,7 +15,8 @@ from adaprune_edge.latency import budget
 from adaprune_edge.latency import backends as latency
 from adaprune_edge.cli.common import cli_errors, console, err_console, fail, human_bytes
 from adaprune_edge.errors import ConfigError
-from adaprune_edge.latency.backends import BenchSettings, LatencyReport
+from adaprune_edge.device import Device
+from adaprune_edge.latency.backends import LatencyReport
 from adaprune_edge.quant import QuantRecipe
 from adaprune_edge.structure import Structure
 
@@ -40,13 +40,13 @@ def _check_quant(quant: str) -> str:
     return QuantRecipe.parse(quant).name
 
 
-def _settings(profile: profiles.DeviceProfile, backend: Optional[str], ssh: Optional[str], ssh_config: Optional[str],
-              llama_bench: Optional[str], n_prompt: int, n_gen: int, reps: int) -> BenchSettings:
+def _device(device: str, backend: Optional[str], ssh: Optional[str], ssh_config: Optional[str],
+            llama_bench: Optional[str], n_prompt: int, n_gen: int, reps: int) -> Device:
     backend = "ssh" if ssh and not backend else backend
     if backend and backend not in latency.backend_names():
         raise ConfigError(f"unknown backend {backend!r}; known: {', '.join(latency.backend_names())}")
-    return BenchSettings.from_profile(profile, backend=backend, ssh_host=ssh, ssh_config=ssh_config,
-                                      llama_bench=llama_bench, n_prompt=n_prompt, n_gen=n_gen, repetitions=reps)
+    return Device.resolve(device, backend=backend, ssh_host=ssh, ssh_config=ssh_config, llama_bench=llama_bench,
+                          n_prompt=n_prompt, n_gen=n_gen, repetitions=reps)
 
 
 def _fmt_spread(value: float, spread: float, digits: int) -> str:
@@ -92,22 +92,21 @@ def bench_cmd(
     """Measured latency of a model (or GGUF file) on a device, next to the roofline prediction."""
     if (model is None) == (gguf is None):
         fail("give exactly one of --model or --gguf")
-    profile = profiles.load_profile(device)
-    s = _settings(profile, backend, ssh, ssh_config, llama_bench, n_prompt, n_gen, reps)
-    from adaprune_edge.latency import shape as shape_latency
+    dev = _device(device, backend, ssh, ssh_config, llama_bench, n_prompt, n_gen, reps)
+    profile, predictor = dev.profile, dev.with_settings(backend="predict")
 
-    with console.status(f"measuring on {profile.name} with the {s.backend} backend ..."):
+    with console.status(f"measuring on {profile.name} with the {dev.settings.backend} backend ..."):
         if gguf is not None:
-            main = shape_latency.file_latency(gguf, "file", s, profile.name, not no_cache)
-            pred = latency.measure(gguf, dataclasses.replace(s, backend="predict"))
+            main = dev.measure_file(gguf, "file", not no_cache)
+            pred = predictor.measure_file(gguf, "file")
             title = f"{gguf.name} on {profile.name}"
         else:
             q = _check_quant(quant or profile.quant)
             st = _structure(model)
-            main = shape_latency.structure_latency(st, q, s, profile.name, not no_cache)
-            pred = shape_latency.structure_latency(st, q, dataclasses.replace(s, backend="predict"), profile.name)
+            main = dev.latency_of(st, q, not no_cache)
+            pred = predictor.latency_of(st, q)
             title = f"{model} ({st.condensed()}) {q} on {profile.name}"
-    reports = [main] if main.backend == "predict" else [main, pred]
+    reports = [main, pred] if dev.measures else [main]
     if as_json:
         console.print_json(json.dumps([r.to_dict() for r in reports]))
     else:
@@ -127,15 +126,11 @@ def fit_cmd(
 ) -> None:
     """The smallest pruning ratio whose structure meets the device's latency and RAM budget."""
     budget_ms = profiles.budget_override(budget_ms)
-    profile = profiles.load_profile(device)
+    dev = Device.resolve(device)
+    profile = dev.profile
     q = _check_quant(quant or profile.quant)
     base = _structure(model)
-    measure = None
-    if confirm and profile.backend != "predict":
-        from adaprune_edge.latency.shape import structure_latency
-
-        s = BenchSettings.from_profile(profile)
-        measure = lambda st: structure_latency(st, q, s, profile.name)  # noqa: E731
+    measure = dev.measurer(q) if confirm else None
     with console.status("solving (bisection on predicted latency, then a confirming measurement) ..."):
         sol = budget.solve(base, profile, q, family, max_ratio, decode_ms=budget_ms, measure=measure)
     if as_json:
@@ -181,12 +176,12 @@ def profile_cmd(
     from adaprune_edge.latency import profiling
     from adaprune_edge.runs import check_writable, write_text
 
-    base_profile = profiles.load_profile(device)
+    dev = Device.resolve(device, backend="local", n_prompt=n_prompt, n_gen=n_gen)
+    base_profile, s = dev.profile, dev.settings
     out = out or Path(f"{base_profile.name}.yaml")
     check_writable(out, force)
     qs = [_check_quant(q.strip()) for q in quants.split(",") if q.strip()]
     base = _structure(model)
-    s = BenchSettings.from_profile(base_profile, backend="local", n_prompt=n_prompt, n_gen=n_gen)
     cand = profiling.probe_structures(base, qs[0], shapes)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=err_console) as bar:

@@ -69,27 +69,29 @@ def search_cmd(
     bounded below by the smallest ratio that meets the device budget; every trial's structure is
     checked against the budget (predicted latency + RAM), violators are penalised, never accepted."""
     from adaprune_edge import models, profiles
+    from adaprune_edge.device import Device
     from adaprune_edge.search.plan import make_plan
-    from adaprune_edge.search.run import SearchSpec
+    from adaprune_edge.search.spec import SearchSpec
     from adaprune_edge.search.space import build_space
     from adaprune_edge.quant import QuantRecipe
     from adaprune_edge.structure import Structure
 
     budget_ms = profiles.budget_override(budget_ms)
-    profile = profiles.load_profile(device)
+    dev = Device.resolve(device)
+    profile = dev.profile
     q = quant or profile.quant
     q = QuantRecipe.parse(q).name
     with console.status(f"loading {model} ..."):
         loaded = models.load(model)
     base = Structure.from_model(loaded.model)
     with console.status("solving the smallest ratio that meets the budget ..."):
-        plan = make_plan(base, profile, q, budget_ms, max_ratio, confirm,
+        plan = make_plan(base, dev, q, budget_ms, max_ratio, confirm,
                          max_samples=max_samples, max_seq_len=max_seq_len)
-    spec = SearchSpec(model=model, profile=profile.to_dict(), quant=q, bounds=plan.bounds.to_dict(),
-                      calib=tuple(calib), val=val, val_windows=val_windows, val_seq_len=val_seq_len,
-                      objective=objective, facade=facade, multi_objective=multi_objective, warm_start=warm_start,
-                      budget_ms=budget_ms, latency_scale=plan.latency_scale,
-                      measure_trials=measure_trials and profile.backend != "predict", n_trials=trials, walltime_s=walltime, workers=workers, seed=seed)
+    spec = SearchSpec.from_plan(plan, profile, model, calib=tuple(calib), val=val, val_windows=val_windows,
+                                val_seq_len=val_seq_len, objective=objective, facade=facade,
+                                multi_objective=multi_objective, warm_start=warm_start, budget_ms=budget_ms,
+                                measure_trials=measure_trials and dev.measures, n_trials=trials,
+                                walltime_s=walltime, workers=workers, seed=seed)
     spec.check()
     print_plan(plan, spec)
     if dry_run:
@@ -98,7 +100,7 @@ def search_cmd(
         return
     outcome = _run(spec, out, resume, force, workers, scheduler, loaded)
     console.print(top_table(outcome.records))
-    _final(outcome, profile, q)
+    _final(outcome, dev, q)
 
 
 def print_plan(plan, spec) -> None:
@@ -114,7 +116,8 @@ def print_plan(plan, spec) -> None:
 def _run(spec, out: Path, resume: bool, force: bool, workers: int, scheduler: Optional[str], loaded):
     from adaprune_edge.search.cluster import dask_client
     from adaprune_edge.search.evaluators import DaskEvaluator, LocalEvaluator
-    from adaprune_edge.search.run import SearchContext, run_search
+    from adaprune_edge.search.objective import SearchContext
+    from adaprune_edge.search.run import run_search
 
     with sampling_bar() as step:  # calibration/objective data first (builtin:self samples once per model)
         sctx = SearchContext(spec, loaded, progress=step)
@@ -130,18 +133,14 @@ def _run(spec, out: Path, resume: bool, force: bool, workers: int, scheduler: Op
         return run_search(spec, out, resume=resume, force=force, evaluator=ev, on_trial=on_trial)
 
 
-def _final(outcome, profile, quant: str) -> None:
+def _final(outcome, dev, quant: str) -> None:
     best = outcome.best
     if best is None:
         console.print("[red]no trial met the budget[/]: raise --trials or --max-ratio")
         return
     console.print(f"best: trial {best.index} {best.summary()} ratio {best.values['ratio']:.3f}: held-out loss "
-                  f"{best.loss:.4f} (ppl {best.ppl:.2f}), {best.decode_ms:.2f} ms/token on {profile.name} (screening)")
-    from adaprune_edge.search.plan import measurer
-    from adaprune_edge.structure import Structure
-
-    measure = measurer(profile, quant)
-    if measure is not None:  # the incumbent is always re-measured with the device's backend
-        rep = measure(Structure.from_dict(best.structure))
+                  f"{best.loss:.4f} (ppl {best.ppl:.2f}), {best.decode_ms:.2f} ms/token on {dev.name} (screening)")
+    if dev.measures:  # the incumbent is always re-measured with the device's backend
+        rep = dev.latency_of(best.structure, quant)
         console.print(f"measured with {rep.tool or rep.backend}: {rep.decode_ms_per_token:.2f} ms/token decode, "
                       f"{rep.prefill_tps:.0f} tok/s prefill")

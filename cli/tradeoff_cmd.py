@@ -36,16 +36,17 @@ def tradeoff_cmd(
 ) -> None:
     """Sweep one pruning recipe over ratios: held-out perplexity vs decode latency per device, with the
     budget line and the chosen point (lowest perplexity within the budget of --device)."""
-    from adaprune_edge import models, profiles
+    from adaprune_edge import models
+    from adaprune_edge.device import Device
     from adaprune_edge.data import textsets
     from adaprune_edge.build import tradeoff
     from adaprune_edge.latency.budget import ffn_align
     from adaprune_edge.data.calibration import BUILTIN_DEFAULT, CalibrationPool
     from adaprune_edge.quant import QuantRecipe
 
-    main = profiles.load_profile(device)
-    profs = [main] + [profiles.load_profile(d.strip()) for d in (devices or "").split(",") if d.strip()]
-    q = quant or main.quant
+    main = Device.resolve(device)
+    profs = [main] + [Device.resolve(d.strip()) for d in (devices or "").split(",") if d.strip()]
+    q = quant or main.profile.quant
     rs = tradeoff.parse_ratios(ratios)
     for name in ("tradeoff.png", "tradeoff.json", "tradeoff.csv"):
         check_writable(out / name, force)
@@ -63,7 +64,7 @@ def tradeoff_cmd(
         task = progress.add_task("ratios", total=len(rs))
         points = tradeoff.sweep(lm.model, pool, held, cfg, rs, q, profs, measure,
                                 lambda d, t: progress.update(task, completed=d))
-    budget = main.budget.decode_ms_per_token
+    budget = main.profile.budget.decode_ms_per_token
     out.mkdir(parents=True, exist_ok=True)
     qs = [QuantRecipe.parse(x.strip()).name for x in quants.split(",") if x.strip()]
     qpoints = []

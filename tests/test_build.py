@@ -58,12 +58,12 @@ def test_build_tiny_meets_measured_budget_and_matches_validate(tiny_dir, shared_
         assert (out / name).is_file(), name
     assert _png_size(out / "tradeoff.png")[0] > 400
     # a separate `validate` of the shipped file gives the same perplexity on the same windows
-    from adaprune_edge.build.stages import BuildContext, report_windows
+    from adaprune_edge.build.context import BuildContext
     from adaprune_edge.build.pipeline import BuildSpec, RunDir
     from adaprune_edge.evaluate.validation import validate
 
     spec = BuildSpec.from_dict(json.loads((out / "state.json").read_text())["spec"])
-    windows = report_windows(BuildContext(spec, RunDir(out), None)).numpy()
+    windows = BuildContext(spec, RunDir(out), None).report_windows().numpy()
     again = validate(out / "model-Q8_0.gguf", windows)
     assert again.ppl == pytest.approx(rep["pruned"]["ppl"], rel=1e-4)
     # nothing is redone on --resume of a finished build; a second build without --resume/--force refuses

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from adaprune_edge import profiles
-from adaprune_edge.build import quant_stages as build_quant
+from adaprune_edge.device import Device
+from adaprune_edge.build import plan_stages
 from adaprune_edge.build import quant_options
 from adaprune_edge.errors import ConfigError
 from adaprune_edge.exporters import gguf, quantize
@@ -121,7 +121,7 @@ def _tiny() -> Structure:
 
 
 def test_a_budget_a_lower_bit_quant_meets_needs_no_pruning_and_a_tighter_one_does():
-    prof = profiles.load_profile("raspberry-pi-5")  # bandwidth-bound: bytes decide
+    prof = Device.resolve("raspberry-pi-5")  # bandwidth-bound (predict backend): bytes decide
     base = _tiny()
     names = quant_options.recipes(None, imatrix=False)
     by = {o.recipe: o for o in quant_options.options(base, prof, names, None, 0.6)}
@@ -146,21 +146,21 @@ def _opt(recipe, r_min, ppl):
 def test_decide_ships_quant_only_unless_the_pruned_estimate_beats_it(monkeypatch):
     opts = [_opt("Q4_0", 0.0, 20.0), _opt("Q4_0:out=Q5_0", 0.0, 21.0), _opt("Q8_0", 0.2, 18.0)]
     est = {"value": 22.0}
-    monkeypatch.setattr(build_quant, "pruned_estimate",
+    monkeypatch.setattr(plan_stages, "pruned_estimate",
                         lambda ctx, o, f16: {"recipe": o.recipe, "r_min": o.r_min, "estimated_ppl": est["value"]})
-    d = build_quant.decide(None, opts, 18.0)
+    d = plan_stages.decide(None, opts, 18.0)
     assert d["mode"] == "quant-only" and d["quant"] == "Q4_0" and "quantization alone" in d["reason"]
     est["value"] = 19.0
-    d = build_quant.decide(None, opts, 18.0)
+    d = plan_stages.decide(None, opts, 18.0)
     assert d["mode"] == "prune" and d["quant"] == "Q8_0"
     tried = []
-    monkeypatch.setattr(build_quant, "pruned_estimate", lambda ctx, o, f16: tried.append(o.recipe) or
+    monkeypatch.setattr(plan_stages, "pruned_estimate", lambda ctx, o, f16: tried.append(o.recipe) or
                         {"recipe": o.recipe, "r_min": o.r_min, "estimated_ppl": 30.0})
-    d = build_quant.decide(None, [_opt("Q4_0", 0.0, 20.0), _opt("Q2_K", 0.1, 25.0)], 18.0)
+    d = plan_stages.decide(None, [_opt("Q4_0", 0.0, 20.0), _opt("Q2_K", 0.1, 25.0)], 18.0)
     assert d["mode"] == "quant-only" and tried == []  # a recipe worse than quant-only before pruning is not tried
-    monkeypatch.setattr(build_quant, "pruned_estimate",
+    monkeypatch.setattr(plan_stages, "pruned_estimate",
                         lambda ctx, o, f16: {"recipe": o.recipe, "r_min": o.r_min, "estimated_ppl": 19.0})
-    d = build_quant.decide(None, [_opt("Q8_0", 0.2, 18.0)], 18.0)  # nothing meets the budget alone
+    d = plan_stages.decide(None, [_opt("Q8_0", 0.2, 18.0)], 18.0)  # nothing meets the budget alone
     assert d["mode"] == "prune" and "no quant recipe meets the budget alone" in d["reason"]
 
 

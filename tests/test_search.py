@@ -9,7 +9,9 @@ from adaprune_edge import profiles
 from adaprune_edge.latency.budget import solve
 from adaprune_edge.latency.roofline import predict
 from adaprune_edge.search.evaluators import LocalEvaluator
-from adaprune_edge.search.run import SearchContext, SearchSpec, run_search
+from adaprune_edge.search.spec import SearchSpec
+from adaprune_edge.search.objective import SearchContext
+from adaprune_edge.search.run import run_search
 from adaprune_edge.search.space import SpaceBounds
 from adaprune_edge.structure import Structure
 from adaprune_edge.search.trials import TrialStore
@@ -35,7 +37,7 @@ def _spec(tiny_dir, text, n_trials=6, **kw):
     r_min = solve(base, profile, "Q8_0", decode_ms=budget).ratio
     bounds = SpaceBounds(r_min=min(r_min, 0.3), r_max=0.6, min_samples=2, max_samples=8, min_seq_len=16,
                          max_seq_len=64, max_protect_first=1, max_protect_last=1)
-    return SearchSpec(model=str(tiny_dir), profile=profile.to_dict(), quant="Q8_0", bounds=bounds.to_dict(),
+    return SearchSpec(model=str(tiny_dir), profile=profile, quant="Q8_0", bounds=bounds,
                       calib=(str(text),), val_windows=2, val_seq_len=64, budget_ms=budget, n_trials=n_trials,
                       seed=3, **kw)
 

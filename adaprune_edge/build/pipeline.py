@@ -14,6 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from adaprune_edge.build import export_stage, plan_stages, prune_stages, report, validate_stage
+from adaprune_edge.build.context import BuildContext
+from adaprune_edge.build.results import RESULT_TYPES
+from adaprune_edge.device import Device
 from adaprune_edge.errors import ConfigError, OutputExistsError
 from adaprune_edge.runs import write_json
 
@@ -138,24 +142,28 @@ def planned_outputs(spec: BuildSpec, quant: str) -> list[str]:
 
 
 def run_build(spec: BuildSpec, out: Path, *, resume: bool = False, force: bool = False,
-              hooks: Hooks | None = None) -> dict[str, Any]:
-    """Run every unfinished stage; returns the final report dict."""
-    from adaprune_edge.build import stages as st
-
+              hooks: Hooks | None = None, device: Device | None = None) -> dict[str, Any]:
+    """Run every unfinished stage; returns the final report dict. device: the resolved spec.device (the
+    CLI resolves it once; resolved here when not given)."""
     hooks = hooks or Hooks()
     run = RunDir(out)
     state = run.open(spec, resume, force)
-    ctx = st.BuildContext(spec, run, hooks)
+    ctx = BuildContext(spec, run, hooks, device)
     for name in STAGES:
         if name in state["done"]:
             hooks.stage(name, "done earlier")
-            ctx.results[name] = state["done"][name]
+            ctx.results[name] = RESULT_TYPES[name].from_dict(state["done"][name])
             continue
         hooks.stage(name, "running")
         t0 = time.perf_counter()
-        result = getattr(st, f"stage_{name}")(ctx)
-        result["seconds"] = round(time.perf_counter() - t0, 1)
+        result = STAGE_FUNCTIONS[name](ctx).timed(time.perf_counter() - t0)
         ctx.results[name] = result
-        run.finish(state, name, result)
-        hooks.stage(name, f"finished in {result['seconds']:.0f} s")
-    return ctx.results["report"]["report"]
+        run.finish(state, name, result.to_dict())
+        hooks.stage(name, f"finished in {result.seconds:.0f} s")
+    return ctx.results["report"].report
+
+
+STAGE_FUNCTIONS: dict[str, Callable[[BuildContext], Any]] = {
+    "candidates": plan_stages.stage_candidates, "plan": plan_stages.stage_plan,
+    "search": prune_stages.stage_search, "prune": prune_stages.stage_prune, "export": export_stage.stage_export,
+    "validate": validate_stage.stage_validate, "report": report.stage_report}

@@ -19,9 +19,8 @@ import torch
 
 from adaprune_edge.latency import budget
 from adaprune_edge.errors import LatencyError
-from adaprune_edge.latency.backends import LatencyReport
+from adaprune_edge.device import Device
 from adaprune_edge.quant import QuantRecipe, file_label
-from adaprune_edge.latency.roofline import predict
 from adaprune_edge.structure import Structure
 
 # CPU-sensible recipes, from large to small. The `fb=`/`out=` variants choose the fall-back of rows that
@@ -68,17 +67,17 @@ def recipes(forced: str | None, imatrix: bool) -> list[str]:
     return [QuantRecipe.parse(n).with_imatrix(imatrix).name for n in names]
 
 
-def options(base: Structure, profile: Any, names: Sequence[str], budget_ms: float | None, max_ratio: float,
-            measure: Callable[[Structure, str], LatencyReport] | None = None) -> list[QuantOption]:
-    """Latency and r_min of every recipe. With `measure`, the dense structure of every recipe is measured
-    once and the roofline is scaled by measured/predicted for that recipe (ggml's kernels differ by type
-    more than the bytes say on a compute-bound CPU)."""
-    out = []
+def options(base: Structure, device: Device, names: Sequence[str], budget_ms: float | None,
+            max_ratio: float, measure: bool = True) -> list[QuantOption]:
+    """Latency and r_min of every recipe. With `measure`, where the device's backend measures, the dense structure of every
+    recipe is measured once and the roofline is scaled by measured/predicted for that recipe (ggml's
+    kernels differ by type more than the bytes say on a compute-bound CPU)."""
+    profile, out = device.profile, []
     for name in names:
-        pred = predict(base, name, profile)
-        lat = measure(base, name) if measure else pred
+        pred = device.predict(base, name)
+        lat = device.latency_of(base, name) if measure else pred
         scale = lat.decode_ms_per_token / pred.decode_ms_per_token
-        floor = predict(budget.uniform(base, max_ratio, name), name, profile).decode_ms_per_token * scale
+        floor = device.predict(budget.uniform(base, max_ratio, name), name).decode_ms_per_token * scale
         out.append(QuantOption(name, round(lat.decode_ms_per_token, 4), lat.measured,
                                _r_min(base, profile, name, budget_ms, max_ratio, scale), base.gguf_bytes(name),
                                round(8 * base.gguf_bytes(name) / base.params(), 3), floor_ms=round(floor, 4)))

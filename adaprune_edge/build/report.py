@@ -6,7 +6,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from adaprune_edge.build import plots
+from adaprune_edge.build.prune_stages import nothing_pruned
+from adaprune_edge.build.results import Reported
 from adaprune_edge.runs import write_json, write_text
+from adaprune_edge.search.trials import TrialStore
 
 
 def _retention(pruned: float | None, dense: float | None, lower_is_better: bool = False) -> float | None:
@@ -16,46 +20,42 @@ def _retention(pruned: float | None, dense: float | None, lower_is_better: bool 
 
 
 def build_report(results: dict[str, Any], spec: Any) -> dict[str, Any]:
-    """Dense vs pruned on everything the stages measured (units in the key names)."""
-    from adaprune_edge.structure import Structure
-
-    plan, val, ex, pr = results["plan"], results["validate"], results["export"], results["prune"]
-    quant, q = ex["quant"], val["quant"]
-    if not ex.get("pruned", True):  # the dense model ships: nothing of the prune stage applies
-        pr = {"params_after": plan["dense_params"], "decoder_params_after": plan["dense_decoder_params"],
-              "decoder_ratio": 0.0, "total_ratio": 0.0}
-    base = Structure.from_dict(plan["base_structure"])
-    lat, dense_lat = val["latency"], plan["dense_latency"]
+    """Dense vs shipped on everything the stages measured (units in the key names); `results` holds the
+    results.* dataclass of every stage."""
+    plan, val, ex, pr, search = (results[k] for k in ("plan", "validate", "export", "prune", "search"))
+    q, lat, dense_lat = val.quant, val.latency, plan.dense_latency
+    if not ex.pruned:  # the dense model ships: nothing of the prune stage applies
+        pr = nothing_pruned(plan)
     rows = {
-        "params": (plan["dense_params"], pr["params_after"]),
-        "decoder_params": (plan["dense_decoder_params"], pr["decoder_params_after"]),
-        "file_bytes": (base.gguf_bytes(quant), ex["quant_report"]["file_bytes"]),
-        "decode_ms_per_token": (dense_lat["decode_ms_per_token"], lat["decode_ms_per_token"]),
-        "prefill_tps": (dense_lat["prefill_tps"], lat["prefill_tps"]),
+        "params": (plan.dense_params, pr.params_after),
+        "decoder_params": (plan.dense_decoder_params, pr.decoder_params_after),
+        "file_bytes": (plan.base_structure.gguf_bytes(ex.quant), ex.quant_report["file_bytes"]),
+        "decode_ms_per_token": (dense_lat.decode_ms_per_token, lat.decode_ms_per_token),
+        "prefill_tps": (dense_lat.prefill_tps, lat.prefill_tps),
         "ppl": (q["reference_ppl"], q["ppl"]),
     }
-    acc = {t: (r["dense"]["acc"], r["pruned"]["acc"]) for t, r in val.get("zero_shot", {}).items() if "dense" in r}
+    acc = {t: (r["dense"]["acc"], r["pruned"]["acc"]) for t, r in val.zero_shot.items() if "dense" in r}
     return {
-        "device": plan["device"], "quant": quant, "model": spec.model, "budget_ms_per_token": plan["budget_ms"],
-        "latency_source": "measured" if lat.get("measured") else "predicted",
-        "latency_backend": lat.get("backend"), "budget_met": val["budget_met"], "budget_reason": val["budget_reason"],
-        "r_min": plan["r_min"], "decoder_ratio": pr["decoder_ratio"], "total_ratio": pr["total_ratio"],
-        "structure": ex["structure"], "arch": ex["arch"], "gguf": ex["gguf"],
-        "recipe": results["search"]["best"]["values"] if ex.get("pruned", True) and "best" in results["search"] else None,
-        "mode": "pruned" if ex.get("pruned", True) else "quant-only",
-        "decision": ex.get("replaced_pruned") or plan.get("reason"), "quant_only": val.get("quant_only", {}),
-        "quant_options": results.get("candidates", {}).get("options", []),
-        "trials": results["search"]["n_trials"], "feasible_trials": results["search"]["feasible"],
+        "device": plan.device, "quant": ex.quant, "model": spec.model, "budget_ms_per_token": plan.budget_ms,
+        "latency_source": "measured" if lat.measured else "predicted",
+        "latency_backend": lat.backend, "budget_met": val.budget_met, "budget_reason": val.budget_reason,
+        "r_min": plan.r_min, "decoder_ratio": pr.decoder_ratio, "total_ratio": pr.total_ratio,
+        "structure": ex.structure.to_dict(), "arch": ex.arch, "gguf": ex.gguf,
+        "recipe": search.best.values if ex.pruned and search.best else None,
+        "mode": "pruned" if ex.pruned else "quant-only",
+        "decision": ex.replaced_pruned or plan.reason, "quant_only": val.quant_only,
+        "quant_options": [o.to_dict() for o in results["candidates"].options],
+        "trials": search.n_trials, "feasible_trials": search.feasible,
         "dense": {k: v[0] for k, v in rows.items()}, "pruned": {k: v[1] for k, v in rows.items()},
         "kl_vs_dense": q["kl_mean"], "top1_vs_dense": q["top1"],
         "accuracy": {t: {"dense": d, "pruned": p, "retention_pct": _retention(p, d)} for t, (d, p) in acc.items()},
         "ppl_retention_pct": _retention(q["ppl"], q["reference_ppl"], lower_is_better=True),
-        "parity_gate": {"f16_gguf_ppl": val["f16"]["ppl"], "torch_ppl": val["f16"]["torch_ppl"],
-                        "rel_diff": val["f16"]["ppl_rel_diff_vs_torch"], "passed": val["f16"]["passed"]},
-        "generation": q["generation"], "ram_bytes": val["ram_bytes"], "runtime_ram": val.get("runtime_ram", {}),
+        "parity_gate": {"f16_gguf_ppl": val.f16["ppl"], "torch_ppl": val.f16["torch_ppl"],
+                        "rel_diff": val.f16["ppl_rel_diff_vs_torch"], "passed": val.f16["passed"]},
+        "generation": q["generation"], "ram_bytes": val.ram_bytes, "runtime_ram": val.runtime_ram,
         "build_peak_rss_bytes": _build_peak_rss(), "eval_windows": q["windows"], "eval_seq_len": q["seq_len"],
-        "data_sets": results["search"].get("data_sets", {}), "general_text": val.get("general_text", {}),
-        "stage_seconds": {k: v.get("seconds") for k, v in results.items() if isinstance(v, dict)},
+        "data_sets": search.data_sets, "general_text": val.general_text,
+        "stage_seconds": {k: v.seconds for k, v in results.items()},
     }
 
 
@@ -137,9 +137,6 @@ def markdown(rep: dict[str, Any]) -> str:
 
 def tradeoff_from_trials(path: Path, results: dict[str, Any], rep: dict[str, Any]) -> Path:
     """Every trial (predicted ms vs held-out PPL), dense and the shipped model, budget line."""
-    from adaprune_edge.build import plots
-    from adaprune_edge.search.trials import TrialStore
-
     folder = Path(path).parent / "search"
     recs = [r for r in TrialStore(folder).records() if r.feasible] if folder.is_dir() else []
     series = [{"label": "search trials within budget (predicted ms, search PPL)", "ms": [r.decode_ms for r in recs],
@@ -148,15 +145,15 @@ def tradeoff_from_trials(path: Path, results: dict[str, Any], rep: dict[str, Any
     if opts:  # dense quant recipes: llama.cpp PPL on the objective windows
         series.append({"label": "dense quant recipes (objective PPL)", "ms": [o["decode_ms"] for o in opts],
                        "quality": [o["ppl"] for o in opts], "style": "s"})
-    best = results["search"].get("best")
-    what = f"best trial ratio {best['values']['ratio']:.2f}" if best and rep["mode"] == "pruned" else "quantization only"
+    best = results["search"].best
+    what = f"best trial ratio {best.values['ratio']:.2f}" if best and rep["mode"] == "pruned" else "quantization only"
     # every point on the objective windows (the report set is not plotted: it must stay unseen by choices)
-    ex, cand = results["export"], results.get("candidates", {})
-    shipped = ex.get("objective_ppl") or next((o["ppl"] for o in opts if o["recipe"] == rep["quant"]), None)
+    ex, cand = results["export"], results["candidates"]
+    shipped = ex.objective_ppl or next((o["ppl"] for o in opts if o["recipe"] == rep["quant"]), None)
     chosen = {"ms": rep["pruned"]["decode_ms_per_token"], "quality": shipped,
               "label": f"shipped {rep['quant']} ({rep['latency_source']})"} if shipped else None
-    dense = {"ms": rep["dense"]["decode_ms_per_token"], "quality": cand["dense_f16_ppl"],
-             "label": "dense F16 (at the shipped recipe's latency)"} if cand.get("dense_f16_ppl") else None
+    dense = {"ms": rep["dense"]["decode_ms_per_token"], "quality": cand.dense_f16_ppl,
+             "label": "dense F16 (at the shipped recipe's latency)"} if cand.dense_f16_ppl else None
     return plots.tradeoff_png(path, series, budget_ms=rep["budget_ms_per_token"], chosen=chosen, dense=dense,
                               title=f"{rep['model']} on {rep['device']}: {what} (objective-window PPL)")
 
@@ -165,3 +162,10 @@ def write_all(rep: dict[str, Any], run_dir: Path, results: dict[str, Any]) -> No
     write_json(run_dir / "report.json", rep)
     write_text(run_dir / "report.md", markdown(rep))
     tradeoff_from_trials(run_dir / "tradeoff.png", results, rep)
+
+
+def stage_report(ctx: Any) -> Reported:
+    """report.json, report.md and tradeoff.png from the other stages' results."""
+    rep = build_report(ctx.results, ctx.spec)
+    write_all(rep, ctx.run.path, ctx.results)
+    return Reported(rep)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from adaprune_edge.errors import ConfigError
+from adaprune_edge.structure import Structure
 
 
 @dataclass(frozen=True)
@@ -23,14 +24,14 @@ class TradeoffPoint:
     ppl: float
     latency_ms: dict[str, float]
     measured: dict[str, bool]
-    structure: dict[str, Any]
+    structure: Structure
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)}, "structure": self.structure.to_dict()}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TradeoffPoint":
-        return cls(**d)
+        return cls(**{**d, "structure": Structure.from_dict(d["structure"])})
 
 
 def parse_ratios(text: str) -> list[float]:
@@ -43,20 +44,14 @@ def parse_ratios(text: str) -> list[float]:
     return ratios
 
 
-def device_latency(structure: Any, quant: str, profile: Any, measure: bool) -> tuple[float, bool]:
-    """(decode ms/token, measured?) of a structure on a device."""
-    from adaprune_edge.latency.backends import BenchSettings
-    from adaprune_edge.latency.roofline import predict
-    from adaprune_edge.latency.shape import structure_latency
-
-    if measure and profile.backend != "predict":
-        rep = structure_latency(structure, quant, BenchSettings.from_profile(profile), profile.name)
-        return rep.decode_ms_per_token, True
-    return predict(structure, quant, profile).decode_ms_per_token, False
+def device_latency(structure: Any, quant: str, device: Any, measure: bool) -> tuple[float, bool]:
+    """(decode ms/token, measured?) of a structure on a device.Device (measured only where its backend can)."""
+    rep = device.latency_of(structure, quant) if measure else device.predict(structure, quant)
+    return rep.decode_ms_per_token, rep.measured
 
 
 def sweep(model: Any, calib: Any, windows: Any, base_config: Any, ratios: Sequence[float], quant: str,
-          device_profiles: Sequence[Any], measure: bool = True,
+          devices: Sequence[Any], measure: bool = True,
           progress: Callable[[int, int], None] | None = None) -> list[TradeoffPoint]:
     """Prune `model` with `base_config` at every ratio and score each point (shared importance cache)."""
     from adaprune_edge.prune.importance import ImportanceCache
@@ -72,10 +67,10 @@ def sweep(model: Any, calib: Any, windows: Any, base_config: Any, ratios: Sequen
             res = prune(model, calib, dataclasses.replace(base_config, ratio=r), cache=cache)
             pruned, st, dr = res.model, res.structure, res.decoder_ratio
         ppl = perplexity(pruned, windows)
-        lat = {p.name: device_latency(st, quant, p, measure) for p in device_profiles}
+        lat = {p.name: device_latency(st, quant, p, measure) for p in devices}
         points.append(TradeoffPoint(r, dr, st.params(), ppl if math.isfinite(ppl) else float("inf"),
                                     {k: v[0] for k, v in lat.items()}, {k: v[1] for k, v in lat.items()},
-                                    st.to_dict()))
+                                    st))
         if progress:
             progress(i + 1, len(ratios))
     return points
@@ -87,7 +82,7 @@ def chosen_point(points: Sequence[TradeoffPoint], device: str, budget_ms: float 
     return min(ok, key=lambda p: p.ppl) if ok else None
 
 
-def quant_points(model: Any, tokenizer_meta: Any, windows: Any, recipes: Sequence[str], device_profiles: Sequence[Any],
+def quant_points(model: Any, tokenizer_meta: Any, windows: Any, recipes: Sequence[str], devices: Sequence[Any],
                  folder: Any, measure: bool = True) -> list[dict[str, Any]]:
     """The dense model quantized with every recipe (llama.cpp; files are temporary): llama.cpp perplexity
     on the same windows and decode ms/token per device, as JSON-safe dicts."""
@@ -105,7 +100,7 @@ def quant_points(model: Any, tokenizer_meta: Any, windows: Any, recipes: Sequenc
         for name in recipes:
             path = Path(tmp) / "q.gguf"
             quantize.quantize(f16, path, name)
-            lat = {p.name: device_latency(st, name, p, measure) for p in device_profiles}
+            lat = {p.name: device_latency(st, name, p, measure) for p in devices}
             out.append({"recipe": name, "ppl": gguf_ppl(path, windows.numpy()), "file_bytes": path.stat().st_size,
                         "latency_ms": {k: v[0] for k, v in lat.items()}, "measured": {k: v[1] for k, v in lat.items()}})
     return out

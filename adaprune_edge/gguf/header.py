@@ -8,32 +8,18 @@ from __future__ import annotations
 
 import mmap
 import struct
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+from gguf import GGMLQuantizationType
 
 from adaprune_edge.errors import ExportError
+from adaprune_edge.gguf.tensor import GGUFTensor
 
 # GGUF value type id -> struct format of one scalar (8 = string, 9 = array)
 _SCALAR = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
 _NP = {0: "<u1", 1: "<i1", 2: "<u2", 3: "<i2", 4: "<u4", 5: "<i4", 6: "<f4", 7: "<u1", 10: "<u8", 11: "<i8", 12: "<f8"}
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    """One tensor: name, ggml shape (row length first), type, data bytes."""
-
-    name: str
-    shape: tuple[int, ...]
-    qtype: GGMLQuantizationType
-
-    @property
-    def n_bytes(self) -> int:
-        block, size = GGML_QUANT_SIZES[self.qtype]
-        return int(np.prod(self.shape)) // block * size
 
 
 class _Cursor:
@@ -77,7 +63,7 @@ def _check_complete(file_bytes: int, data_start: int, data_end: int) -> None:
         raise ValueError(f"truncated: {file_bytes:,} bytes, its tensors need {data_start + data_end:,}")
 
 
-def read_header(path: str | Path) -> tuple[dict[str, Any], list[TensorInfo]]:
+def read_header(path: str | Path) -> tuple[dict[str, Any], list[GGUFTensor]]:
     """(metadata, tensors) of a GGUF; string arrays (vocabulary, merges) are None."""
     if not Path(path).is_file():
         raise ExportError(f"GGUF file {path} not found")
@@ -97,7 +83,7 @@ def read_header(path: str | Path) -> tuple[dict[str, Any], list[TensorInfo]]:
                 name = c.string()
                 dims = tuple(c.take("<Q") for _ in range(c.take("<I")))
                 qtype = GGMLQuantizationType(c.take("<I"))
-                info = TensorInfo(name, dims, qtype)
+                info = GGUFTensor(name, tuple(reversed(dims)), qtype)
                 data_end = max(data_end, c.take("<Q") + info.n_bytes)  # offset is relative to the data section
                 tensors.append(info)
             _check_complete(len(mm), _data_start(c.pos, meta), data_end)

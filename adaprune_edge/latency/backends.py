@@ -22,7 +22,33 @@ from adaprune_edge.registry import Registry
 
 # modules whose import registers a backend (lazy, so `predict` never imports llama_cpp)
 _BACKEND_MODULES = {"local": "adaprune_edge.latency.local", "ssh": "adaprune_edge.latency.ssh", "predict": "adaprune_edge.latency.roofline"}
-BACKENDS: Registry[Callable[[Path, "BenchSettings"], "LatencyReport"]] = Registry("latency backend")
+BACKENDS: Registry["Backend"] = Registry("latency backend")
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A latency backend. measure(path, settings): figures for a GGUF file. measures: False for a
+    prediction from shapes (no file runs). on_this_host: llama.cpp runs on this machine, so the profile's
+    thread count applies here too. key_fields(settings): what else a cached figure depends on.
+    requires: profile fields the backend cannot work without."""
+
+    name: str
+    measure: Callable[[Path, "BenchSettings"], "LatencyReport"]
+    measures: bool
+    on_this_host: bool
+    key_fields: Callable[["BenchSettings"], list] = lambda s: []
+    requires: tuple[str, ...] = ()
+
+
+def register_backend(name: str, *, measures: bool, on_this_host: bool,
+                     key_fields: Callable[["BenchSettings"], list] = lambda s: [],
+                     requires: tuple[str, ...] = ()) -> Callable:
+    """Decorator: register a measure function as backend `name`."""
+    def deco(fn: Callable[[Path, "BenchSettings"], "LatencyReport"]) -> Callable:
+        BACKENDS.register(name)(Backend(name, fn, measures, on_this_host, key_fields, requires))
+        return fn
+
+    return deco
 
 
 @dataclass(frozen=True)
@@ -49,12 +75,7 @@ class BenchSettings:
 
     def key(self) -> str:
         """What a measurement depends on (cache key part): backend, threads, token counts, remote binary."""
-        fields = [self.backend, self.threads, self.n_prompt, self.n_gen]
-        if self.backend == "ssh":
-            fields += [self.ssh_host, self.llama_bench]
-        if self.backend == "predict":
-            fields += [self.mem_bandwidth_gbs, self.compute_gflops, self.overhead_ms_per_layer, self.overhead_ms_per_token]
-            fields += [self.decode_gflops] if self.decode_gflops else []
+        fields = [self.backend, self.threads, self.n_prompt, self.n_gen] + get_backend(self.backend).key_fields(self)
         return hashlib.sha256(json.dumps(fields).encode()).hexdigest()[:12]
 
     def to_dict(self) -> dict[str, Any]:
@@ -130,8 +151,8 @@ def backend_names() -> list[str]:
     return sorted(_BACKEND_MODULES)
 
 
-def get_backend(name: str) -> Callable[[Path, BenchSettings], LatencyReport]:
-    """The measure function of backend `name` (imports its module on first use)."""
+def get_backend(name: str) -> Backend:
+    """Backend `name` (imports its module on first use)."""
     if name in _BACKEND_MODULES and name not in BACKENDS:
         importlib.import_module(_BACKEND_MODULES[name])
     if name not in _BACKEND_MODULES:
@@ -151,4 +172,4 @@ def measure(gguf_path: str | Path, settings: BenchSettings) -> LatencyReport:
     read_header(path)  # ~0.1 s: a cut-off or corrupt file is named here, not as "llama.cpp cannot load"
     if settings.repetitions < 1 or settings.n_prompt < 1 or settings.n_gen < 1:
         raise LatencyError("n_prompt, n_gen and repetitions must be at least 1")
-    return get_backend(settings.backend)(path, settings)
+    return get_backend(settings.backend).measure(path, settings)

@@ -20,7 +20,7 @@ from typing import Any
 
 from adaprune_edge.latency import llama_bench
 from adaprune_edge.errors import LatencyError
-from adaprune_edge.latency.backends import BACKENDS, BenchSettings, LatencyReport
+from adaprune_edge.latency.backends import BenchSettings, LatencyReport, register_backend
 
 
 def _tokens(n: int, n_vocab: int) -> list[int]:
@@ -98,7 +98,7 @@ def _via_python(path: Path, s: BenchSettings) -> LatencyReport:
                                       peak_rss_bytes=int(data["peak_rss_bytes"]), tool="llama-cpp-python")
 
 
-@BACKENDS.register("local")
+@register_backend("local", measures=True, on_this_host=True)
 def measure_local(path: Path, settings: BenchSettings) -> LatencyReport:
     """Measure on this machine: `llama-bench -o json` if it is on PATH, else llama-cpp-python in a child."""
     binary = shutil.which(settings.llama_bench)

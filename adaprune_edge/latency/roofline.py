@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from adaprune_edge.errors import LatencyError
-from adaprune_edge.latency.backends import BACKENDS, BenchSettings, LatencyReport
+from adaprune_edge.latency.backends import BenchSettings, LatencyReport, register_backend
 from adaprune_edge.structure import Structure
 
 KV_BYTES_PER_ELEM = 2  # llama.cpp's default F16 KV cache
@@ -108,18 +108,24 @@ def workload_from_gguf(path: Path) -> Workload:
     if "token_embd.weight" not in t:
         raise LatencyError(f"{path}: no token_embd.weight tensor; not a llama-family GGUF")
     embd = t["token_embd.weight"]
-    row = embd.n_bytes // embd.shape[-1]
+    row = embd.n_bytes // embd.rows
     weights = sum(x.n_bytes for n, x in t.items() if n != "token_embd.weight")
     decode = weights + row + (0 if "output.weight" in t else embd.n_bytes)  # tied: the output reads it all
     blocks = sorted({int(n.split(".")[1]) for n in t if n.startswith("blk.")})
-    kv = sum(2 * t[f"blk.{i}.attn_k.weight"].shape[-1] * KV_BYTES_PER_ELEM for i in blocks)
-    attn = sum(4 * t[f"blk.{i}.attn_q.weight"].shape[-1] for i in blocks)
+    kv = sum(2 * t[f"blk.{i}.attn_k.weight"].rows * KV_BYTES_PER_ELEM for i in blocks)
+    attn = sum(4 * t[f"blk.{i}.attn_q.weight"].rows for i in blocks)
     params = sum(int(np.prod(x.shape)) for n, x in t.items() if n.startswith("blk.") and len(x.shape) == 2)
     output = int(np.prod(t.get("output.weight", embd).shape))
     return Workload(decode, len(blocks), kv, 2 * params, attn, 2 * (params + output))
 
 
-@BACKENDS.register("predict")
+def _constants(s: BenchSettings) -> list:
+    """The roofline constants a prediction depends on (cache key part)."""
+    return ([s.mem_bandwidth_gbs, s.compute_gflops, s.overhead_ms_per_layer, s.overhead_ms_per_token]
+            + ([s.decode_gflops] if s.decode_gflops else []))
+
+
+@register_backend("predict", measures=False, on_this_host=False, key_fields=_constants)
 def measure_predict(path: Path, settings: BenchSettings) -> LatencyReport:
     """Roofline prediction for a GGUF file with the settings' constants."""
     return Roofline.from_settings(settings).report(workload_from_gguf(path), settings)

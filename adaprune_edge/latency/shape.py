@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from adaprune_edge.latency.backends import BenchSettings, LatencyReport, measure
+from adaprune_edge.latency.backends import BenchSettings, LatencyReport, get_backend, measure
 from adaprune_edge.latency.cache import LatencyCache, cache_key
 from adaprune_edge.errors import LatencyError
 from adaprune_edge.structure import LayerShape, Structure
@@ -24,7 +24,7 @@ def structure_latency(structure: Structure, quant: str, settings: BenchSettings,
                       use_cache: bool = True, tokenizer_source: str | Path | None = None) -> LatencyReport:
     """Latency of `structure` at `quant` with `settings.backend`: `predict` from the shape alone, else a
     measurement on a shape-only GGUF, looked up in / stored to the device's table unless use_cache=False."""
-    if settings.backend == "predict":
+    if not get_backend(settings.backend).measures:
         from adaprune_edge.latency.roofline import Roofline, Workload
 
         return Roofline.from_settings(settings).report(Workload.from_structure(structure, quant), settings)
@@ -46,7 +46,7 @@ def _content_key(path: Path) -> str:
 def file_latency(path: Path, quant_label: str, settings: BenchSettings, device: str,
                  use_cache: bool = True) -> LatencyReport:
     """Latency of an existing GGUF file, cached under a key of its content (size + first MiB)."""
-    if settings.backend == "predict" or not Path(path).is_file():
+    if not get_backend(settings.backend).measures or not Path(path).is_file():
         return measure(path, settings)  # (raises LatencyError for a missing file)
     cache = LatencyCache(device)
     key = cache_key(f"file-{_content_key(Path(path))}", quant_label, settings)
@@ -77,7 +77,7 @@ def structure_of_gguf(path: str | Path) -> Structure:
         kv = _per_layer(meta, f"{arch}.attention.head_count_kv", n)
         ff = _per_layer(meta, f"{arch}.feed_forward_length", n)
         names = {t.name: t.shape for t in tensors}
-        vocab = int(names["token_embd.weight"][-1])
+        vocab = int(names["token_embd.weight"][0])
     except (KeyError, ValueError, TypeError, AdapruneError) as e:
         raise LatencyError(f"{path}: cannot read a llama-family shape from this GGUF ({e})") from None
     head_dim = int(meta.get(f"{arch}.attention.key_length") or hidden // max(heads))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from adaprune_edge.latency import llama_bench
 from adaprune_edge.errors import LatencyError
-from adaprune_edge.latency.backends import BACKENDS, BenchSettings, LatencyReport
+from adaprune_edge.latency.backends import BenchSettings, LatencyReport, register_backend
 
 _HOST = re.compile(r"^(?:[A-Za-z0-9._-]+@)?[A-Za-z0-9][A-Za-z0-9._-]*(?::(\d{1,5}))?$")
 REMOTE_TMP = "/tmp/adaprune-edge.XXXXXX"
@@ -76,7 +76,8 @@ def _bench(target: SshTarget, remote_gguf: str, s: BenchSettings) -> LatencyRepo
     return llama_bench.parse(proc.stdout, "ssh", s)
 
 
-@BACKENDS.register("ssh")
+@register_backend("ssh", measures=True, on_this_host=False, key_fields=lambda s: [s.ssh_host, s.llama_bench],
+                  requires=("ssh_host",))
 def measure_ssh(path: Path, settings: BenchSettings) -> LatencyReport:
     """Copy `path` to settings.ssh_host, run llama-bench there, delete the copy (also on failure)."""
     target = SshTarget.parse(settings.ssh_host, settings.ssh_config, settings.connect_timeout_s)

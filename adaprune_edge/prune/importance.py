@@ -126,7 +126,7 @@ METRICS.register("wanda")(_Elementwise(_wanda, needs_act=True))
 METRICS.register("fluctuation")(_Elementwise(_fluctuation, needs_act=True))
 METRICS.register("taylor")(_FromGradients("taylor"))
 METRICS.register("taylor2")(_FromGradients("taylor2"))
-METRICS.register("random")(_Random())
+METRICS.register("random", baseline=True)(_Random())
 
 
 # -- aggregations over a unit's components: input [n_components, n_units] -> [n_units] --------------

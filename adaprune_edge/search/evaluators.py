@@ -9,7 +9,8 @@ from typing import Any
 
 import torch
 
-from adaprune_edge.search.run import PENALTY, SearchContext, SearchSpec
+from adaprune_edge.search.spec import PENALTY, SearchSpec
+from adaprune_edge.search.objective import SearchContext
 from adaprune_edge.search.trials import TrialRecord
 
 

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from adaprune_edge.latency import budget
 from adaprune_edge.errors import ConfigError
-from adaprune_edge.latency.backends import BenchSettings, LatencyReport
-from adaprune_edge.profiles import DeviceProfile
-from adaprune_edge.latency.roofline import predict
+from adaprune_edge.device import Device
+from adaprune_edge.latency.backends import LatencyReport
 from adaprune_edge.search.space import SpaceBounds
 from adaprune_edge.structure import Structure
 
@@ -38,16 +37,6 @@ class SearchPlan:
                 "r_min": self.r_min, "latency_scale": self.latency_scale, "bounds": self.bounds.to_dict()}
 
 
-def measurer(profile: DeviceProfile, quant: str, use_cache: bool = True) -> Callable[[Structure], LatencyReport] | None:
-    """Latency of a structure measured with the profile's backend (shape-only GGUF), or None for `predict`."""
-    if profile.backend == "predict":
-        return None
-    from adaprune_edge.latency.shape import structure_latency
-
-    settings = BenchSettings.from_profile(profile)
-    return lambda st: structure_latency(st, quant, settings, profile.name, use_cache=use_cache)
-
-
 def decoder_ratio(base: Structure, st: Structure) -> float:
     return 1.0 - st.decoder_params() / base.decoder_params()
 
@@ -59,14 +48,15 @@ MEASURE_MARGIN = 0.05  # where latency is measured, r_min is solved for budget x
 RATIO_WINDOW = 0.12  # search the ratio in [r_min, r_min + window]: quality only falls as the ratio rises
 
 
-def make_plan(base: Structure, profile: DeviceProfile, quant: str, budget_ms: float | None = None,
+def make_plan(base: Structure, device: Device, quant: str, budget_ms: float | None = None,
               max_ratio: float = 0.6, confirm: bool = True, **bounds: Any) -> SearchPlan:
     """Solve r_min for the budget and build the search bounds [r_min, min(max_ratio, r_min + 0.12)]
     (decoder share). Above r_min the ratio only buys slack for non-uniform structures whose latency
     differs from the uniform one's, so the window stays narrow."""
     if budget_ms is not None and budget_ms <= 0:
         raise ConfigError(f"--budget-ms must be positive, got {budget_ms}")
-    measure = measurer(profile, quant) if confirm else None
+    profile = device.profile
+    measure = device.measurer(quant) if confirm else None
     limit = budget_ms if budget_ms is not None else profile.budget.decode_ms_per_token
     target = limit * (1 - MEASURE_MARGIN) if measure is not None and limit is not None else budget_ms
     sol = budget.solve(base, profile, quant, "uniform", max_ratio=0.9, decode_ms=target, measure=measure)
@@ -76,7 +66,7 @@ def make_plan(base: Structure, profile: DeviceProfile, quant: str, budget_ms: fl
     if r_min >= max_ratio:
         raise ConfigError(f"the budget needs at least {r_min:.1%} of the decoder pruned, above --max-ratio "
                           f"{max_ratio:.0%}: raise --max-ratio or relax the budget")
-    return SearchPlan(profile.name, quant, limit, predict(base, quant, profile), sol, r_min, scale,
+    return SearchPlan(profile.name, quant, limit, device.predict(base, quant), sol, r_min, scale,
                       SpaceBounds(r_min=round(r_min, 4), r_max=round(min(max_ratio, r_min + RATIO_WINDOW), 4), **bounds))
 
 

@@ -12,14 +12,13 @@ from typing import Any
 
 from ConfigSpace import Categorical, ConfigurationSpace, Constant, EqualsCondition, Float, Integer
 
+from adaprune_edge.data.calibration import STRATEGIES
 from adaprune_edge.errors import ConfigError
+from adaprune_edge.prune.allocation import ALLOCATIONS
 from adaprune_edge.prune.engine import PruneConfig
+from adaprune_edge.prune.importance import AGGREGATIONS, METRICS
 
-METRICS = ("l1", "l2", "taylor", "taylor2", "wanda", "fluctuation")
-AGGREGATIONS = ("sum", "mean", "max", "prod", "last")
-ALLOCATIONS = ("uniform", "global", "owl")
-SAMPLINGS = ("random", "length_stratified", "hard", "diverse")
-HEAD_UNITS = ("query", "group", "none")
+HEAD_UNITS = ("query", "group", "none")  # PruneConfig.head_unit
 
 
 @dataclass(frozen=True)
@@ -56,7 +55,7 @@ def build_space(bounds: SpaceBounds, seed: int = 0) -> ConfigurationSpace:
     """The ConfigurationSpace for `bounds` (deterministic for `seed`)."""
     bounds.check()
     cs = ConfigurationSpace(seed=seed)
-    alloc = Categorical("allocation", ALLOCATIONS, default="global")
+    alloc = Categorical("allocation", ALLOCATIONS.searchable(), default="global")
     owl = Float("owl_lambda", (0.02, 0.2), default=0.08)
     depth = Categorical("depth", ("off", "on"), default="off")
     share = Float("depth_share", (0.05, bounds.max_depth_share), default=0.25)
@@ -64,11 +63,11 @@ def build_space(bounds: SpaceBounds, seed: int = 0) -> ConfigurationSpace:
     damp = Float("recon_damp", (0.03, 3.0), log=True, default=0.3)
     cs.add([
         Float("ratio", (bounds.r_min, bounds.r_max), default=bounds.r_min),
-        Categorical("metric", METRICS, default="taylor"),
-        Categorical("aggregation", AGGREGATIONS, default="sum"),
+        Categorical("metric", METRICS.searchable(), default="taylor"),
+        Categorical("aggregation", AGGREGATIONS.searchable(), default="sum"),
         alloc, owl, depth, share,
         Categorical("head_unit", HEAD_UNITS, default="none"),
-        Categorical("sampling", SAMPLINGS, default="random"),
+        Categorical("sampling", STRATEGIES.searchable(), default="random"),
         _int("n_samples", bounds.min_samples, bounds.max_samples, 32),
         _int("seq_len", bounds.min_seq_len, bounds.max_seq_len, 256),
         Integer("protect_first", (0, bounds.max_protect_first), default=0),

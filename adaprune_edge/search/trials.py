@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from adaprune_edge.structure import Structure
 from adaprune_edge.errors import ConfigError, OutputExistsError
 from adaprune_edge.runs import write_json, atomic_path
 
@@ -39,7 +40,7 @@ class TrialRecord:
     decode_ms: float
     prefill_tps: float
     budget_reason: str
-    structure: dict[str, Any]
+    structure: Structure
     prune_config: dict[str, Any]
     fidelity: int
     seconds: float
@@ -50,11 +51,15 @@ class TrialRecord:
         return self.status == "ok"
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d["structure"] = self.structure.to_dict()
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrialRecord":
-        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls)})
+        kw = {f.name: d[f.name] for f in dataclasses.fields(cls)}
+        kw["structure"] = Structure.from_dict(kw["structure"])
+        return cls(**kw)
 
     def summary(self) -> str:
         v = self.values

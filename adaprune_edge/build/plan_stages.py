@@ -13,9 +13,18 @@ import math
 from pathlib import Path
 from typing import Any
 
+from adaprune_edge import imatrix
 from adaprune_edge.build import quant_options
-from adaprune_edge.errors import LatencyError
+from adaprune_edge.build.context import BuildContext
 from adaprune_edge.build.quant_options import QuantOption
+from adaprune_edge.build.results import Candidates, Plan
+from adaprune_edge.errors import LatencyError
+from adaprune_edge.exporters import gguf, vocab
+from adaprune_edge.imatrix import Imatrix
+from adaprune_edge.search.plan import make_plan
+from adaprune_edge.search.run import warm_start_configs
+from adaprune_edge.search.space import build_space, plain
+from adaprune_edge.structure import Structure
 
 SCORE_QUANT_ONLY = 6  # quant-only recipes scored (most bytes first; bytes alone do not rank quality:
 # on SmolLM2 Q4_0 with an imatrix (90.1 MB) and Q4_K_M:fb=IQ4_NL:out=Q5_0 (82.5 MB) are close)
@@ -25,13 +34,6 @@ TRY_PRUNED = 1  # of those, how many get a warm-start pruning trial in `plan` (~
 PRIOR_NATS_PER_RATIO = 2.0  # ranking prior only: log-PPL cost of pruning a unit share of the decoder
 
 
-def _measure(ctx: Any) -> Any:
-    from adaprune_edge.latency.shape import structure_latency
-
-    if ctx.profile.backend == "predict":
-        return None
-    return lambda st, recipe: structure_latency(st, recipe, ctx.settings, ctx.profile.name)
-
 
 def _worth_scoring(opts: list[QuantOption]) -> set[str]:
     only = sorted((o for o in opts if o.quant_only), key=lambda o: -o.file_bytes)[:SCORE_QUANT_ONLY]
@@ -40,13 +42,11 @@ def _worth_scoring(opts: list[QuantOption]) -> set[str]:
     return {o.recipe for o in only + four[:SCORE_PRUNABLE]}
 
 
-def stage_candidates(ctx: Any) -> dict[str, Any]:
+def stage_candidates(ctx: BuildContext) -> Candidates:
     """Latency and r_min of every quant recipe; dense F16 + imatrix; llama.cpp PPL of the promising ones."""
-    from adaprune_edge.structure import Structure
-
     base = Structure.from_model(ctx.dense.model)
     names = quant_options.recipes(ctx.spec.quant, ctx.spec.imatrix)
-    opts = quant_options.options(base, ctx.profile, names, ctx.spec.budget_ms, ctx.spec.max_ratio, _measure(ctx))
+    opts = quant_options.options(base, ctx.device, names, ctx.spec.budget_ms, ctx.spec.max_ratio)
     if all(o.r_min is None for o in opts):
         raise LatencyError(quant_options.unreachable_message(opts, ctx.spec.max_ratio))
     f16 = dense_f16(ctx)
@@ -55,17 +55,12 @@ def stage_candidates(ctx: Any) -> dict[str, Any]:
     keep = _worth_scoring(opts)
     opts = quant_options.score(opts, f16, ctx.run.path, windows, im, lambda o: o.recipe in keep,
                                progress=lambda r: ctx.hooks.progress("candidates", 1, 0, f"scoring {r}"))
-    return {"options": [o.to_dict() for o in opts], "dense_f16": str(f16),
-            "dense_f16_ppl": round(quant_options.gguf_ppl(f16, windows), 4),
-            "imatrix": str(ctx.run.file("imatrix.gguf")) if im is not None else None,
-            "base_structure": base.to_dict(), "objective_windows": list(windows.shape)}
+    return Candidates(tuple(opts), str(f16), round(quant_options.gguf_ppl(f16, windows), 4),
+                      str(ctx.run.file("imatrix.gguf")) if im is not None else None, base, tuple(windows.shape))
 
 
-def dense_f16(ctx: Any) -> Path:
+def dense_f16(ctx: BuildContext) -> Path:
     """The dense model as an F16 GGUF in the run directory (the quantizer's input)."""
-    from adaprune_edge.exporters import gguf, vocab
-    from adaprune_edge.structure import Structure
-
     path = ctx.run.file("dense-F16.gguf")
     if not path.is_file():
         meta = vocab.for_model(ctx.dense, Structure.from_model(ctx.dense.model).vocab)
@@ -74,9 +69,7 @@ def dense_f16(ctx: Any) -> Path:
     return path
 
 
-def dense_imatrix(ctx: Any) -> Any:
-    from adaprune_edge.imatrix import Imatrix
-
+def dense_imatrix(ctx: BuildContext) -> Imatrix:
     path = ctx.run.file("imatrix.gguf")
     if path.is_file():
         return Imatrix.load(path)
@@ -85,10 +78,8 @@ def dense_imatrix(ctx: Any) -> Any:
     return im
 
 
-def collect_imatrix(ctx: Any, model: Any) -> Any:
+def collect_imatrix(ctx: BuildContext, model: Any) -> Imatrix:
     """Importance matrix of `model` on the calibration pool (never the objective or report windows)."""
-    from adaprune_edge import imatrix
-
     pool = ctx.calibration_pool()
     wins = pool.windows[pool.sample(min(IMATRIX_WINDOWS, len(pool)), "random", ctx.spec.seed)]
     return imatrix.collect(model, wins, tuple(pool.sources),
@@ -100,23 +91,19 @@ def _prior(o: QuantOption) -> float:
     return math.log(o.ppl) + PRIOR_NATS_PER_RATIO * (o.r_min or 0.0)
 
 
-def pruned_estimate(ctx: Any, o: QuantOption, f16_ppl: float) -> dict[str, Any]:
+def pruned_estimate(ctx: BuildContext, o: QuantOption, f16_ppl: float) -> dict[str, Any]:
     """The warm-start recipe (taylor/uniform + least-squares reconstruction) at r_min for recipe o:
     torch perplexity on the objective windows x o's measured quantization factor."""
-    from adaprune_edge.search.run import SearchContext, warm_start_configs
-    from adaprune_edge.search.space import SpaceBounds, build_space, plain
-
-    spec = ctx.search_spec_for(o.recipe, {"r_min": o.r_min, "r_max": o.r_min})
-    sctx = SearchContext(spec, ctx.dense)
-    bounds = SpaceBounds.from_dict(spec.bounds)
-    values = plain(warm_start_configs(build_space(bounds, ctx.spec.seed), bounds)[-1])
+    spec = ctx.search_spec_for(o.recipe, o.r_min, o.r_min)
+    sctx = ctx.data_context().derive(spec)  # the same data: calibration is not tokenized twice
+    values = plain(warm_start_configs(build_space(spec.bounds, ctx.spec.seed), spec.bounds)[-1])
     rec = sctx.evaluate(0, values)
     est = rec.ppl * o.ppl / f16_ppl if rec.feasible and rec.ppl else math.inf
     return {"recipe": o.recipe, "r_min": o.r_min, "torch_ppl": rec.ppl, "quant_factor": o.ppl / f16_ppl,
             "estimated_ppl": est, "feasible": rec.feasible, "reason": rec.budget_reason}
 
 
-def decide(ctx: Any, opts: list[QuantOption], f16_ppl: float) -> dict[str, Any]:
+def decide(ctx: BuildContext, opts: list[QuantOption], f16_ppl: float) -> dict[str, Any]:
     """mode 'quant-only' (ship the best dense quantized file) or 'prune' (search at the chosen recipe)."""
     best = quant_options.best_quant_only(opts)
     # pruning only adds loss to a recipe's dense quantized model, so a recipe whose dense file already
@@ -140,21 +127,20 @@ def decide(ctx: Any, opts: list[QuantOption], f16_ppl: float) -> dict[str, Any]:
     return {"mode": "prune", "quant": pruned["recipe"], "reason": why, "pruned_estimates": tried}
 
 
-def stage_plan(ctx: Any) -> dict[str, Any]:
-    """Decide quant-only vs prune; for prune, solve r_min at the chosen recipe and the search bounds."""
-    from adaprune_edge.search.plan import make_plan
-    from adaprune_edge.structure import Structure
-
-    cand = ctx.results["candidates"]
-    opts = [QuantOption.from_dict(d) for d in cand["options"]]
-    choice = decide(ctx, opts, cand["dense_f16_ppl"])
-    base = Structure.from_dict(cand["base_structure"])
-    out: dict[str, Any] = {**choice, "device": ctx.profile.name, "profile": ctx.profile.to_dict(),
-                           "base_structure": base.to_dict(), "dense_params": base.params(),
-                           "dense_decoder_params": base.decoder_params(), "model_info": ctx.dense.info.to_dict()}
-    budget_ms = ctx.spec.budget_ms if ctx.spec.budget_ms is not None else ctx.profile.budget.decode_ms_per_token
+def stage_plan(ctx: BuildContext) -> Plan:
+    """Decide quant-only vs prune; for prune, solve r_min at the chosen recipe and the search bounds; the
+    dense model's latency at the chosen recipe."""
+    cand: Candidates = ctx.results["candidates"]
+    choice = decide(ctx, list(cand.options), cand.dense_f16_ppl)
+    base = cand.base_structure
+    common = dict(mode=choice["mode"], quant=choice["quant"], reason=choice["reason"],
+                  pruned_estimates=tuple(choice["pruned_estimates"]), device=ctx.device.name, profile=ctx.profile,
+                  base_structure=base, dense_params=base.params(), dense_decoder_params=base.decoder_params(),
+                  model_info=ctx.dense.info.to_dict(), dense_latency=ctx.device.latency_of(base, choice["quant"]))
     if choice["mode"] == "quant-only":
-        return {**out, "budget_ms": budget_ms, "r_min": 0.0, "latency_scale": 1.0, "bounds": None}
-    plan = make_plan(base, ctx.profile, choice["quant"], ctx.spec.budget_ms, ctx.spec.max_ratio,
+        limit = ctx.spec.budget_ms if ctx.spec.budget_ms is not None else ctx.profile.budget.decode_ms_per_token
+        return Plan(**common, budget_ms=limit, r_min=0.0, latency_scale=1.0, bounds=None)
+    plan = make_plan(base, ctx.device, choice["quant"], ctx.spec.budget_ms, ctx.spec.max_ratio,
                      max_samples=ctx.spec.max_samples, max_seq_len=ctx.spec.max_seq_len)
-    return {**plan.to_dict(), **out}
+    return Plan(**common, budget_ms=plan.budget_ms, r_min=plan.r_min, latency_scale=plan.latency_scale,
+                bounds=plan.bounds, solution=plan.solution.to_dict())

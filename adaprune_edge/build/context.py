@@ -1,0 +1,114 @@
+"""BuildContext: what the stages of one `build` share — the spec, the run directory, the device, the
+typed results of finished stages, and the expensive objects loaded once (dense model, search data)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from adaprune_edge import models
+from adaprune_edge.build.results import Plan
+from adaprune_edge.device import Device
+from adaprune_edge.quant import QuantRecipe
+from adaprune_edge.search.objective import SearchContext
+from adaprune_edge.search.space import SpaceBounds
+from adaprune_edge.search.spec import SearchSpec
+
+
+@dataclass
+class BuildContext:
+    """spec: pipeline.BuildSpec; run: pipeline.RunDir; hooks: pipeline.Hooks; results: stage name →
+    results.* dataclass of every finished stage."""
+
+    spec: Any
+    run: Any
+    hooks: Any
+    device: Device | None = None
+    results: dict[str, Any] = field(default_factory=dict)
+    _cache: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.device is None:
+            self.device = Device.resolve(self.spec.device)
+
+    @property
+    def profile(self) -> Any:
+        return self.device.profile
+
+    @property
+    def plan(self) -> Plan:
+        return self.results["plan"]
+
+    @property
+    def quant(self) -> str:
+        """The shipped quant recipe: the plan's choice once made, else --quant or the profile's."""
+        if "plan" in self.results:
+            return self.plan.quant
+        return QuantRecipe.parse(self.spec.quant or self.profile.quant).name
+
+    @property
+    def dense(self) -> Any:
+        return self.memo("dense", lambda: models.load(self.spec.model))
+
+    def memo(self, key: str, make: Callable[[], Any]) -> Any:
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
+    def quant_only(self) -> bool:
+        """True when the shipped model is the dense one (the plan said so, or export replaced the pruned file)."""
+        ex = self.results.get("export")
+        return self.plan.mode == "quant-only" or (ex is not None and not ex.pruned)
+
+    def search_spec_for(self, quant: str, r_min: float, r_max: float, latency_scale: float = 1.0) -> SearchSpec:
+        """The search's spec at `quant` with the ratio in [r_min, r_max] (at least 0.01 wide)."""
+        s = self.spec
+        bounds = SpaceBounds(r_min=r_min, r_max=max(r_max, r_min + 0.01), max_samples=s.max_samples,
+                             max_seq_len=s.max_seq_len)
+        return SearchSpec(model=s.model, profile=self.profile, quant=quant, bounds=bounds, calib=s.calib, val=s.val,
+                          val_windows=s.val_windows, val_seq_len=s.val_seq_len, report_windows=s.report_windows,
+                          objective=s.objective, budget_ms=s.budget_ms, latency_scale=latency_scale,
+                          measure_trials=False,  # screened by the calibrated roofline; the incumbent is measured
+                          n_trials=s.trials, workers=s.workers, seed=s.seed)
+
+    def search_spec(self) -> SearchSpec:
+        p = self.plan  # a quant-only plan has no bounds: its context serves only data
+        if p.bounds is None:
+            return self.search_spec_for(self.quant, 0.0, 0.1)
+        return SearchSpec.from_plan(p, self.profile, self.spec.model, **_options(self.search_spec_for(p.quant, 0, 0)))
+
+    def _step(self, d: int, t: int, note: str) -> None:
+        self.hooks.progress("calibration", d, t, note)
+
+    def search_context(self) -> SearchContext:
+        """The search's context; derived from the data context where one exists (no second tokenization)."""
+        def make() -> SearchContext:
+            data = self._cache.get("data_ctx")
+            spec = self.search_spec()
+            return data.derive(spec) if data is not None else SearchContext(spec, self.dense, progress=self._step)
+
+        return self.memo("search_ctx", make)
+
+    def data_context(self) -> SearchContext:
+        """A search context before the plan exists: only its data (calibration pool, objective windows)."""
+        if "plan" in self.results:
+            return self.search_context()
+        spec = self.search_spec_for(self.quant, 0.0, 0.1)
+        return self.memo("data_ctx", lambda: SearchContext(spec, self.dense, progress=self._step))
+
+    def objective_windows(self) -> Any:
+        """The search objective's token windows [n, seq_len] (disjoint from calibration and the report)."""
+        return self.data_context().val
+
+    def report_windows(self) -> Any:
+        """The report set: held-out windows after the objective's, never seen by calibration or the search."""
+        return self.data_context().report_windows
+
+    def calibration_pool(self) -> Any:
+        return self.data_context().pools[0]
+
+
+def _options(spec: SearchSpec) -> dict[str, Any]:
+    """The spec's fields that do not come from a plan."""
+    skip = {"model", "profile", "quant", "bounds", "latency_scale"}
+    return {k: getattr(spec, k) for k in spec.__dataclass_fields__ if k not in skip}

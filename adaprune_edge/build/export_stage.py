@@ -1,0 +1,76 @@
+"""The `export` stage of `build`: F16 GGUF (llama or deci) → llama.cpp quantization with the plan's
+recipe and an importance matrix of the shipped model → Ollama Modelfile.
+
+The guarantee: a pruned file that the best quant-only file beats on the objective windows is not
+shipped; the quant-only file is (never worse than plain quantization)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from adaprune_edge.build.context import BuildContext
+from adaprune_edge.build.plan_stages import collect_imatrix
+from adaprune_edge.build.quant_options import best_quant_only, dense_file, gguf_ppl
+from adaprune_edge.build.results import Exported
+from adaprune_edge.exporters import gguf, modelfile, quantize, vocab
+from adaprune_edge.prune.slicing import load_pruned
+from adaprune_edge.quant import QuantRecipe, file_label
+from adaprune_edge.runs import write_text
+from adaprune_edge.structure import Structure
+
+
+def stage_export(ctx: BuildContext) -> Exported:
+    meta = vocab.for_model(ctx.dense, ctx.dense.info.vocab)
+    out = export_dense(ctx) if ctx.quant_only() else export_pruned(ctx, meta)
+    write_text(ctx.run.file("Modelfile"), modelfile.render(Path(out.gguf), meta.chat_template))
+    return out
+
+
+def shipped_name(recipe: str) -> str:
+    """model-Q4_K_M.gguf, model-Q4_K_M_fb-IQ4_NL.gguf (whether an imatrix was used is in report.json)."""
+    return f"model-{file_label(QuantRecipe.parse(recipe).with_imatrix(False).name)}.gguf"
+
+
+def pruned_model(ctx: BuildContext) -> Any:
+    """The shipped torch model: the pruned one, or the dense one when quantization alone ships."""
+    if ctx.quant_only():
+        return ctx.dense.model
+    return ctx.memo("pruned", lambda: load_pruned(ctx.run.file("pruned"))[0])
+
+
+def export_dense(ctx: BuildContext, why: str | None = None) -> Exported:
+    """Ship the dense model quantized with the plan's quant-only recipe (already written by `candidates`),
+    or with the best quant-only recipe when `why` says the pruned file lost."""
+    cand = ctx.results["candidates"]
+    recipe = ctx.quant if why is None else best_quant_only(list(cand.options)).recipe
+    st = cand.base_structure
+    f16, qpath = ctx.run.file("model-F16.gguf"), ctx.run.file(shipped_name(recipe))
+    shutil.copyfile(cand.dense_f16, f16)
+    shutil.copyfile(dense_file(ctx.run.path, recipe), qpath)
+    return Exported(arch="llama", f16=str(f16), f16_bytes=f16.stat().st_size, gguf=str(qpath), quant=recipe,
+                    pruned=False, replaced_pruned=why, quant_report=quantize.report(qpath, st, recipe).to_dict(),
+                    structure=st)
+
+
+def export_pruned(ctx: BuildContext, meta: Any) -> Exported:
+    model = pruned_model(ctx)
+    st = Structure.from_model(model)
+    f16, qpath = ctx.run.file("model-F16.gguf"), ctx.run.file(shipped_name(ctx.quant))
+    name = f"{Path(ctx.spec.model).stem}-adaprune-{ctx.device.name}"
+    res = gguf.write_model(model, f16, meta, quant="F16", name=name, source_model=ctx.spec.model,
+                           recipe=ctx.results["prune"].config,
+                           progress=lambda n, d, t: ctx.hooks.progress("export", d, t, n))
+    im = collect_imatrix(ctx, model) if QuantRecipe.parse(ctx.quant).imatrix else None
+    quantize.quantize(f16, qpath, ctx.quant, threads=ctx.device.local_threads, imatrix=im)
+    # the guarantee: measured on the objective windows, plain quantization must not win
+    ppl = gguf_ppl(qpath, ctx.objective_windows().numpy())
+    best = best_quant_only(list(ctx.results["candidates"].options))
+    if best is not None and ppl > best.ppl:
+        qpath.unlink()
+        return export_dense(ctx, f"the pruned {ctx.quant} file (objective PPL {ppl:.2f}) lost to "
+                                 f"quantization alone ({best.recipe}, {best.ppl:.2f})")
+    return Exported(arch=res.arch, f16=str(f16), f16_bytes=f16.stat().st_size, gguf=str(qpath), quant=ctx.quant,
+                    pruned=True, objective_ppl=ppl, quant_report=quantize.report(qpath, st, ctx.quant).to_dict(),
+                    structure=st)

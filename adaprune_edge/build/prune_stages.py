@@ -1,0 +1,83 @@
+"""The `search` and `prune` stages of `build`: SMAC over pruning recipes at the plan's quant recipe
+(resumable trial by trial), then the full model pruned with the confirmed best trial's recipe. Both are
+skipped when the plan ships the dense model quantized."""
+
+from __future__ import annotations
+
+import shutil
+
+from adaprune_edge.build.context import BuildContext
+from adaprune_edge.build.results import Plan, Pruned, SearchDone
+from adaprune_edge.errors import LatencyError
+from adaprune_edge.latency import budget
+from adaprune_edge.prune.engine import PruneConfig, prune
+from adaprune_edge.prune.slicing import save_pruned
+from adaprune_edge.search.cluster import dask_client
+from adaprune_edge.search.evaluators import DaskEvaluator, LocalEvaluator
+from adaprune_edge.search.run import run_search
+from adaprune_edge.search.space import to_prune_config
+from adaprune_edge.search.trials import TrialRecord
+
+CONFIRM_AT_MOST = 5  # trials re-measured (best first) before the search is declared a miss
+
+
+def stage_search(ctx: BuildContext) -> SearchDone:
+    """SMAC search in run/search (resumable trial by trial); skipped when quantization alone wins."""
+    data_sets = ctx.search_context().data_sets()  # also generates builtin:self once, before any dask worker
+    if ctx.quant_only():
+        return SearchDone(n_trials=0, feasible=0, data_sets=data_sets, skipped=ctx.plan.reason)
+    spec, folder = ctx.search_spec(), ctx.run.file("search")
+    resume = (folder / "search.json").exists()
+    if ctx.spec.workers > 1 or ctx.spec.scheduler:
+        with dask_client(ctx.spec.workers, ctx.spec.scheduler) as client:
+            out = run_search(spec, folder, resume=resume, evaluator=DaskEvaluator(spec, client), on_trial=ctx.hooks.trial)
+    else:
+        ev = LocalEvaluator(spec, ctx.search_context())
+        out = run_search(spec, folder, resume=resume, evaluator=ev, on_trial=ctx.hooks.trial)
+    best, checked = confirmed_best(ctx, out.records)
+    shutil.copyfile(folder / "trials.csv", ctx.run.file("trials.csv"))
+    return SearchDone(n_trials=len(out.records), feasible=sum(r.feasible for r in out.records), data_sets=data_sets,
+                      best=best, confirmations=tuple(checked), pareto=tuple(r.index for r in out.pareto))
+
+
+def confirmed_best(ctx: BuildContext, records: list[TrialRecord]) -> tuple[TrialRecord, list[dict]]:
+    """The lowest-cost trial whose structure also meets the budget when measured with the device's
+    backend (trials are screened with the roofline; the incumbent is always re-measured)."""
+    checked: list[dict] = []
+    for rec in sorted((r for r in records if r.feasible), key=lambda r: r.cost):
+        st = rec.structure
+        lat = ctx.device.latency_of(st, ctx.quant)
+        ok, why = budget.budget_ok(st, ctx.profile, ctx.quant, lat, ctx.spec.budget_ms)
+        checked.append({"trial": rec.index, "decode_ms": lat.decode_ms_per_token, "measured": lat.measured, "ok": ok})
+        if ok:
+            return rec, checked
+        if len(checked) >= CONFIRM_AT_MOST:
+            break
+    raise LatencyError(f"none of {len(records)} trials met the budget when measured ({checked[-1] if checked else 'no feasible trial'}); "
+                       "raise --trials or --max-ratio")
+
+
+def stage_prune(ctx: BuildContext) -> Pruned:
+    """Prune the full model with the best trial's recipe (same calibration windows) and save it."""
+    if ctx.quant_only():
+        return nothing_pruned(ctx.plan)
+    best = ctx.results["search"].best
+    cfg, weights = to_prune_config(best.values, PruneConfig.from_dict(best.prune_config).align, ctx.spec.seed)
+    sctx = ctx.search_context()
+    res = prune(ctx.dense.model, sctx.calibration(cfg, weights), cfg, cache=sctx.cache,
+                progress=lambda d, t: ctx.hooks.progress("prune", d, t, "calibration batches"))
+    tmp, final = ctx.run.file(".pruned.tmp"), ctx.run.file("pruned")
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_pruned(res.model, ctx.dense.tokenizer, tmp, recipe={"config": cfg.to_dict(), "search_values": best.values,
+                                                              "source_model": ctx.spec.model})
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    ctx._cache["pruned"] = res.model
+    return Pruned.from_dict({**res.to_dict(), "matches_search_trial": res.structure == best.structure})
+
+
+def nothing_pruned(plan: Plan) -> Pruned:
+    """The prune stage's result when the plan ships the dense model."""
+    return Pruned(structure=plan.base_structure, params_before=plan.dense_params, params_after=plan.dense_params,
+                  decoder_params_after=plan.dense_decoder_params, decoder_ratio=0.0, total_ratio=0.0,
+                  decoder_params_before=plan.dense_decoder_params, skipped=plan.reason)

@@ -1,0 +1,140 @@
+"""The search objective: one trial = prune a copy in memory with the trial's recipe, check the budget on
+its actual Structure, score validation loss (or KL to the dense model) on the objective windows."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+from typing import Any
+
+import torch
+
+from adaprune_edge.device import Device
+from adaprune_edge.search.space import to_prune_config
+from adaprune_edge.search.spec import PENALTY, SearchSpec
+from adaprune_edge.search.trials import TrialRecord
+
+
+DATA_FIELDS = ("model", "calib", "val", "holdout", "val_windows", "val_seq_len", "report_windows")
+
+
+class SearchContext:
+    """In-memory objects of one search process: dense model, calibration pools, validation windows,
+    dense reference log-probs (for KL), importance cache, device profile."""
+
+    def __init__(self, spec: SearchSpec, loaded: Any | None = None, progress: Any = None) -> None:
+        from adaprune_edge import models
+        from adaprune_edge.prune.importance import ImportanceCache
+
+        self.spec = spec
+        self.loaded = loaded or models.load(spec.model)
+        self.model = self.loaded.model
+        self.profile = spec.profile
+        self.device = Device.of(spec.profile)
+        self.cache = ImportanceCache()
+        self.bounds = spec.bounds
+        self.progress = progress  # (done, total, note) while builtin:self generates (first time per model)
+        self.pools, self.val = self._data()
+        self._ref: dict[int, torch.Tensor] = {}
+
+    def derive(self, spec: SearchSpec) -> "SearchContext":
+        """A context for another spec over the same data (quant, ratio bounds, objective may differ): shares
+        the model, calibration pools, objective/report windows and importance cache, so nothing is
+        tokenized or generated again."""
+        mine, theirs = self.spec, spec
+        same = [getattr(mine, f) == getattr(theirs, f) for f in DATA_FIELDS]
+        if not all(same) or mine.bounds.max_seq_len != theirs.bounds.max_seq_len:
+            raise ValueError("derive() needs the same data fields: " + ", ".join(DATA_FIELDS))
+        other = copy.copy(self)
+        other.spec, other.bounds, other.profile = spec, spec.bounds, spec.profile
+        other.device = Device.of(spec.profile)
+        other._ref = self._ref if spec.objective == mine.objective else {}
+        return other
+
+    def _data(self) -> tuple[list[Any], torch.Tensor]:
+        """Calibration pools and objective windows; the report's windows are kept aside (textsets.py)."""
+        from adaprune_edge.data import textsets
+        from adaprune_edge.data.calibration import CalibrationPool
+
+        tok, s, kw = self.loaded.tokenizer, self.spec, {"loaded": self.loaded, "progress": self.progress}
+        need = (s.val_windows + s.report_windows) * s.val_seq_len
+        self.split = textsets.plan_split(s.calib, s.val, s.holdout, tok, need, **kw)
+        pools = [CalibrationPool.from_sources([src], tok, self.bounds.max_seq_len, rng, **kw) for src, rng in self.split.calib]
+        val, self.report_windows = textsets.heldout_windows(self.split, tok, s.val_seq_len, s.val_windows,
+                                                            s.report_windows, **kw)
+        return pools, val
+
+    def data_sets(self) -> dict[str, Any]:
+        """The three disjoint sets (source, part, windows, tokens) for report.json."""
+        from adaprune_edge.data import textsets
+
+        return textsets.describe(self.split, sum(len(p) for p in self.pools), self.bounds.max_seq_len, self.val,
+                                 self.report_windows)
+
+    def calibration(self, cfg: Any, weights: list[float]) -> Any:
+        """The calibration input of prune(): the pool itself, or a weighted mix of windows."""
+        if len(self.pools) == 1:
+            return self.pools[0]
+        parts = []
+        for i, (pool, w) in enumerate(zip(self.pools, weights)):
+            n = round(w * cfg.n_samples)
+            if n > 0:
+                p = pool.with_seq_len(cfg.seq_len)
+                parts.append(p.windows[p.sample(n, cfg.sampling, cfg.seed + i, self.model)])
+        return torch.cat(parts) if parts else self.pools[0]
+
+    def evaluate(self, index: int, values: dict[str, Any], fidelity: int | None = None) -> TrialRecord:
+        """Run one trial: prune a copy, check the budget, score on held-out windows."""
+        from adaprune_edge.latency.budget import budget_ok, ffn_align
+        from adaprune_edge.prune.engine import prune
+
+        t0 = time.perf_counter()
+        cfg, weights = to_prune_config(values, ffn_align(self.spec.quant), self.spec.seed)
+        res = prune(self.model, self.calibration(cfg, weights), cfg, cache=self.cache)
+        report = self._latency(res.structure)
+        if not report.measured and self.spec.latency_scale != 1.0:  # roofline calibrated to a measurement on this device
+            report = dataclasses.replace(report, decode_ms_per_token=report.decode_ms_per_token * self.spec.latency_scale,
+                                         prefill_tps=report.prefill_tps / self.spec.latency_scale)
+        ok, reason = budget_ok(res.structure, self.profile, self.spec.quant, report, self.spec.budget_ms)
+        n_val = min(fidelity or len(self.val), len(self.val))
+        loss = ppl = kl = None
+        if ok:
+            loss, kl = self._score(res.model, n_val)
+            ppl = math.exp(loss)
+        cost = (kl if self.spec.objective == "kl" else loss) if ok else PENALTY
+        return TrialRecord(index, values, "ok" if ok else "violates", float(cost), loss, ppl, kl,
+                           res.decoder_ratio, res.total_ratio, res.params_after, report.decode_ms_per_token,
+                           report.prefill_tps, reason, res.structure, cfg.to_dict(), n_val,
+                           time.perf_counter() - t0, res.cache_hit)
+
+    def _latency(self, structure: Any) -> Any:
+        """Measured with the device's backend when measure_trials (shape-only GGUF, cached per structure),
+        else predicted by the roofline."""
+        if self.spec.measure_trials:
+            return self.device.latency_of(structure, self.spec.quant)
+        return self.device.predict(structure, self.spec.quant)
+
+    @torch.no_grad()
+    def _score(self, model: Any, n_val: int) -> tuple[float, float | None]:
+        """Mean next-token NLL (nats) and, for the KL objective, mean KL(dense ‖ pruned) per token."""
+        nll_sum, kl_sum, count = 0.0, 0.0, 0
+        for i in range(n_val):
+            w = self.val[i: i + 1]
+            logp = torch.log_softmax(model(input_ids=w, use_cache=False).logits.float()[0, :-1], dim=-1)
+            nll_sum += -logp.gather(1, w[0, 1:, None]).sum().item()
+            count += w.shape[1] - 1
+            if self.spec.objective == "kl":
+                ref = self._reference(i)
+                kl_sum += (ref.exp() * (ref - logp)).sum().item()
+        return nll_sum / count, (kl_sum / count if self.spec.objective == "kl" else None)
+
+    def _reference(self, i: int) -> torch.Tensor:
+        """Dense log-probs of validation window i (kept in float16 to bound memory)."""
+        if i not in self._ref:
+            logits = self.model(input_ids=self.val[i: i + 1], use_cache=False).logits.float()[0, :-1]
+            self._ref[i] = torch.log_softmax(logits, dim=-1).half()
+        return self._ref[i].float()
+
+
