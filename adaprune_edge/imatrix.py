@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from adaprune_edge.errors import ConfigError, DataError
+from adaprune_edge.runs import atomic_path
 
 HF_TO_GGUF = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
               "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
@@ -61,8 +62,6 @@ class Imatrix:
     def save(self, path: str | Path) -> Path:
         """Write llama.cpp's GGUF imatrix format (atomic)."""
         import gguf
-
-        from adaprune_edge.runs import atomic_path
 
         with atomic_path(Path(path)) as tmp:
             w = gguf.GGUFWriter(str(tmp), arch="imatrix", use_temp_file=False)

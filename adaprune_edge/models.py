@@ -11,6 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from adaprune_edge.errors import ModelError
+from adaprune_edge.errors import ExportError
+from adaprune_edge.gguf.header import read_header
+from adaprune_edge.prune.slicing import load_pruned  # issue: pruning engine
+from adaprune_edge.structure import Structure
 
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 ALIASES = {"default": "smollm2-135m", "smollm2-135m": "smollm2-135m"}
@@ -115,8 +119,6 @@ def _check_architecture(config: Any, spec: str) -> None:
 def _gguf_architecture(path: Path) -> str:
     """general.architecture of a GGUF, after checking that the file holds all its tensor data (a truncated
     download otherwise fails deep inside transformers with a traceback)."""
-    from adaprune_edge.errors import ExportError
-    from adaprune_edge.gguf.header import read_header
 
     try:
         meta, _ = read_header(path)
@@ -229,7 +231,6 @@ def _load_hub(spec: ModelSpec) -> tuple[Any, Any]:
 
 def describe(model: Any) -> ModelInfo:
     """Architecture summary of a dense HF model (first layer's widths)."""
-    from adaprune_edge.structure import Structure
 
     cfg = model.config
     st = Structure.from_model(model)
@@ -255,7 +256,6 @@ def load(spec_str: str) -> LoadedModel:
     elif spec.kind == "hf_dir":
         model, tok = _load_local_hf_dir(spec.path)
     elif spec.kind == "pruned_dir":
-        from adaprune_edge.prune.slicing import load_pruned  # issue: pruning engine
 
         model, tok = load_pruned(spec.path)
     else:

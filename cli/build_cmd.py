@@ -9,7 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from adaprune_edge.cli.common import cli_errors, console
+from adaprune_edge.cli.common import cli_errors, console, recipe_names
 
 DEVICE_HELP = "Device profile: a shipped name (see `devices list`) or a path to a .yaml profile."
 
@@ -97,9 +97,7 @@ def build_cmd(
                      tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()), eval_limit=eval_limit,
                      max_ratio=max_ratio, max_samples=max_samples, max_seq_len=max_seq_len, imatrix=imatrix)
     if quant is not None:
-        from adaprune_edge.quant import QuantRecipe, check_installed
-
-        check_installed(QuantRecipe.parse(quant))
+        recipe_names(quant)
     out = out or Path("runs") / profile.name
     if dry_run:
         _dry_run(spec, dev, out)

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from adaprune_edge.errors import AdapruneError
+from adaprune_edge.quant import QuantRecipe, check_installed
 
 console = Console()
 err_console = Console(stderr=True)
@@ -55,3 +56,9 @@ def fail(message: str) -> None:
 
 def is_tty() -> bool:
     return sys.stderr.isatty()
+
+
+def recipe_names(text: str) -> list[str]:
+    """--quant / --quants values → canonical quant recipe names, each one checked against the installed
+    llama.cpp (ConfigError naming the types it has)."""
+    return [check_installed(QuantRecipe.parse(x.strip())).name for x in text.split(",") if x.strip()]

@@ -13,11 +13,10 @@ from rich.table import Table
 from adaprune_edge import models, profiles
 from adaprune_edge.latency import budget
 from adaprune_edge.latency import backends as latency
-from adaprune_edge.cli.common import cli_errors, console, err_console, fail, human_bytes
+from adaprune_edge.cli.common import cli_errors, console, err_console, fail, human_bytes, recipe_names
 from adaprune_edge.errors import ConfigError
 from adaprune_edge.device import Device
 from adaprune_edge.latency.backends import LatencyReport
-from adaprune_edge.quant import QuantRecipe
 from adaprune_edge.structure import Structure
 
 DEVICE_HELP = "Device profile: a shipped name (see `devices list`) or a path to your .yaml."
@@ -26,7 +25,7 @@ DEVICE_HELP = "Device profile: a shipped name (see `devices list`) or a path to 
 def _structure(spec: str) -> Structure:
     resolved = models.resolve(spec)
     if resolved.kind == "gguf":  # metadata only: no torch load
-        from adaprune_edge.latency.shape import structure_of_gguf
+        from adaprune_edge.gguf.structure import structure_of_gguf
 
         return structure_of_gguf(resolved.path)
     if resolved.kind == "pruned_dir":
@@ -34,10 +33,6 @@ def _structure(spec: str) -> Structure:
         return Structure.from_dict(meta["structure"])
     with console.status(f"reading the shape of {spec} ..."):
         return Structure.from_model(models.load(spec).model)
-
-
-def _check_quant(quant: str) -> str:
-    return QuantRecipe.parse(quant).name
 
 
 def _device(device: str, backend: Optional[str], ssh: Optional[str], ssh_config: Optional[str],
@@ -101,7 +96,7 @@ def bench_cmd(
             pred = predictor.measure_file(gguf, "file")
             title = f"{gguf.name} on {profile.name}"
         else:
-            q = _check_quant(quant or profile.quant)
+            q = recipe_names(quant or profile.quant)[0]
             st = _structure(model)
             main = dev.latency_of(st, q, not no_cache)
             pred = predictor.latency_of(st, q)
@@ -128,7 +123,7 @@ def fit_cmd(
     budget_ms = profiles.budget_override(budget_ms)
     dev = Device.resolve(device)
     profile = dev.profile
-    q = _check_quant(quant or profile.quant)
+    q = recipe_names(quant or profile.quant)[0]
     base = _structure(model)
     measure = dev.measurer(q) if confirm else None
     with console.status("solving (bisection on predicted latency, then a confirming measurement) ..."):
@@ -180,7 +175,7 @@ def profile_cmd(
     base_profile, s = dev.profile, dev.settings
     out = out or Path(f"{base_profile.name}.yaml")
     check_writable(out, force)
-    qs = [_check_quant(q.strip()) for q in quants.split(",") if q.strip()]
+    qs = recipe_names(quants)
     base = _structure(model)
     cand = profiling.probe_structures(base, qs[0], shapes)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),

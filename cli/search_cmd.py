@@ -9,7 +9,7 @@ import typer
 from rich.live import Live
 from rich.table import Table
 
-from adaprune_edge.cli.common import cli_errors, console
+from adaprune_edge.cli.common import cli_errors, console, recipe_names
 from adaprune_edge.cli.sampling_bar import sampling_bar
 from adaprune_edge.search.trials import TrialRecord
 
@@ -73,14 +73,12 @@ def search_cmd(
     from adaprune_edge.search.plan import make_plan
     from adaprune_edge.search.spec import SearchSpec
     from adaprune_edge.search.space import build_space
-    from adaprune_edge.quant import QuantRecipe
     from adaprune_edge.structure import Structure
 
     budget_ms = profiles.budget_override(budget_ms)
     dev = Device.resolve(device)
     profile = dev.profile
-    q = quant or profile.quant
-    q = QuantRecipe.parse(q).name
+    q = recipe_names(quant or profile.quant)[0]
     with console.status(f"loading {model} ..."):
         loaded = models.load(model)
     base = Structure.from_model(loaded.model)

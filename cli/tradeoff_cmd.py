@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from adaprune_edge.cli.common import cli_errors, console
+from adaprune_edge.cli.common import cli_errors, console, recipe_names
 from adaprune_edge.cli.sampling_bar import sampling_bar
 from adaprune_edge.runs import atomic_path, check_writable, write_json
 
@@ -42,7 +42,6 @@ def tradeoff_cmd(
     from adaprune_edge.build import tradeoff
     from adaprune_edge.latency.budget import ffn_align
     from adaprune_edge.data.calibration import BUILTIN_DEFAULT, CalibrationPool
-    from adaprune_edge.quant import QuantRecipe
 
     main = Device.resolve(device)
     profs = [main] + [Device.resolve(d.strip()) for d in (devices or "").split(",") if d.strip()]
@@ -66,7 +65,7 @@ def tradeoff_cmd(
                                 lambda d, t: progress.update(task, completed=d))
     budget = main.profile.budget.decode_ms_per_token
     out.mkdir(parents=True, exist_ok=True)
-    qs = [QuantRecipe.parse(x.strip()).name for x in quants.split(",") if x.strip()]
+    qs = recipe_names(quants)
     qpoints = []
     if qs:
         from adaprune_edge.exporters import vocab

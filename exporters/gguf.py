@@ -22,13 +22,20 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as QT, GGUFWriter
+from gguf import GGMLQuantizationType as QT, GGUFWriter
 
 from adaprune_edge import __version__
 from adaprune_edge.gguf import keys as gguf_keys
 from adaprune_edge.errors import ExportError
+from adaprune_edge.gguf.tensor import GGUFTensor
 from adaprune_edge.exporters.vocab import TokenizerMeta
 from adaprune_edge.structure import Structure
+from adaprune_edge import models
+from adaprune_edge.exporters import quantize
+from adaprune_edge.exporters import vocab
+from adaprune_edge.imatrix import flat_imatrix
+from adaprune_edge.quant import file_label
+from adaprune_edge.runs import atomic_path
 
 ARCH_UNIFORM, ARCH_PER_LAYER = "llama", "deci"
 FLOAT_TYPES = {"F16": QT.F16, "F32": QT.F32}
@@ -71,30 +78,13 @@ class HParams:
 
 
 @dataclass(frozen=True)
-class PlannedTensor:
-    """One tensor of the file: GGUF name, numpy shape (rows, cols), ggml type, data bytes."""
-
-    name: str
-    shape: tuple[int, ...]
-    qtype: QT
-
-    @property
-    def n_bytes(self) -> int:
-        block, size = GGML_QUANT_SIZES[self.qtype]
-        return int(np.prod(self.shape)) // block * size
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "shape": list(self.shape), "type": self.qtype.name, "bytes": self.n_bytes}
-
-
-@dataclass(frozen=True)
 class ExportPlan:
     """Everything that will be written: architecture, shape, hyper-parameters, tensors."""
 
     arch: str
     structure: Structure
     hparams: HParams
-    tensors: tuple[PlannedTensor, ...]
+    tensors: tuple[GGUFTensor, ...]
     biases: tuple[str, ...] = ()
 
     @property
@@ -132,20 +122,20 @@ def plan(structure: Structure, hparams: HParams, float_type: str = "F16", biases
     if float_type not in FLOAT_TYPES:
         raise ExportError(f"unknown float type {float_type!r}; known: {', '.join(FLOAT_TYPES)}")
     wtype, h, d = FLOAT_TYPES[float_type], structure.hidden, structure.head_dim
-    tensors = [PlannedTensor("token_embd.weight", (structure.vocab, h), wtype)]
+    tensors = [GGUFTensor("token_embd.weight", (structure.vocab, h), wtype)]
     for i, s in enumerate(structure.layers):
         rows = {"attn_q": s.n_head * d, "attn_k": s.n_head_kv * d, "attn_v": s.n_head_kv * d, "attn_output": h,
                 "ffn_gate": s.n_ff, "ffn_up": s.n_ff, "ffn_down": h}
         cols = {"attn_output": s.n_head * d, "ffn_down": s.n_ff}
-        tensors.append(PlannedTensor(f"blk.{i}.attn_norm.weight", (h,), QT.F32))
+        tensors.append(GGUFTensor(f"blk.{i}.attn_norm.weight", (h,), QT.F32))
         for name, r in rows.items():
-            tensors.append(PlannedTensor(f"blk.{i}.{name}.weight", (r, cols.get(name, h)), wtype))
+            tensors.append(GGUFTensor(f"blk.{i}.{name}.weight", (r, cols.get(name, h)), wtype))
             if f"blk.{i}.{name}.bias" in biases:
-                tensors.append(PlannedTensor(f"blk.{i}.{name}.bias", (r,), QT.F32))
-        tensors.append(PlannedTensor(f"blk.{i}.ffn_norm.weight", (h,), QT.F32))
-    tensors.append(PlannedTensor("output_norm.weight", (h,), QT.F32))
+                tensors.append(GGUFTensor(f"blk.{i}.{name}.bias", (r,), QT.F32))
+        tensors.append(GGUFTensor(f"blk.{i}.ffn_norm.weight", (h,), QT.F32))
+    tensors.append(GGUFTensor("output_norm.weight", (h,), QT.F32))
     if not structure.tied_embeddings:
-        tensors.append(PlannedTensor("output.weight", (structure.vocab, h), wtype))
+        tensors.append(GGUFTensor("output.weight", (structure.vocab, h), wtype))
     return ExportPlan(arch_for(structure), structure, hparams, tuple(tensors), tuple(sorted(biases)))
 
 
@@ -266,7 +256,7 @@ def _add_metadata(w: GGUFWriter, p: ExportPlan, name: str, source: str, recipe: 
     w.add_string(gguf_keys.BIAS_TENSORS, json.dumps(list(p.biases)))
 
 
-def _materialise(t: PlannedTensor, source: TensorSource) -> np.ndarray:
+def _materialise(t: GGUFTensor, source: TensorSource) -> np.ndarray:
     arr = source(t.name, t.shape) if getattr(source, "shape_only", False) else source(t.name)  # type: ignore[call-arg]
     if tuple(arr.shape) != t.shape:
         raise ExportError(f"tensor {t.name} has shape {tuple(arr.shape)}, the plan says {t.shape}")
@@ -286,7 +276,6 @@ def check_disk(path: Path, n_bytes: int, margin: float = 1.05) -> None:
 def write(path: str | Path, p: ExportPlan, source: TensorSource, tokenizer: TokenizerMeta, *, name: str = "model",
           source_model: str = "?", recipe: dict[str, Any] | None = None, progress: Progress | None = None) -> ExportResult:
     """Write the plan's tensors from `source` with `tokenizer`'s metadata to `path`, atomically."""
-    from adaprune_edge.runs import atomic_path
 
     path = Path(path)
     if tokenizer.n_vocab != p.structure.vocab:
@@ -330,7 +319,6 @@ def write_model(model: Any, path: str | Path, tokenizer: TokenizerMeta, *, quant
                 progress: Progress | None = None, threads: int | None = None, imatrix: Any = None) -> ExportResult:
     """Export an HF (pruned) Llama to a GGUF at `path`: F16/F32 written directly, other quant types
     written as F16 to a temp file next to `path` and quantized by llama.cpp (quantize.write_quantized)."""
-    from adaprune_edge.exporters import quantize
 
     quant = quantize.check_quant(quant)
     p = plan_for_model(model, quant if quant in FLOAT_TYPES else "F16")
@@ -360,9 +348,6 @@ def write_shape_only(structure: Structure, path: str | Path, tokenizer_source: s
         except through the context you open it with).
     Returns the ExportResult (path, arch 'llama'|'deci', tensor count, file bytes). A 135M-parameter F16
     file takes ~3 s; Q4_K_M adds a quantization pass. See `cached_shape_only` for a cache by structure key."""
-    from adaprune_edge.exporters import quantize
-
-    from adaprune_edge.imatrix import flat_imatrix
 
     quant = quantize.check_quant(quant)
     meta = _tokenizer_meta(tokenizer_source)
@@ -382,8 +367,6 @@ def cached_shape_only(structure: Structure, quant: str = "F16", tokenizer_source
                       cache: str | Path | None = None) -> Path:
     """Path of a shape-only GGUF for (structure, quant), written once into `cache` (default:
     models.cache_dir()/shape-only) and reused: file name `<structure.key()>-<quant>.gguf`."""
-    from adaprune_edge import models
-    from adaprune_edge.quant import file_label
 
     folder = Path(cache) if cache else models.cache_dir() / "shape-only"
     path = folder / f"{structure.key()}-{file_label(quant)}.gguf"
@@ -393,8 +376,6 @@ def cached_shape_only(structure: Structure, quant: str = "F16", tokenizer_source
 
 
 def _tokenizer_meta(source: str | Path | TokenizerMeta | None) -> TokenizerMeta:
-    from adaprune_edge import models
-    from adaprune_edge.exporters import vocab
 
     if isinstance(source, TokenizerMeta):
         return source

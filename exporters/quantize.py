@@ -12,8 +12,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from adaprune_edge.errors import ConfigError, ExportError
-from adaprune_edge.quant import FLOAT, FTYPES, QuantRecipe, check_installed, check_output_type
+from adaprune_edge.quant import FTYPES, QuantRecipe, check_installed, check_output_type
 from adaprune_edge.structure import Structure
+from adaprune_edge.evaluate.runner import _quiet_stderr
+from adaprune_edge.gguf.structure import structure_of_gguf
+from adaprune_edge.runs import atomic_path
 
 KNOWN = tuple(FTYPES)
 
@@ -66,10 +69,6 @@ def quantize(src: str | Path, dst: str | Path, quant: "str | QuantRecipe", threa
     Tensors whose rows force a fall-back get the recipe's fb= type as per-tensor overrides; out= sets the
     output (tied embedding) type; `imatrix` (an imatrix.Imatrix) is passed when the recipe says so."""
     import llama_cpp
-
-    from adaprune_edge.evaluate.runner import _quiet_stderr
-    from adaprune_edge.runs import atomic_path
-    from adaprune_edge.latency.shape import structure_of_gguf
 
     r = check_installed(QuantRecipe.parse(quant))
     if r.is_float:

@@ -71,3 +71,21 @@ def save_tiny_model(out: Path, *, hidden: int = 96, heads: int = 6, kv_heads: in
     LlamaForCausalLM(cfg).save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+def tiny_model_with_budget(root: Path) -> tuple[Path, Path, float]:
+    """A 4-layer tiny model, a `predict` device profile, and a decode budget halfway between the dense
+    model's and a uniformly half-pruned one's (the embedding dominates a tiny model's bytes)."""
+    from adaprune_edge.device import Device
+    from adaprune_edge.latency.budget import uniform
+    from adaprune_edge.models import load
+    from adaprune_edge.structure import Structure
+
+    model = save_tiny_model(root / "tiny", hidden=128, heads=4, kv_heads=2, ffn=1024, layers=4)
+    dev = root / "host.yaml"
+    dev.write_text("extends: this-host\nbackend: predict\n")
+    device = Device.resolve(str(dev))
+    base = Structure.from_model(load(str(model)).model)
+    dense = device.predict(base, "Q8_0").decode_ms_per_token
+    half = device.predict(uniform(base, 0.5, "Q8_0"), "Q8_0").decode_ms_per_token
+    return model, dev, half + 0.5 * (dense - half)

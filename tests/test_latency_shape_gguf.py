@@ -7,7 +7,7 @@ import pytest
 
 from adaprune_edge import models
 from adaprune_edge.prune import slicing as pruning
-from adaprune_edge.latency.shape import structure_of_gguf
+from adaprune_edge.gguf.structure import structure_of_gguf
 from adaprune_edge.structure import Structure
 
 gguf_export = pytest.importorskip("adaprune_edge.exporters.gguf")

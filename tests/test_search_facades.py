@@ -14,23 +14,9 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from conftest import save_tiny_model
+    from conftest import tiny_model_with_budget
 
-    from adaprune_edge import profiles
-    from adaprune_edge.latency.budget import uniform
-    from adaprune_edge.models import load
-    from adaprune_edge.latency.roofline import predict
-    from adaprune_edge.structure import Structure
-
-    root = tmp_path_factory.mktemp("facades")
-    model = save_tiny_model(root / "tiny", hidden=128, heads=4, kv_heads=2, ffn=1024, layers=4)
-    dev = root / "host.yaml"
-    dev.write_text("extends: this-host\nbackend: predict\n")
-    prof = profiles.load_profile(str(dev))
-    base = Structure.from_model(load(str(model)).model)
-    dense = predict(base, "Q8_0", prof).decode_ms_per_token
-    half = predict(uniform(base, 0.5, "Q8_0"), "Q8_0", prof).decode_ms_per_token
-    return model, dev, half + 0.5 * (dense - half)  # the embedding dominates a tiny model's bytes
+    return tiny_model_with_budget(tmp_path_factory.mktemp("facades"))
 
 
 def _search(tiny, out, *extra):

@@ -22,6 +22,11 @@ from adaprune_edge.errors import LatencyError
 from adaprune_edge.device import Device
 from adaprune_edge.quant import QuantRecipe, file_label
 from adaprune_edge.structure import Structure
+from adaprune_edge.data.calibration import windows_key
+from adaprune_edge.evaluate import runner as llama_runner
+from adaprune_edge.evaluate import validation
+from adaprune_edge.exporters import quantize
+from adaprune_edge.runs import write_json
 
 # CPU-sensible recipes, from large to small. The `fb=`/`out=` variants choose the fall-back of rows that
 # are not a multiple of 256 (576-wide on SmolLM2) and the output projection's type deliberately instead
@@ -97,8 +102,6 @@ def _r_min(base: Structure, profile: Any, name: str, budget_ms: float | None, ma
 
 def gguf_ppl(path: str | Path, windows: np.ndarray, threads: int = 2) -> float:
     """Perplexity of a GGUF on token windows [n, seq_len] with llama.cpp (same ids as torch)."""
-    from adaprune_edge.evaluate import runner as llama_runner
-    from adaprune_edge.evaluate import validation
 
     llm = llama_runner.open_gguf(path, n_ctx=int(windows.shape[1]), threads=threads)
     try:
@@ -113,9 +116,6 @@ def score(opts: list[QuantOption], f16: Path, folder: Path, windows: np.ndarray,
     """Quantize the dense F16 GGUF with every picked recipe (kept as folder/dense-<recipe>.gguf) and
     measure its perplexity on `windows`; the others are returned unchanged. Scores are kept in
     folder/candidate_scores.json per windows, so a resumed (or re-budgeted) run re-scores nothing."""
-    from adaprune_edge.data.calibration import windows_key
-    from adaprune_edge.exporters import quantize
-    from adaprune_edge.runs import write_json
 
     cache_path, key = Path(folder) / SCORES_FILE, windows_key(torch.as_tensor(windows))
     cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}

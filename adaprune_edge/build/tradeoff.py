@@ -12,6 +12,12 @@ from typing import Any, Callable, Sequence
 
 from adaprune_edge.errors import ConfigError
 from adaprune_edge.structure import Structure
+from adaprune_edge.build import plots
+from adaprune_edge.build.quant_options import gguf_ppl
+from adaprune_edge.evaluate.perplexity import perplexity
+from adaprune_edge.exporters import gguf, quantize
+from adaprune_edge.prune.engine import prune
+from adaprune_edge.prune.importance import ImportanceCache
 
 
 @dataclass(frozen=True)
@@ -54,10 +60,6 @@ def sweep(model: Any, calib: Any, windows: Any, base_config: Any, ratios: Sequen
           devices: Sequence[Any], measure: bool = True,
           progress: Callable[[int, int], None] | None = None) -> list[TradeoffPoint]:
     """Prune `model` with `base_config` at every ratio and score each point (shared importance cache)."""
-    from adaprune_edge.prune.importance import ImportanceCache
-    from adaprune_edge.evaluate.perplexity import perplexity
-    from adaprune_edge.prune.engine import prune
-    from adaprune_edge.structure import Structure
 
     cache, points = ImportanceCache(), []
     for i, r in enumerate(ratios):
@@ -89,10 +91,6 @@ def quant_points(model: Any, tokenizer_meta: Any, windows: Any, recipes: Sequenc
     import tempfile
     from pathlib import Path
 
-    from adaprune_edge.exporters import gguf, quantize
-    from adaprune_edge.build.quant_options import gguf_ppl
-    from adaprune_edge.structure import Structure
-
     st, out = Structure.from_model(model), []
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
         f16 = Path(tmp) / "dense-F16.gguf"
@@ -118,7 +116,6 @@ def pareto(points: Sequence[tuple[float, float, str]]) -> list[tuple[float, floa
 
 def plot(path: Any, points: Sequence[TradeoffPoint], devices: Sequence[Any], budget_ms: float | None,
          title: str, quants: Sequence[dict[str, Any]] = ()) -> Any:
-    from adaprune_edge.build import plots
 
     series = []
     for p in devices:

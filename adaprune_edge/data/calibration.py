@@ -25,6 +25,7 @@ import torch
 
 from adaprune_edge.errors import ConfigError, DataError
 from adaprune_edge.registry import Registry
+from adaprune_edge.data.selfgen import self_text
 
 BUILTIN_DEFAULT = "builtin:self"
 BUILTINS = ("self", "pydoc")
@@ -38,7 +39,6 @@ def _builtin_records(name: str, loaded: Any = None, progress: Any = None) -> lis
     if name == "self":
         if loaded is None:
             raise ConfigError("builtin:self needs the dense model to sample from")
-        from adaprune_edge.data.selfgen import self_text
 
         return list(self_text(loaded, progress=progress).records)
     from pydoc_data.topics import topics

@@ -14,6 +14,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from adaprune_edge.errors import ModelError
+from adaprune_edge.evaluate.runner import _quiet_stderr
 
 Progress = Callable[[int, int, str], None]
 
@@ -55,8 +56,6 @@ def llama_cpp_generate(gguf: str, prompts: Sequence[list[int]], s: Sampling, see
     """Continuations of `prompts` from the GGUF, `n_parallel` sequences per decode call. Stops launching
     new prompts once `enough(results)` is true (results of prompts never run stay None)."""
     import llama_cpp
-
-    from adaprune_edge.evaluate.runner import _quiet_stderr
 
     longest = max(len(p) for p in prompts) + s.max_new_tokens
     with _quiet_stderr():

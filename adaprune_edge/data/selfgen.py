@@ -20,6 +20,9 @@ from typing import Any, Callable
 
 from adaprune_edge.errors import DataError
 from adaprune_edge.data.samplers import Sampling, llama_cpp_generate, torch_generate
+from adaprune_edge.models import _file_key
+from adaprune_edge.models import cache_dir
+from adaprune_edge.runs import write_json
 
 Progress = Callable[[int, int, str], None]
 CACHE_VERSION = 1
@@ -97,7 +100,6 @@ class SelfText:
 def model_identity(loaded: Any) -> str:
     """The weights' content key (the GGUF, or a folder's weight/config files; not the path, so a copied
     model hits the cache), a hub id, or (in-memory models) a hash of the parameters."""
-    from adaprune_edge.models import _file_key
 
     spec = getattr(loaded, "spec", None)
     path = Path(spec.path) if spec is not None and spec.kind != "hub" else None
@@ -115,7 +117,6 @@ def model_identity(loaded: Any) -> str:
 
 
 def cache_path(loaded: Any, cfg: SelfGenConfig) -> Path:
-    from adaprune_edge.models import cache_dir
 
     key = json.dumps({"model": model_identity(loaded), **cfg.key_fields()}, sort_keys=True, default=str)
     return cache_dir() / "selfgen" / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"
@@ -123,7 +124,6 @@ def cache_path(loaded: Any, cfg: SelfGenConfig) -> Path:
 
 def self_text(loaded: Any, cfg: SelfGenConfig = SelfGenConfig(), progress: Progress | None = None) -> SelfText:
     """The model's own text (cached; generated on the first call, llama.cpp for a GGUF, torch otherwise)."""
-    from adaprune_edge.runs import write_json
 
     path = cache_path(loaded, cfg)
     if path.is_file():

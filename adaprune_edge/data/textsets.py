@@ -20,6 +20,8 @@ from typing import Any, Sequence
 import torch
 
 from adaprune_edge.errors import ConfigError, DataError
+from adaprune_edge.data.calibration import BUILTIN_DEFAULT, read_records
+from adaprune_edge.data.calibration import CalibrationPool
 
 MAX_TAIL = 0.5  # calibration keeps at least half of the first source's records
 
@@ -74,7 +76,6 @@ def _tail_share(records: Sequence[str], tokenizer: Any, need_tokens: int, holdou
 def plan_split(sources: Sequence[str], val: str | None, holdout: float, tokenizer: Any, need_tokens: int,
                loaded: Any = None, progress: Any = None) -> Split:
     """Decide the record ranges (reads the first source once when it has to be split)."""
-    from adaprune_edge.data.calibration import BUILTIN_DEFAULT, read_records
 
     sources = list(sources) or [BUILTIN_DEFAULT]
     if not 0.0 < holdout < 1.0:
@@ -96,7 +97,6 @@ def heldout_windows(split: Split, tokenizer: Any, seq_len: int, n_objective: int
                     loaded: Any = None, progress: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(objective windows, report windows): consecutive, non-overlapping windows of the held-out part.
     The report gets what is left after the objective, up to n_report, at least one window."""
-    from adaprune_edge.data.calibration import CalibrationPool
 
     pool = CalibrationPool.from_sources([split.heldout], tokenizer, seq_len, split.heldout_range, loaded=loaded,
                                         progress=progress, min_windows=n_objective + 1)

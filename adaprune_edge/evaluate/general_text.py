@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Callable, Sequence
+from adaprune_edge.data.calibration import CalibrationPool
+from adaprune_edge.errors import DataError
+from adaprune_edge.evaluate import runner as llama_runner
+from adaprune_edge.evaluate import validation
 
 FILES = {"wikitext2_valid": "wikitext-2/valid.txt", "ptb_valid": "ptb/ptb.valid.txt"}
 RECORDS = (0.5, 1.0)
@@ -22,10 +26,6 @@ def evaluate(gguf: str | Path, dense: Any, tokenizer: Any, data_dir: str | Path,
              n_windows: int = 8, seq_len: int = 512, threads: int = 2,
              progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """{name: {dense_ppl, pruned_ppl, windows, seq_len, source} or {skipped: why}} (pruned = the GGUF)."""
-    from adaprune_edge.evaluate import runner as llama_runner
-    from adaprune_edge.evaluate import validation
-    from adaprune_edge.data.calibration import CalibrationPool
-    from adaprune_edge.errors import DataError
 
     out: dict[str, Any] = {}
     for name, rel in FILES.items():

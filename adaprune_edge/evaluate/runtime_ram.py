@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from adaprune_edge.latency.local import _run, _tokens, peak_rss_bytes
+from adaprune_edge import worker
+from adaprune_edge.latency.local import _tokens, peak_rss_bytes
+from adaprune_edge.evaluate.runner import open_gguf
+from adaprune_edge.gguf.header import read_header
 
 N_EVAL_TOKENS = 8  # enough to run the graph once for prompt and once for decode
 
@@ -49,7 +51,6 @@ def _rss() -> int:
 
 def load_and_eval(gguf: str, n_ctx: int, threads: int) -> dict[str, int]:
     """In this process (the child): RSS before loading, after loading + a short eval, and the peak."""
-    from adaprune_edge.evaluate.runner import open_gguf
 
     before = _rss()
     llm = open_gguf(gguf, n_ctx=n_ctx, threads=threads, logits_all=False)
@@ -64,14 +65,12 @@ def measure_runtime_ram(gguf: str | Path, n_ctx: int = 2048, threads: int = 2, p
     context of `n_ctx` tokens and evaluates a few tokens. `predicted_bytes` (e.g. budget.ram_bytes of the
     structure at the profile's context length) is carried along for the report. Raises ExportError for a
     missing/corrupt file and LatencyError if the child fails or times out (an OOM kills only the child)."""
-    from adaprune_edge.gguf.header import read_header
 
     path = Path(gguf)
     read_header(path)  # a missing or cut-off file is one clear error here, not a child's stack trace
     argv = [sys.executable, "-m", "adaprune_edge.evaluate.runtime_ram", str(path), "--n-ctx", str(n_ctx),
             "--threads", str(threads)]
-    out = _run(argv, timeout_s, "runtime RAM worker")
-    data = json.loads(out.strip().splitlines()[-1])
+    data = worker.run_json(argv, timeout_s, "runtime RAM worker")
     return RuntimeRam(str(path), n_ctx, predicted_bytes, data["rss_bytes"], data["peak_rss_bytes"],
                       data["baseline_rss_bytes"], path.stat().st_size)
 
@@ -81,13 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("gguf")
     ap.add_argument("--n-ctx", type=int, default=2048)
     ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
-    a = ap.parse_args(argv)
-    try:
-        result = load_and_eval(a.gguf, a.n_ctx, a.threads)
-    except Exception as e:  # the parent shows this line
-        print(f"{type(e).__name__}: {e}", file=sys.stderr)
-        sys.exit(1)
-    print(json.dumps(result))
+    worker.child_main(ap, lambda a: load_and_eval(a.gguf, a.n_ctx, a.threads), argv)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ from typing import Any, Callable, Sequence
 
 from adaprune_edge.errors import LatencyError
 from adaprune_edge.registry import Registry
+from adaprune_edge.gguf.header import read_header
+from adaprune_edge.registry import unknown_name_message
 
 # modules whose import registers a backend (lazy, so `predict` never imports llama_cpp)
 _BACKEND_MODULES = {"local": "adaprune_edge.latency.local", "ssh": "adaprune_edge.latency.ssh", "predict": "adaprune_edge.latency.roofline"}
@@ -156,7 +158,6 @@ def get_backend(name: str) -> Backend:
     if name in _BACKEND_MODULES and name not in BACKENDS:
         importlib.import_module(_BACKEND_MODULES[name])
     if name not in _BACKEND_MODULES:
-        from adaprune_edge.registry import unknown_name_message
 
         raise LatencyError(unknown_name_message("latency backend", name, backend_names()))
     return BACKENDS.get(name)
@@ -167,7 +168,6 @@ def measure(gguf_path: str | Path, settings: BenchSettings) -> LatencyReport:
     path = Path(gguf_path)
     if not path.is_file():
         raise LatencyError(f"GGUF file {path} not found")
-    from adaprune_edge.gguf.header import read_header
 
     read_header(path)  # ~0.1 s: a cut-off or corrupt file is named here, not as "llama.cpp cannot load"
     if settings.repetitions < 1 or settings.n_prompt < 1 or settings.n_gen < 1:

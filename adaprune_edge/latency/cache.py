@@ -15,6 +15,7 @@ from typing import Iterator
 
 from adaprune_edge.latency.backends import BenchSettings, LatencyReport
 from adaprune_edge.runs import write_json
+from adaprune_edge.models import cache_dir
 
 VERSION = 1
 
@@ -28,7 +29,6 @@ class LatencyCache:
     """Per-device table of LatencyReports at `root/latency/<device>.json`."""
 
     def __init__(self, device: str, root: Path | None = None) -> None:
-        from adaprune_edge.models import cache_dir
 
         safe = re.sub(r"[^A-Za-z0-9_.-]", "_", device) or "device"
         self.path = Path(root or cache_dir()) / "latency" / f"{safe}.json"

@@ -8,19 +8,17 @@ peak RSS. A crash or OOM kills only the child; the caller gets a LatencyError.""
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import resource
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from adaprune_edge.latency import llama_bench
-from adaprune_edge.errors import LatencyError
+from adaprune_edge import worker
 from adaprune_edge.latency.backends import BenchSettings, LatencyReport, register_backend
+from adaprune_edge.evaluate.runner import open_gguf
 
 
 def _tokens(n: int, n_vocab: int) -> list[int]:
@@ -42,7 +40,6 @@ def _one_run(llm: Any, prompt: list[int], gen: list[int]) -> tuple[float, float]
 
 def run_worker(gguf: str, n_prompt: int, n_gen: int, repetitions: int, threads: int) -> dict[str, Any]:
     """Measure in this process (called in the child). Returns samples and peak RSS (bytes)."""
-    from adaprune_edge.evaluate.runner import open_gguf
 
     llm = open_gguf(gguf, n_ctx=n_prompt + n_gen + 8, threads=threads, logits_all=False)
     toks = _tokens(n_prompt + n_gen, llm.n_vocab())
@@ -74,25 +71,8 @@ def _child_argv(path: Path, s: BenchSettings) -> list[str]:
             "--n-gen", str(s.n_gen), "--repetitions", str(s.repetitions), "--threads", str(s.threads)]
 
 
-def _run(argv: list[str], timeout_s: float, what: str) -> str:
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s,
-                              env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    except subprocess.TimeoutExpired:
-        raise LatencyError(f"{what} did not finish within {timeout_s:.0f} s") from None
-    if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        cause = "killed (out of memory?)" if proc.returncode < 0 else f"exit code {proc.returncode}"
-        raise LatencyError(f"{what} failed: {cause}: {tail}")
-    return proc.stdout
-
-
 def _via_python(path: Path, s: BenchSettings) -> LatencyReport:
-    out = _run(_child_argv(path, s), s.timeout_s, "local latency worker")
-    try:
-        data = json.loads(out.strip().splitlines()[-1])
-    except (IndexError, json.JSONDecodeError):
-        raise LatencyError("local latency worker printed no result") from None
+    data = worker.run_json(_child_argv(path, s), s.timeout_s, "local latency worker")
     return LatencyReport.from_samples(data["decode_ms"], data["prefill_tps"], backend="local", measured=True,
                                       n_prompt=s.n_prompt, n_gen=s.n_gen, threads=s.threads,
                                       peak_rss_bytes=int(data["peak_rss_bytes"]), tool="llama-cpp-python")
@@ -103,7 +83,7 @@ def measure_local(path: Path, settings: BenchSettings) -> LatencyReport:
     """Measure on this machine: `llama-bench -o json` if it is on PATH, else llama-cpp-python in a child."""
     binary = shutil.which(settings.llama_bench)
     if binary:
-        out = _run(llama_bench.argv(binary, str(path), settings), settings.timeout_s, "llama-bench")
+        out = worker.run(llama_bench.argv(binary, str(path), settings), settings.timeout_s, "llama-bench")
         return llama_bench.parse(out, "local", settings)
     return _via_python(path, settings)
 
@@ -115,13 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n-gen", type=int, default=64)
     ap.add_argument("--repetitions", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
-    a = ap.parse_args(argv)
-    try:
-        result = run_worker(a.gguf, a.n_prompt, a.n_gen, a.repetitions, a.threads)
-    except Exception as e:  # the parent shows this line
-        print(f"{type(e).__name__}: {e}", file=sys.stderr)
-        sys.exit(1)
-    print(json.dumps(result))
+    worker.child_main(ap, lambda a: run_worker(a.gguf, a.n_prompt, a.n_gen, a.repetitions, a.threads), argv)
 
 
 if __name__ == "__main__":

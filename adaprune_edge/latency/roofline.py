@@ -27,6 +27,8 @@ import numpy as np
 from adaprune_edge.errors import LatencyError
 from adaprune_edge.latency.backends import BenchSettings, LatencyReport, register_backend
 from adaprune_edge.structure import Structure
+from adaprune_edge.errors import AdapruneError
+from adaprune_edge.gguf.header import read_header
 
 KV_BYTES_PER_ELEM = 2  # llama.cpp's default F16 KV cache
 
@@ -97,8 +99,6 @@ def predict(structure: Structure, quant: str, profile: Any, settings: BenchSetti
 
 def workload_from_gguf(path: Path) -> Workload:
     """Workload of a GGUF file from its tensor table (any llama-family architecture, uniform or not)."""
-    from adaprune_edge.errors import AdapruneError
-    from adaprune_edge.gguf.header import read_header
 
     try:
         _, tensors = read_header(path)

@@ -8,14 +8,14 @@ from pathlib import Path
 
 from adaprune_edge.latency.backends import BenchSettings, LatencyReport, get_backend, measure
 from adaprune_edge.latency.cache import LatencyCache, cache_key
-from adaprune_edge.errors import LatencyError
-from adaprune_edge.structure import LayerShape, Structure
+from adaprune_edge.structure import Structure
+from adaprune_edge.exporters import gguf as gguf_export
+from adaprune_edge.latency.roofline import Roofline, Workload
 
 
 def shape_only_gguf(structure: Structure, quant: str, tokenizer_source: str | Path | None = None) -> Path:
     """A shape-only GGUF (random weights, real tokenizer) for (structure, quant), written once and cached
     in models.cache_dir()/shape-only by the exporter (adaprune_edge.exporters.gguf)."""
-    from adaprune_edge.exporters import gguf as gguf_export
 
     return gguf_export.cached_shape_only(structure, quant, tokenizer_source)
 
@@ -25,7 +25,6 @@ def structure_latency(structure: Structure, quant: str, settings: BenchSettings,
     """Latency of `structure` at `quant` with `settings.backend`: `predict` from the shape alone, else a
     measurement on a shape-only GGUF, looked up in / stored to the device's table unless use_cache=False."""
     if not get_backend(settings.backend).measures:
-        from adaprune_edge.latency.roofline import Roofline, Workload
 
         return Roofline.from_settings(settings).report(Workload.from_structure(structure, quant), settings)
     cache = LatencyCache(device)
@@ -55,31 +54,3 @@ def file_latency(path: Path, quant_label: str, settings: BenchSettings, device: 
     report = measure(path, settings)
     cache.put(key, report)
     return report
-
-
-def _per_layer(meta: dict, key: str, n: int) -> list[int]:
-    value = meta[key]
-    return [int(v) for v in value] if isinstance(value, list) else [int(value)] * n
-
-
-def structure_of_gguf(path: str | Path) -> Structure:
-    """The Structure of a llama/deci GGUF from its header (no weights are read; ~0.1 s), so
-    `--model x.gguf` needs no torch load."""
-    from adaprune_edge.errors import AdapruneError
-    from adaprune_edge.gguf.header import read_header
-
-    try:
-        meta, tensors = read_header(path)
-        arch = meta["general.architecture"]
-        n = int(meta[f"{arch}.block_count"])
-        hidden = int(meta[f"{arch}.embedding_length"])
-        heads = _per_layer(meta, f"{arch}.attention.head_count", n)
-        kv = _per_layer(meta, f"{arch}.attention.head_count_kv", n)
-        ff = _per_layer(meta, f"{arch}.feed_forward_length", n)
-        names = {t.name: t.shape for t in tensors}
-        vocab = int(names["token_embd.weight"][0])
-    except (KeyError, ValueError, TypeError, AdapruneError) as e:
-        raise LatencyError(f"{path}: cannot read a llama-family shape from this GGUF ({e})") from None
-    head_dim = int(meta.get(f"{arch}.attention.key_length") or hidden // max(heads))
-    layers = tuple(LayerShape(h, k, f) for h, k, f in zip(heads, kv, ff))
-    return Structure(hidden, head_dim, vocab, n, tuple(range(n)), layers, "output.weight" not in names)

@@ -21,6 +21,8 @@ import torch
 
 from adaprune_edge.prune.importance import LayerScores
 from adaprune_edge.registry import Registry
+from adaprune_edge.prune.importance import SITE_OF
+from adaprune_edge.prune.statistics import LINEARS
 
 HEAD_UNITS = ("query", "group", "none")
 
@@ -183,8 +185,6 @@ def allocate_uniform(ctx: AllocationContext) -> dict[int, tuple[int, int]]:
 
 def outlier_density(model: Any, stats: Any, layers: list[int], m: float) -> torch.Tensor:
     """OWL's layerwise outlier density: share of Wanda scores |W|·‖X‖ above m × their layer mean."""
-    from adaprune_edge.prune.statistics import LINEARS
-    from adaprune_edge.prune.importance import SITE_OF
 
     out = []
     for i in layers:

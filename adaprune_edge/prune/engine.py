@@ -206,7 +206,7 @@ def prune(model: nn.Module, calib: Any, config: PruneConfig, *, cache: Importanc
     scores = cache.scores(model, stats, key, config.metric, config.aggregation, config.seed) if config.ratio > 0 else []
     t2 = time.perf_counter()
     timings["scores_s"] = t2 - t1
-    plan = make_plan(model, before, scores, stats, config)
+    plan = removal_plan(model, before, scores, stats, config)
     t3 = time.perf_counter()
     timings["allocation_s"] = t3 - t2
     work = model if inplace else copy.deepcopy(model)
@@ -219,7 +219,7 @@ def prune(model: nn.Module, calib: Any, config: PruneConfig, *, cache: Importanc
                        after.decoder_params(), tuple(kept[i] for i in plan.dropped), key, hit, timings, work)
 
 
-def make_plan(model: nn.Module, st: Structure, scores: list, stats: Any, config: PruneConfig) -> PrunePlan:
+def removal_plan(model: nn.Module, st: Structure, scores: list, stats: Any, config: PruneConfig) -> PrunePlan:
     """Decide dropped layers and per-layer kept units without touching the model."""
     if config.ratio == 0:
         return PrunePlan((), {})

@@ -25,21 +25,8 @@ import torch
 from torch import nn
 
 from adaprune_edge.prune.statistics import LINEARS, CalibStats, collect
+from adaprune_edge.prune.units import FFN_COMPS, GROUP_COMPS, HEAD_COMPS, ROW_COMPONENTS, SITE_OF, reduce_component
 from adaprune_edge.registry import Registry
-
-ROW_COMPONENTS = ("q", "k", "v", "gate", "up")
-SITE_OF = {"q": "attn_in", "k": "attn_in", "v": "attn_in", "o": "o_in", "gate": "mlp_in", "up": "mlp_in",
-           "down": "down_in"}
-HEAD_COMPS, GROUP_COMPS, FFN_COMPS = ("q", "o"), ("q", "k", "v", "o"), ("gate", "up", "down")
-
-
-def reduce_component(comp: str, elem: torch.Tensor, head_dim: int) -> torch.Tensor:
-    """Per-weight importance of one projection → one score per unit (head for q/k/v/o, channel for FFN)."""
-    per = elem.sum(1) if comp in ROW_COMPONENTS else elem.sum(0)
-    if comp in ("q", "k", "v", "o"):
-        per = per.view(-1, head_dim).sum(1)
-    return per.double()
-
 
 @dataclass(frozen=True)
 class LayerScores:

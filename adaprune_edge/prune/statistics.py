@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
+from adaprune_edge.prune.units import reduce_component
 
 # input-column groups: q/k/v share the attention input, gate/up the MLP input
 ACT_SITES = {"attn_in": "self_attn.q_proj", "o_in": "self_attn.o_proj", "mlp_in": "mlp.gate_proj",
@@ -163,7 +164,6 @@ def _run_batches(model: nn.Module, windows: torch.Tensor, need_grad: bool, batch
 
 def _grad_units(model: nn.Module, stats: list[LayerStats],
                 acc: dict[nn.Parameter, tuple[torch.Tensor, torch.Tensor]]) -> None:
-    from adaprune_edge.prune.importance import reduce_component
 
     head_dim = _head_dim(model)
     for layer, st in zip(model.model.layers, stats):

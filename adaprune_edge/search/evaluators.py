@@ -12,6 +12,7 @@ import torch
 from adaprune_edge.search.spec import PENALTY, SearchSpec
 from adaprune_edge.search.objective import SearchContext
 from adaprune_edge.search.trials import TrialRecord
+from adaprune_edge.errors import AdapruneError
 
 
 class Evaluator:
@@ -54,7 +55,6 @@ class LocalEvaluator(Evaluator):
 def safe_evaluate(ctx: SearchContext, index: int, values: dict[str, Any], fidelity: int | None) -> TrialRecord:
     """evaluate(), but a trial whose recipe cannot be applied (e.g. nothing left to prune under its
     protections) is recorded as status 'error' with the penalty cost instead of ending the search."""
-    from adaprune_edge.errors import AdapruneError
 
     t0 = time.perf_counter()
     try:

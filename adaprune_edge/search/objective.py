@@ -15,6 +15,12 @@ from adaprune_edge.device import Device
 from adaprune_edge.search.space import to_prune_config
 from adaprune_edge.search.spec import PENALTY, SearchSpec
 from adaprune_edge.search.trials import TrialRecord
+from adaprune_edge import models
+from adaprune_edge.data import textsets
+from adaprune_edge.data.calibration import CalibrationPool
+from adaprune_edge.latency.budget import budget_ok, ffn_align
+from adaprune_edge.prune.engine import prune
+from adaprune_edge.prune.importance import ImportanceCache
 
 
 DATA_FIELDS = ("model", "calib", "val", "holdout", "val_windows", "val_seq_len", "report_windows")
@@ -25,8 +31,6 @@ class SearchContext:
     dense reference log-probs (for KL), importance cache, device profile."""
 
     def __init__(self, spec: SearchSpec, loaded: Any | None = None, progress: Any = None) -> None:
-        from adaprune_edge import models
-        from adaprune_edge.prune.importance import ImportanceCache
 
         self.spec = spec
         self.loaded = loaded or models.load(spec.model)
@@ -55,8 +59,6 @@ class SearchContext:
 
     def _data(self) -> tuple[list[Any], torch.Tensor]:
         """Calibration pools and objective windows; the report's windows are kept aside (textsets.py)."""
-        from adaprune_edge.data import textsets
-        from adaprune_edge.data.calibration import CalibrationPool
 
         tok, s, kw = self.loaded.tokenizer, self.spec, {"loaded": self.loaded, "progress": self.progress}
         need = (s.val_windows + s.report_windows) * s.val_seq_len
@@ -68,7 +70,6 @@ class SearchContext:
 
     def data_sets(self) -> dict[str, Any]:
         """The three disjoint sets (source, part, windows, tokens) for report.json."""
-        from adaprune_edge.data import textsets
 
         return textsets.describe(self.split, sum(len(p) for p in self.pools), self.bounds.max_seq_len, self.val,
                                  self.report_windows)
@@ -87,8 +88,6 @@ class SearchContext:
 
     def evaluate(self, index: int, values: dict[str, Any], fidelity: int | None = None) -> TrialRecord:
         """Run one trial: prune a copy, check the budget, score on held-out windows."""
-        from adaprune_edge.latency.budget import budget_ok, ffn_align
-        from adaprune_edge.prune.engine import prune
 
         t0 = time.perf_counter()
         cfg, weights = to_prune_config(values, ffn_align(self.spec.quant), self.spec.seed)

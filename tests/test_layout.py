@@ -1,0 +1,64 @@
+"""The layout the README and docs/architecture.md describe is the tree: subpackages listed, no module over
+300 lines, no import cycles between modules."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = ("adaprune_edge", "cli", "exporters")
+MAX_LINES = 300
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for base in SOURCES:
+        for p in (ROOT / base).rglob("*.py"):
+            parts = list(p.relative_to(ROOT).with_suffix("").parts)
+            if parts[0] != "adaprune_edge":
+                parts = ["adaprune_edge"] + parts
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            out[".".join(parts)] = p
+    return out
+
+
+def test_readme_layout_lists_every_subpackage_and_nothing_else():
+    block = ROOT.joinpath("README.md").read_text().split("## Layout", 1)[1].split("```")[1]
+    listed = set(re.findall(r"^  (\w+)/", block, flags=re.M))
+    actual = {p.parent.name for p in (ROOT / "adaprune_edge").glob("*/__init__.py")}
+    assert listed == actual
+    for top in re.findall(r"^(\w+)/", block, flags=re.M):
+        assert (ROOT / top).is_dir(), top
+
+
+def test_no_module_over_300_lines():
+    long = {str(p.relative_to(ROOT)): n for p in _modules().values() if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert long == {}
+
+
+def test_module_level_imports_have_no_cycles():
+    mods = _modules()
+    graph: dict[str, set[str]] = {m: set() for m in mods}
+    for m, p in mods.items():
+        for node in ast.parse(p.read_text()).body:
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("adaprune_edge"):
+                for a in node.names:
+                    dep = f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in mods else node.module
+                    if dep in mods and dep != m:
+                        graph[m].add(dep)
+    state: dict[str, int] = {}
+
+    def visit(m: str, path: list[str]) -> None:
+        state[m] = 1
+        for d in graph[m]:
+            assert state.get(d) != 1, "import cycle: " + " -> ".join(path + [m, d])
+            if d not in state:
+                visit(d, path + [m])
+        state[m] = 2
+
+    for m in graph:
+        if m not in state:
+            visit(m, [])
