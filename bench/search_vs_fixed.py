@@ -1,21 +1,30 @@
-"""Headline benchmark: the searched recipe vs published fixed recipes at the same latency budget.
+"""Headline benchmark: the searched recipe vs every fixed recipe the tool offers, on the same latency budget.
 
-Default model, device this-host. For each target share t of decoder parameters removed, every fixed
-recipe prunes exactly t, and the search's ratio is bounded to [t, t + 0.03] with a decode budget equal to
-the predicted latency of the uniform structure at t (the this-host roofline, fitted by `adaprune-edge
-profile`, held-out error median 5.5%). So every recipe has the same (or, for the search, fewer) parameters.
-Afterwards every final structure is MEASURED with llama.cpp (shape-only Q4_K_M GGUF, 3 interleaved rounds
-of 3 repetitions, median), next to dense, so the table shows they run at the same measured latency.
+Default model (SmolLM2-135M), device this-host (roofline), Q4_K_M. For each target share t of the decoder,
+the decode budget is the predicted latency of the uniform structure at t (× 1.005). EVERY recipe — fixed
+or searched — is put on that budget the same way: its smallest ratio meeting it is solved (search/ratio.py:
+bisection on the predictor over the recipe's own allocation), then the model is pruned once at it. So all
+rows sit at (predicted) equal latency; --measure adds measured llama.cpp ms/token (interleaved rounds).
 
-  magnitude-uniform (l1), LLM-Pruner-like (taylor, uniform, first 2 / last 1 layers kept), Wanda-sp
-  (wanda, uniform), FLAP-like (fluctuation, global, bias compensation), ShortGPT-like (whole layers by
-  block influence), and the SMAC search (warm-started with three of those recipes and taylor/uniform with
-  least-squares reconstruction).
+Fixed recipes (all with least-squares reconstruction of o_proj/down_proj, `reconstruction=True`):
+  magnitude-uniform (l1), LLM-Pruner-like (taylor, uniform, first 2 / last 1 kept), taylor-uniform, Wanda-sp
+  (wanda, uniform), FLAP-like (fluctuation, global), ShortGPT-like (whole layers by block influence; no width
+  pruning, so nothing to reconstruct), plus registered one-shot methods (metric `obs`) when available.
+Searched: SMAC (warm-started with the fixed recipes), every trial at its own solved ratio.
 
-Calibration: first 80% of wikitext-2 valid; the search's objective: 4 windows right after it. Reported
-quality is on data the search never saw: wikitext-2 windows 4..11 of the held-out tail and PTB valid.
+Calibration is the same for every recipe and trial of a seed: 32 random windows of 256 tokens (the search
+chooses metric, aggregation, allocation incl. the depth profile, heads, protection, depth removal, bias /
+reconstruction; not the calibration sample), so trials reuse the seed's cached statistics.
 
-    python3 bench/search_vs_fixed.py [--targets 0.2,0.35] [--trials 20]   # → bench/results/search_vs_fixed_<targets>.json
+Three disjoint text sets, named in the JSON (`data_sets`): calibration = wikitext-2 valid records 0-80%
+(32 × 256 tokens sampled per seed); objective = 4 × 512-token windows of the 80-100% tail; report = the next
+8 × 512-token windows of that tail (never used by calibration or the objective) and 8 × 512 of PTB valid.
+Seeds 0, 1, 2 (calibration sample and SMAC seed); mean ± spread (max − min) / 2 reported.
+
+Scaled down for a shared 2-core host (stated in the JSON's `scale`):
+
+    python3 bench/search_vs_fixed.py --targets 0.2,0.35 --trials 8 --seeds 0,1,2
+        # → bench/results/search_vs_fixed_<targets>.json
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ import argparse
 import dataclasses
 import json
 import math
+import statistics
 import time
 from pathlib import Path
 
@@ -31,22 +41,25 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 WIKI, PTB = DATA / "wikitext-2" / "valid.txt", DATA / "ptb" / "ptb.valid.txt"
 RESULTS = ROOT / "bench" / "results"
+QUANT = "Q4_K_M"
+SCALE = dict(n_samples=32, seq_len=256, val_windows=4, val_seq_len=512, report_windows=8)
 
 FIXED = {
-    "magnitude-uniform": dict(metric="l1", allocation="uniform"),
-    "llm-pruner-like": dict(metric="taylor", allocation="uniform", protect_first=2, protect_last=1),
-    "wanda-sp": dict(metric="wanda", allocation="uniform"),
-    "flap-like": dict(metric="fluctuation", allocation="global", bias_compensation=True),
+    "magnitude-uniform+lsq": dict(metric="l1", allocation="uniform", reconstruction=True),
+    "llm-pruner-like+lsq": dict(metric="taylor", allocation="uniform", protect_first=2, protect_last=1,
+                                reconstruction=True),
+    "taylor-uniform+lsq": dict(metric="taylor", allocation="uniform", reconstruction=True),
+    "wanda-sp+lsq": dict(metric="wanda", allocation="uniform", reconstruction=True),
+    "flap-like+lsq": dict(metric="fluctuation", allocation="global", reconstruction=True),
     "shortgpt-like": dict(metric="l2", allocation="uniform", depth_share=1.0),
 }
+ONE_SHOT = {"obs-uniform+lsq": dict(metric="obs", allocation="uniform", reconstruction=True)}
 
 
-def fixed_at_ratio(ctx, kw, ratio):
-    """Prune with a fixed recipe at exactly `ratio` of the decoder (32 x 256 calibration tokens)."""
-    from adaprune_edge.prune.engine import PruneConfig, prune
+def fixed_recipes():
+    from adaprune_edge.prune.importance import METRICS
 
-    cfg = PruneConfig(ratio=ratio, n_samples=32, seq_len=256, align=256, seed=0, **kw)
-    return prune(ctx.model, ctx.pools[0], cfg, cache=ctx.cache)
+    return {**FIXED, **{k: v for k, v in ONE_SHOT.items() if v["metric"] in METRICS}}
 
 
 def score(model, windows):
@@ -55,92 +68,134 @@ def score(model, windows):
     return {k: perplexity(model, w) for k, w in windows.items()}
 
 
-def predicted_ms(structure, profile):
-    from adaprune_edge.latency.roofline import predict
-
-    return predict(structure, "Q4_K_M", profile).decode_ms_per_token
-
-
-def measure_all(structures, profile, rounds=3):
-    """Median decode ms/token of each structure over `rounds` interleaved fresh measurements (no cache),
-    so slow drifts of this shared VM hit every recipe alike."""
-    import statistics
-
-    from adaprune_edge.device import Device
-
-    device = Device.of(profile)
-    samples = [[] for _ in structures]
-    for _ in range(rounds):
-        for i, st in enumerate(structures):
-            rep = device.latency_of(st, "Q4_K_M", use_cache=False)
-            samples[i].append(rep.decode_ms_per_token)
-    return [statistics.median(s) for s in samples]
-
-
-def run_target(target, trials, lm, base, profile, test, rows, structures, out_json):
-    from adaprune_edge.latency.budget import uniform
+def on_budget(ctx, cfg):
+    """Prune with `cfg` at its own smallest ratio meeting the spec's budget (same solver as the search)."""
     from adaprune_edge.prune.engine import prune
+
+    calib = ctx.pools[0]
+    sol = ctx.solve(cfg, calib)
+    res = prune(ctx.model, calib, dataclasses.replace(cfg, ratio=sol.ratio), cache=ctx.cache)
+    return sol, res
+
+
+def run_target(target, seed, args, lm, base, profile, report, rows, out_json, caches):
+    from adaprune_edge.latency.budget import uniform
+    from adaprune_edge.latency.roofline import predict
+    from adaprune_edge.prune.engine import PruneConfig
     from adaprune_edge.search.evaluators import LocalEvaluator
-    from adaprune_edge.search.spec import SearchSpec
     from adaprune_edge.search.objective import SearchContext
     from adaprune_edge.search.run import run_search
     from adaprune_edge.search.space import SpaceBounds, to_prune_config
+    from adaprune_edge.search.spec import SearchSpec
 
-    budget_ms = predicted_ms(uniform(base, target, "Q4_K_M"), profile) * 1.005
-    bounds = SpaceBounds(r_min=target, r_max=round(target + 0.03, 4), max_samples=64, max_seq_len=256)
-    spec = SearchSpec(model="default", profile=profile, quant="Q4_K_M", bounds=bounds,
-                      calib=(str(WIKI),), val_windows=4, val_seq_len=512, budget_ms=budget_ms,
-                      measure_trials=False, n_trials=trials, seed=0)
+    budget_ms = predict(uniform(base, target, QUANT), QUANT, profile).decode_ms_per_token * 1.005
+    bounds = SpaceBounds(r_min=target, r_max=min(0.9, round(target + 0.25, 4)), min_samples=SCALE["n_samples"],
+                         max_samples=SCALE["n_samples"], min_seq_len=SCALE["seq_len"], max_seq_len=SCALE["seq_len"],
+                         sampling="random")
+    spec = SearchSpec(model="default", profile=profile, quant=QUANT, bounds=bounds, calib=(str(WIKI),),
+                      val_windows=SCALE["val_windows"], val_seq_len=SCALE["val_seq_len"],
+                      report_windows=SCALE["report_windows"], budget_ms=budget_ms, facade=args.facade,
+                      n_trials=args.trials, seed=seed)
     ctx = SearchContext(spec, lm)
-    print(f"target {target}: budget {budget_ms:.2f} ms/token (predicted for uniform {target:.0%})", flush=True)
-    for name, kw in FIXED.items():
+    ctx.cache = caches.setdefault(seed, ctx.cache)  # statistics depend on the seed's windows, not the target
+    test = {"wikitext": ctx.report_windows, **report}
+    common = dict(target=target, seed=seed, budget_ms=budget_ms, data_sets=ctx.data_sets())
+    print(f"target {target} seed {seed}: budget {budget_ms:.3f} ms/token (predicted, uniform {target:.0%})", flush=True)
+    for name, kw in fixed_recipes().items():
         t0 = time.perf_counter()
-        res = fixed_at_ratio(ctx, kw, target)
-        rows.append(_row(target, name, budget_ms, res.structure, res.decoder_ratio, res.params_after,
-                         score(res.model, test), predicted_ms(res.structure, profile), time.perf_counter() - t0))
-        structures.append(res.structure)
+        cfg = PruneConfig(n_samples=SCALE["n_samples"], seq_len=SCALE["seq_len"], align=256, seed=seed, **kw)
+        sol, res = on_budget(ctx, cfg)
+        rows.append(_row(common, name, sol, res, score(res.model, test), profile, time.perf_counter() - t0))
         _save(out_json, rows)
     t0 = time.perf_counter()
-    outcome = run_search(spec, ROOT / "bench" / "results" / f"search_{target}", force=True,
+    outcome = run_search(spec, RESULTS / "runs" / f"search_{target}_s{seed}", force=True,
                          evaluator=LocalEvaluator(spec, ctx))
     best = outcome.best
-    cfg, w = to_prune_config(best.values, 256, 0)
-    res = prune(ctx.model, ctx.calibration(cfg, w), cfg, cache=ctx.cache)
-    rows.append(_row(target, "searched", budget_ms, res.structure, res.decoder_ratio, res.params_after,
-                     score(res.model, test), predicted_ms(res.structure, profile), time.perf_counter() - t0,
-                     search_recipe=best.summary(), search_loss=best.cost, trials=len(outcome.records)))
-    structures.append(res.structure)
+    cfg, _ = to_prune_config(best.values, 256, seed)
+    sol, res = on_budget(ctx, cfg)
+    rows.append(_row(common, "searched", sol, res, score(res.model, test), profile, time.perf_counter() - t0,
+                     search_recipe=best.summary(), search_objective_loss=best.cost, trials=len(outcome.records),
+                     feasible_trials=sum(r.feasible for r in outcome.records),
+                     trial_ratios=[r.solved_ratio for r in outcome.records]))
     _save(out_json, rows)
 
 
-def _row(target, name, budget_ms, st, dr, params, ppl, pred_ms, seconds, **extra):
-    return {"target": target, "recipe": name, "budget_ms": budget_ms, "decoder_ratio": dr, "params": params,
-            "ppl_wikitext": ppl["wikitext"], "ppl_ptb": ppl["ptb"], "predicted_ms": pred_ms,
-            "meets_budget": pred_ms <= budget_ms if budget_ms == budget_ms else True,
-            "seconds": seconds, "structure": st.condensed(), **extra}
+def _row(common, name, sol, res, ppl, profile, seconds, **extra):
+    from adaprune_edge.latency.roofline import predict
+
+    pred = predict(res.structure, QUANT, profile).decode_ms_per_token
+    return {**{k: v for k, v in common.items() if k != "data_sets"}, "recipe": name, "solved_ratio": sol.ratio,
+            "decoder_ratio": res.decoder_ratio, "params": res.params_after,
+            **{f"ppl_{k}": v for k, v in ppl.items()}, "predicted_ms": pred, "meets_budget": pred <= common["budget_ms"],
+            "seconds": seconds, "structure": res.structure.condensed(), "_structure": res.structure.to_dict(), **extra}
 
 
-def _save(path, rows):
+def _save(path, rows, **more):
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"rows": rows}, indent=2))
+    old = json.loads(path.read_text()) if path.exists() else {}
+    path.write_text(json.dumps({**old, **more, "rows": rows}, indent=1))
 
 
-def table(rows):
-    lines = ["| target | recipe | decoder pruned | params | wikitext PPL | PTB PPL | predicted ms/tok | measured ms/tok | budget (pred.) | wall s |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+def summary(rows):
+    """Per target and recipe: mean ± spread of report-set PPL over seeds; gain of searched vs best fixed."""
+    out = {}
+    for t in sorted({r["target"] for r in rows}):
+        per = {}
+        for r in rows:
+            if r["target"] == t:
+                per.setdefault(r["recipe"], []).append(r)
+        stats = {name: {k: _ms([r[k] for r in rs]) for k in ("ppl_wikitext", "ppl_ptb", "predicted_ms", "decoder_ratio")}
+                 | {"seeds": [r["seed"] for r in rs]} for name, rs in per.items()}
+        fixed = {n: s for n, s in stats.items() if n != "searched"}
+        best = min(fixed, key=lambda n: fixed[n]["ppl_wikitext"]["mean"])
+        entry = {"recipes": stats, "best_fixed": best}
+        if "searched" in stats:
+            s, b = stats["searched"]["ppl_wikitext"]["mean"], fixed[best]["ppl_wikitext"]["mean"]
+            entry["searched_vs_best_fixed_ppl_gain"] = 1 - s / b
+            seeds = sorted(set(stats["searched"]["seeds"]) & set(fixed[best]["seeds"]))
+            entry["per_seed_gain"] = {sd: 1 - _at(per["searched"], sd) / min(_at(per[n], sd) for n in fixed if _has(per[n], sd))
+                                      for sd in seeds}
+        out[str(t)] = entry
+    return out
+
+
+def _at(rs, seed):
+    return next(r["ppl_wikitext"] for r in rs if r["seed"] == seed)
+
+
+def _has(rs, seed):
+    return any(r["seed"] == seed for r in rs)
+
+
+def _ms(xs):
+    return {"mean": statistics.fmean(xs), "spread": (max(xs) - min(xs)) / 2, "n": len(xs)}
+
+
+def measure(rows, profile, rounds=2):
+    """Measured decode ms/token of every distinct structure (shape-only GGUF, interleaved rounds, median)."""
+    from adaprune_edge.device import Device
+    from adaprune_edge.structure import Structure
+
+    device = Device.of(profile)
+    sts = {json.dumps(r["_structure"], sort_keys=True): Structure.from_dict(r["_structure"]) for r in rows}
+    samples = {k: [] for k in sts}
+    for _ in range(rounds):
+        for k, st in sts.items():
+            samples[k].append(device.latency_of(st, QUANT, use_cache=False).decode_ms_per_token)
     for r in rows:
-        lines.append(f"| {r['target']} | {r['recipe']} | {r['decoder_ratio']:.1%} | {r['params'] / 1e6:.1f}M | "
-                     f"{r['ppl_wikitext']:.2f} | {r['ppl_ptb']:.2f} | {r['predicted_ms']:.2f} | {r.get('measured_ms', math.nan):.2f} | "
-                     f"{r['budget_ms']:.2f} {'ok' if r['meets_budget'] else 'MISSED'} | {r['seconds']:.0f} |")
-    return "\n".join(lines)
+        r["measured_ms"] = statistics.median(samples[json.dumps(r["_structure"], sort_keys=True)])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--targets", default="0.2")
-    ap.add_argument("--trials", type=int, default=20)
+    ap.add_argument("--targets", default="0.2,0.35")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--trials", type=int, default=8)
+    ap.add_argument("--facade", default="hpo")
+    ap.add_argument("--measure", action="store_true")
+    ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    out = RESULTS / f"search_vs_fixed_{args.targets.replace(',', '_')}.json"
+    out = Path(args.out) if args.out else RESULTS / f"search_vs_fixed_{args.targets.replace(',', '_')}.json"
     import torch
 
     from adaprune_edge import models, profiles
@@ -151,24 +206,24 @@ def main() -> None:
     lm = models.load("default")
     base = Structure.from_model(lm.model)
     profile = profiles.load_profile("this-host")
-    tail = CalibrationPool.from_sources([str(WIKI)], lm.tokenizer, 512, (0.8, 1.0)).windows[4:12]
-    ptb = CalibrationPool.from_sources([str(PTB)], lm.tokenizer, 512).windows[:8]
-    test = {"wikitext": tail, "ptb": ptb}
-    rows = [_row(0.0, "dense", math.nan, base, 0.0, base.params(), score(lm.model, test), predicted_ms(base, profile), 0.0)]
-    structures = [base]
+    report = {"ptb": CalibrationPool.from_sources([str(PTB)], lm.tokenizer, 512).windows[:8]}
+    scale = {**SCALE, "trials": args.trials, "facade": args.facade, "seeds": args.seeds,
+             "note": "scaled down for a shared 2-core host: 8 trials, 32x256 random calibration (fixed, not searched), 4x512 objective windows, "
+                     "report on 8x512 wikitext-2 windows after the objective's and 8x512 PTB valid windows"}
+    _save(out, [], scale=scale, fixed_recipes=fixed_recipes())
+    rows, caches = [], {}
     for t in [float(x) for x in args.targets.split(",")]:
-        run_target(t, args.trials, lm, base, profile, test, rows, structures, out)
-    for r, ms in zip(rows, measure_all(structures, profile)):
-        r["measured_ms"] = ms
-    _save(out, rows)
-    print(table(rows))
-    for t in sorted({r["target"] for r in rows if r["target"]}):
-        fixed = [r for r in rows if r["target"] == t and r["recipe"] not in ("searched", "dense")]
-        s = next(r for r in rows if r["target"] == t and r["recipe"] == "searched")
-        best = min(fixed, key=lambda r: r["ppl_wikitext"])
-        gain = 1 - s["ppl_wikitext"] / best["ppl_wikitext"]
-        print(f"target {t}: searched {s['ppl_wikitext']:.2f} vs best fixed {best['recipe']} {best['ppl_wikitext']:.2f}"
-              f" → {gain:+.1%} perplexity (target ≥ +5%)")
+        for seed in [int(s) for s in args.seeds.split(",")]:
+            run_target(t, seed, args, lm, base, profile, report, rows, out, caches)
+            _save(out, rows, summary=summary(rows))
+    if args.measure:
+        measure(rows, profile)
+    _save(out, rows, summary=summary(rows))
+    for t, e in summary(rows).items():
+        print(t, json.dumps({k: v for k, v in e.items() if k != "recipes"}))
+        for name, s in e["recipes"].items():
+            print(f"  {name:24s} wikitext {s['ppl_wikitext']['mean']:.2f} ± {s['ppl_wikitext']['spread']:.2f}  "
+                  f"ptb {s['ppl_ptb']['mean']:.2f}  ratio {s['decoder_ratio']['mean']:.3f}  pred {s['predicted_ms']['mean']:.3f} ms")
 
 
 if __name__ == "__main__":

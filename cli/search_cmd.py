@@ -16,6 +16,11 @@ from adaprune_edge.search.trials import TrialRecord
 DEVICE_HELP = "Device profile: a shipped name (see `devices list`) or a path to a .yaml profile."
 
 
+def _ratio(r: TrialRecord) -> float:
+    """The trial's solved ratio (older runs: the searched one)."""
+    return r.solved_ratio if r.solved_ratio is not None else r.values.get("ratio", 0.0)
+
+
 def trial_table(records: list[TrialRecord], title: str, limit: int = 12) -> Table:
     """Latest trials (or the top ones) with the best-so-far marked."""
     best = min((r.cost for r in records if r.feasible), default=None)
@@ -24,7 +29,7 @@ def trial_table(records: list[TrialRecord], title: str, limit: int = 12) -> Tabl
         t.add_column(col, no_wrap=col != "recipe")
     for r in records[-limit:]:
         mark = "[bold green]★[/] " if best is not None and r.feasible and r.cost == best else ""
-        t.add_row(str(r.index), mark + r.summary(), f"{r.values.get('ratio', 0):.3f}",
+        t.add_row(str(r.index), mark + r.summary(), f"{_ratio(r):.3f}",
                   f"{r.decode_ms:.2f}" if r.decode_ms != float("inf") else "-",
                   f"{r.loss:.4f}" if r.loss is not None else "-", f"{r.ppl:.2f}" if r.ppl else "-",
                   r.status if r.feasible else f"[red]{r.status}[/]", f"{r.seconds:.0f}")
@@ -54,7 +59,7 @@ def search_cmd(
     max_ratio: float = typer.Option(0.6, "--max-ratio", min=0.05, max=0.9, help="Largest share of decoder parameters a trial may remove."),
     max_samples: int = typer.Option(256, "--max-samples", min=8, help="Upper bound of the calibration sample count (searched 8..max, log)."),
     max_seq_len: int = typer.Option(1024, "--max-seq-len", min=64, help="Upper bound of the calibration window length (searched 64..max, log)."),
-    warm_start: bool = typer.Option(True, "--warm-start/--no-warm-start", help="Seed the search with published fixed recipes (LLM-Pruner, Wanda-sp, FLAP) at r_min."),
+    warm_start: bool = typer.Option(True, "--warm-start/--no-warm-start", help="Seed the search with published fixed recipes (LLM-Pruner, Wanda-sp, FLAP, taylor + reconstruction), each at its own solved ratio."),
     workers: int = typer.Option(1, "--workers", min=1, help="Parallel trials on a local dask cluster of this many processes."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Use an existing dask cluster (tcp://host:port) instead of a local one."),
     out: Path = typer.Option(Path("runs/search"), "--out", "-o", help="Run directory (trials.jsonl, trials.csv, search.json, smac/)."),
@@ -66,8 +71,9 @@ def search_cmd(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the budget, r_min and the search space, then exit."),
 ) -> None:
     """Bayesian search (SMAC) over calibration samples, importance metric, aggregation and allocation,
-    bounded below by the smallest ratio that meets the device budget; every trial's structure is
-    checked against the budget (predicted latency + RAM), violators are penalised, never accepted."""
+    each trial at the smallest ratio whose structure meets the device budget (solved per recipe on the
+    calibrated predictor); every trial's structure is checked against the budget (latency + RAM),
+    violators are penalised, never accepted."""
     from adaprune_edge import models, profiles
     from adaprune_edge.device import Device
     from adaprune_edge.search.plan import make_plan
@@ -107,7 +113,7 @@ def print_plan(plan, spec) -> None:
                   f"budget {plan.budget_ms} ms/token → r_min {plan.r_min:.1%} of decoder parameters "
                   f"(uniform: {s.structure.condensed()}; {s.reason})"
                   + (f"; measured {s.measured.decode_ms_per_token:.2f} ms/token" if s.measured else ""))
-    console.print(f"searching ratio in [{plan.bounds.r_min:.3f}, {plan.bounds.r_max:.3f}], {spec.n_trials} trials, "
+    console.print(f"each trial solves its own ratio (up to {plan.bounds.r_max:.3f}), {spec.n_trials} trials, "
                   f"objective {spec.objective}, facade {spec.facade}")
 
 
@@ -136,7 +142,7 @@ def _final(outcome, dev, quant: str) -> None:
     if best is None:
         console.print("[red]no trial met the budget[/]: raise --trials or --max-ratio")
         return
-    console.print(f"best: trial {best.index} {best.summary()} ratio {best.values['ratio']:.3f}: held-out loss "
+    console.print(f"best: trial {best.index} {best.summary()} ratio {_ratio(best):.3f}: held-out loss "
                   f"{best.loss:.4f} (ppl {best.ppl:.2f}), {best.decode_ms:.2f} ms/token on {dev.name} (screening)")
     if dev.measures:  # the incumbent is always re-measured with the device's backend
         rep = dev.latency_of(best.structure, quant)

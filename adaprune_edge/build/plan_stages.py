@@ -94,7 +94,7 @@ def _prior(o: QuantOption) -> float:
 def pruned_estimate(ctx: BuildContext, o: QuantOption, f16_ppl: float) -> dict[str, Any]:
     """The warm-start recipe (taylor/uniform + least-squares reconstruction) at r_min for recipe o:
     torch perplexity on the objective windows x o's measured quantization factor."""
-    spec = ctx.search_spec_for(o.recipe, o.r_min, o.r_min)
+    spec = ctx.search_spec_for(o.recipe, o.r_min, min(0.9, o.r_min + 0.1))  # the solver's ceiling
     sctx = ctx.data_context().derive(spec)  # the same data: calibration is not tokenized twice
     values = plain(warm_start_configs(build_space(spec.bounds, ctx.spec.seed), spec.bounds)[-1])
     rec = sctx.evaluate(0, values)

@@ -62,7 +62,8 @@ def stage_prune(ctx: BuildContext) -> Pruned:
     if ctx.quant_only():
         return nothing_pruned(ctx.plan)
     best = ctx.results["search"].best
-    cfg, weights = to_prune_config(best.values, PruneConfig.from_dict(best.prune_config).align, ctx.spec.seed)
+    solved = PruneConfig.from_dict(best.prune_config)  # the recipe at the ratio its trial solved
+    cfg, weights = to_prune_config(best.values, solved.align, ctx.spec.seed, solved.ratio)
     sctx = ctx.search_context()
     res = prune(ctx.dense.model, sctx.calibration(cfg, weights), cfg, cache=sctx.cache,
                 progress=lambda d, t: ctx.hooks.progress("prune", d, t, "calibration batches"))

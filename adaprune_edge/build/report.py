@@ -146,7 +146,7 @@ def tradeoff_from_trials(path: Path, results: dict[str, Any], rep: dict[str, Any
         series.append({"label": "dense quant recipes (objective PPL)", "ms": [o["decode_ms"] for o in opts],
                        "quality": [o["ppl"] for o in opts], "style": "s"})
     best = results["search"].best
-    what = f"best trial ratio {best.values['ratio']:.2f}" if best and rep["mode"] == "pruned" else "quantization only"
+    what = f"best trial ratio {best.prune_config['ratio']:.2f}" if best and rep["mode"] == "pruned" else "quantization only"
     # every point on the objective windows (the report set is not plotted: it must stay unseen by choices)
     ex, cand = results["export"], results["candidates"]
     shipped = ex.objective_ppl or next((o["ppl"] for o in opts if o["recipe"] == rep["quant"]), None)

@@ -60,6 +60,8 @@ class AllocationContext:
     stats: Any = None
     owl_lambda: float = 0.08
     owl_m: float = 5.0
+    knots: tuple[float, ...] = ()       # allocation 'profile' (profile.py)
+    head_weight: float = 1.0
 
 
 ALLOCATIONS: Registry[Callable[[AllocationContext], dict[int, tuple[int, int]]]] = Registry("allocation")
@@ -147,14 +149,17 @@ def allocate_global(ctx: AllocationContext) -> dict[int, tuple[int, int]]:
     return _steps_result(ctx, greedy(_all_lanes(ctx), {}, ctx.target))
 
 
-def by_fractions(ctx: AllocationContext, frac: dict[int, float]) -> dict[int, tuple[int, int]]:
-    """Remove about frac[i] of layer i: heads rounded to whole steps, FFN widths filling the rest,
-    then the total corrected to the target with the least important remaining FFN steps."""
+def by_fractions(ctx: AllocationContext, frac: dict[int, float],
+                 head_frac: dict[int, float] | None = None) -> dict[int, tuple[int, int]]:
+    """Remove about frac[i] of layer i: heads rounded to whole steps (head_frac[i] of them; default
+    frac[i]), FFN widths filling the rest, then the total corrected to the target with the least
+    important remaining FFN steps."""
     taken: dict[tuple[int, str], int] = {}
     head_cost = 0.0
+    head_frac = frac if head_frac is None else head_frac
     for i in ctx.layers:
         ln = ctx.heads[i]
-        k = min(len(ln.cost), round(frac[i] * ln.units))
+        k = min(len(ln.cost), round(head_frac[i] * ln.units))
         taken[(i, "head")] = k
         head_cost += sum(ln.cost[:k])
     want = {i: max(0.0, frac[i] * ctx.layer_params[i] - sum(ctx.heads[i].cost[:taken[(i, 'head')]]))

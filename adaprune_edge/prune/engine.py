@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from adaprune_edge.prune import allocation as alloc
+from adaprune_edge.prune import profile as _profile  # noqa: F401  (registers the 'profile' allocation)
 from adaprune_edge.data.calibration import STRATEGIES, CalibrationPool, windows_key
 from adaprune_edge.prune.compensation import compensate, reconstruct
 from adaprune_edge.prune.depth import layers_to_drop
@@ -53,6 +54,9 @@ class PruneConfig:
     align: FFN widths stay multiples of this (256 for K-quants, 32 otherwise, 1 = free).
     min_keep: share of query heads per group, KV groups and FFN channels every pruned layer keeps.
     owl_lambda: OWL's maximum deviation of a layer's share from the mean share.
+    profile_knots / head_weight: allocation 'profile' (prune/profile.py): relative pruning intensity at
+      evenly spaced depths (2–5 knots in (0, 1], interpolated over the layers; none = flat), and the share of a layer's
+      removal taken from attention heads relative to its FFN (1 = the same share, 0 = FFN only).
     batch_size: calibration windows per forward/backward pass (memory vs speed).
     """
 
@@ -73,6 +77,8 @@ class PruneConfig:
     align: int = 32
     min_keep: float = 0.1
     owl_lambda: float = 0.08
+    profile_knots: tuple[float, ...] = ()
+    head_weight: float = 1.0
     seed: int = 0
     batch_size: int = 1
 
@@ -91,6 +97,10 @@ class PruneConfig:
                   (self.align >= 1, "align must be >= 1"), (0.0 <= self.min_keep < 1.0, "min_keep must be in [0, 1)"),
                   (self.protect_first >= 0 and self.protect_last >= 0, "protect_first/last must be >= 0"),
                   (self.batch_size >= 1, "batch_size must be >= 1"), (self.recon_damp > 0, "recon_damp must be > 0"), (0.0 <= self.owl_lambda < 0.5, "owl_lambda must be in [0, 0.5)")]
+        if self.allocation == "profile":
+            checks += [(len(self.profile_knots) in (0, 2, 3, 4, 5) and all(0 < k <= 1 for k in self.profile_knots),
+                        "allocation 'profile' takes 2-5 profile_knots in (0, 1] (none = flat)"),
+                       (0.0 <= self.head_weight <= 4.0, "head_weight must be in [0, 4]")]
         for ok, msg in checks:
             if not ok:
                 raise ConfigError(f"{msg} (got {self})")
@@ -110,6 +120,8 @@ class PruneConfig:
         extra = sorted(set(d) - known)
         if extra:
             raise ConfigError(f"unknown PruneConfig fields {extra}; known: {', '.join(sorted(known))}")
+        if "profile_knots" in d:
+            d = {**d, "profile_knots": tuple(float(k) for k in d["profile_knots"])}
         return cls(**d)
 
 
@@ -237,7 +249,7 @@ def removal_plan(model: nn.Module, st: Structure, scores: list, stats: Any, conf
         ffn={i: alloc.ffn_lane(scores[i], st.hidden, config.align, config.min_keep) for i in prunable},
         layers=prunable, layer_params={i: lp[i] for i in prunable},
         target=max(0.0, target - sum(lp[i] for i in dropped)), model=model, stats=stats,
-        owl_lambda=config.owl_lambda)
+        owl_lambda=config.owl_lambda, knots=config.profile_knots, head_weight=config.head_weight)
     steps = alloc.ALLOCATIONS.get(config.allocation)(ctx) if prunable else {}
     layers = {i: alloc.plan_layer(st.layers[i].n_head, st.layers[i].n_head_kv, st.layers[i].n_ff,
                                   ctx.heads[i], ctx.ffn[i], steps[i], config.head_unit)

@@ -1,5 +1,6 @@
-"""The search objective: one trial = prune a copy in memory with the trial's recipe, check the budget on
-its actual Structure, score validation loss (or KL to the dense model) on the objective windows."""
+"""The search objective: one trial = solve the recipe's smallest ratio meeting the budget, prune a copy in
+memory at it, check the budget on its actual Structure, score validation loss (or KL to the dense model)
+on the objective windows."""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ from adaprune_edge import models
 from adaprune_edge.data import textsets
 from adaprune_edge.data.calibration import CalibrationPool
 from adaprune_edge.latency.budget import budget_ok, ffn_align
-from adaprune_edge.prune.engine import prune
+from adaprune_edge.prune.engine import MAX_RATIO, prune
+from adaprune_edge.prune.probe import StructureProbe
+from adaprune_edge.search.ratio import RatioSolution, predicted_fit, solve_ratio
 from adaprune_edge.prune.importance import ImportanceCache
 
 
@@ -87,11 +90,15 @@ class SearchContext:
         return torch.cat(parts) if parts else self.pools[0]
 
     def evaluate(self, index: int, values: dict[str, Any], fidelity: int | None = None) -> TrialRecord:
-        """Run one trial: prune a copy, check the budget, score on held-out windows."""
+        """Run one trial: solve the recipe's smallest ratio meeting the budget (StructureProbe + predictor),
+        prune a copy at it, check the budget on the actual Structure, score on held-out windows."""
 
         t0 = time.perf_counter()
-        cfg, weights = to_prune_config(values, ffn_align(self.spec.quant), self.spec.seed)
-        res = prune(self.model, self.calibration(cfg, weights), cfg, cache=self.cache)
+        recipe, weights = to_prune_config(values, ffn_align(self.spec.quant), self.spec.seed)
+        calib = self.calibration(recipe, weights)
+        sol = self.solve(recipe, calib)
+        cfg = dataclasses.replace(recipe, ratio=sol.ratio)
+        res = prune(self.model, calib, cfg, cache=self.cache)
         report = self._latency(res.structure)
         if not report.measured and self.spec.latency_scale != 1.0:  # roofline calibrated to a measurement on this device
             report = dataclasses.replace(report, decode_ms_per_token=report.decode_ms_per_token * self.spec.latency_scale,
@@ -106,7 +113,13 @@ class SearchContext:
         return TrialRecord(index, values, "ok" if ok else "violates", float(cost), loss, ppl, kl,
                            res.decoder_ratio, res.total_ratio, res.params_after, report.decode_ms_per_token,
                            report.prefill_tps, reason, res.structure, cfg.to_dict(), n_val,
-                           time.perf_counter() - t0, res.cache_hit)
+                           time.perf_counter() - t0, res.cache_hit, sol.ratio, sol.steps)
+
+    def solve(self, recipe: Any, calib: Any) -> RatioSolution:
+        """Smallest ratio of `recipe` whose structure meets the budget on the calibrated predictor."""
+        probe = StructureProbe(self.model, calib, recipe, self.cache)
+        fits = predicted_fit(self.device, self.profile, self.spec.quant, self.spec.latency_scale, self.spec.budget_ms)
+        return solve_ratio(probe.at, fits, min(self.bounds.r_max, MAX_RATIO))
 
     def _latency(self, structure: Any) -> Any:
         """Measured with the device's backend when measure_trials (shape-only GGUF, cached per structure),

@@ -45,14 +45,12 @@ MEASURE_MARGIN = 0.05  # where latency is measured, r_min is solved for budget x
 # shared 2-core VM the same file measures 5.2 and 6.0 ms/token a few minutes apart, and the shipped GGUF
 # carries compensation biases the shape-only GGUFs lack (5.10 vs 4.80 ms/token for one structure), so the
 # final measurement needs headroom
-RATIO_WINDOW = 0.12  # search the ratio in [r_min, r_min + window]: quality only falls as the ratio rises
 
 
 def make_plan(base: Structure, device: Device, quant: str, budget_ms: float | None = None,
               max_ratio: float = 0.6, confirm: bool = True, **bounds: Any) -> SearchPlan:
-    """Solve r_min for the budget and build the search bounds [r_min, min(max_ratio, r_min + 0.12)]
-    (decoder share). Above r_min the ratio only buys slack for non-uniform structures whose latency
-    differs from the uniform one's, so the window stays narrow."""
+    """Solve r_min (the uniform recipe's ratio) for the budget; the bounds' r_max = max_ratio is the
+    ceiling of every trial's own ratio solve (search/ratio.py), decoder share."""
     if budget_ms is not None and budget_ms <= 0:
         raise ConfigError(f"--budget-ms must be positive, got {budget_ms}")
     profile = device.profile
@@ -67,7 +65,7 @@ def make_plan(base: Structure, device: Device, quant: str, budget_ms: float | No
         raise ConfigError(f"the budget needs at least {r_min:.1%} of the decoder pruned, above --max-ratio "
                           f"{max_ratio:.0%}: raise --max-ratio or relax the budget")
     return SearchPlan(profile.name, quant, limit, device.predict(base, quant), sol, r_min, scale,
-                      SpaceBounds(r_min=round(r_min, 4), r_max=round(min(max_ratio, r_min + RATIO_WINDOW), 4), **bounds))
+                      SpaceBounds(r_min=round(r_min, 4), r_max=round(max_ratio, 4), **bounds))
 
 
 def with_bounds(plan: SearchPlan, **changes: Any) -> SearchPlan:

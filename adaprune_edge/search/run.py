@@ -36,7 +36,7 @@ def _scenario(spec: SearchSpec, space: Any, out: Path) -> Any:
 
 
 def warm_start_configs(space: Any, bounds: SpaceBounds) -> list[Any]:
-    """Published fixed recipes at the smallest feasible ratio, so the search starts from the best of them:
+    """Published fixed recipes (each at its own solved ratio), so the search starts from the best of them:
     LLM-Pruner-like taylor/uniform, Wanda-sp, FLAP-like fluctuation/global + bias compensation; and
     taylor/uniform with least-squares reconstruction (ours)."""
     from ConfigSpace import Configuration
@@ -45,7 +45,7 @@ def warm_start_configs(space: Any, bounds: SpaceBounds) -> list[Any]:
     recipes = [dict(metric="taylor", allocation="uniform"), dict(metric="wanda", allocation="uniform"),
                dict(metric="fluctuation", allocation="global", bias_compensation=True),
                dict(metric="taylor", allocation="uniform", reconstruction=True, recon_damp=0.3)]
-    return [Configuration(space, values={**base, **r, "ratio": bounds.r_min}) for r in recipes]
+    return [Configuration(space, values={**base, **r}) for r in recipes]
 
 
 def make_optimizer(spec: SearchSpec, space: Any, out: Path) -> Any:
@@ -116,8 +116,10 @@ def pareto_front(records: list[TrialRecord]) -> list[TrialRecord]:
     return front
 
 
-def _key(values: dict[str, Any]) -> tuple:
-    return tuple(sorted((k, round(v, 9) if isinstance(v, float) else v) for k, v in values.items()))
+def _key(values: dict[str, Any], fidelity: int | None = None) -> tuple:
+    """A trial's identity: its point and fidelity (hyperband evaluates one point at rising fidelities)."""
+    point = tuple(sorted((k, round(v, 9) if isinstance(v, float) else v) for k, v in values.items()))
+    return point, fidelity
 
 
 def run_search(spec: SearchSpec, run_dir: Path, *, resume: bool = False, force: bool = False,
@@ -132,7 +134,8 @@ def run_search(spec: SearchSpec, run_dir: Path, *, resume: bool = False, force: 
     _replay(opt, spec, space, records)
     if evaluator is None:
         evaluator = LocalEvaluator(spec)
-    seen = {_key(r.values) for r in records}
+    hb = spec.facade == "hyperband"
+    seen = {_key(r.values, r.fidelity if hb else None) for r in records}
     start, new, idle = time.monotonic(), 0, 0
     pending: dict[Any, Any] = {}
     try:
@@ -141,15 +144,17 @@ def run_search(spec: SearchSpec, run_dir: Path, *, resume: bool = False, force: 
             while not out_of_time and len(pending) < evaluator.slots and len(records) + len(pending) < spec.n_trials:
                 info = opt.ask()
                 values = plain(info.config)
-                if _key(values) in seen:  # never evaluate a configuration twice
-                    old = next(r for r in records if _key(r.values) == _key(values))
-                    _tell(opt, spec, info, old)
+                fidelity = int(round(info.budget)) if info.budget else None
+                key = _key(values, fidelity if hb else None)
+                if key in seen:  # never evaluate a configuration twice (at one fidelity)
+                    old = next((r for r in records if _key(r.values, r.fidelity if hb else None) == key), None)
+                    if old is not None:  # (None: asked again while still pending)
+                        _tell(opt, spec, info, old)
                     idle += 1
                     if idle > 50:
                         break
                     continue
-                seen.add(_key(values))
-                fidelity = int(round(info.budget)) if info.budget else None
+                seen.add(key)
                 pending[evaluator.submit(len(records) + len(pending), values, fidelity)] = info
             if not pending:
                 break

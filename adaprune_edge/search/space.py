@@ -1,9 +1,10 @@
-"""The AdaPruner search space (ConfigSpace): how to calibrate, score, allocate, and how much to prune.
+"""The AdaPruner search space (ConfigSpace): how to calibrate, score and allocate.
 
 A point of the space becomes a `PruneConfig` (plus calibration source weights when several sources
-are given). Knobs that only matter for some choices are conditional (owl_lambda only under `owl`,
-depth_share only when depth removal is on, recon_damp only with least-squares reconstruction, source
-weights only with several sources)."""
+are given). The ratio is not searched: each trial solves the smallest ratio that meets the budget
+(search/ratio.py). Knobs that only matter for some choices are conditional (owl_lambda only under `owl`,
+the depth knots and head_weight only under `profile`, depth_share only when depth removal is on,
+recon_damp only with least-squares reconstruction, source weights only with several sources)."""
 
 from __future__ import annotations
 
@@ -19,11 +20,13 @@ from adaprune_edge.prune.engine import PruneConfig
 from adaprune_edge.prune.importance import AGGREGATIONS, METRICS
 
 HEAD_UNITS = ("query", "group", "none")  # PruneConfig.head_unit
+N_KNOTS = 4  # knots of the `profile` allocation over depth (prune/profile.py)
 
 
 @dataclass(frozen=True)
 class SpaceBounds:
-    """Ranges of the searched knobs. ratio: share of decoder parameters removed, [r_min, r_max]."""
+    """Ranges of the searched knobs. r_min: the uniform recipe's solved ratio (share of decoder parameters
+    removed); r_max: the largest ratio the per-trial ratio solver may choose."""
 
     r_min: float
     r_max: float
@@ -35,6 +38,7 @@ class SpaceBounds:
     max_protect_first: int = 4
     max_protect_last: int = 2
     max_depth_share: float = 0.6
+    sampling: str | None = None  # one calibration sampling strategy for every trial (None: searched)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -47,6 +51,8 @@ class SpaceBounds:
         if not 0.0 <= self.r_min < self.r_max <= 0.9:
             raise ConfigError(f"ratio range [{self.r_min:.3f}, {self.r_max:.3f}] is empty or outside [0, 0.9]: "
                               "raise --max-ratio or relax the budget")
+        if self.sampling is not None:
+            STRATEGIES.get(self.sampling)
         if not 1 <= self.min_samples <= self.max_samples or not 2 <= self.min_seq_len <= self.max_seq_len:
             raise ConfigError("calibration ranges are empty: check --max-samples / --max-seq-len")
 
@@ -61,22 +67,25 @@ def build_space(bounds: SpaceBounds, seed: int = 0) -> ConfigurationSpace:
     share = Float("depth_share", (0.05, bounds.max_depth_share), default=0.25)
     recon = Categorical("reconstruction", (False, True), default=False)
     damp = Float("recon_damp", (0.03, 3.0), log=True, default=0.3)
+    knots = [Float(f"knot_{k}", (0.05, 1.0), default=0.5) for k in range(N_KNOTS)]
+    head_weight = Float("head_weight", (0.0, 2.0), default=1.0)
     cs.add([
-        Float("ratio", (bounds.r_min, bounds.r_max), default=bounds.r_min),
         Categorical("metric", METRICS.searchable(), default="taylor"),
         Categorical("aggregation", AGGREGATIONS.searchable(), default="sum"),
         alloc, owl, depth, share,
         Categorical("head_unit", HEAD_UNITS, default="none"),
+        Constant("sampling", bounds.sampling) if bounds.sampling else
         Categorical("sampling", STRATEGIES.searchable(), default="random"),
         _int("n_samples", bounds.min_samples, bounds.max_samples, 32),
         _int("seq_len", bounds.min_seq_len, bounds.max_seq_len, 256),
         Integer("protect_first", (0, bounds.max_protect_first), default=0),
         Integer("protect_last", (0, bounds.max_protect_last), default=0),
         Categorical("bias_compensation", (False, True), default=False),
-        recon, damp,
+        recon, damp, *knots, head_weight,
     ])
     cs.add([EqualsCondition(owl, alloc, "owl"), EqualsCondition(share, depth, "on"),
-            EqualsCondition(damp, recon, True)])
+            EqualsCondition(damp, recon, True), EqualsCondition(head_weight, alloc, "profile"),
+            *[EqualsCondition(k, alloc, "profile") for k in knots]])
     for i in range(1, bounds.n_sources):
         cs.add(Float(f"source_weight_{i}", (0.0, 1.0), default=1.0))
     return cs
@@ -89,20 +98,24 @@ def _int(name: str, lo: int, hi: int, default: int) -> Any:
     return Integer(name, (lo, hi), log=True, default=min(hi, max(lo, default)))
 
 
-def to_prune_config(values: dict[str, Any], align: int, seed: int) -> tuple[PruneConfig, list[float]]:
-    """A search point → (PruneConfig, normalised calibration source weights)."""
+def to_prune_config(values: dict[str, Any], align: int, seed: int,
+                    ratio: float | None = None) -> tuple[PruneConfig, list[float]]:
+    """A search point → (PruneConfig at `ratio`, normalised calibration source weights). `ratio` defaults
+    to values['ratio'] (points of older runs) or 0 (the solver sets it: search/ratio.py)."""
     n_src = 1 + sum(1 for k in values if k.startswith("source_weight_"))
     weights = [1.0] + [float(values[f"source_weight_{i}"]) for i in range(1, n_src)]
     total = sum(weights)
     cfg = PruneConfig(
-        ratio=float(values["ratio"]), metric=str(values["metric"]), aggregation=str(values["aggregation"]),
+        ratio=float(values.get("ratio", 0.0) if ratio is None else ratio), metric=str(values["metric"]), aggregation=str(values["aggregation"]),
         allocation=str(values["allocation"]), head_unit=str(values["head_unit"]),
         n_samples=int(values["n_samples"]), seq_len=int(values["seq_len"]), sampling=str(values["sampling"]),
         protect_first=int(values["protect_first"]), protect_last=int(values["protect_last"]),
         depth_share=float(values.get("depth_share", 0.0)) if values.get("depth") == "on" else 0.0,
         bias_compensation=bool(values["bias_compensation"]), align=align,
         reconstruction=bool(values.get("reconstruction", False)), recon_damp=float(values.get("recon_damp", 0.3)),
-        owl_lambda=float(values.get("owl_lambda", 0.08)), seed=seed)
+        owl_lambda=float(values.get("owl_lambda", 0.08)), seed=seed,
+        profile_knots=tuple(float(values[f"knot_{k}"]) for k in range(N_KNOTS) if f"knot_{k}" in values),
+        head_weight=float(values.get("head_weight", 1.0)))
     return cfg, [w / total for w in weights]
 
 

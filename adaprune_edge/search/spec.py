@@ -46,7 +46,7 @@ class SearchSpec:
     walltime_s: float | None = None
     workers: int = 1
     seed: int = 0
-    kind: str = "adaprune-edge/search-v1"
+    kind: str = "adaprune-edge/search-v2"  # v2: the ratio is solved per trial, not searched
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

@@ -25,7 +25,8 @@ RESUMABLE_CHANGES = {"n_trials", "walltime_s", "workers"}
 class TrialRecord:
     """One finished trial. status: 'ok' | 'violates' (structure misses the budget; cost is a penalty)
     | 'error'. cost: what SMAC was told (validation loss in nats/token, or KL; penalty otherwise).
-    decode_ms: predicted decode ms/token of the structure on the device."""
+    decode_ms: predicted decode ms/token of the structure on the device. solved_ratio: the config ratio the
+    solver chose for this recipe (decoder_ratio is what the pruned structure achieved)."""
 
     index: int
     values: dict[str, Any]
@@ -45,6 +46,8 @@ class TrialRecord:
     fidelity: int
     seconds: float
     cache_hit: bool
+    solved_ratio: float | None = None  # the trial's own smallest ratio meeting the budget (search/ratio.py)
+    ratio_steps: int = 0               # structures probed by the ratio solver
 
     @property
     def feasible(self) -> bool:
@@ -57,7 +60,7 @@ class TrialRecord:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrialRecord":
-        kw = {f.name: d[f.name] for f in dataclasses.fields(cls)}
+        kw = {f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d}
         kw["structure"] = Structure.from_dict(kw["structure"])
         return cls(**kw)
 
@@ -67,7 +70,13 @@ class TrialRecord:
         return (f"{v['metric']}/{v['aggregation']} {v['allocation']} {v['head_unit']} "
                 f"{v['sampling']} {v['n_samples']}x{v['seq_len']}{depth}"
                 f"{' +bias' if v.get('bias_compensation') and not v.get('reconstruction') else ''}"
-                f"{' +lsq(%.2g)' % v['recon_damp'] if v.get('reconstruction') else ''}")
+                f"{' +lsq(%.2g)' % v['recon_damp'] if v.get('reconstruction') else ''}"
+                f"{_profile(v) if v['allocation'] == 'profile' else ''}")
+
+
+def _profile(v: dict[str, Any]) -> str:
+    knots = "/".join(f"{v[k]:.2f}" for k in sorted(v) if k.startswith("knot_"))
+    return f" knots {knots} heads×{v.get('head_weight', 1.0):.2f}"
 
 
 class TrialStore:
@@ -134,7 +143,7 @@ class TrialStore:
 
     def write_csv(self, records: list[TrialRecord]) -> Path:
         path = self.dir / CSV_FILE
-        cols = ["index", "status", "cost", "loss", "ppl", "kl", "decoder_ratio", "total_ratio", "params",
+        cols = ["index", "status", "cost", "loss", "ppl", "kl", "solved_ratio", "decoder_ratio", "total_ratio", "params",
                 "decode_ms", "prefill_tps", "fidelity", "seconds", "cache_hit", "recipe"]
         with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
             w = csv.writer(f)
