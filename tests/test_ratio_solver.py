@@ -122,3 +122,24 @@ def test_hyperband_resumes_after_kill_without_losing_trials(tmp_path):
     keys = [(json.dumps(t["values"], sort_keys=True), t["fidelity"]) for t in after]
     assert len(set(keys)) == len(keys), "a configuration was evaluated twice at one fidelity"
     assert all(t["decode_ms"] <= budget + 1e-9 for t in after if t["status"] == "ok")
+
+
+def test_cheap_trials_reuse_cached_statistics(tiny_dir, shared_data):
+    """Trials that change only metric/allocation (or the fidelity) run no new forward/backward pass."""
+    from adaprune_edge.search.objective import SearchContext
+    from adaprune_edge.search.space import build_space, plain
+
+    spec = _spec(tiny_dir, shared_data / "wikitext-2/valid.txt", facade="hyperband")
+    ctx = SearchContext(spec)
+    base = plain(build_space(spec.bounds, 0).get_default_configuration())
+    first = ctx.evaluate(0, {**base, "metric": "wanda", "allocation": "uniform"}, fidelity=1)
+    misses = ctx.cache.misses
+    assert misses == 1 and not first.cache_hit
+    knots = {f"knot_{k}": v for k, v in enumerate((1.0, 0.3, 0.3, 1.0))}
+    for i, values in enumerate([{**base, "metric": "fluctuation", "allocation": "global"},
+                                {**base, "metric": "wanda", "allocation": "profile", "head_weight": 0.5, **knots}]):
+        rec = ctx.evaluate(i + 1, values, fidelity=1)
+        assert rec.cache_hit and rec.feasible and rec.fidelity == 1
+    promoted = ctx.evaluate(3, {**base, "metric": "wanda", "allocation": "uniform"}, fidelity=2)
+    assert promoted.cache_hit and promoted.fidelity == 2 and promoted.solved_ratio == first.solved_ratio
+    assert ctx.cache.misses == misses

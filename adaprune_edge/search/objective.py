@@ -93,7 +93,7 @@ class SearchContext:
         """Run one trial: solve the recipe's smallest ratio meeting the budget (StructureProbe + predictor),
         prune a copy at it, check the budget on the actual Structure, score on held-out windows."""
 
-        t0 = time.perf_counter()
+        t0, misses = time.perf_counter(), self.cache.misses
         recipe, weights = to_prune_config(values, ffn_align(self.spec.quant), self.spec.seed)
         calib = self.calibration(recipe, weights)
         sol = self.solve(recipe, calib)
@@ -113,7 +113,7 @@ class SearchContext:
         return TrialRecord(index, values, "ok" if ok else "violates", float(cost), loss, ppl, kl,
                            res.decoder_ratio, res.total_ratio, res.params_after, report.decode_ms_per_token,
                            report.prefill_tps, reason, res.structure, cfg.to_dict(), n_val,
-                           time.perf_counter() - t0, res.cache_hit, sol.ratio, sol.steps)
+                           time.perf_counter() - t0, self.cache.misses == misses, sol.ratio, sol.steps)
 
     def solve(self, recipe: Any, calib: Any) -> RatioSolution:
         """Smallest ratio of `recipe` whose structure meets the budget on the calibrated predictor."""
