@@ -12,7 +12,7 @@ Fixed recipes (all with least-squares reconstruction of o_proj/down_proj, `recon
   pruning, so nothing to reconstruct), plus registered one-shot methods (metric `obs`) when available.
 Searched: SMAC (warm-started with the fixed recipes), every trial at its own solved ratio.
 
-Calibration is the same for every recipe and trial of a seed: 32 random windows of 256 tokens (the search
+Calibration is the same for every recipe and trial of a seed: n_samples random windows of seq_len tokens (the search
 chooses metric, aggregation, allocation incl. the depth profile, heads, protection, depth removal, bias /
 reconstruction; not the calibration sample), so trials reuse the seed's cached statistics.
 
@@ -21,10 +21,14 @@ Three disjoint text sets, named in the JSON (`data_sets`): calibration = wikitex
 8 × 512-token windows of that tail (never used by calibration or the objective) and 8 × 512 of PTB valid.
 Seeds 0, 1, 2 (calibration sample and SMAC seed); mean ± spread (max − min) / 2 reported.
 
-Scaled down for a shared 2-core host (stated in the JSON's `scale`):
+Scaled down for a shared 2-core host (stated in the JSON's `scale`); the full protocol and the reduced run
+that fit in this session (one seed, 8 × 128 calibration, 2 × 256 objective, 4 × 256 report windows):
 
     python3 bench/search_vs_fixed.py --targets 0.2,0.35 --trials 8 --seeds 0,1,2
         # → bench/results/search_vs_fixed_<targets>.json
+    python3 bench/search_vs_fixed.py --targets 0.2,0.35 --seeds 0 --trials 6 --no-ptb \
+        --scale n_samples=8,seq_len=128,val_windows=2,val_seq_len=256,report_windows=4 \
+        --out bench/results/search_vs_fixed_0.2_0.35_small.json
 """
 
 from __future__ import annotations
@@ -144,7 +148,8 @@ def summary(rows):
         for r in rows:
             if r["target"] == t:
                 per.setdefault(r["recipe"], []).append(r)
-        stats = {name: {k: _ms([r[k] for r in rs]) for k in ("ppl_wikitext", "ppl_ptb", "predicted_ms", "decoder_ratio")}
+        keys = [k for k in ("ppl_wikitext", "ppl_ptb", "predicted_ms", "decoder_ratio") if k in rs_all(per)]
+        stats = {name: {k: _ms([r[k] for r in rs]) for k in keys}
                  | {"seeds": [r["seed"] for r in rs]} for name, rs in per.items()}
         fixed = {n: s for n, s in stats.items() if n != "searched"}
         best = min(fixed, key=lambda n: fixed[n]["ppl_wikitext"]["mean"])
@@ -157,6 +162,10 @@ def summary(rows):
                                       for sd in seeds}
         out[str(t)] = entry
     return out
+
+
+def rs_all(per):
+    return next(iter(per.values()))[0]
 
 
 def _at(rs, seed):
@@ -194,7 +203,12 @@ def main() -> None:
     ap.add_argument("--facade", default="hpo")
     ap.add_argument("--measure", action="store_true")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--scale", default="", help="overrides, e.g. n_samples=8,seq_len=128,val_windows=2,val_seq_len=256,report_windows=4")
+    ap.add_argument("--no-ptb", action="store_true", help="report on the wikitext-2 windows only")
     args = ap.parse_args()
+    for kv in filter(None, args.scale.split(",")):
+        k, v = kv.split("=")
+        SCALE[k] = int(v)
     out = Path(args.out) if args.out else RESULTS / f"search_vs_fixed_{args.targets.replace(',', '_')}.json"
     import torch
 
@@ -206,10 +220,11 @@ def main() -> None:
     lm = models.load("default")
     base = Structure.from_model(lm.model)
     profile = profiles.load_profile("this-host")
-    report = {"ptb": CalibrationPool.from_sources([str(PTB)], lm.tokenizer, 512).windows[:8]}
+    report = {} if args.no_ptb else {"ptb": CalibrationPool.from_sources([str(PTB)], lm.tokenizer, SCALE["val_seq_len"]).windows[:8]}
     scale = {**SCALE, "trials": args.trials, "facade": args.facade, "seeds": args.seeds,
-             "note": "scaled down for a shared 2-core host: 8 trials, 32x256 random calibration (fixed, not searched), 4x512 objective windows, "
-                     "report on 8x512 wikitext-2 windows after the objective's and 8x512 PTB valid windows"}
+             "ptb": not args.no_ptb,
+             "note": "scaled down for a shared 2-core host (see the other keys): random calibration (fixed, not searched), 4x512 objective windows, "
+                     "report on wikitext-2 windows after the objective's (and PTB valid windows unless ptb is false)"}
     _save(out, [], scale=scale, fixed_recipes=fixed_recipes())
     rows, caches = [], {}
     for t in [float(x) for x in args.targets.split(",")]:
@@ -223,7 +238,7 @@ def main() -> None:
         print(t, json.dumps({k: v for k, v in e.items() if k != "recipes"}))
         for name, s in e["recipes"].items():
             print(f"  {name:24s} wikitext {s['ppl_wikitext']['mean']:.2f} ± {s['ppl_wikitext']['spread']:.2f}  "
-                  f"ptb {s['ppl_ptb']['mean']:.2f}  ratio {s['decoder_ratio']['mean']:.3f}  pred {s['predicted_ms']['mean']:.3f} ms")
+                  f"ptb {s['ppl_ptb']['mean'] if 'ppl_ptb' in s else float('nan'):.2f}  ratio {s['decoder_ratio']['mean']:.3f}  pred {s['predicted_ms']['mean']:.3f} ms")
 
 
 if __name__ == "__main__":
