@@ -122,7 +122,7 @@ def prune_cmd(
     t0 = time.perf_counter()
     with console.status(f"loading {model} ..."):
         lm = models.load(model)
-        check_architecture(lm.model)
+        check_architecture(lm.model, cfg)
     with sampling_bar() as step:
         pool = CalibrationPool.from_sources(sources, lm.tokenizer, seq_len, rng, loaded=lm, progress=step)
     if not calib:

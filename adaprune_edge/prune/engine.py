@@ -21,17 +21,18 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from adaprune_edge import archs
 from adaprune_edge.prune import allocation as alloc
 from adaprune_edge.data.calibration import STRATEGIES, CalibrationPool, windows_key
 from adaprune_edge.prune.compensation import compensate, reconstruct
 from adaprune_edge.prune.depth import layers_to_drop
-from adaprune_edge.errors import ConfigError, DataError, ModelError
+from adaprune_edge.errors import ConfigError, DataError
 from adaprune_edge.prune.importance import AGGREGATIONS, METRICS, ImportanceCache, needs
 from adaprune_edge.prune.slicing import drop_layers, prune_attention, prune_mlp, sync_config
-from adaprune_edge.structure import Structure
+from adaprune_edge.archs.base import ATTN_OUT, ATTN_Q, ATTN_K, FFN_DOWN, FFN_GATE
+from adaprune_edge.structure import LayerShape, Structure
 
 MAX_RATIO = 0.9
-SUPPORTED = ("llama", "mistral")
 
 
 @dataclass(frozen=True)
@@ -162,10 +163,14 @@ class PrunePlan:
     layers: dict[int, alloc.LayerPlan]
 
 
-def check_architecture(model: Any) -> None:
-    arch = getattr(getattr(model, "config", None), "model_type", "?")
-    if arch not in SUPPORTED:
-        raise ModelError(f"cannot prune architecture {arch!r}; supported: {', '.join(SUPPORTED)}")
+def check_architecture(model: Any, config: PruneConfig | None = None) -> archs.ArchAdapter:
+    """The model's adapter; ModelError for an unsupported architecture, ConfigError when `config` would
+    give a structure llama.cpp cannot load for it (e.g. non-uniform widths of a uniform-only family)."""
+    adapter = archs.adapter_for(model, "cannot prune: the model")
+    adapter.check_config(model)
+    if config is not None:
+        adapter.check_prune(config)
+    return adapter
 
 
 def calibration_windows(model: Any, calib: Any, config: PruneConfig) -> torch.Tensor:
@@ -187,7 +192,7 @@ def prune(model: nn.Module, calib: Any, config: PruneConfig, *, cache: Importanc
     progress(done, total) is called after every calibration batch. Returns a PruneResult whose
     `.model` is the pruned model (the input itself when `inplace`)."""
     config.validate()
-    check_architecture(model)
+    adapter = check_architecture(model, config)
     cache = cache if cache is not None else ImportanceCache()
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
@@ -207,6 +212,7 @@ def prune(model: nn.Module, calib: Any, config: PruneConfig, *, cache: Importanc
     t2 = time.perf_counter()
     timings["scores_s"] = t2 - t1
     plan = removal_plan(model, before, scores, stats, config)
+    adapter.check_structure(planned_structure(before, plan))
     t3 = time.perf_counter()
     timings["allocation_s"] = t3 - t2
     work = model if inplace else copy.deepcopy(model)
@@ -245,28 +251,40 @@ def removal_plan(model: nn.Module, st: Structure, scores: list, stats: Any, conf
     return PrunePlan(tuple(dropped), layers)
 
 
+def planned_structure(st: Structure, plan: PrunePlan) -> Structure:
+    """The structure `plan` gives (without slicing anything)."""
+    shapes = {i: LayerShape(len(lp.kv_keep) * len(lp.q_keep[0]), len(lp.kv_keep), len(lp.ff_keep))
+              for i, lp in plan.layers.items()}
+    keep = [i for i in range(st.n_layer) if i not in plan.dropped]
+    return dataclasses.replace(st, kept_layers=tuple(st.kept_layers[i] for i in keep),
+                               layers=tuple(shapes.get(i, st.layers[i]) for i in keep))
+
+
 def apply_plan(model: nn.Module, plan: PrunePlan, stats: Any, bias_compensation: bool,
                recon_damp: float | None = None) -> None:
     """Slice the model in place according to `plan` (positions refer to the model as given); with
     recon_damp, refit the output projections by least squares first (compensation.reconstruct)."""
+    adapter = archs.adapter_for(model)
     head_dim = Structure.from_model(model).head_dim
+    layers = adapter.layers(model)
     for i, lp in plan.layers.items():
-        layer = model.model.layers[i]
-        attn, mlp = layer.self_attn, layer.mlp
-        rep = attn.q_proj.out_features // attn.k_proj.out_features
-        heads = [g * rep + j for g, q in zip(lp.kv_keep, lp.q_keep) for j in q]
+        layer = layers[i]
+        q, k, o = (adapter.linear(layer, r) for r in (ATTN_Q, ATTN_K, ATTN_OUT))
+        gate, down = adapter.linear(layer, FFN_GATE), adapter.linear(layer, FFN_DOWN)
+        rep = q.out_features // k.out_features
+        heads = [g * rep + j for g, qk in zip(lp.kv_keep, lp.q_keep) for j in qk]
         cols = [h * head_dim + d for h in heads for d in range(head_dim)]
         if recon_damp is not None:
-            reconstruct(attn.o_proj, cols, stats.mean(i, "o_in"), stats.second_moment(i, "o_in"), recon_damp)
-            reconstruct(mlp.down_proj, list(lp.ff_keep), stats.mean(i, "down_in"), stats.second_moment(i, "down_in"),
+            reconstruct(o, cols, stats.mean(i, "o_in"), stats.second_moment(i, "o_in"), recon_damp)
+            reconstruct(down, list(lp.ff_keep), stats.mean(i, "down_in"), stats.second_moment(i, "down_in"),
                         recon_damp)
         elif bias_compensation:
-            compensate(attn.o_proj, cols, stats.mean(i, "o_in"))
-            compensate(mlp.down_proj, list(lp.ff_keep), stats.mean(i, "down_in"))
-        if len(heads) != attn.q_proj.out_features // head_dim:
-            prune_attention(attn, list(lp.kv_keep), [list(q) for q in lp.q_keep])
-        if len(lp.ff_keep) != mlp.gate_proj.out_features:
-            prune_mlp(mlp, list(lp.ff_keep))
+            compensate(o, cols, stats.mean(i, "o_in"))
+            compensate(down, list(lp.ff_keep), stats.mean(i, "down_in"))
+        if len(heads) != q.out_features // head_dim:
+            prune_attention(adapter.attention(layer), list(lp.kv_keep), [list(g) for g in lp.q_keep])
+        if len(lp.ff_keep) != gate.out_features:
+            prune_mlp(adapter.mlp(layer), list(lp.ff_keep))
     if plan.dropped:
-        drop_layers(model, [i for i in range(len(model.model.layers)) if i not in plan.dropped])
+        drop_layers(model, [i for i in range(len(layers)) if i not in plan.dropped])
     sync_config(model)

@@ -24,6 +24,8 @@ from typing import Any, Callable, Protocol
 import torch
 from torch import nn
 
+from adaprune_edge.archs import adapter_for
+from adaprune_edge.archs.base import ATTN_K
 from adaprune_edge.prune.statistics import LINEARS, CalibStats, collect
 from adaprune_edge.prune.units import FFN_COMPS, GROUP_COMPS, HEAD_COMPS, ROW_COMPONENTS, SITE_OF, reduce_component
 from adaprune_edge.registry import Registry
@@ -149,11 +151,11 @@ def model_scores(model: nn.Module, stats: CalibStats | None, metric: str, aggreg
     """Unit scores of every decoder layer of `model` (dense weights) under `metric` and `aggregation`."""
     m = METRICS.get(metric)
     AGGREGATIONS.get(aggregation)
-    head_dim = model.config.head_dim if getattr(model.config, "head_dim", None) else \
-        model.config.hidden_size // model.config.num_attention_heads
+    adapter = adapter_for(model)
+    head_dim = adapter.head_dim(model.config)
     out = []
-    for i, layer in enumerate(model.model.layers):
-        n_kv = layer.self_attn.k_proj.out_features // head_dim
+    for i, layer in enumerate(adapter.layers(model)):
+        n_kv = adapter.linear(layer, ATTN_K).out_features // head_dim
         out.append(layer_scores(m(layer, i, stats, head_dim, seed), aggregation, n_kv))
     return out
 
