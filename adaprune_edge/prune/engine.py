@@ -26,6 +26,7 @@ from adaprune_edge.prune import allocation as alloc
 from adaprune_edge.data.calibration import STRATEGIES, CalibrationPool, windows_key
 from adaprune_edge.prune.compensation import compensate, reconstruct
 from adaprune_edge.prune.depth import layers_to_drop
+from adaprune_edge.prune.equal_widths import equal_steps
 from adaprune_edge.errors import ConfigError, DataError
 from adaprune_edge.prune.importance import AGGREGATIONS, METRICS, ImportanceCache, needs
 from adaprune_edge.prune.slicing import drop_layers, prune_attention, prune_mlp, sync_config
@@ -245,6 +246,8 @@ def removal_plan(model: nn.Module, st: Structure, scores: list, stats: Any, conf
         target=max(0.0, target - sum(lp[i] for i in dropped)), model=model, stats=stats,
         owl_lambda=config.owl_lambda)
     steps = alloc.ALLOCATIONS.get(config.allocation)(ctx) if prunable else {}
+    if not archs.adapter_for(model).per_layer:  # llama.cpp loads this family only with uniform layers
+        steps = equal_steps(steps, prunable)
     layers = {i: alloc.plan_layer(st.layers[i].n_head, st.layers[i].n_head_kv, st.layers[i].n_ff,
                                   ctx.heads[i], ctx.ffn[i], steps[i], config.head_unit)
               for i in prunable if steps.get(i, (0, 0)) != (0, 0)}

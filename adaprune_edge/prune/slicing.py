@@ -141,7 +141,12 @@ def skeleton(config: Any, structure: Structure, dtype: torch.dtype = torch.float
     cfg = copy.deepcopy(config)
     cfg.num_hidden_layers = structure.n_layer_orig
     if getattr(cfg, "layer_types", None) and len(cfg.layer_types) != structure.n_layer_orig:
-        cfg.layer_types = [cfg.layer_types[0]] * structure.n_layer_orig
+        # a pruned config lists the kept layers' types: put them back at their original positions
+        types = [cfg.layer_types[0]] * structure.n_layer_orig
+        if len(cfg.layer_types) == structure.n_layer:
+            for pos, idx in enumerate(structure.kept_layers):
+                types[idx] = cfg.layer_types[pos]
+        cfg.layer_types = types
     shapes = structure.layers
     kv = max([s.n_head_kv for s in shapes] + [cfg.num_key_value_heads])
     rep = max([s.n_head // s.n_head_kv for s in shapes] + [cfg.num_attention_heads // cfg.num_key_value_heads])
