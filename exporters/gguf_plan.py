@@ -95,6 +95,7 @@ def plan_for_model(model: Any, float_type: str = "F16") -> ExportPlan:
     """Plan for a supported HF (pruned) model: its Structure, its family's HParams, its carried biases."""
     adapter = adapter_for(model, "cannot export: the model")
     adapter.check_config(model.config)
+    adapter.check_model(model)
     return plan(Structure.from_model(model), adapter.hparams(model.config), float_type, model_biases(model),
                 adapter.name)
 

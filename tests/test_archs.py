@@ -21,9 +21,9 @@ from adaprune_edge.prune.engine import PruneConfig, prune
 
 VOCAB = 49152  # the default model's tokenizer, so llama.cpp gets a real vocabulary; widths stay tiny
 WINDOWS = np.random.default_rng(0).integers(3, VOCAB, (2, 48))
-LAYERS = {"gemma3_text": 7}  # one full-attention layer (index 5) among sliding ones
+LAYERS = {"gemma3_text": 7, "smollm3": 5}  # gemma3: full attention at 5 only; smollm3: no RoPE at 3
 NATIVE = {"llama": "llama", "llama3": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3",
-          "gemma3_text": "gemma3"}
+          "gemma3_text": "gemma3", "smollm3": "smollm3"}
 PER_LAYER = ("llama", "llama3", "mistral", "qwen2")
 FAMILIES = list(NATIVE)
 
@@ -96,7 +96,7 @@ def test_dense_native_files_match_torch(tok_meta, tmp_path):
         _check_parity(out.path, model)
 
 
-@pytest.mark.parametrize("family", ["qwen3", "gemma3_text"])
+@pytest.mark.parametrize("family", ["qwen3", "gemma3_text", "smollm3"])
 def test_uniform_only_families_refuse_per_layer_widths(family, tok_meta, tmp_path):
     model = _model(family)
     with pytest.raises(ConfigError, match=f"{family} can only be pruned uniformly.*llama.cpp's .* layer 0's shapes"):
@@ -174,7 +174,7 @@ def test_q8_0_loads_and_generates(family, tok_meta, tmp_path):
 def test_unsupported_architecture_lists_the_supported_ones():
     cfg = type("Cfg", (), {"model_type": "qwen2_moe"})()
     with pytest.raises(ModelError, match=r"architecture 'qwen2_moe' \(did you mean 'qwen2'\?\); "
-                                         r"supported: llama, mistral, qwen2, qwen3, gemma3_text$"):
+                                         r"supported: llama, mistral, qwen2, qwen3, gemma3_text, smollm3$"):
         archs.adapter_for(cfg)
 
 
@@ -192,3 +192,13 @@ def test_adapter_tensor_names_exist_in_gguf_for_their_arch():
             if arch == "deci":
                 roles = {r for r in roles if "q_norm" not in r and "k_norm" not in r}
             assert roles <= known, (name, arch, roles - known)
+
+
+def test_smollm3_nope_layers_block_layer_removal(tok_meta, tmp_path):
+    model = _model("smollm3")
+    assert [layer.self_attn.use_rope for layer in model.model.layers] == [True, True, True, False, True]
+    with pytest.raises(ConfigError, match="smollm3 layers cannot be removed"):
+        prune(model, None, PruneConfig(ratio=0.3, metric="l2", allocation="uniform", depth_share=0.5))
+    slicing.drop_layers(model, [1, 2, 3, 4])  # the NoPE layer moves from index 3 to 2
+    with pytest.raises(ExportError, match="NoPE layers are not every 4th"):
+        gguf.write_model(model, tmp_path / "s.gguf", tok_meta)

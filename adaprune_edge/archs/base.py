@@ -42,11 +42,11 @@ PROJECTIONS = {ATTN_Q: "self_attn.q_proj", ATTN_K: "self_attn.k_proj", ATTN_V: "
                FFN_DOWN: "mlp.down_proj"}
 QKV = (ATTN_Q, ATTN_K, ATTN_V)
 PER_LAYER_ARCH = "deci"
-NORM_ROPE_ARCHS = ("llama", "deci")  # rotate consecutive pairs: HF's rotate-half Q/K rows get permuted
+NORM_ROPE_ARCHS = ("llama", "deci", "smollm3")  # rotate consecutive pairs: HF's rotate-half Q/K rows get permuted
 # biases each llama.cpp graph adds (optional tensors in src/models/<arch>.cpp of llama-cpp-python 0.3.36)
 CARRIED_BIASES = {"llama": (*QKV, ATTN_OUT, FFN_GATE, FFN_UP, FFN_DOWN),
                   "deci": (*QKV, ATTN_OUT, FFN_GATE, FFN_UP, FFN_DOWN),
-                  "qwen2": QKV, "qwen3": QKV, "gemma3": QKV}
+                  "qwen2": QKV, "qwen3": QKV, "gemma3": QKV, "smollm3": QKV}
 
 
 def config_of(model_or_config: Any) -> Any:
@@ -71,6 +71,7 @@ class ArchAdapter:
     norm_shift = 0.0                   # added to stored norm weights (Gemma's RMSNorm scales by 1 + w)
     activation = ("hidden_act", ("silu",))
     pruning = "heads, KV groups, FFN channels, layers; per-layer widths"
+    deci_lacks = ""                    # what `deci` lacks for this family (uniform-only families)
 
     # -- HF modules --------------------------------------------------------------------------------
     def layers(self, model: Any) -> Any:
@@ -102,6 +103,9 @@ class ArchAdapter:
         if act not in allowed:
             raise ModelError(f"{self.name} with activation {act!r} is not supported: llama.cpp's "
                              f"{self.gguf_arch} graph uses {allowed[0]}")
+
+    def check_model(self, model: Any) -> None:
+        """ExportError for a (pruned) model llama.cpp would run differently from torch (default: none)."""
 
     def rope(self, cfg: Any) -> dict[str, Any]:
         """The (full-attention) RoPE parameters: rope_type, rope_theta, factor ..."""
@@ -144,7 +148,7 @@ class ArchAdapter:
     def uniform_only_message(self) -> str:
         return (f"{self.name} can only be pruned uniformly (same heads, KV heads and FFN width in every layer): "
                 f"llama.cpp's {self.gguf_arch} architecture builds every layer with layer 0's shapes and its "
-                "per-layer architecture deci has no QK-norm / post-norms / sliding window")
+                f"per-layer architecture deci has no {self.deci_lacks}")
 
     # -- pruning limits ----------------------------------------------------------------------------
     def check_prune(self, config: Any) -> None:

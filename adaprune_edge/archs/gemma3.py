@@ -28,6 +28,7 @@ class Gemma3Adapter(ArchAdapter):
     norm_shift = 1.0
     activation = ("hidden_activation", ("gelu_pytorch_tanh",))
     pruning = "heads, KV groups, FFN channels, layers; uniform widths only"
+    deci_lacks = "QK-norm, post-norms, sliding window or embedding scaling"
 
     def check_config(self, cfg: Any) -> None:
         super().check_config(cfg)

@@ -17,6 +17,7 @@ class Qwen3Adapter(ArchAdapter):
     name, gguf_arch, per_layer = "qwen3", "qwen3", False
     head_norms = {"q_norm": ATTN_Q_NORM, "k_norm": ATTN_K_NORM}
     pruning = "heads, KV groups, FFN channels, layers; uniform widths only"
+    deci_lacks = "QK-norm"
 
     def check_config(self, cfg: Any) -> None:
         super().check_config(cfg)

@@ -14,7 +14,7 @@ LLAMA3_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "hi
 
 def tiny_config(family: str, vocab: int = 256, hidden: int = 64, heads: int = 4, kv_heads: int = 2,
                 ffn: int = 128, layers: int = 3, tied: bool = True) -> Any:
-    """A transformers config of `family` ('llama', 'llama3', 'mistral', 'qwen2', 'qwen3', 'gemma3_text')."""
+    """A transformers config of `family` ('llama', 'llama3', 'mistral', 'qwen2', 'qwen3', 'gemma3_text', 'smollm3')."""
     import transformers as tf
 
     common = dict(vocab_size=vocab, hidden_size=hidden, intermediate_size=ffn, num_hidden_layers=layers,
@@ -28,6 +28,8 @@ def tiny_config(family: str, vocab: int = 256, hidden: int = 64, heads: int = 4,
         return tf.Qwen2Config(**common)
     if family == "qwen3":  # explicit head_dim ≠ hidden / heads, as in Qwen3-0.6B (128 vs 1024 / 16 = 64)
         return tf.Qwen3Config(**common, head_dim=2 * hidden // heads)
+    if family == "smollm3":  # NoPE on every 4th layer
+        return tf.SmolLM3Config(**common)
     if family == "gemma3_text":  # a short window so the sliding layers matter on short texts
         d = hidden // heads
         return tf.Gemma3TextConfig(**common, head_dim=d, query_pre_attn_scalar=d, sliding_window=8)
