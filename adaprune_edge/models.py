@@ -226,6 +226,26 @@ def _load_hub(spec: ModelSpec) -> tuple[Any, Any]:
         raise ModelError(f"cannot fetch hub model {spec.spec} ({type(e).__name__}); check the id and your network, or pass a local folder/.gguf") from None
 
 
+def model_type(spec_str: str) -> str | None:
+    """The HF model_type of a model spec without loading weights (None when it cannot be read offline)."""
+    import json
+
+    spec = resolve(spec_str)
+    if spec.kind == "gguf":
+        return _gguf_architecture(Path(spec.path))
+    if spec.kind in ("hf_dir", "pruned_dir"):
+        try:
+            return json.loads((Path(spec.path) / "config.json").read_text(encoding="utf-8")).get("model_type")
+        except (OSError, ValueError):
+            return None
+    try:
+        from transformers import AutoConfig
+
+        return AutoConfig.from_pretrained(spec.path, local_files_only=True).model_type
+    except Exception:  # not in the local HF cache: loading the model will say so
+        return None
+
+
 def describe(model: Any) -> ModelInfo:
     """Architecture summary of a dense HF model (first layer's widths)."""
 

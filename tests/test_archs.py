@@ -202,3 +202,33 @@ def test_smollm3_nope_layers_block_layer_removal(tok_meta, tmp_path):
     slicing.drop_layers(model, [1, 2, 3, 4])  # the NoPE layer moves from index 3 to 2
     with pytest.raises(ExportError, match="NoPE layers are not every 4th"):
         gguf.write_model(model, tmp_path / "s.gguf", tok_meta)
+
+
+def test_uniform_only_search_space_samples_only_loadable_configs():
+    from adaprune_edge.search.space import SpaceBounds, build_space, to_prune_config
+
+    cs = build_space(SpaceBounds(r_min=0.2, r_max=0.3, uniform_only=True), seed=0)
+    adapter = archs.ARCHS.get("qwen3")
+    for values in cs.sample_configuration(50):
+        cfg, _ = to_prune_config(dict(values), align=32, seed=0)
+        adapter.check_prune(cfg)  # raises ConfigError for anything llama.cpp could not load
+        assert (cfg.allocation, cfg.protect_first, cfg.protect_last, cfg.bias_compensation,
+                cfg.reconstruction) == ("uniform", 0, 0, False, False)
+    free = build_space(SpaceBounds(r_min=0.2, r_max=0.3), seed=0)
+    assert {dict(v)["allocation"] for v in free.sample_configuration(50)} > {"uniform"}
+
+
+def test_search_bounds_follow_the_model_family(tmp_path):
+    from types import SimpleNamespace
+
+    from adaprune_edge.search.run import search_bounds
+
+    from adaprune_edge.search.space import SpaceBounds
+
+    bounds = SpaceBounds(r_min=0.2, r_max=0.3)
+    for family, uniform_only in (("qwen3", True), ("gemma3_text", True), ("qwen2", False), ("llama", False)):
+        folder = tmp_path / family
+        folder.mkdir()
+        (folder / "config.json").write_text(f'{{"model_type": "{family}"}}')
+        assert search_bounds(SimpleNamespace(model=str(folder), bounds=bounds)).uniform_only is uniform_only
+    assert search_bounds(SimpleNamespace(model="default", bounds=bounds)).uniform_only is False
