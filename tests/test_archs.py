@@ -232,3 +232,16 @@ def test_search_bounds_follow_the_model_family(tmp_path):
         (folder / "config.json").write_text(f'{{"model_type": "{family}"}}')
         assert search_bounds(SimpleNamespace(model=str(folder), bounds=bounds)).uniform_only is uniform_only
     assert search_bounds(SimpleNamespace(model="default", bounds=bounds)).uniform_only is False
+
+
+@pytest.mark.parametrize("family", ["qwen2", "qwen3", "gemma3_text", "llama3"])
+def test_pruned_folder_round_trips(family, tmp_path):
+    model = _model(family)
+    res = prune(model, None, PruneConfig(ratio=0.3, metric="l2", allocation="uniform", head_unit="query", align=32))
+    if family == "gemma3_text":
+        slicing.drop_layers(res.model, [0, 2, 3, 4, 5, 6])
+    slicing.save_pruned(res.model, None, tmp_path / "p")
+    back, _ = slicing.load_pruned(tmp_path / "p")
+    tokens = torch.tensor(WINDOWS[:1])
+    with torch.no_grad():
+        torch.testing.assert_close(back(tokens).logits, res.model(tokens).logits)

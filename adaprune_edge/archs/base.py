@@ -90,6 +90,10 @@ class ArchAdapter:
         """The gated MLP of a layer (holds gate_proj/up_proj/down_proj)."""
         return layer.get_submodule(PROJECTIONS[FFN_GATE].rsplit(".", 1)[0])
 
+    def restore_buffers(self, model: Any) -> None:
+        """Recompute the buffers state dicts do not hold (RoPE tables) after building on the meta device."""
+        model.model.rotary_emb = type(model.model.rotary_emb)(config=model.config)
+
     def head_dim(self, cfg: Any) -> int:
         cfg = config_of(cfg)
         return getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads

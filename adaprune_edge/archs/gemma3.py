@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from gguf import GGUFWriter
 
 from adaprune_edge.archs.base import (ATTN_K_NORM, ATTN_NORM, ATTN_POST_NORM, ATTN_Q_NORM, FFN_NORM, FFN_POST_NORM,
@@ -29,6 +30,11 @@ class Gemma3Adapter(ArchAdapter):
     activation = ("hidden_activation", ("gelu_pytorch_tanh",))
     pruning = "heads, KV groups, FFN channels, layers; uniform widths only"
     deci_lacks = "QK-norm, post-norms, sliding window or embedding scaling"
+
+    def restore_buffers(self, model: Any) -> None:
+        super().restore_buffers(model)
+        emb = model.model.embed_tokens  # Gemma3TextScaledWordEmbedding: √hidden, a non-persistent buffer
+        emb.embed_scale = torch.tensor(model.config.hidden_size ** 0.5, dtype=emb.weight.dtype)
 
     def check_config(self, cfg: Any) -> None:
         super().check_config(cfg)

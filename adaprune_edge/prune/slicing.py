@@ -157,7 +157,7 @@ def skeleton(config: Any, structure: Structure, dtype: torch.dtype = torch.float
         model = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
     apply_structure(model, structure)
     model = model.to_empty(device="cpu")
-    model.model.rotary_emb = type(model.model.rotary_emb)(config=model.config)
+    adapter_for(model).restore_buffers(model)
     return model
 
 
