@@ -3,8 +3,10 @@
 Tiny random models of each family are built from transformers configs (adaprune_edge.archs.tiny: hidden 64,
 4 heads / 2 KV heads, FFN 128, vocab 49152 = the default model's tokenizer, so llama.cpp gets a real
 vocabulary), plus the real default model (SmolLM2-135M, llama). Each is pruned by
-adaprune_edge.prune.engine.prune (l2 magnitude, 30% of decoder parameters, query heads + FFN channels;
-uniform allocation, and global allocation — per-layer widths — where llama.cpp can load them), exported to
+adaprune_edge.prune.engine.prune — tiny models: l2 magnitude, 35% of decoder parameters, query heads + FFN
+channels; SmolLM2: wanda on 16×256 calibration tokens of wikitext-2 valid (the second half of the file, the
+evaluation windows come from the first), FFN channels, 30% — with uniform allocation, and global allocation
+(per-layer widths) where llama.cpp can load them; uniform-only families refuse the latter — exported to
 F16 and Q8_0 GGUF, and scored on the same token windows in torch and llama-cpp-python: perplexity, its
 relative difference, KL(torch‖GGUF) in nats/token, top-1 agreement, max |logit difference| (F16), and a
 short Q8_0 generation. Windows: wikitext-2 valid tokenized by the default tokenizer (random ids if the
@@ -24,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from adaprune_edge import archs, models
 from adaprune_edge.archs.tiny import tiny_model
@@ -56,12 +59,17 @@ def score(path: str, model, windows: np.ndarray, threads: int, generate: bool = 
     return out
 
 
-def variant(name: str, model, mode: str, meta, windows: np.ndarray, folder: Path, threads: int) -> dict:
+def variant(name: str, model, mode: str, meta, windows: np.ndarray, folder: Path, threads: int,
+            calib=None) -> dict:
     row: dict = {"model": name, "mode": mode, "adapter": archs.adapter_for(model).name}
     if mode != "dense":
-        cfg = PruneConfig(ratio=0.3, metric="l2", allocation=mode, head_unit="query", align=32)
+        if calib is None:
+            cfg = PruneConfig(ratio=0.35, metric="l2", allocation=mode, head_unit="query", align=32)
+        else:
+            cfg = PruneConfig(ratio=0.3, metric="wanda", allocation=mode, n_samples=16, seq_len=256, align=32)
+        row["prune_config"] = cfg.to_dict()
         try:
-            res = prune(model, None, cfg)
+            res = prune(model, calib, cfg)
         except AdapruneError as e:
             return {**row, "refused": str(e)}
         model = res.model
@@ -87,10 +95,14 @@ def main() -> None:
     lm = models.load("default")
     meta = vocab.from_gguf(models.default_gguf_path())
     if DATA.is_file():
-        windows = token_windows(lm.tokenizer, read_text(DATA), args.seq_len, args.windows).numpy()
-        source = f"wikitext-2 valid, {args.windows}×{args.seq_len} tokens"
+        text = read_text(DATA)
+        windows = token_windows(lm.tokenizer, text[: len(text) // 2], args.seq_len, args.windows).numpy()
+        calib = token_windows(lm.tokenizer, text[len(text) // 2:], 256, 16)
+        source = f"wikitext-2 valid (first half), {args.windows}×{args.seq_len} tokens"
     else:
-        windows = np.random.default_rng(0).integers(3, VOCAB, (args.windows, args.seq_len))
+        rng = np.random.default_rng(0)
+        windows = rng.integers(3, VOCAB, (args.windows, args.seq_len))
+        calib = torch.from_numpy(rng.integers(3, VOCAB, (16, 256)))
         source = f"random token ids, {args.windows}×{args.seq_len}"
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -100,10 +112,11 @@ def main() -> None:
                 rows.append(variant(f"tiny-{fam}", model, mode, meta, windows, Path(tmp), args.threads))
                 print(json.dumps(rows[-1]), file=sys.stderr)
         for mode in ("dense", "uniform", "global"):
-            rows.append(variant("smollm2-135m", lm.model, mode, meta, windows, Path(tmp), args.threads))
+            rows.append(variant("smollm2-135m", lm.model, mode, meta, windows, Path(tmp), args.threads, calib))
             print(json.dumps(rows[-1]), file=sys.stderr)
     out = {"bench": "archs", "command": "python3 bench/archs.py " + " ".join(sys.argv[1:]), "windows": source,
-           "prune": "l2, ratio 0.3 of decoder parameters, head_unit query, align 32",
+           "prune": "tiny: l2, ratio 0.35, head_unit query, align 32; smollm2-135m: wanda, ratio 0.3, 16x256 "
+                    "calibration tokens, align 32 (see each row's prune_config)",
            "host": platform.node(), "seconds": time.perf_counter() - t0, "rows": rows}
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
 
