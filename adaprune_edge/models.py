@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import importlib.util
 import os
 import shutil
@@ -192,8 +193,6 @@ def _load_local_hf_dir(path: str) -> tuple[Any, Any]:
 
 
 def _check_config_json(folder: Path) -> dict[str, Any]:
-    import json
-
     try:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:  # ValueError covers JSONDecodeError and UnicodeDecodeError
@@ -228,8 +227,6 @@ def _load_hub(spec: ModelSpec) -> tuple[Any, Any]:
 
 def model_type(spec_str: str) -> str | None:
     """The HF model_type of a model spec without loading weights (None when it cannot be read offline)."""
-    import json
-
     spec = resolve(spec_str)
     if spec.kind == "gguf":
         return _gguf_architecture(Path(spec.path))

@@ -10,7 +10,6 @@ in-process, or on dask workers that each load the model once (evaluators.py)."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import time
@@ -18,10 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from adaprune_edge import archs, models
 from adaprune_edge.search.space import SpaceBounds, build_space, plain
 from adaprune_edge.search.evaluators import LocalEvaluator
-from adaprune_edge.search.spec import SearchSpec
+from adaprune_edge.search.spec import SearchSpec, family_bounds
 from adaprune_edge.search.trials import TrialRecord, TrialStore
 
 # -- SMAC ---------------------------------------------------------------------------------------------
@@ -53,12 +51,8 @@ def warm_start_configs(space: Any, bounds: SpaceBounds) -> list[Any]:
 
 
 def search_bounds(spec: SearchSpec) -> SpaceBounds:
-    """The spec's bounds, restricted to uniform structures when the model's family loads in llama.cpp only
-    with uniform layers (archs: per_layer False, e.g. Qwen3, Gemma 3)."""
-    arch = models.model_type(spec.model)
-    if arch and archs.is_supported(arch) and not archs.ARCHS.get(arch).per_layer:
-        return dataclasses.replace(spec.bounds, uniform_only=True)
-    return spec.bounds
+    """The spec's bounds, restricted to uniform structures for uniform-only families (spec.family_bounds)."""
+    return family_bounds(spec.bounds, spec.model)
 
 
 def make_optimizer(spec: SearchSpec, space: Any, out: Path) -> Any:
