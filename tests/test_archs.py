@@ -245,3 +245,20 @@ def test_pruned_folder_round_trips(family, tmp_path):
     tokens = torch.tensor(WINDOWS[:1])
     with torch.no_grad():
         torch.testing.assert_close(back(tokens).logits, res.model(tokens).logits)
+
+
+def test_prune_cli_refuses_per_layer_widths_for_qwen3_in_one_line(tmp_path):
+    from transformers import AutoTokenizer
+    from typer.testing import CliRunner
+
+    from adaprune_edge.cli.app import app
+
+    models.load("default")  # caches the default tokenizer as an HF folder
+    tok = AutoTokenizer.from_pretrained(next((models.cache_dir() / "gguf-as-hf").glob("SmolLM2*")))
+    _model("qwen3").save_pretrained(tmp_path / "q3")
+    tok.save_pretrained(tmp_path / "q3")
+    r = CliRunner().invoke(app, ["prune", "--model", str(tmp_path / "q3"), "--ratio", "0.2", "--allocation", "global",
+                                 "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2, r.output
+    assert "qwen3 can only be pruned uniformly" in r.output and "layer 0's shapes" in r.output
+    assert "Traceback" not in r.output and not (tmp_path / "o").exists()
