@@ -12,25 +12,28 @@ deterministic for a fixed config (seed included). The search calls it once per t
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import psutil
 import torch
 from torch import nn
 
 from adaprune_edge import archs
 from adaprune_edge.prune import allocation as alloc
 from adaprune_edge.data.calibration import STRATEGIES, CalibrationPool, windows_key
-from adaprune_edge.prune.compensation import compensate, reconstruct
+from adaprune_edge.prune.apply import apply_layer
 from adaprune_edge.prune.depth import layers_to_drop
+from adaprune_edge.archs.base import config_of
 from adaprune_edge.prune.equal_widths import equal_steps
+from adaprune_edge.prune.footprint import check_fits
 from adaprune_edge.errors import ConfigError, DataError
-from adaprune_edge.prune.importance import AGGREGATIONS, METRICS, ImportanceCache, needs
-from adaprune_edge.prune.slicing import drop_layers, prune_attention, prune_mlp, sync_config
-from adaprune_edge.archs.base import ATTN_OUT, ATTN_Q, ATTN_K, FFN_DOWN, FFN_GATE
+from adaprune_edge.prune.importance import AGGREGATIONS, METRICS, ImportanceCache, model_scores, needs, needs_gram
+from adaprune_edge.prune.sequential import apply_sequential, dense_scores, needs_dense_pass
+from adaprune_edge.prune.slicing import drop_layers, sync_config
+from adaprune_edge.prune.workcopy import working_copy
 from adaprune_edge.structure import LayerShape, Structure
 
 MAX_RATIO = 0.9
@@ -52,6 +55,9 @@ class PruneConfig:
     reconstruction: least-squares refit of o_proj / down_proj's kept columns and bias to the dense
       output on the calibration tokens (compensation.reconstruct; subsumes bias_compensation).
       recon_damp: its ridge strength towards the original weights, relative to the mean input variance.
+      The `obs` metric brings its own update (structured OBS, prune/obs.py) and ignores both.
+    sequential: prune layer by layer on the already-pruned model's activations (prune/sequential.py);
+      the allocation still comes from dense-model scores, the choice of units and the update do not.
     align: FFN widths stay multiples of this (256 for K-quants, 32 otherwise, 1 = free).
     min_keep: share of query heads per group, KV groups and FFN channels every pruned layer keeps.
     owl_lambda: OWL's maximum deviation of a layer's share from the mean share.
@@ -77,6 +83,7 @@ class PruneConfig:
     owl_lambda: float = 0.08
     seed: int = 0
     batch_size: int = 1
+    sequential: bool = False
 
     def validate(self) -> None:
         """Raise ConfigError (one line) on out-of-range values or unknown names."""
@@ -101,7 +108,7 @@ class PruneConfig:
     def needs_calibration(self) -> bool:
         grad, act = needs(self.metric)
         return self.ratio > 0 and (grad or act or self.allocation == "owl" or self.bias_compensation
-                                   or self.reconstruction or self.depth_share > 0)
+                                   or self.reconstruction or self.depth_share > 0 or self.sequential)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -185,45 +192,72 @@ def calibration_windows(model: Any, calib: Any, config: PruneConfig) -> torch.Te
 
 
 def prune(model: nn.Module, calib: Any, config: PruneConfig, *, cache: ImportanceCache | None = None,
-          inplace: bool = False, progress: Callable[[int, int], None] | None = None) -> PruneResult:
+          inplace: bool = False, progress: Callable[[int, int], None] | None = None,
+          ram_bytes: int | None = None) -> PruneResult:
     """Prune `model` (a dense or already pruned Llama-family LM) to `config`.
 
     calib: a CalibrationPool, a LongTensor [n, seq_len] of windows, or None (only for metrics and
     allocations that need no data: l1, l2, random with uniform/global and no depth/bias options).
-    progress(done, total) is called after every calibration batch. Returns a PruneResult whose
-    `.model` is the pruned model (the input itself when `inplace`)."""
+    progress(done, total) is called after every calibration batch. ram_bytes (default: this machine's
+    RAM): ConfigError before any work if the estimated peak (prune/footprint.py) exceeds it. Returns a
+    PruneResult whose `.model` is the pruned model (the input itself when `inplace`)."""
     config.validate()
     adapter = check_architecture(model, config)
+    check_fits(Structure.from_model(model), config_of(model).vocab_size, config,
+               ram_bytes if ram_bytes is not None else psutil.virtual_memory().total)
     cache = cache if cache is not None else ImportanceCache()
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     before = Structure.from_model(model)
-    key, stats, hit = "none", None, True
+    key, stats, scores, hit = "none", None, None, True
     if config.needs_calibration:
         windows = calibration_windows(model, calib, config)
         key = windows_key(windows)
         timings["sampling_s"] = time.perf_counter() - t0
-        misses = cache.misses
-        stats = cache.stats(model, windows, key, needs(config.metric)[0], config.batch_size, progress,
-                            need_gram=config.reconstruction)
-        hit = cache.misses == misses
+        stats, scores, hit = _statistics(model, windows, key, config, cache, progress)
     t1 = time.perf_counter()
     timings["statistics_s"] = t1 - t0 - timings.get("sampling_s", 0.0)
-    scores = cache.scores(model, stats, key, config.metric, config.aggregation, config.seed) if config.ratio > 0 else []
+    if config.ratio > 0 and scores is None:
+        scores = cache.scores(model, stats, key, config.metric, config.aggregation, config.seed)
     t2 = time.perf_counter()
     timings["scores_s"] = t2 - t1
-    plan = removal_plan(model, before, scores, stats, config)
+    plan = removal_plan(model, before, scores or [], stats, config)
     adapter.check_structure(planned_structure(before, plan))
     t3 = time.perf_counter()
     timings["allocation_s"] = t3 - t2
-    work = model if inplace else copy.deepcopy(model)
-    apply_plan(work, plan, stats, config.bias_compensation, config.recon_damp if config.reconstruction else None)
+    work = model if inplace else working_copy(model, plan.layers)
+    if config.sequential and config.ratio > 0:
+        apply_sequential(work, windows, plan, config)
+        sync_config(work)
+    else:
+        apply_plan(work, plan, stats, config)
     after = Structure.from_model(work)
     timings["slicing_s"] = time.perf_counter() - t3
     timings["total_s"] = time.perf_counter() - t0
     kept = list(getattr(model, "adaprune_kept_layers", range(before.n_layer)))
     return PruneResult(config, after, before.params(), after.params(), before.decoder_params(),
                        after.decoder_params(), tuple(kept[i] for i in plan.dropped), key, hit, timings, work)
+
+
+def _statistics(model: nn.Module, windows: torch.Tensor, key: str, config: PruneConfig, cache: ImportanceCache,
+                progress: Callable[[int, int], None] | None) -> tuple[Any, list | None, bool]:
+    """(calibration statistics, unit scores or None = score from the statistics, cache hit). Sequential
+    runs with a gradient-free metric score the dense model layer by layer (no second moments kept)."""
+    grad = needs(config.metric)[0]
+    if config.sequential and not grad and METRICS.get(config.metric).needs_act and not needs_dense_pass(config):
+        return None, model_scores(model, None, "l1", config.aggregation), True
+    if config.sequential and not grad:
+        cached = cache.cached_scores(key, config.metric, config.aggregation, config.seed)
+        if cached is not None:
+            return cache.stats(model, windows, key, False, config.batch_size), cached, True
+        stats, scores = dense_scores(model, windows, config, progress)
+        cache.put(key, stats)
+        cache.put_scores(key, config.metric, config.aggregation, config.seed, scores)
+        return stats, scores, False
+    misses = cache.misses
+    gram = not config.sequential and (config.reconstruction or needs_gram(config.metric))
+    stats = cache.stats(model, windows, key, grad, config.batch_size, progress, need_gram=gram)
+    return stats, None, cache.misses == misses
 
 
 def removal_plan(model: nn.Module, st: Structure, scores: list, stats: Any, config: PruneConfig) -> PrunePlan:
@@ -263,31 +297,14 @@ def planned_structure(st: Structure, plan: PrunePlan) -> Structure:
                                layers=tuple(shapes.get(i, st.layers[i]) for i in keep))
 
 
-def apply_plan(model: nn.Module, plan: PrunePlan, stats: Any, bias_compensation: bool,
-               recon_damp: float | None = None) -> None:
-    """Slice the model in place according to `plan` (positions refer to the model as given); with
-    recon_damp, refit the output projections by least squares first (compensation.reconstruct)."""
+def apply_plan(model: nn.Module, plan: PrunePlan, stats: Any, config: PruneConfig) -> None:
+    """Slice the model in place according to `plan` (positions refer to the model as given), with the
+    update `config` asks for (OBS, least-squares reconstruction or bias compensation; prune/apply.py)."""
     adapter = archs.adapter_for(model)
     head_dim = Structure.from_model(model).head_dim
     layers = adapter.layers(model)
     for i, lp in plan.layers.items():
-        layer = layers[i]
-        q, k, o = (adapter.linear(layer, r) for r in (ATTN_Q, ATTN_K, ATTN_OUT))
-        gate, down = adapter.linear(layer, FFN_GATE), adapter.linear(layer, FFN_DOWN)
-        rep = q.out_features // k.out_features
-        heads = [g * rep + j for g, qk in zip(lp.kv_keep, lp.q_keep) for j in qk]
-        cols = [h * head_dim + d for h in heads for d in range(head_dim)]
-        if recon_damp is not None:
-            reconstruct(o, cols, stats.mean(i, "o_in"), stats.second_moment(i, "o_in"), recon_damp)
-            reconstruct(down, list(lp.ff_keep), stats.mean(i, "down_in"), stats.second_moment(i, "down_in"),
-                        recon_damp)
-        elif bias_compensation:
-            compensate(o, cols, stats.mean(i, "o_in"))
-            compensate(down, list(lp.ff_keep), stats.mean(i, "down_in"))
-        if len(heads) != q.out_features // head_dim:
-            prune_attention(adapter.attention(layer), list(lp.kv_keep), [list(g) for g in lp.q_keep])
-        if len(lp.ff_keep) != gate.out_features:
-            prune_mlp(adapter.mlp(layer), list(lp.ff_keep))
+        apply_layer(layers[i], lp, stats, i, head_dim, config)
     if plan.dropped:
         drop_layers(model, [i for i in range(len(layers)) if i not in plan.dropped])
     sync_config(model)

@@ -80,6 +80,7 @@ def build_space(bounds: SpaceBounds, seed: int = 0) -> ConfigurationSpace:
         Categorical("sampling", STRATEGIES.searchable(), default="random"),
         _int("n_samples", bounds.min_samples, bounds.max_samples, 32),
         _int("seq_len", bounds.min_seq_len, bounds.max_seq_len, 256),
+        Categorical("sequential", (False, True), default=False),
     ])
     cs.add([EqualsCondition(share, depth, "on")])
     for i in range(1, bounds.n_sources):
@@ -107,7 +108,8 @@ def to_prune_config(values: dict[str, Any], align: int, seed: int) -> tuple[Prun
         depth_share=float(values.get("depth_share", 0.0)) if values.get("depth") == "on" else 0.0,
         bias_compensation=values["bias_compensation"] in (True, "True"), align=align,
         reconstruction=values.get("reconstruction", False) in (True, "True"), recon_damp=float(values.get("recon_damp", 0.3)),
-        owl_lambda=float(values.get("owl_lambda", 0.08)), seed=seed)
+        owl_lambda=float(values.get("owl_lambda", 0.08)), seed=seed,
+        sequential=values.get("sequential", False) in (True, "True"))
     return cfg, [w / total for w in weights]
 
 
