@@ -30,8 +30,9 @@ from adaprune_edge.archs.base import config_of
 from adaprune_edge.prune.equal_widths import equal_steps
 from adaprune_edge.prune.footprint import check_fits
 from adaprune_edge.errors import ConfigError, DataError
-from adaprune_edge.prune.importance import AGGREGATIONS, METRICS, ImportanceCache, model_scores, needs, needs_gram
-from adaprune_edge.prune.sequential import apply_sequential, dense_scores, needs_dense_pass
+from adaprune_edge.prune.calibration_pass import statistics_for
+from adaprune_edge.prune.importance import AGGREGATIONS, METRICS, ImportanceCache, needs
+from adaprune_edge.prune.sequential import apply_sequential
 from adaprune_edge.prune.slicing import drop_layers, sync_config
 from adaprune_edge.prune.workcopy import working_copy
 from adaprune_edge.structure import LayerShape, Structure
@@ -214,7 +215,7 @@ def prune(model: nn.Module, calib: Any, config: PruneConfig, *, cache: Importanc
         windows = calibration_windows(model, calib, config)
         key = windows_key(windows)
         timings["sampling_s"] = time.perf_counter() - t0
-        stats, scores, hit = _statistics(model, windows, key, config, cache, progress)
+        stats, scores, hit = statistics_for(model, windows, key, config, cache, progress)
     t1 = time.perf_counter()
     timings["statistics_s"] = t1 - t0 - timings.get("sampling_s", 0.0)
     if config.ratio > 0 and scores is None:
@@ -237,27 +238,6 @@ def prune(model: nn.Module, calib: Any, config: PruneConfig, *, cache: Importanc
     kept = list(getattr(model, "adaprune_kept_layers", range(before.n_layer)))
     return PruneResult(config, after, before.params(), after.params(), before.decoder_params(),
                        after.decoder_params(), tuple(kept[i] for i in plan.dropped), key, hit, timings, work)
-
-
-def _statistics(model: nn.Module, windows: torch.Tensor, key: str, config: PruneConfig, cache: ImportanceCache,
-                progress: Callable[[int, int], None] | None) -> tuple[Any, list | None, bool]:
-    """(calibration statistics, unit scores or None = score from the statistics, cache hit). Sequential
-    runs with a gradient-free metric score the dense model layer by layer (no second moments kept)."""
-    grad = needs(config.metric)[0]
-    if config.sequential and not grad and METRICS.get(config.metric).needs_act and not needs_dense_pass(config):
-        return None, model_scores(model, None, "l1", config.aggregation), True
-    if config.sequential and not grad:
-        cached = cache.cached_scores(key, config.metric, config.aggregation, config.seed)
-        if cached is not None:
-            return cache.stats(model, windows, key, False, config.batch_size), cached, True
-        stats, scores = dense_scores(model, windows, config, progress)
-        cache.put(key, stats)
-        cache.put_scores(key, config.metric, config.aggregation, config.seed, scores)
-        return stats, scores, False
-    misses = cache.misses
-    gram = not config.sequential and (config.reconstruction or needs_gram(config.metric))
-    stats = cache.stats(model, windows, key, grad, config.batch_size, progress, need_gram=gram)
-    return stats, None, cache.misses == misses
 
 
 def removal_plan(model: nn.Module, st: Structure, scores: list, stats: Any, config: PruneConfig) -> PrunePlan:
