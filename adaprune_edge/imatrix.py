@@ -13,12 +13,12 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from adaprune_edge.archs import adapter_for
+from adaprune_edge.archs.base import PROJECTIONS
 from adaprune_edge.errors import ConfigError, DataError
 from adaprune_edge.runs import atomic_path
 
-HF_TO_GGUF = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
-              "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
-              "mlp.down_proj": "ffn_down"}
+HF_TO_GGUF = {hf: role for role, hf in PROJECTIONS.items()}  # HF module path in a layer → GGUF role
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ def flat_imatrix(structure: Any) -> Imatrix:
 def gguf_names(model: Any) -> dict[str, str]:
     """HF module path → GGUF tensor name for every matrix llama.cpp multiplies by an activation."""
     out = {}
-    for i, _ in enumerate(model.model.layers):
+    for i, _ in enumerate(adapter_for(model).layers(model)):
         for hf, gg in HF_TO_GGUF.items():
             out[f"model.layers.{i}.{hf}"] = f"blk.{i}.{gg}.weight"
     tied = bool(getattr(model.config, "tie_word_embeddings", False))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import importlib.util
 import os
 import shutil
@@ -10,6 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from adaprune_edge import archs
 from adaprune_edge.errors import ModelError
 from adaprune_edge.errors import ExportError
 from adaprune_edge.gguf.header import read_header
@@ -18,7 +20,6 @@ from adaprune_edge.structure import Structure
 
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 ALIASES = {"default": "smollm2-135m", "smollm2-135m": "smollm2-135m"}
-SUPPORTED_ARCHITECTURES = ("llama", "mistral")  # llama-family decoders (SmolLM2 is "llama")
 STRUCTURE_FILE = "structure.json"
 
 
@@ -111,9 +112,7 @@ def _file_key(path: Path) -> str:
 
 
 def _check_architecture(config: Any, spec: str) -> None:
-    arch = getattr(config, "model_type", "?")
-    if arch not in SUPPORTED_ARCHITECTURES:
-        raise ModelError(f"model {spec} has architecture {arch!r}; supported: {', '.join(SUPPORTED_ARCHITECTURES)}")
+    archs.adapter_for(config, f"model {spec}").check_config(config)
 
 
 def _gguf_architecture(path: Path) -> str:
@@ -133,8 +132,8 @@ def _load_gguf(spec: ModelSpec) -> tuple[Any, Any]:
     """Dequantize a GGUF to float32 once, then reuse the cached safetensors folder (~25 s → ~3 s)."""
     path = Path(spec.path)
     arch = _gguf_architecture(path)
-    if arch not in SUPPORTED_ARCHITECTURES:
-        raise ModelError(f"GGUF {path.name} has architecture {arch!r}; supported: {', '.join(SUPPORTED_ARCHITECTURES)}")
+    if not archs.is_supported(arch):
+        raise ModelError(archs.unsupported_message(arch, f"GGUF {path.name}"))
     cached = cache_dir() / "gguf-as-hf" / f"{path.stem}-{_file_key(path)}"
     if (cached / "config.json").is_file():
         return _load_hf_dir(str(cached), local_only=True)
@@ -179,9 +178,8 @@ def _load_local_hf_dir(path: str) -> tuple[Any, Any]:
     safetensors error) becomes one ModelError naming the folder and the fix."""
     folder = Path(path)
     config = _check_config_json(folder)
-    if config.get("model_type") not in SUPPORTED_ARCHITECTURES:
-        raise ModelError(f"model {path} has architecture {config.get('model_type', '?')!r}; "
-                         f"supported: {', '.join(SUPPORTED_ARCHITECTURES)}")
+    if not archs.is_supported(str(config.get("model_type", "?"))):
+        raise ModelError(archs.unsupported_message(str(config.get("model_type", "?")), f"model {path}"))
     if not any(next(folder.glob(pat), None) for pat in WEIGHT_FILES):
         raise ModelError(f"model folder {path} has no weights (*.safetensors or pytorch_model.bin); "
                          "copy them in or pass another --model")
@@ -195,8 +193,6 @@ def _load_local_hf_dir(path: str) -> tuple[Any, Any]:
 
 
 def _check_config_json(folder: Path) -> dict[str, Any]:
-    import json
-
     try:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:  # ValueError covers JSONDecodeError and UnicodeDecodeError
@@ -227,6 +223,24 @@ def _load_hub(spec: ModelSpec) -> tuple[Any, Any]:
         raise
     except Exception as e:
         raise ModelError(f"cannot fetch hub model {spec.spec} ({type(e).__name__}); check the id and your network, or pass a local folder/.gguf") from None
+
+
+def model_type(spec_str: str) -> str | None:
+    """The HF model_type of a model spec without loading weights (None when it cannot be read offline)."""
+    spec = resolve(spec_str)
+    if spec.kind == "gguf":
+        return _gguf_architecture(Path(spec.path))
+    if spec.kind in ("hf_dir", "pruned_dir"):
+        try:
+            return json.loads((Path(spec.path) / "config.json").read_text(encoding="utf-8")).get("model_type")
+        except (OSError, ValueError):
+            return None
+    try:
+        from transformers import AutoConfig
+
+        return AutoConfig.from_pretrained(spec.path, local_files_only=True).model_type
+    except Exception:  # not in the local HF cache: loading the model will say so
+        return None
 
 
 def describe(model: Any) -> ModelInfo:

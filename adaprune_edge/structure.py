@@ -10,6 +10,8 @@ from typing import Any, Iterator
 
 from adaprune_edge.gguf.tensor import GGUFTensor
 
+from adaprune_edge.archs import adapter_for
+from adaprune_edge.archs.base import ATTN_K, ATTN_Q, FFN_GATE
 from adaprune_edge.quant import QuantRecipe, layer_type, output_type
 
 
@@ -166,14 +168,13 @@ class Structure:
 
     @classmethod
     def from_model(cls, model: Any) -> "Structure":
-        """Read the shape of an HF Llama-family model from its (possibly pruned) modules."""
-        cfg = model.config
-        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        """Read the shape of a supported HF model (archs.adapter_for) from its (possibly pruned) modules."""
+        cfg, adapter = model.config, adapter_for(model)
+        head_dim = adapter.head_dim(cfg)
         layers, kept = [], getattr(model, "adaprune_kept_layers", None)
-        for layer in model.model.layers:
-            attn, mlp = layer.self_attn, layer.mlp
-            layers.append(LayerShape(attn.q_proj.out_features // head_dim, attn.k_proj.out_features // head_dim,
-                                     mlp.gate_proj.out_features))
+        for layer in adapter.layers(model):
+            width = {r: adapter.linear(layer, r).out_features for r in (ATTN_Q, ATTN_K, FFN_GATE)}
+            layers.append(LayerShape(width[ATTN_Q] // head_dim, width[ATTN_K] // head_dim, width[FFN_GATE]))
         if kept is None:
             kept = list(range(len(layers)))
         n_orig = getattr(model, "adaprune_n_layer_orig", None) or len(layers)

@@ -9,7 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from adaprune_edge.cli.common import cli_errors, console, recipe_names
+from adaprune_edge.cli.common import cli_errors, console, recipe_names, say_uniform_only
 
 DEVICE_HELP = "Device profile: a shipped name (see `devices list`) or a path to a .yaml profile."
 
@@ -143,5 +143,6 @@ def _dry_run(spec, dev, out: Path) -> None:
         sspec = SearchSpec.from_plan(plan, profile, spec.model, n_trials=spec.trials)
         console.print(f"if pruning wins, e.g. at {q}:")
         print_plan(plan, sspec)
-        console.print(str(build_space(plan.bounds, spec.seed)))
+        console.print(str(build_space(sspec.bounds, spec.seed)))
+        say_uniform_only(sspec)
     console.print(f"would write to {out}/: " + ", ".join(planned_outputs(spec, "<recipe>")))

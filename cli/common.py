@@ -62,3 +62,13 @@ def recipe_names(text: str) -> list[str]:
     """--quant / --quants values → canonical quant recipe names, each one checked against the installed
     llama.cpp (ConfigError naming the types it has)."""
     return [check_installed(QuantRecipe.parse(x.strip())).name for x in text.split(",") if x.strip()]
+
+
+def say_uniform_only(spec: Any) -> None:
+    """Under a --dry-run space: why a uniform-only family (Qwen3, Gemma 3, SmolLM3) searches uniform widths."""
+    if not spec.bounds.uniform_only:
+        return
+    from adaprune_edge import archs, models  # lazy: CLI start-up
+
+    adapter = archs.ARCHS.get(str(models.model_type(spec.model)))
+    console.print(f"searching uniform structures only: {adapter.uniform_only_message()}", highlight=False)

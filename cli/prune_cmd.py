@@ -60,7 +60,8 @@ def _summary(res, out: Path, sources: list[str], seconds: float) -> Table:
     rows = [
         ("recipe", f"{c.metric}/{c.aggregation}, {c.allocation}, heads by {c.head_unit}, align {c.align}"
                    + (f", depth share {c.depth_share:g}" if c.depth_share else "") + (", bias comp." if c.bias_compensation and not c.reconstruction else "")
-                   + (f", least-squares reconstruction (damp {c.recon_damp:g})" if c.reconstruction else "")),
+                   + (f", least-squares reconstruction (damp {c.recon_damp:g})" if c.reconstruction and c.metric != "obs" else "")
+                   + (", OBS update" if c.metric == "obs" else "") + (", sequential" if c.sequential else "")),
         ("calibration", f"{c.n_samples} x {c.seq_len} tokens ({c.sampling}) from {', '.join(sources)}"),
         ("decoder params", f"{human_count(res.decoder_params_before)} → {human_count(res.decoder_params_after)} "
                            f"(-{100 * res.decoder_ratio:.1f}%, asked -{100 * c.ratio:.1f}%)"),
@@ -80,7 +81,7 @@ def prune_cmd(
     model: str = typer.Option("default", "--model", "-m", help="'default' (embedded SmolLM2-135M-Instruct), a local HF folder, a .gguf file, or a hub id."),
     ratio: float = typer.Option(..., "--ratio", "-r", help="Share of decoder-layer parameters to remove, in (0, 0.9] (embeddings are not pruned)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (safetensors + config + structure.json + tokenizer)."),
-    metric: str = typer.Option("taylor", "--metric", help="Importance metric: l1, l2, taylor, taylor2, wanda, fluctuation, random."),
+    metric: str = typer.Option("taylor", "--metric", help="Importance metric: l1, l2, taylor, taylor2, wanda, fluctuation, obs (structured OBS: chooses units from the input Hessian and updates the kept weights optimally), random."),
     aggregation: str = typer.Option("sum", "--aggregation", help="How a unit's component scores combine: sum, mean, max, prod, last."),
     allocation: str = typer.Option("global", "--allocation", help="Per-layer allocation: uniform, global (FLAP-like ranking), owl (outlier-weighted)."),
     head_unit: str = typer.Option("none", "--head-unit", help="Attention pruning unit: none (FFN and layers only; best measured default), query (heads inside every KV group, all groups equal), group (whole KV groups)."),
@@ -98,6 +99,7 @@ def prune_cmd(
     align: int = typer.Option(32, "--align", min=1, help="FFN widths stay multiples of this: 256 for K-quants (Q4_K_M...), 32 otherwise, 1 = free."),
     min_keep: float = typer.Option(0.1, "--min-keep", help="Share of heads/channels every pruned layer keeps, in [0, 1)."),
     batch_size: int = typer.Option(1, "--batch-size", min=1, help="Calibration windows per forward/backward pass: 1 peaks at ~2.3 GiB RSS on the default model with 256 tokens, 2 at ~3.0 GiB (same speed on CPU)."),
+    sequential: bool = typer.Option(False, "--sequential/--no-sequential", help="Prune layer by layer on the already-pruned model's activations (choice of units and update see earlier layers' errors; holds one layer's statistics at a time)."),
     seed: int = typer.Option(0, "--seed", help="Seed for sampling and the random metric."),
     force: bool = typer.Option(False, "--force", help="Overwrite --out if it exists."),
 ) -> None:
@@ -111,7 +113,7 @@ def prune_cmd(
     cfg = PruneConfig(ratio=ratio, metric=metric, aggregation=aggregation, allocation=allocation, head_unit=head_unit,
                       n_samples=n_samples, seq_len=seq_len, sampling=sampling, protect_first=protect_first,
                       protect_last=protect_last, depth_share=depth_share, bias_compensation=bias_compensation,
-                      reconstruction=reconstruction, recon_damp=recon_damp, align=align, min_keep=min_keep, seed=seed, batch_size=batch_size)
+                      reconstruction=reconstruction, recon_damp=recon_damp, align=align, min_keep=min_keep, seed=seed, batch_size=batch_size, sequential=sequential)
     cfg.validate()
     check_writable(out, force)
     sources = list(calib or [BUILTIN_DEFAULT])
@@ -122,7 +124,7 @@ def prune_cmd(
     t0 = time.perf_counter()
     with console.status(f"loading {model} ..."):
         lm = models.load(model)
-        check_architecture(lm.model)
+        check_architecture(lm.model, cfg)
     with sampling_bar() as step:
         pool = CalibrationPool.from_sources(sources, lm.tokenizer, seq_len, rng, loaded=lm, progress=step)
     if not calib:

@@ -9,7 +9,7 @@ import typer
 from rich.live import Live
 from rich.table import Table
 
-from adaprune_edge.cli.common import cli_errors, console, recipe_names
+from adaprune_edge.cli.common import cli_errors, console, recipe_names, say_uniform_only
 from adaprune_edge.cli.sampling_bar import sampling_bar
 from adaprune_edge.search.trials import TrialRecord
 
@@ -99,7 +99,8 @@ def search_cmd(
     spec.check()
     print_plan(plan, spec)
     if dry_run:
-        console.print(str(build_space(plan.bounds, seed)))
+        console.print(str(build_space(spec.bounds, seed)))
+        say_uniform_only(spec)
         console.print(f"would write: {out}/search.json, trials.jsonl, trials.csv, smac/")
         return
     outcome = _run(spec, out, resume, force, workers, scheduler, loaded)

@@ -19,7 +19,7 @@ def windows():
 
 
 def test_every_metric_scores_every_unit(tiny, windows):
-    stats = collect(tiny, windows, need_grad=True, batch_size=2)
+    stats = collect(tiny, windows, need_grad=True, batch_size=2, need_gram=True)
     for metric in METRICS.names():
         for agg in AGGREGATIONS.names():
             sc = model_scores(tiny, stats, metric, agg)

@@ -91,3 +91,19 @@ def test_unsupported_architecture(tiny_dir, tmp_path):
     calib.write_text("Some calibration text about the weather and the sea.\n\n" * 50)
     r = _run(["--model", bad, "--ratio", 0.2, "--calib", calib, "--out", tmp_path / "o"])
     assert r.exit_code == 2 and "supported: llama, mistral" in r.output and not (tmp_path / "o").exists()
+
+
+def test_prune_sequential_obs(tiny_dir, tmp_path, shared_data):
+    out = tmp_path / "s"
+    calib = tmp_path / "calib.txt"
+    calib.write_text(WIKITEXT_VALID.read_text()[:40000])
+    r = _run(["--model", tiny_dir, "--ratio", 0.3, "--metric", "obs", "--sequential", "--allocation", "uniform",
+              "--head-unit", "query", "--align", 1, "--calib", calib, "--n-samples", 4, "--seq-len", 64, "--out", out])
+    assert r.exit_code == 0, r.output
+    assert "OBS update, sequential" in r.output
+    meta = json.loads((out / "structure.json").read_text())
+    cfg = meta["recipe"]["config"]
+    assert cfg["sequential"] and cfg["metric"] == "obs" and abs(meta["recipe"]["decoder_ratio"] - 0.3) <= 0.03
+    from adaprune_edge.prune.slicing import load_pruned
+    model, _ = load_pruned(out)
+    assert [l.self_attn.q_proj.out_features // 16 for l in model.model.layers] == [2, 2, 2]

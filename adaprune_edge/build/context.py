@@ -12,7 +12,7 @@ from adaprune_edge.device import Device
 from adaprune_edge.quant import QuantRecipe
 from adaprune_edge.search.objective import SearchContext
 from adaprune_edge.search.space import SpaceBounds
-from adaprune_edge.search.spec import SearchSpec
+from adaprune_edge.search.spec import SearchSpec, family_bounds
 
 
 @dataclass
@@ -65,6 +65,7 @@ class BuildContext:
         s = self.spec
         bounds = SpaceBounds(r_min=r_min, r_max=max(r_max, r_min + 0.01), max_samples=s.max_samples,
                              max_seq_len=s.max_seq_len)
+        bounds = family_bounds(bounds, s.model)
         return SearchSpec(model=s.model, profile=self.profile, quant=quant, bounds=bounds, calib=s.calib, val=s.val,
                           val_windows=s.val_windows, val_seq_len=s.val_seq_len, report_windows=s.report_windows,
                           objective=s.objective, budget_ms=s.budget_ms, latency_scale=latency_scale,

@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 import torch
 
+from adaprune_edge.archs import adapter_for
 from adaprune_edge.prune.importance import LayerScores
 from adaprune_edge.registry import Registry
 from adaprune_edge.prune.importance import SITE_OF
@@ -193,7 +194,7 @@ def outlier_density(model: Any, stats: Any, layers: list[int], m: float) -> torc
 
     out = []
     for i in layers:
-        layer = model.model.layers[i]
+        layer = adapter_for(model).layers(model)[i]
         parts = [(layer.get_submodule(p).weight.detach().abs() * stats.sq_norm(i, SITE_OF[c]).sqrt().float())
                  .flatten() for c, p in LINEARS.items()]
         allw = torch.cat(parts)

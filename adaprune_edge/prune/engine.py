@@ -12,27 +12,33 @@ deterministic for a fixed config (seed included). The search calls it once per t
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import psutil
 import torch
 from torch import nn
 
+from adaprune_edge import archs
 from adaprune_edge.prune import allocation as alloc
 from adaprune_edge.prune import profile as _profile  # noqa: F401  (registers the 'profile' allocation)
 from adaprune_edge.data.calibration import STRATEGIES, CalibrationPool, windows_key
-from adaprune_edge.prune.compensation import compensate, reconstruct
+from adaprune_edge.prune.apply import apply_layer
 from adaprune_edge.prune.depth import layers_to_drop
-from adaprune_edge.errors import ConfigError, DataError, ModelError
+from adaprune_edge.archs.base import config_of
+from adaprune_edge.prune.equal_widths import equal_steps
+from adaprune_edge.prune.footprint import check_fits
+from adaprune_edge.errors import ConfigError, DataError
+from adaprune_edge.prune.calibration_pass import statistics_for
 from adaprune_edge.prune.importance import AGGREGATIONS, METRICS, ImportanceCache, needs
-from adaprune_edge.prune.slicing import drop_layers, prune_attention, prune_mlp, sync_config
-from adaprune_edge.structure import Structure
+from adaprune_edge.prune.sequential import apply_sequential
+from adaprune_edge.prune.slicing import drop_layers, sync_config
+from adaprune_edge.prune.workcopy import working_copy
+from adaprune_edge.structure import LayerShape, Structure
 
 MAX_RATIO = 0.9
-SUPPORTED = ("llama", "mistral")
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,9 @@ class PruneConfig:
     reconstruction: least-squares refit of o_proj / down_proj's kept columns and bias to the dense
       output on the calibration tokens (compensation.reconstruct; subsumes bias_compensation).
       recon_damp: its ridge strength towards the original weights, relative to the mean input variance.
+      The `obs` metric brings its own update (structured OBS, prune/obs.py) and ignores both.
+    sequential: prune layer by layer on the already-pruned model's activations (prune/sequential.py);
+      the allocation still comes from dense-model scores, the choice of units and the update do not.
     align: FFN widths stay multiples of this (256 for K-quants, 32 otherwise, 1 = free).
     min_keep: share of query heads per group, KV groups and FFN channels every pruned layer keeps.
     owl_lambda: OWL's maximum deviation of a layer's share from the mean share.
@@ -81,6 +90,7 @@ class PruneConfig:
     head_weight: float = 1.0
     seed: int = 0
     batch_size: int = 1
+    sequential: bool = False
 
     def validate(self) -> None:
         """Raise ConfigError (one line) on out-of-range values or unknown names."""
@@ -109,7 +119,7 @@ class PruneConfig:
     def needs_calibration(self) -> bool:
         grad, act = needs(self.metric)
         return self.ratio > 0 and (grad or act or self.allocation == "owl" or self.bias_compensation
-                                   or self.reconstruction or self.depth_share > 0)
+                                   or self.reconstruction or self.depth_share > 0 or self.sequential)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -174,10 +184,14 @@ class PrunePlan:
     layers: dict[int, alloc.LayerPlan]
 
 
-def check_architecture(model: Any) -> None:
-    arch = getattr(getattr(model, "config", None), "model_type", "?")
-    if arch not in SUPPORTED:
-        raise ModelError(f"cannot prune architecture {arch!r}; supported: {', '.join(SUPPORTED)}")
+def check_architecture(model: Any, config: PruneConfig | None = None) -> archs.ArchAdapter:
+    """The model's adapter; ModelError for an unsupported architecture, ConfigError when `config` would
+    give a structure llama.cpp cannot load for it (e.g. non-uniform widths of a uniform-only family)."""
+    adapter = archs.adapter_for(model, "cannot prune: the model")
+    adapter.check_config(model)
+    if config is not None:
+        adapter.check_prune(config)
+    return adapter
 
 
 def calibration_windows(model: Any, calib: Any, config: PruneConfig) -> torch.Tensor:
@@ -191,38 +205,45 @@ def calibration_windows(model: Any, calib: Any, config: PruneConfig) -> torch.Te
 
 
 def prune(model: nn.Module, calib: Any, config: PruneConfig, *, cache: ImportanceCache | None = None,
-          inplace: bool = False, progress: Callable[[int, int], None] | None = None) -> PruneResult:
+          inplace: bool = False, progress: Callable[[int, int], None] | None = None,
+          ram_bytes: int | None = None) -> PruneResult:
     """Prune `model` (a dense or already pruned Llama-family LM) to `config`.
 
     calib: a CalibrationPool, a LongTensor [n, seq_len] of windows, or None (only for metrics and
     allocations that need no data: l1, l2, random with uniform/global and no depth/bias options).
-    progress(done, total) is called after every calibration batch. Returns a PruneResult whose
-    `.model` is the pruned model (the input itself when `inplace`)."""
+    progress(done, total) is called after every calibration batch. ram_bytes (default: this machine's
+    RAM): ConfigError before any work if the estimated peak (prune/footprint.py) exceeds it. Returns a
+    PruneResult whose `.model` is the pruned model (the input itself when `inplace`)."""
     config.validate()
-    check_architecture(model)
+    adapter = check_architecture(model, config)
+    check_fits(Structure.from_model(model), config_of(model).vocab_size, config,
+               ram_bytes if ram_bytes is not None else psutil.virtual_memory().total)
     cache = cache if cache is not None else ImportanceCache()
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     before = Structure.from_model(model)
-    key, stats, hit = "none", None, True
+    key, stats, scores, hit = "none", None, None, True
     if config.needs_calibration:
         windows = calibration_windows(model, calib, config)
         key = windows_key(windows)
         timings["sampling_s"] = time.perf_counter() - t0
-        misses = cache.misses
-        stats = cache.stats(model, windows, key, needs(config.metric)[0], config.batch_size, progress,
-                            need_gram=config.reconstruction)
-        hit = cache.misses == misses
+        stats, scores, hit = statistics_for(model, windows, key, config, cache, progress)
     t1 = time.perf_counter()
     timings["statistics_s"] = t1 - t0 - timings.get("sampling_s", 0.0)
-    scores = cache.scores(model, stats, key, config.metric, config.aggregation, config.seed) if config.ratio > 0 else []
+    if config.ratio > 0 and scores is None:
+        scores = cache.scores(model, stats, key, config.metric, config.aggregation, config.seed)
     t2 = time.perf_counter()
     timings["scores_s"] = t2 - t1
-    plan = removal_plan(model, before, scores, stats, config)
+    plan = removal_plan(model, before, scores or [], stats, config)
+    adapter.check_structure(planned_structure(before, plan))
     t3 = time.perf_counter()
     timings["allocation_s"] = t3 - t2
-    work = model if inplace else copy.deepcopy(model)
-    apply_plan(work, plan, stats, config.bias_compensation, config.recon_damp if config.reconstruction else None)
+    work = model if inplace else working_copy(model, plan.layers)
+    if config.sequential and config.ratio > 0:
+        apply_sequential(work, windows, plan, config)
+        sync_config(work)
+    else:
+        apply_plan(work, plan, stats, config)
     after = Structure.from_model(work)
     timings["slicing_s"] = time.perf_counter() - t3
     timings["total_s"] = time.perf_counter() - t0
@@ -251,34 +272,31 @@ def removal_plan(model: nn.Module, st: Structure, scores: list, stats: Any, conf
         target=max(0.0, target - sum(lp[i] for i in dropped)), model=model, stats=stats,
         owl_lambda=config.owl_lambda, knots=config.profile_knots, head_weight=config.head_weight)
     steps = alloc.ALLOCATIONS.get(config.allocation)(ctx) if prunable else {}
+    if not archs.adapter_for(model).per_layer:  # llama.cpp loads this family only with uniform layers
+        steps = equal_steps(steps, prunable)
     layers = {i: alloc.plan_layer(st.layers[i].n_head, st.layers[i].n_head_kv, st.layers[i].n_ff,
                                   ctx.heads[i], ctx.ffn[i], steps[i], config.head_unit)
               for i in prunable if steps.get(i, (0, 0)) != (0, 0)}
     return PrunePlan(tuple(dropped), layers)
 
 
-def apply_plan(model: nn.Module, plan: PrunePlan, stats: Any, bias_compensation: bool,
-               recon_damp: float | None = None) -> None:
-    """Slice the model in place according to `plan` (positions refer to the model as given); with
-    recon_damp, refit the output projections by least squares first (compensation.reconstruct)."""
+def planned_structure(st: Structure, plan: PrunePlan) -> Structure:
+    """The structure `plan` gives (without slicing anything)."""
+    shapes = {i: LayerShape(len(lp.kv_keep) * len(lp.q_keep[0]), len(lp.kv_keep), len(lp.ff_keep))
+              for i, lp in plan.layers.items()}
+    keep = [i for i in range(st.n_layer) if i not in plan.dropped]
+    return dataclasses.replace(st, kept_layers=tuple(st.kept_layers[i] for i in keep),
+                               layers=tuple(shapes.get(i, st.layers[i]) for i in keep))
+
+
+def apply_plan(model: nn.Module, plan: PrunePlan, stats: Any, config: PruneConfig) -> None:
+    """Slice the model in place according to `plan` (positions refer to the model as given), with the
+    update `config` asks for (OBS, least-squares reconstruction or bias compensation; prune/apply.py)."""
+    adapter = archs.adapter_for(model)
     head_dim = Structure.from_model(model).head_dim
+    layers = adapter.layers(model)
     for i, lp in plan.layers.items():
-        layer = model.model.layers[i]
-        attn, mlp = layer.self_attn, layer.mlp
-        rep = attn.q_proj.out_features // attn.k_proj.out_features
-        heads = [g * rep + j for g, q in zip(lp.kv_keep, lp.q_keep) for j in q]
-        cols = [h * head_dim + d for h in heads for d in range(head_dim)]
-        if recon_damp is not None:
-            reconstruct(attn.o_proj, cols, stats.mean(i, "o_in"), stats.second_moment(i, "o_in"), recon_damp)
-            reconstruct(mlp.down_proj, list(lp.ff_keep), stats.mean(i, "down_in"), stats.second_moment(i, "down_in"),
-                        recon_damp)
-        elif bias_compensation:
-            compensate(attn.o_proj, cols, stats.mean(i, "o_in"))
-            compensate(mlp.down_proj, list(lp.ff_keep), stats.mean(i, "down_in"))
-        if len(heads) != attn.q_proj.out_features // head_dim:
-            prune_attention(attn, list(lp.kv_keep), [list(q) for q in lp.q_keep])
-        if len(lp.ff_keep) != mlp.gate_proj.out_features:
-            prune_mlp(mlp, list(lp.ff_keep))
+        apply_layer(layers[i], lp, stats, i, head_dim, config)
     if plan.dropped:
-        drop_layers(model, [i for i in range(len(model.model.layers)) if i not in plan.dropped])
+        drop_layers(model, [i for i in range(len(layers)) if i not in plan.dropped])
     sync_config(model)

@@ -12,7 +12,8 @@ component. An aggregation combines a unit's components (LLM-Pruner's group reduc
 Metrics: l1 |W|, l2 W², taylor |W·G|, taylor2 |W·G − ½W²·Σg²| (G: gradient of the calibration loss
 summed over batches, Σg²: sum of squared batch gradients), wanda |W|·‖X‖ (X: the projection's input
 over calibration tokens), fluctuation var(X_j)·‖W_:,j‖² (FLAP; defined on o/down columns only),
-random (seeded baseline). Aggregations: sum, mean, max, prod (sum of logs), last.
+random (seeded baseline), obs (structured OBS: the output error of removing the unit alone with
+the optimal update of the rest, tr(W_S (H⁻¹_SS)⁻¹ W_Sᵀ), on o/down columns; prune/surgeon.py). Aggregations: sum, mean, max, prod (sum of logs), last.
 """
 
 from __future__ import annotations
@@ -24,8 +25,11 @@ from typing import Any, Callable, Protocol
 import torch
 from torch import nn
 
+from adaprune_edge.archs import adapter_for
+from adaprune_edge.archs.base import ATTN_K
 from adaprune_edge.prune.statistics import LINEARS, CalibStats, collect
 from adaprune_edge.prune.units import FFN_COMPS, GROUP_COMPS, HEAD_COMPS, ROW_COMPONENTS, SITE_OF, reduce_component
+from adaprune_edge.prune.surgeon import ObsSaliency
 from adaprune_edge.registry import Registry
 
 @dataclass(frozen=True)
@@ -114,6 +118,7 @@ METRICS.register("fluctuation")(_Elementwise(_fluctuation, needs_act=True))
 METRICS.register("taylor")(_FromGradients("taylor"))
 METRICS.register("taylor2")(_FromGradients("taylor2"))
 METRICS.register("random", baseline=True)(_Random())
+METRICS.register("obs")(ObsSaliency())
 
 
 # -- aggregations over a unit's components: input [n_components, n_units] -> [n_units] --------------
@@ -144,28 +149,51 @@ def needs(metric: str) -> tuple[bool, bool]:
     return m.needs_grad, m.needs_act
 
 
+def needs_gram(metric: str) -> bool:
+    """Whether a metric needs the second moments of the output projections' inputs (obs)."""
+    return bool(getattr(METRICS.get(metric), "needs_gram", False))
+
+
+def _nbytes(obj: Any) -> int:
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_nbytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_nbytes(v) for v in obj)
+    if isinstance(obj, LayerScores):
+        return _nbytes([obj.heads, obj.groups, obj.ffn])
+    if isinstance(obj, CalibStats):
+        return sum(_nbytes([s.sums, s.sumsq, s.grams, s.grad_units]) for s in obj.layers)
+    return 0
+
+
 def model_scores(model: nn.Module, stats: CalibStats | None, metric: str, aggregation: str,
                  seed: int = 0) -> list[LayerScores]:
     """Unit scores of every decoder layer of `model` (dense weights) under `metric` and `aggregation`."""
     m = METRICS.get(metric)
     AGGREGATIONS.get(aggregation)
-    head_dim = model.config.head_dim if getattr(model.config, "head_dim", None) else \
-        model.config.hidden_size // model.config.num_attention_heads
+    adapter = adapter_for(model)
+    head_dim = adapter.head_dim(model.config)
     out = []
-    for i, layer in enumerate(model.model.layers):
-        n_kv = layer.self_attn.k_proj.out_features // head_dim
+    for i, layer in enumerate(adapter.layers(model)):
+        n_kv = adapter.linear(layer, ATTN_K).out_features // head_dim
         out.append(layer_scores(m(layer, i, stats, head_dim, seed), aggregation, n_kv))
     return out
+
+
+DEFAULT_MAX_BYTES = 512 * 2**20
 
 
 class ImportanceCache:
     """Keeps calibration statistics (per calibration-window key) and unit scores (per key, metric,
     aggregation, seed) across prune calls. Keep one per dense model: keys do not include the weights.
-    Holds at most `max_entries` calibration sets (least recently used dropped first); an entry is small
-    (per-column sums and per-unit scores, ~1 MB for the default model)."""
+    Holds at most `max_entries` calibration sets and `max_bytes` bytes of tensors (least recently used
+    dropped first; a set larger than `max_bytes` alone is used but not kept). Without second moments an
+    entry is small (~1 MB for the default model); with them (reconstruction, obs) ~11 MB per layer."""
 
-    def __init__(self, max_entries: int = 16) -> None:
-        self.max_entries = max_entries
+    def __init__(self, max_entries: int = 16, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        self.max_entries, self.max_bytes = max_entries, max_bytes
         self._stats: OrderedDict[str, CalibStats] = OrderedDict()
         self._scores: dict[tuple, list[LayerScores]] = {}
         self.hits = 0
@@ -181,15 +209,40 @@ class ImportanceCache:
         self.misses += 1
         st = collect(model, windows, need_grad or (cached is not None and cached.has_grad), batch_size, progress,
                      need_gram or (cached is not None and cached.has_gram))
-        self._stats[key] = st
-        while len(self._stats) > self.max_entries:
+        self.put(key, st)
+        return st
+
+    def put(self, key: str, stats: CalibStats) -> None:
+        """Store statistics under `key`, then evict least recently used sets down to the bounds."""
+        self._stats[key] = stats
+        self._stats.move_to_end(key)
+        self._evict()
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of tensors held (statistics and scores)."""
+        return _nbytes(list(self._stats.values())) + _nbytes(list(self._scores.values()))
+
+    def _evict(self) -> None:
+        while self._stats and (len(self._stats) > self.max_entries or self.nbytes > self.max_bytes):
             old, _ = self._stats.popitem(last=False)
             self._scores = {k: v for k, v in self._scores.items() if k[0] != old}
-        return st
 
     def scores(self, model: nn.Module, stats: CalibStats | None, key: str, metric: str, aggregation: str,
                seed: int) -> list[LayerScores]:
         k = (key, metric, aggregation, seed if metric == "random" else 0)
-        if k not in self._scores:
-            self._scores[k] = model_scores(model, stats, metric, aggregation, seed)
-        return self._scores[k]
+        if k in self._scores:
+            return self._scores[k]
+        sc = model_scores(model, stats, metric, aggregation, seed)
+        self.put_scores(key, metric, aggregation, seed, sc)
+        return sc
+
+    def cached_scores(self, key: str, metric: str, aggregation: str, seed: int) -> list[LayerScores] | None:
+        """Scores stored for these arguments, or None."""
+        return self._scores.get((key, metric, aggregation, seed if metric == "random" else 0))
+
+    def put_scores(self, key: str, metric: str, aggregation: str, seed: int, scores: list[LayerScores]) -> None:
+        """Store unit scores of the statistics under `key` (kept only while those statistics are)."""
+        if key in self._stats:
+            self._scores[(key, metric, aggregation, seed if metric == "random" else 0)] = scores
+            self._evict()

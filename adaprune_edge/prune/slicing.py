@@ -1,4 +1,9 @@
-"""Physical structured pruning: slice attention heads, FFN channels and whole layers out of an HF Llama.
+"""Physical structured pruning: slice attention heads, FFN channels and whole layers out of an HF decoder.
+
+Every registered family (archs) names its projections like Llama (attention: q_proj/k_proj/v_proj/o_proj,
+MLP: gate_proj/up_proj/down_proj, see archs.base.PROJECTIONS); layers and modules are found through the
+model's adapter. Q/K/V biases (Qwen2) are sliced with their rows; QK-norms (Qwen3, Gemma 3) act per head
+dimension and are shared by all heads, so they are never sliced.
 
 Convention shared by every module (export, latency, search): a pruned model is still a
 `LlamaForCausalLM`; its layers hold smaller `nn.Linear`s, so per-layer shapes are read from the
@@ -17,6 +22,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from adaprune_edge.archs import adapter_for
 from adaprune_edge.errors import ModelError
 from adaprune_edge.structure import Structure
 
@@ -85,7 +91,8 @@ def add_output_bias(lin: nn.Linear, bias: torch.Tensor) -> None:
 
 def drop_layers(model: nn.Module, keep: Sequence[int]) -> None:
     """Keep decoder layers at current positions `keep`; remember their original indices."""
-    layers = model.model.layers
+    adapter = adapter_for(model)
+    layers = adapter.layers(model)
     keep = sorted(keep)
     if not keep:
         raise ValueError("at least one decoder layer must be kept")
@@ -93,8 +100,8 @@ def drop_layers(model: nn.Module, keep: Sequence[int]) -> None:
     model.adaprune_n_layer_orig = getattr(model, "adaprune_n_layer_orig", len(layers))
     model.model.layers = nn.ModuleList([layers[i] for i in keep])
     model.adaprune_kept_layers = [orig[i] for i in keep]
-    for new_idx, layer in enumerate(model.model.layers):
-        layer.self_attn.layer_idx = new_idx
+    for new_idx, layer in enumerate(adapter.layers(model)):
+        adapter.attention(layer).layer_idx = new_idx
     model.config.num_hidden_layers = len(keep)
     if getattr(model.config, "layer_types", None):
         model.config.layer_types = [model.config.layer_types[i] for i in keep]
@@ -114,15 +121,16 @@ def sync_config(model: nn.Module) -> None:
 def apply_structure(model: nn.Module, structure: Structure) -> None:
     """Shrink a dense model to `structure` by keeping the first heads/channels (for skeletons)."""
     drop_layers(model, list(structure.kept_layers))
-    for layer, s in zip(model.model.layers, structure.layers):
-        attn = layer.self_attn
+    adapter = adapter_for(model)
+    for layer, s in zip(adapter.layers(model), structure.layers):
+        attn, mlp = adapter.attention(layer), adapter.mlp(layer)
         n_kv = attn.k_proj.out_features // attn.head_dim
         n_rep = attn.q_proj.out_features // attn.head_dim // n_kv
         q_per = s.n_head // s.n_head_kv
         if (s.n_head_kv, q_per) != (n_kv, n_rep):
             prune_attention(attn, list(range(s.n_head_kv)), [list(range(q_per))] * s.n_head_kv)
-        if s.n_ff != layer.mlp.gate_proj.out_features:
-            prune_mlp(layer.mlp, list(range(s.n_ff)))
+        if s.n_ff != mlp.gate_proj.out_features:
+            prune_mlp(mlp, list(range(s.n_ff)))
     sync_config(model)
 
 
@@ -133,7 +141,12 @@ def skeleton(config: Any, structure: Structure, dtype: torch.dtype = torch.float
     cfg = copy.deepcopy(config)
     cfg.num_hidden_layers = structure.n_layer_orig
     if getattr(cfg, "layer_types", None) and len(cfg.layer_types) != structure.n_layer_orig:
-        cfg.layer_types = [cfg.layer_types[0]] * structure.n_layer_orig
+        # a pruned config lists the kept layers' types: put them back at their original positions
+        types = [cfg.layer_types[0]] * structure.n_layer_orig
+        if len(cfg.layer_types) == structure.n_layer:
+            for pos, idx in enumerate(structure.kept_layers):
+                types[idx] = cfg.layer_types[pos]
+        cfg.layer_types = types
     shapes = structure.layers
     kv = max([s.n_head_kv for s in shapes] + [cfg.num_key_value_heads])
     rep = max([s.n_head // s.n_head_kv for s in shapes] + [cfg.num_attention_heads // cfg.num_key_value_heads])
@@ -144,12 +157,13 @@ def skeleton(config: Any, structure: Structure, dtype: torch.dtype = torch.float
         model = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
     apply_structure(model, structure)
     model = model.to_empty(device="cpu")
-    model.model.rotary_emb = type(model.model.rotary_emb)(config=model.config)
+    adapter_for(model).restore_buffers(model)
     return model
 
 
 def _model_extras(model: nn.Module) -> dict[str, Any]:
-    return {"kept_layers": list(getattr(model, "adaprune_kept_layers", range(len(model.model.layers))))}
+    n = len(adapter_for(model).layers(model))
+    return {"kept_layers": list(getattr(model, "adaprune_kept_layers", range(n)))}
 
 
 def save_pruned(model: nn.Module, tokenizer: Any, out: Path, recipe: dict[str, Any] | None = None) -> Path:

@@ -15,13 +15,17 @@ import torch
 from torch import nn
 from adaprune_edge.prune.units import reduce_component
 
-# input-column groups: q/k/v share the attention input, gate/up the MLP input
-ACT_SITES = {"attn_in": "self_attn.q_proj", "o_in": "self_attn.o_proj", "mlp_in": "mlp.gate_proj",
-             "down_in": "mlp.down_proj"}
+from adaprune_edge.archs import adapter_for
+from adaprune_edge.archs.base import (ATTN_K, ATTN_OUT, ATTN_Q, ATTN_V, FFN_DOWN, FFN_GATE, FFN_UP,
+                                      PROJECTIONS)
+
+# input-column groups: q/k/v share the attention input, gate/up the MLP input (HF paths: archs.base)
+ACT_SITES = {"attn_in": PROJECTIONS[ATTN_Q], "o_in": PROJECTIONS[ATTN_OUT], "mlp_in": PROJECTIONS[FFN_GATE],
+             "down_in": PROJECTIONS[FFN_DOWN]}
 GRAD_METRICS = ("taylor", "taylor2")
 GRAM_SITES = ("o_in", "down_in")  # inputs of the output projections: least-squares reconstruction
-LINEARS = {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj", "o": "self_attn.o_proj",
-           "gate": "mlp.gate_proj", "up": "mlp.up_proj", "down": "mlp.down_proj"}
+LINEARS = {"q": PROJECTIONS[ATTN_Q], "k": PROJECTIONS[ATTN_K], "v": PROJECTIONS[ATTN_V], "o": PROJECTIONS[ATTN_OUT],
+           "gate": PROJECTIONS[FFN_GATE], "up": PROJECTIONS[FFN_UP], "down": PROJECTIONS[FFN_DOWN]}
 
 
 @dataclass
@@ -86,7 +90,7 @@ class CalibStats:
 
 def _hooks(model: nn.Module, stats: list[LayerStats]) -> list[Any]:
     handles = []
-    for i, layer in enumerate(model.model.layers):
+    for i, layer in enumerate(adapter_for(model).layers(model)):
         for site, path in ACT_SITES.items():
             mod = layer.get_submodule(path)
             handles.append(mod.register_forward_pre_hook(
@@ -105,7 +109,7 @@ def _bi_hook(st: LayerStats) -> Callable[..., None]:
 
 
 def _decoder_linears(model: nn.Module) -> list[nn.Parameter]:
-    return [layer.get_submodule(p).weight for layer in model.model.layers for p in LINEARS.values()]
+    return [layer.get_submodule(p).weight for layer in adapter_for(model).layers(model) for p in LINEARS.values()]
 
 
 def collect(model: nn.Module, windows: torch.Tensor, need_grad: bool, batch_size: int = 1,
@@ -114,7 +118,7 @@ def collect(model: nn.Module, windows: torch.Tensor, need_grad: bool, batch_size
     activation statistics, block influence, if `need_grad` Taylor unit scores and, if `need_gram`, the
     second moments of the output projections' inputs (~10 MB per layer for the default model). The
     model's parameters are left as found (no .grad, same requires_grad flags)."""
-    stats = [LayerStats(with_gram=need_gram) for _ in model.model.layers]
+    stats = [LayerStats(with_gram=need_gram) for _ in adapter_for(model).layers(model)]
     flags = {p: p.requires_grad for p in model.parameters()}
     linears = _decoder_linears(model) if need_grad else []
     acc = {p: (torch.zeros_like(p), torch.zeros_like(p)) for p in linears}
@@ -166,7 +170,7 @@ def _grad_units(model: nn.Module, stats: list[LayerStats],
                 acc: dict[nn.Parameter, tuple[torch.Tensor, torch.Tensor]]) -> None:
 
     head_dim = _head_dim(model)
-    for layer, st in zip(model.model.layers, stats):
+    for layer, st in zip(adapter_for(model).layers(model), stats):
         for metric in GRAD_METRICS:
             st.grad_units[metric] = {}
         for comp, path in LINEARS.items():
@@ -180,5 +184,4 @@ def _grad_units(model: nn.Module, stats: list[LayerStats],
 
 
 def _head_dim(model: nn.Module) -> int:
-    cfg = model.config
-    return getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    return adapter_for(model).head_dim(model.config)

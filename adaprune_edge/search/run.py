@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from adaprune_edge.search.space import SpaceBounds, build_space, plain
 from adaprune_edge.search.evaluators import LocalEvaluator
-from adaprune_edge.search.spec import SearchSpec
+from adaprune_edge.search.spec import SearchSpec, family_bounds
 from adaprune_edge.search.trials import TrialRecord, TrialStore
 
 # -- SMAC ---------------------------------------------------------------------------------------------
@@ -45,7 +45,14 @@ def warm_start_configs(space: Any, bounds: SpaceBounds) -> list[Any]:
     recipes = [dict(metric="taylor", allocation="uniform"), dict(metric="wanda", allocation="uniform"),
                dict(metric="fluctuation", allocation="global", bias_compensation=True),
                dict(metric="taylor", allocation="uniform", reconstruction=True, recon_damp=0.3)]
+    if bounds.uniform_only:  # allocation, protection and biases are fixed: the metrics remain
+        recipes = [dict(metric="taylor"), dict(metric="wanda")]
     return [Configuration(space, values={**base, **r}) for r in recipes]
+
+
+def search_bounds(spec: SearchSpec) -> SpaceBounds:
+    """The spec's bounds, restricted to uniform structures for uniform-only families (spec.family_bounds)."""
+    return family_bounds(spec.bounds, spec.model)
 
 
 def make_optimizer(spec: SearchSpec, space: Any, out: Path) -> Any:
@@ -55,7 +62,7 @@ def make_optimizer(spec: SearchSpec, space: Any, out: Path) -> Any:
 
     scenario = _scenario(spec, space, out)
     facade = MF if spec.facade == "hyperband" else HPO
-    extra = warm_start_configs(space, spec.bounds) if spec.warm_start else []
+    extra = warm_start_configs(space, search_bounds(spec)) if spec.warm_start else []
     n_init = max(1, min(5, spec.n_trials // 4))
     extra = extra[: max(0, spec.n_trials - n_init)]
     init = facade.get_initial_design(scenario, n_configs=n_init, additional_configs=extra)
@@ -129,7 +136,7 @@ def run_search(spec: SearchSpec, run_dir: Path, *, resume: bool = False, force: 
     spec.check()
     store = TrialStore(run_dir)
     records = store.open(spec.to_dict(), resume, force)
-    space = build_space(spec.bounds, spec.seed)
+    space = build_space(search_bounds(spec), spec.seed)
     opt = make_optimizer(spec, space, Path(run_dir) / "smac")
     _replay(opt, spec, space, records)
     if evaluator is None:

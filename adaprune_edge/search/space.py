@@ -39,6 +39,7 @@ class SpaceBounds:
     max_protect_last: int = 2
     max_depth_share: float = 0.6
     sampling: str | None = None  # one calibration sampling strategy for every trial (None: searched)
+    uniform_only: bool = False  # the family loads in llama.cpp only with uniform layers (archs: per_layer False)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -61,31 +62,36 @@ def build_space(bounds: SpaceBounds, seed: int = 0) -> ConfigurationSpace:
     """The ConfigurationSpace for `bounds` (deterministic for `seed`)."""
     bounds.check()
     cs = ConfigurationSpace(seed=seed)
-    alloc = Categorical("allocation", ALLOCATIONS.searchable(), default="global")
-    owl = Float("owl_lambda", (0.02, 0.2), default=0.08)
+    if bounds.uniform_only:  # uniform allocation, no protected layers, no output biases (archs.base)
+        cs.add([Constant("allocation", "uniform"), Constant("protect_first", 0), Constant("protect_last", 0),
+                Constant("bias_compensation", "False"), Constant("reconstruction", "False")])
+    else:
+        alloc = Categorical("allocation", ALLOCATIONS.searchable(), default="global")
+        owl = Float("owl_lambda", (0.02, 0.2), default=0.08)
+        recon = Categorical("reconstruction", (False, True), default=False)
+        damp = Float("recon_damp", (0.03, 3.0), log=True, default=0.3)
+        knots = [Float(f"knot_{k}", (0.05, 1.0), default=0.5) for k in range(N_KNOTS)]
+        head_weight = Float("head_weight", (0.0, 2.0), default=1.0)
+        cs.add([alloc, owl, recon, damp, *knots, head_weight,
+                Integer("protect_first", (0, bounds.max_protect_first), default=0),
+                Integer("protect_last", (0, bounds.max_protect_last), default=0),
+                Categorical("bias_compensation", (False, True), default=False)])
+        cs.add([EqualsCondition(owl, alloc, "owl"), EqualsCondition(damp, recon, True),
+                EqualsCondition(head_weight, alloc, "profile"), *[EqualsCondition(k, alloc, "profile") for k in knots]])
     depth = Categorical("depth", ("off", "on"), default="off")
     share = Float("depth_share", (0.05, bounds.max_depth_share), default=0.25)
-    recon = Categorical("reconstruction", (False, True), default=False)
-    damp = Float("recon_damp", (0.03, 3.0), log=True, default=0.3)
-    knots = [Float(f"knot_{k}", (0.05, 1.0), default=0.5) for k in range(N_KNOTS)]
-    head_weight = Float("head_weight", (0.0, 2.0), default=1.0)
     cs.add([
         Categorical("metric", METRICS.searchable(), default="taylor"),
         Categorical("aggregation", AGGREGATIONS.searchable(), default="sum"),
-        alloc, owl, depth, share,
+        depth, share,
         Categorical("head_unit", HEAD_UNITS, default="none"),
         Constant("sampling", bounds.sampling) if bounds.sampling else
         Categorical("sampling", STRATEGIES.searchable(), default="random"),
         _int("n_samples", bounds.min_samples, bounds.max_samples, 32),
         _int("seq_len", bounds.min_seq_len, bounds.max_seq_len, 256),
-        Integer("protect_first", (0, bounds.max_protect_first), default=0),
-        Integer("protect_last", (0, bounds.max_protect_last), default=0),
-        Categorical("bias_compensation", (False, True), default=False),
-        recon, damp, *knots, head_weight,
+        Categorical("sequential", (False, True), default=False),
     ])
-    cs.add([EqualsCondition(owl, alloc, "owl"), EqualsCondition(share, depth, "on"),
-            EqualsCondition(damp, recon, True), EqualsCondition(head_weight, alloc, "profile"),
-            *[EqualsCondition(k, alloc, "profile") for k in knots]])
+    cs.add([EqualsCondition(share, depth, "on")])
     for i in range(1, bounds.n_sources):
         cs.add(Float(f"source_weight_{i}", (0.0, 1.0), default=1.0))
     return cs
@@ -111,9 +117,10 @@ def to_prune_config(values: dict[str, Any], align: int, seed: int,
         n_samples=int(values["n_samples"]), seq_len=int(values["seq_len"]), sampling=str(values["sampling"]),
         protect_first=int(values["protect_first"]), protect_last=int(values["protect_last"]),
         depth_share=float(values.get("depth_share", 0.0)) if values.get("depth") == "on" else 0.0,
-        bias_compensation=bool(values["bias_compensation"]), align=align,
-        reconstruction=bool(values.get("reconstruction", False)), recon_damp=float(values.get("recon_damp", 0.3)),
+        bias_compensation=values["bias_compensation"] in (True, "True"), align=align,
+        reconstruction=values.get("reconstruction", False) in (True, "True"), recon_damp=float(values.get("recon_damp", 0.3)),
         owl_lambda=float(values.get("owl_lambda", 0.08)), seed=seed,
+        sequential=values.get("sequential", False) in (True, "True"),
         profile_knots=tuple(float(values[f"knot_{k}"]) for k in range(N_KNOTS) if f"knot_{k}" in values),
         head_weight=float(values.get("head_weight", 1.0)))
     return cfg, [w / total for w in weights]

@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from adaprune_edge import archs, models
 from adaprune_edge.errors import ConfigError
 from adaprune_edge.profiles import DeviceProfile
 from adaprune_edge.search.space import SpaceBounds
@@ -63,7 +64,7 @@ class SearchSpec:
     @classmethod
     def from_plan(cls, plan: Any, profile: DeviceProfile, model: str, **options: Any) -> "SearchSpec":
         """The spec of a search over `plan` (search.plan.SearchPlan: quant, bounds, latency scale)."""
-        return cls(model=model, profile=profile, quant=plan.quant, bounds=plan.bounds,
+        return cls(model=model, profile=profile, quant=plan.quant, bounds=family_bounds(plan.bounds, model),
                    latency_scale=plan.latency_scale, **options)
 
     def check(self) -> None:
@@ -76,3 +77,10 @@ class SearchSpec:
         self.bounds.check()
 
 
+def family_bounds(bounds: SpaceBounds, model: str) -> SpaceBounds:
+    """`bounds` restricted to uniform structures when the model's family loads in llama.cpp only with uniform
+    layers (archs: per_layer False, e.g. Qwen3, Gemma 3, SmolLM3); the family is read without loading weights."""
+    arch = models.model_type(model)
+    if arch and archs.is_supported(arch) and not archs.ARCHS.get(arch).per_layer:
+        return dataclasses.replace(bounds, uniform_only=True)
+    return bounds

@@ -1,0 +1,13 @@
+"""Architecture adapters: one module per HF decoder family, registered by model_type in ARCHS.
+
+    adapter = adapter_for(model)              # ModelError listing the supported families otherwise
+    adapter.linear(layer, "attn_q")           # HF modules by GGUF role
+    adapter.gguf_arch_for(structure, biases)  # 'llama' / 'qwen3' / ... or 'deci' for per-layer widths
+"""
+
+from adaprune_edge.archs.base import ArchAdapter
+from adaprune_edge.archs.hparams import HParams
+from adaprune_edge.archs.registry import ARCHS, adapter_for, is_supported, supported, unsupported_message
+from adaprune_edge.archs import gemma3, llama, qwen2, qwen3, smollm3  # noqa: F401  (register the families)
+
+__all__ = ["ARCHS", "ArchAdapter", "HParams", "adapter_for", "is_supported", "supported", "unsupported_message"]
