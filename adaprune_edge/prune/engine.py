@@ -1,9 +1,8 @@
 """The pruning engine's entry point: `prune(model, calibration, PruneConfig) -> PruneResult`.
 
-One call = sample calibration windows → statistics / gradients (cached in an `ImportanceCache`) →
-unit scores (metric + aggregation) → optional depth pruning (block influence) → per-layer allocation
-→ optional bias compensation → physical slicing (`pruning`). Works on a deep copy unless `inplace`;
-deterministic for a fixed config (seed included). The search calls it once per trial:
+One call = calibration windows → statistics / gradients (cached in an `ImportanceCache`) → unit scores
+(metric + aggregation) → optional depth pruning → per-layer allocation → update (OBS, least squares or bias)
+and slicing, one-shot or layer by layer; on a working copy unless `inplace`; deterministic per config:
 
     cache = ImportanceCache()
     res = prune(dense, pool, PruneConfig(ratio=0.3, metric="taylor"), cache=cache)
@@ -63,9 +62,8 @@ class PruneConfig:
     align: FFN widths stay multiples of this (256 for K-quants, 32 otherwise, 1 = free).
     min_keep: share of query heads per group, KV groups and FFN channels every pruned layer keeps.
     owl_lambda: OWL's maximum deviation of a layer's share from the mean share.
-    profile_knots / head_weight: allocation 'profile' (prune/profile.py): relative pruning intensity at
-      evenly spaced depths (2–5 knots in (0, 1], interpolated over the layers; none = flat), and the share of a layer's
-      removal taken from attention heads relative to its FFN (1 = the same share, 0 = FFN only).
+    profile_knots / head_weight: allocation 'profile' (prune/profile.py): pruning intensity at 2–5 evenly spaced
+      depths in (0, 1] (none = flat); heads' share of a layer's removal vs its FFN's (1 = same, 0 = FFN only).
     batch_size: calibration windows per forward/backward pass (memory vs speed).
     """
 
