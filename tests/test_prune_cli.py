@@ -60,7 +60,7 @@ def test_prune_writes_loadable_folder(tiny_dir, tmp_path, shared_data):
     (["--ratio", 0.0], "--ratio must be in (0, 0.9]"),
     (["--ratio", 0.95], "--ratio must be in (0, 0.9]"),
     (["--metric", "taylr"], "did you mean 'taylor'"),
-    (["--allocation", "flap"], "known: global, owl, uniform"),
+    (["--allocation", "flap"], "known: global, owl, profile, uniform"),
     (["--calib", "/nonexistent/calib.txt"], "not found"),
     (["--calib", "EMPTY"], "is empty"),
     (["--calib", "SHORT", "--seq-len", 512], "tokens; 1 window(s) of 512 need 512: pass a longer file"),
