@@ -10,7 +10,8 @@ import dataclasses
 from typing import Any
 
 from adaprune_edge.prune.engine import PrunePlan, PruneConfig, calibration_windows, check_architecture, removal_plan
-from adaprune_edge.prune.importance import ImportanceCache, needs
+from adaprune_edge.prune.calibration_pass import statistics_for
+from adaprune_edge.prune.importance import ImportanceCache
 from adaprune_edge.data.calibration import windows_key
 from adaprune_edge.structure import LayerShape, Structure
 
@@ -39,13 +40,13 @@ class StructureProbe:
         check_architecture(model)
         self.model, self.config, self.calls = model, config, 0
         self.before = Structure.from_model(model)
-        self.stats, key = None, "none"
-        if cfg.needs_calibration:
+        self.stats, key, scores = None, "none", None
+        if cfg.needs_calibration:  # the same pass prune() runs (second moments for obs, none for some sequential)
             windows = calibration_windows(model, calib, cfg)
             key = windows_key(windows)
-            self.stats = cache.stats(model, windows, key, needs(cfg.metric)[0], cfg.batch_size,
-                                     need_gram=cfg.reconstruction)
-        self.scores = cache.scores(model, self.stats, key, cfg.metric, cfg.aggregation, cfg.seed)
+            self.stats, scores, _ = statistics_for(model, windows, key, cfg, cache, None)
+        self.scores = scores if scores is not None else cache.scores(model, self.stats, key, cfg.metric,
+                                                                     cfg.aggregation, cfg.seed)
 
     def at(self, ratio: float) -> Structure:
         self.calls += 1
