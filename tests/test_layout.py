@@ -65,3 +65,10 @@ def test_module_level_imports_have_no_cycles():
     for m in graph:
         if m not in state:
             visit(m, [])
+
+
+def test_pyproject_lists_every_subpackage():
+    text = ROOT.joinpath("pyproject.toml").read_text()
+    for p in (ROOT / "adaprune_edge").glob("*/__init__.py"):
+        if not p.parent.is_symlink():
+            assert f'"adaprune_edge.{p.parent.name}"' in text, p.parent.name  # a wheel would leave it out
