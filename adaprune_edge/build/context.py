@@ -3,6 +3,7 @@ typed results of finished stages, and the expensive objects loaded once (dense m
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -76,7 +77,7 @@ class BuildContext:
         p = self.plan  # a quant-only plan has no bounds: its context serves only data
         if p.bounds is None:
             return self.search_spec_for(self.quant, 0.0, 0.1)
-        return SearchSpec.from_plan(p, self.profile, self.spec.model, **_options(self.search_spec_for(p.quant, 0, 0)))
+        return dataclasses.replace(self.search_spec_for(p.quant, 0.0, 0.1), bounds=p.bounds, latency_scale=p.latency_scale)
 
     def _step(self, d: int, t: int, note: str) -> None:
         self.hooks.progress("calibration", d, t, note)
@@ -107,9 +108,3 @@ class BuildContext:
 
     def calibration_pool(self) -> Any:
         return self.data_context().pools[0]
-
-
-def _options(spec: SearchSpec) -> dict[str, Any]:
-    """The spec's fields that do not come from a plan."""
-    skip = {"model", "profile", "quant", "bounds", "latency_scale"}
-    return {k: getattr(spec, k) for k in spec.__dataclass_fields__ if k not in skip}
