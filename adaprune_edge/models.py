@@ -227,20 +227,30 @@ def _load_hub(spec: ModelSpec) -> tuple[Any, Any]:
 
 def model_type(spec_str: str) -> str | None:
     """The HF model_type of a model spec without loading weights (None when it cannot be read offline)."""
+    return model_header(spec_str)[0]
+
+
+def model_header(spec_str: str) -> tuple[str | None, int | None]:
+    """(HF model_type, number of decoder layers) of a model spec without loading weights; None for what
+    cannot be read offline (loading the model will say why)."""
     spec = resolve(spec_str)
     if spec.kind == "gguf":
-        return _gguf_architecture(Path(spec.path))
+        arch = _gguf_architecture(Path(spec.path))
+        n_layer = read_header(Path(spec.path))[0].get(f"{arch}.block_count")
+        return arch, int(n_layer) if n_layer is not None else None
     if spec.kind in ("hf_dir", "pruned_dir"):
         try:
-            return json.loads((Path(spec.path) / "config.json").read_text(encoding="utf-8")).get("model_type")
+            config = json.loads((Path(spec.path) / "config.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            return None
+            return None, None
+        return config.get("model_type"), config.get("num_hidden_layers")
     try:
         from transformers import AutoConfig
 
-        return AutoConfig.from_pretrained(spec.path, local_files_only=True).model_type
+        config = AutoConfig.from_pretrained(spec.path, local_files_only=True)
     except Exception:  # not in the local HF cache: loading the model will say so
-        return None
+        return None, None
+    return config.model_type, getattr(config, "num_hidden_layers", None)
 
 
 def describe(model: Any) -> ModelInfo:

@@ -1,5 +1,6 @@
 """SMAC search on a tiny random Llama (with the real SmolLM2 tokenizer so calibration text is real)."""
 
+import dataclasses
 import json
 
 import pytest
@@ -103,3 +104,18 @@ def test_two_worker_dask_search_shuts_down(tiny_dir, shared_data, tmp_path):
         assert client.status == "running"
     assert client.status == "closed"
     assert len(out.records) == 4 and len({json.dumps(r.values, sort_keys=True) for r in out.records}) == 4
+
+
+def test_bounds_leave_half_the_decoder_prunable(tiny_dir):
+    """A 4-layer model may protect at most one first and one last layer (protecting all of them made
+    every trial of a CI search miss the budget); the 30-layer default keeps the full range."""
+    from adaprune_edge.search.space import build_space
+    from adaprune_edge.search.spec import family_bounds
+
+    wide = SpaceBounds(r_min=0.1, r_max=0.6, max_protect_first=4, max_protect_last=2)
+    tiny = family_bounds(wide, str(tiny_dir))
+    assert (tiny.max_protect_first, tiny.max_protect_last) == (1, 1)
+    space = build_space(tiny, seed=0)
+    assert all(c["protect_first"] + c["protect_last"] <= 2 for c in space.sample_configuration(50))
+    one_layer = family_bounds(dataclasses.replace(wide, max_protect_first=0, max_protect_last=0), str(tiny_dir))
+    assert build_space(one_layer, seed=0)["protect_first"].value == 0  # a constant, not an empty range

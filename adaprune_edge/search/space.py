@@ -73,8 +73,7 @@ def build_space(bounds: SpaceBounds, seed: int = 0) -> ConfigurationSpace:
         knots = [Float(f"knot_{k}", (0.05, 1.0), default=0.5) for k in range(N_KNOTS)]
         head_weight = Float("head_weight", (0.0, 2.0), default=1.0)
         cs.add([alloc, owl, recon, damp, *knots, head_weight,
-                Integer("protect_first", (0, bounds.max_protect_first), default=0),
-                Integer("protect_last", (0, bounds.max_protect_last), default=0),
+                _count("protect_first", bounds.max_protect_first), _count("protect_last", bounds.max_protect_last),
                 Categorical("bias_compensation", (False, True), default=False)])
         cs.add([EqualsCondition(owl, alloc, "owl"), EqualsCondition(damp, recon, True),
                 EqualsCondition(head_weight, alloc, "profile"), *[EqualsCondition(k, alloc, "profile") for k in knots]])
@@ -95,6 +94,11 @@ def build_space(bounds: SpaceBounds, seed: int = 0) -> ConfigurationSpace:
     for i in range(1, bounds.n_sources):
         cs.add(Float(f"source_weight_{i}", (0.0, 1.0), default=1.0))
     return cs
+
+
+def _count(name: str, hi: int) -> Any:
+    """An integer knob over 0..hi (default 0), or the constant 0 when hi is 0."""
+    return Integer(name, (0, hi), default=0) if hi > 0 else Constant(name, 0)
 
 
 def _int(name: str, lo: int, hi: int, default: int) -> Any:

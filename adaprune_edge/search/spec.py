@@ -78,9 +78,14 @@ class SearchSpec:
 
 
 def family_bounds(bounds: SpaceBounds, model: str) -> SpaceBounds:
-    """`bounds` restricted to uniform structures when the model's family loads in llama.cpp only with uniform
-    layers (archs: per_layer False, e.g. Qwen3, Gemma 3, SmolLM3); the family is read without loading weights."""
-    arch = models.model_type(model)
+    """`bounds` fitted to the model, read without loading weights: protected layers leave at least half of
+    the decoder prunable (a 4-layer model protecting 4 layers cannot meet any budget), and uniform
+    structures only when the family loads in llama.cpp only with uniform layers (archs: per_layer False,
+    e.g. Qwen3, Gemma 3, SmolLM3)."""
+    arch, n_layer = models.model_header(model)
+    if n_layer:
+        bounds = dataclasses.replace(bounds, max_protect_first=min(bounds.max_protect_first, n_layer // 4),
+                                     max_protect_last=min(bounds.max_protect_last, n_layer // 4))
     if arch and archs.is_supported(arch) and not archs.ARCHS.get(arch).per_layer:
         return dataclasses.replace(bounds, uniform_only=True)
     return bounds
