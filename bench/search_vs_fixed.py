@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import statistics
 import time
 from pathlib import Path
@@ -57,13 +56,14 @@ FIXED = {
     "flap-like+lsq": dict(metric="fluctuation", allocation="global", reconstruction=True),
     "shortgpt-like": dict(metric="l2", allocation="uniform", depth_share=1.0),
 }
-ONE_SHOT = {"obs-uniform+lsq": dict(metric="obs", allocation="uniform", reconstruction=True)}
+# structured OBS (issue 17): its own weight update, so no reconstruction flag; SlimGPT-like = sequential
+# layer-wise OBS on the already-pruned model's activations with a global (non-uniform) allocation
+ONE_SHOT = {"obs-uniform-seq": dict(metric="obs", allocation="uniform", sequential=True),
+            "slimgpt-like (obs-global-seq)": dict(metric="obs", allocation="global", sequential=True)}
 
 
 def fixed_recipes():
-    from adaprune_edge.prune.importance import METRICS
-
-    return {**FIXED, **{k: v for k, v in ONE_SHOT.items() if v["metric"] in METRICS}}
+    return {**FIXED, **ONE_SHOT}
 
 
 def score(model, windows):
@@ -105,23 +105,36 @@ def run_target(target, seed, args, lm, base, profile, report, rows, out_json, ca
     test = {"wikitext": ctx.report_windows, **report}
     common = dict(target=target, seed=seed, budget_ms=budget_ms, data_sets=ctx.data_sets())
     print(f"target {target} seed {seed}: budget {budget_ms:.3f} ms/token (predicted, uniform {target:.0%})", flush=True)
+    done = {r["recipe"] for r in rows if (r["target"], r["seed"]) == (target, seed)}
     for name, kw in fixed_recipes().items():
+        if name in done:
+            continue
         t0 = time.perf_counter()
         cfg = PruneConfig(n_samples=SCALE["n_samples"], seq_len=SCALE["seq_len"], align=256, seed=seed, **kw)
         sol, res = on_budget(ctx, cfg)
         rows.append(_row(common, name, sol, res, score(res.model, test), profile, time.perf_counter() - t0))
         _save(out_json, rows)
+    if "searched" in done:
+        return
     t0 = time.perf_counter()
-    outcome = run_search(spec, RESULTS / "runs" / f"search_{target}_s{seed}", force=True,
-                         evaluator=LocalEvaluator(spec, ctx))
+    run_dir = RESULTS / "runs" / f"search_{target}_s{seed}_{_scale_key(args)}"
+    outcome = run_search(spec, run_dir, resume=(run_dir / "trials.jsonl").exists(), evaluator=LocalEvaluator(spec, ctx))
     best = outcome.best
     cfg, _ = to_prune_config(best.values, 256, seed)
     sol, res = on_budget(ctx, cfg)
     rows.append(_row(common, "searched", sol, res, score(res.model, test), profile, time.perf_counter() - t0,
-                     search_recipe=best.summary(), search_objective_loss=best.cost, trials=len(outcome.records),
+                     search_recipe=best.summary(), trials_asked=args.trials, facade=args.facade, search_objective_loss=best.cost, trials=len(outcome.records),
                      feasible_trials=sum(r.feasible for r in outcome.records),
                      trial_ratios=[r.solved_ratio for r in outcome.records]))
     _save(out_json, rows)
+
+
+def _scale_key(args):
+    """Names a search's run directory by everything it depends on, so a rerun resumes only its own trials."""
+    import hashlib
+
+    key = {**SCALE, "trials": args.trials, "facade": args.facade}
+    return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
 
 
 def _row(common, name, sol, res, ppl, profile, seconds, **extra):
@@ -221,14 +234,18 @@ def main() -> None:
     base = Structure.from_model(lm.model)
     profile = profiles.load_profile("this-host")
     report = {} if args.no_ptb else {"ptb": CalibrationPool.from_sources([str(PTB)], lm.tokenizer, SCALE["val_seq_len"]).windows[:8]}
-    scale = {**SCALE, "trials": args.trials, "facade": args.facade, "seeds": args.seeds,
-             "ptb": not args.no_ptb,
-             "note": "scaled down for a shared 2-core host (see the other keys): random calibration (fixed, not searched), 4x512 objective windows, "
-                     "report on wikitext-2 windows after the objective's (and PTB valid windows unless ptb is false)"}
-    _save(out, [], scale=scale, fixed_recipes=fixed_recipes())
-    rows, caches = [], {}
-    for t in [float(x) for x in args.targets.split(",")]:
-        for seed in [int(s) for s in args.seeds.split(",")]:
+    scale = {**SCALE, "ptb": not args.no_ptb,
+             "note": "scaled down for a shared 2-core host: n_samples x seq_len random calibration windows (fixed, "
+                     "not searched), val_windows x val_seq_len objective windows, report_windows x val_seq_len "
+                     "wikitext-2 report windows after the objective's (and 8 PTB valid windows when ptb is true)"}
+    old = json.loads(out.read_text()) if out.exists() else {}
+    # resume a run of the same scale (fixed rows do not depend on the trials, seeds or targets asked now)
+    rows = [r for r in old.get("rows", []) if r["recipe"] in {*fixed_recipes(), "searched"}] \
+        if old.get("scale") == scale else []
+    _save(out, rows, scale=scale, fixed_recipes=fixed_recipes())
+    caches = {}
+    for seed in [int(s) for s in args.seeds.split(",")]:  # every target per seed first: a cut run has pairs
+        for t in [float(x) for x in args.targets.split(",")]:
             run_target(t, seed, args, lm, base, profile, report, rows, out, caches)
             _save(out, rows, summary=summary(rows))
     if args.measure:

@@ -96,7 +96,8 @@ def pruned_estimate(ctx: BuildContext, o: QuantOption, f16_ppl: float) -> dict[s
     torch perplexity on the objective windows x o's measured quantization factor."""
     spec = ctx.search_spec_for(o.recipe, o.r_min, min(0.9, o.r_min + 0.1))  # the solver's ceiling
     sctx = ctx.data_context().derive(spec)  # the same data: calibration is not tokenized twice
-    values = plain(warm_start_configs(build_space(spec.bounds, ctx.spec.seed), spec.bounds)[-1])
+    space = build_space(spec.bounds, ctx.spec.seed)  # uniform-only families cannot reconstruct
+    values = plain(warm_start_configs(space, spec.bounds, ("taylor-uniform+lsq", "taylor-uniform"))[0])
     rec = sctx.evaluate(0, values)
     est = rec.ppl * o.ppl / f16_ppl if rec.feasible and rec.ppl else math.inf
     return {"recipe": o.recipe, "r_min": o.r_min, "torch_ppl": rec.ppl, "quant_factor": o.ppl / f16_ppl,

@@ -14,11 +14,13 @@ DAMP = 1e-2          # λ relative to the mean diagonal of H
 
 
 def damped_inverse(second_moment: torch.Tensor, damp: float = DAMP) -> torch.Tensor:
-    """(H + λI)⁻¹ in float64 for H = E[x xᵀ] [n, n], λ = damp · mean diag H (Cholesky)."""
+    """(H + λI)⁻¹ in float64 for H = E[x xᵀ] [n, n], λ = damp · mean diag H (Cholesky). Solved against
+    the identity: torch's CPU cholesky_inverse took 14-24 s for n = 1536 where cholesky_solve takes
+    0.6 s, with the same result to 1e-14."""
     h = second_moment.double().clone()
     lam = damp * float(h.diagonal().mean().clamp_min(1e-12))
     h.diagonal().add_(lam)
-    return torch.cholesky_inverse(torch.linalg.cholesky(h))
+    return torch.cholesky_solve(torch.eye(h.shape[0], dtype=h.dtype), torch.linalg.cholesky(h))
 
 
 class Surgeon:

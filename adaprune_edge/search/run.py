@@ -35,19 +35,33 @@ def _scenario(spec: SearchSpec, space: Any, out: Path) -> Any:
     return Scenario(space, **kw)
 
 
-def warm_start_configs(space: Any, bounds: SpaceBounds) -> list[Any]:
-    """Published fixed recipes (each at its own solved ratio), so the search starts from the best of them:
-    LLM-Pruner-like taylor/uniform, Wanda-sp, FLAP-like fluctuation/global + bias compensation; and
-    taylor/uniform with least-squares reconstruction (ours)."""
+# Fixed recipes the search starts from, strongest first on the default model (a short search keeps the
+# first ones): SlimGPT-like structured OBS on the already-pruned model's activations (global and uniform),
+# taylor/uniform with least-squares reconstruction (ours), LLM-Pruner-like taylor/uniform, Wanda-sp and
+# FLAP-like fluctuation/global + bias compensation. Uniform-only families keep the uniform ones.
+WARM_STARTS: dict[str, dict[str, Any]] = {
+    "obs-global-seq": dict(metric="obs", allocation="global", sequential=True),
+    "obs-uniform-seq": dict(metric="obs", allocation="uniform", sequential=True),
+    "taylor-uniform+lsq": dict(metric="taylor", allocation="uniform", reconstruction=True, recon_damp=0.3),
+    "taylor-uniform": dict(metric="taylor", allocation="uniform"),
+    "wanda-uniform": dict(metric="wanda", allocation="uniform"),
+    "fluctuation-global+bias": dict(metric="fluctuation", allocation="global", bias_compensation=True),
+}
+
+
+def warm_start_configs(space: Any, bounds: SpaceBounds, names: tuple[str, ...] | None = None) -> list[Any]:
+    """The WARM_STARTS recipes (or those named) that the space can express, as configurations of it."""
     from ConfigSpace import Configuration
 
     base = dict(space.get_default_configuration())
-    recipes = [dict(metric="taylor", allocation="uniform"), dict(metric="wanda", allocation="uniform"),
-               dict(metric="fluctuation", allocation="global", bias_compensation=True),
-               dict(metric="taylor", allocation="uniform", reconstruction=True, recon_damp=0.3)]
-    if bounds.uniform_only:  # allocation, protection and biases are fixed: the metrics remain
-        recipes = [dict(metric="taylor"), dict(metric="wanda")]
-    return [Configuration(space, values={**base, **r}) for r in recipes]
+    fixed = {k for k, hp in space.items() if type(hp).__name__ == "Constant"}
+    out = []
+    for name in names or tuple(WARM_STARTS):
+        recipe = WARM_STARTS[name]
+        if bounds.uniform_only and any(k in fixed and recipe[k] != base[k] for k in recipe):
+            continue  # allocation, protection and biases are fixed for uniform-only families
+        out.append(Configuration(space, values={**base, **{k: v for k, v in recipe.items() if k not in fixed}}))
+    return out
 
 
 def search_bounds(spec: SearchSpec) -> SpaceBounds:
