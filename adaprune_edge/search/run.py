@@ -38,7 +38,8 @@ def _scenario(spec: SearchSpec, space: Any, out: Path) -> Any:
 def warm_start_configs(space: Any, bounds: SpaceBounds) -> list[Any]:
     """Published fixed recipes (each at its own solved ratio), so the search starts from the best of them:
     LLM-Pruner-like taylor/uniform, Wanda-sp, FLAP-like fluctuation/global + bias compensation; and
-    taylor/uniform with least-squares reconstruction (ours)."""
+    taylor/uniform with least-squares reconstruction (ours). Each sits at the space's default quant recipe
+    (the plan's), when the quant is searched."""
     from ConfigSpace import Configuration
 
     base = dict(space.get_default_configuration())
@@ -136,7 +137,7 @@ def run_search(spec: SearchSpec, run_dir: Path, *, resume: bool = False, force: 
     spec.check()
     store = TrialStore(run_dir)
     records = store.open(spec.to_dict(), resume, force)
-    space = build_space(search_bounds(spec), spec.seed)
+    space = build_space(search_bounds(spec), spec.seed, spec.searched_quants())
     opt = make_optimizer(spec, space, Path(run_dir) / "smac")
     _replay(opt, spec, space, records)
     if evaluator is None:
