@@ -42,7 +42,11 @@ class BuildContext:
 
     @property
     def quant(self) -> str:
-        """The shipped quant recipe: the plan's choice once made, else --quant or the profile's."""
+        """The shipped quant recipe: the search's best trial's once searched (the quant is a dimension of the
+        search: SearchSpec.quants), else the plan's choice once made, else --quant or the profile's."""
+        best = getattr(self.results.get("search"), "best", None)
+        if best is not None and best.quant:
+            return best.quant
         if "plan" in self.results:
             return self.plan.quant
         return QuantRecipe.parse(self.spec.quant or self.profile.quant).name
@@ -77,7 +81,8 @@ class BuildContext:
         p = self.plan  # a quant-only plan has no bounds: its context serves only data
         if p.bounds is None:
             return self.search_spec_for(self.quant, 0.0, 0.1)
-        return dataclasses.replace(self.search_spec_for(p.quant, 0.0, 0.1), bounds=p.bounds, latency_scale=p.latency_scale)
+        return dataclasses.replace(self.search_spec_for(p.quant, 0.0, 0.1), bounds=p.bounds, latency_scale=p.latency_scale,
+                                   quants=p.quants)
 
     def _step(self, d: int, t: int, note: str) -> None:
         self.hooks.progress("calibration", d, t, note)

@@ -1,5 +1,6 @@
-"""The `export` stage of `build`: F16 GGUF (llama or deci) → llama.cpp quantization with the plan's
-recipe and an importance matrix of the shipped model → Ollama Modelfile.
+"""The `export` stage of `build`: F16 GGUF (llama or deci) → llama.cpp quantization with the shipped
+recipe (the best search trial's quant, else the plan's: BuildContext.quant) and an importance matrix of
+the shipped model → Ollama Modelfile.
 
 The guarantee: a pruned file that the best quant-only file beats on the objective windows is not
 shipped; the quant-only file is (never worse than plain quantization)."""

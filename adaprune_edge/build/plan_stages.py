@@ -5,7 +5,8 @@ the decision between shipping a dense quantized file and pruning + quantizing.
 matrix, and the measured llama.cpp perplexity of the recipes worth scoring, on the search-objective
 windows. `plan`: the best quant-only option vs the warm-start pruning recipe at r_min for the most
 promising recipes that need pruning (torch perplexity x that recipe's measured quantization factor);
-pruning is searched only when it can win, and export checks the shipped file against quant-only again."""
+pruning is searched only when it can win — over the quant recipes that can, as a dimension of the search —
+and export checks the shipped file against quant-only again."""
 
 from __future__ import annotations
 
@@ -21,9 +22,10 @@ from adaprune_edge.build.results import Candidates, Plan
 from adaprune_edge.errors import LatencyError
 from adaprune_edge.exporters import gguf, vocab
 from adaprune_edge.imatrix import Imatrix
-from adaprune_edge.search.plan import make_plan
+from adaprune_edge.search.plan import SearchPlan, make_plan
 from adaprune_edge.search.run import warm_start_configs
 from adaprune_edge.search.space import build_space, plain
+from adaprune_edge.search.spec import QuantChoice
 from adaprune_edge.structure import Structure
 
 SCORE_QUANT_ONLY = 6  # quant-only recipes scored (most bytes first; bytes alone do not rank quality:
@@ -143,5 +145,31 @@ def stage_plan(ctx: BuildContext) -> Plan:
         return Plan(**common, budget_ms=limit, r_min=0.0, latency_scale=1.0, bounds=None)
     plan = make_plan(base, ctx.device, choice["quant"], ctx.spec.budget_ms, ctx.spec.max_ratio,
                      max_samples=ctx.spec.max_samples, max_seq_len=ctx.spec.max_seq_len)
+    quants = quant_choices(ctx, list(cand.options), cand.dense_f16_ppl, plan)
     return Plan(**common, budget_ms=plan.budget_ms, r_min=plan.r_min, latency_scale=plan.latency_scale,
-                bounds=plan.bounds, solution=plan.solution.to_dict())
+                bounds=plan.bounds, solution=plan.solution.to_dict(), quants=quants)
+
+
+def quant_choices(ctx: BuildContext, opts: list[QuantOption], f16_ppl: float,
+                  plan: SearchPlan) -> tuple[QuantChoice, ...]:
+    """The recipes the pruning search chooses among, the plan's first: those that need pruning and reach the
+    budget within the plan's max ratio (0 < r_min < r_max) with a measured PPL below the best quant-only
+    file's (pruning only adds loss, so a worse dense file cannot win; r_min 0 is the quant-only file export
+    compares against). penalty = log(PPL_recipe / PPL_F16) in nats/token; latency scale: the plan's for its
+    recipe, the dense model's measured / predicted for the others. () when fewer than two qualify."""
+    best = quant_options.best_quant_only(opts)
+    ok = [o for o in opts if o.r_min and o.r_min < plan.bounds.r_max and o.ppl and math.isfinite(o.ppl)
+          and (best is None or o.ppl < best.ppl)]
+    ok.sort(key=lambda o: o.recipe != plan.quant)  # the plan's recipe first: the space's default
+    if len(ok) < 2 or ok[0].recipe != plan.quant:
+        return ()
+    return tuple(QuantChoice(o.recipe, round(math.log(o.ppl / f16_ppl), 6), _latency_scale(ctx, plan, o)) for o in ok)
+
+
+def _latency_scale(ctx: BuildContext, plan: SearchPlan, o: QuantOption) -> float:
+    """measured / predicted decode latency at o's recipe (1.0 where the device only predicts)."""
+    if o.recipe == plan.quant:
+        return plan.latency_scale
+    if not o.measured:
+        return 1.0
+    return o.decode_ms / ctx.device.predict(ctx.results["candidates"].base_structure, o.recipe).decode_ms_per_token

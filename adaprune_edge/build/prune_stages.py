@@ -1,6 +1,7 @@
-"""The `search` and `prune` stages of `build`: SMAC over pruning recipes at the plan's quant recipe
-(resumable trial by trial), then the full model pruned with the confirmed best trial's recipe. Both are
-skipped when the plan ships the dense model quantized."""
+"""The `search` and `prune` stages of `build`: SMAC over pruning recipes at the plan's quant recipe, or over
+the plan's quant choices too (resumable trial by trial), then the full model pruned with the confirmed
+best trial's recipe, which export quantizes with that trial's quant. Both are skipped when the plan ships
+the dense model quantized."""
 
 from __future__ import annotations
 
@@ -45,10 +46,11 @@ def confirmed_best(ctx: BuildContext, records: list[TrialRecord]) -> tuple[Trial
     backend (trials are screened with the roofline; the incumbent is always re-measured)."""
     checked: list[dict] = []
     for rec in sorted((r for r in records if r.feasible), key=lambda r: r.cost):
-        st = rec.structure
-        lat = ctx.device.latency_of(st, ctx.quant)
-        ok, why = budget.budget_ok(st, ctx.profile, ctx.quant, lat, ctx.spec.budget_ms)
-        checked.append({"trial": rec.index, "decode_ms": lat.decode_ms_per_token, "measured": lat.measured, "ok": ok})
+        st, quant = rec.structure, rec.quant or ctx.plan.quant  # each trial at its own quant recipe
+        lat = ctx.device.latency_of(st, quant)
+        ok, why = budget.budget_ok(st, ctx.profile, quant, lat, ctx.spec.budget_ms)
+        checked.append({"trial": rec.index, "quant": quant, "decode_ms": lat.decode_ms_per_token,
+                        "measured": lat.measured, "ok": ok})
         if ok:
             return rec, checked
         if len(checked) >= CONFIRM_AT_MOST:

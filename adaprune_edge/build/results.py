@@ -11,6 +11,7 @@ from adaprune_edge.build.quant_options import QuantOption
 from adaprune_edge.latency.backends import LatencyReport
 from adaprune_edge.profiles import DeviceProfile
 from adaprune_edge.search.space import SpaceBounds
+from adaprune_edge.search.spec import QuantChoice
 from adaprune_edge.search.trials import TrialRecord
 from adaprune_edge.structure import Structure
 
@@ -64,7 +65,8 @@ class Candidates(StageResult):
 
 @dataclass(frozen=True)
 class Plan(StageResult):
-    """mode 'quant-only' (ship the dense file at `quant`) or 'prune' (search at `quant` within `bounds`)."""
+    """mode 'quant-only' (ship the dense file at `quant`) or 'prune' (search at `quant` within `bounds`;
+    with two or more `quants` the search also chooses each trial's recipe among them, `quant` first)."""
 
     mode: str
     quant: str
@@ -82,9 +84,11 @@ class Plan(StageResult):
     bounds: SpaceBounds | None
     dense_latency: LatencyReport
     solution: dict[str, Any] | None = None  # budget.Solution.to_dict() of the uniform structure at r_min
+    quants: tuple[QuantChoice, ...] = ()  # the search's quant choices (SearchSpec.quants)
     seconds: float = 0.0
     NESTED: ClassVar[dict[str, Any]] = {"profile": DeviceProfile, "base_structure": Structure,
-                                        "bounds": SpaceBounds, "dense_latency": LatencyReport}
+                                        "bounds": SpaceBounds, "dense_latency": LatencyReport,
+                                        "quants": (QuantChoice,)}
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,8 @@ def safe_evaluate(ctx: SearchContext, index: int, values: dict[str, Any], fideli
         return ctx.evaluate(index, values, fidelity)
     except (AdapruneError, ValueError) as e:
         return TrialRecord(index, values, "error", PENALTY, None, None, None, 0.0, 0.0, 0, math.inf, 0.0,
-                           f"{type(e).__name__}: {e}", {}, {}, fidelity or 0, time.perf_counter() - t0, False)
+                           f"{type(e).__name__}: {e}", None, {}, fidelity or 0, time.perf_counter() - t0, False,
+                           quant=ctx.spec.quant_of(values))
 
 
 _WORKER_CONTEXTS: dict[str, SearchContext] = {}

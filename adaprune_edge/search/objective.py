@@ -1,6 +1,6 @@
-"""The search objective: one trial = solve the recipe's smallest ratio meeting the budget, prune a copy in
-memory at it, check the budget on its actual Structure, score validation loss (or KL to the dense model)
-on the objective windows."""
+"""The search objective: one trial = solve the recipe's smallest ratio meeting the budget (at the trial's
+quant recipe), prune a copy in memory at it, check the budget on its actual Structure, score validation
+loss (or KL to the dense model) on the objective windows, plus the quant recipe's measured penalty."""
 
 from __future__ import annotations
 
@@ -90,43 +90,52 @@ class SearchContext:
         return torch.cat(parts) if parts else self.pools[0]
 
     def evaluate(self, index: int, values: dict[str, Any], fidelity: int | None = None) -> TrialRecord:
-        """Run one trial: solve the recipe's smallest ratio meeting the budget (StructureProbe + predictor),
-        prune a copy at it, check the budget on the actual Structure, score on held-out windows."""
+        """Run one trial: solve the recipe's smallest ratio meeting the budget at the trial's quant recipe
+        (StructureProbe + predictor), prune a copy at it, check the budget on the actual Structure, score on
+        held-out windows. cost = objective (loss or KL, nats/token) + the quant recipe's penalty
+        log(PPL_recipe / PPL_F16) when the quant is searched: the additive (log-space) form of the estimate
+        build's `pruned_estimate` makes multiplicatively on PPL (torch PPL x the recipe's quantization factor)."""
 
         t0, misses = time.perf_counter(), self.cache.misses
-        recipe, weights = to_prune_config(values, ffn_align(self.spec.quant), self.spec.seed)
+        quant = self.spec.quant_of(values)
+        recipe, weights = to_prune_config(values, ffn_align(quant), self.spec.seed)
         calib = self.calibration(recipe, weights)
-        sol = self.solve(recipe, calib)
+        sol = self.solve(recipe, calib, quant)
         cfg = dataclasses.replace(recipe, ratio=sol.ratio)
         res = prune(self.model, calib, cfg, cache=self.cache)
-        report = self._latency(res.structure)
-        if not report.measured and self.spec.latency_scale != 1.0:  # roofline calibrated to a measurement on this device
-            report = dataclasses.replace(report, decode_ms_per_token=report.decode_ms_per_token * self.spec.latency_scale,
-                                         prefill_tps=report.prefill_tps / self.spec.latency_scale)
-        ok, reason = budget_ok(res.structure, self.profile, self.spec.quant, report, self.spec.budget_ms)
+        report = self._latency(res.structure, quant)
+        ok, reason = budget_ok(res.structure, self.profile, quant, report, self.spec.budget_ms)
         n_val = min(fidelity or len(self.val), len(self.val))
         loss = ppl = kl = None
         if ok:
             loss, kl = self._score(res.model, n_val)
             ppl = math.exp(loss)
-        cost = (kl if self.spec.objective == "kl" else loss) if ok else PENALTY
+        objective = kl if self.spec.objective == "kl" else loss
+        cost = objective + self.spec.quant_penalty(quant) if ok else PENALTY
         return TrialRecord(index, values, "ok" if ok else "violates", float(cost), loss, ppl, kl,
                            res.decoder_ratio, res.total_ratio, res.params_after, report.decode_ms_per_token,
                            report.prefill_tps, reason, res.structure, cfg.to_dict(), n_val,
-                           time.perf_counter() - t0, self.cache.misses == misses, sol.ratio, sol.steps)
+                           time.perf_counter() - t0, self.cache.misses == misses, sol.ratio, sol.steps, quant)
 
-    def solve(self, recipe: Any, calib: Any) -> RatioSolution:
-        """Smallest ratio of `recipe` whose structure meets the budget on the calibrated predictor."""
+    def solve(self, recipe: Any, calib: Any, quant: str | None = None) -> RatioSolution:
+        """Smallest ratio of `recipe` whose structure meets the budget at `quant` (default: the spec's) on
+        the predictor calibrated for that recipe."""
+        quant = quant or self.spec.quant
         probe = StructureProbe(self.model, calib, recipe, self.cache)
-        fits = predicted_fit(self.device, self.profile, self.spec.quant, self.spec.latency_scale, self.spec.budget_ms)
+        fits = predicted_fit(self.device, self.profile, quant, self.spec.latency_scale_of(quant), self.spec.budget_ms)
         return solve_ratio(probe.at, fits, min(self.bounds.r_max, MAX_RATIO))
 
-    def _latency(self, structure: Any) -> Any:
+    def _latency(self, structure: Any, quant: str) -> Any:
         """Measured with the device's backend when measure_trials (shape-only GGUF, cached per structure),
-        else predicted by the roofline."""
+        else predicted by the roofline times the recipe's latency scale (calibrated to a measurement)."""
         if self.spec.measure_trials:
-            return self.device.latency_of(structure, self.spec.quant)
-        return self.device.predict(structure, self.spec.quant)
+            return self.device.latency_of(structure, quant)
+        report = self.device.predict(structure, quant)
+        scale = self.spec.latency_scale_of(quant)
+        if not report.measured and scale != 1.0:
+            report = dataclasses.replace(report, decode_ms_per_token=report.decode_ms_per_token * scale,
+                                         prefill_tps=report.prefill_tps / scale)
+        return report
 
     @torch.no_grad()
     def _score(self, model: Any, n_val: int) -> tuple[float, float | None]:

@@ -50,7 +50,8 @@ WARM_STARTS: dict[str, dict[str, Any]] = {
 
 
 def warm_start_configs(space: Any, bounds: SpaceBounds, names: tuple[str, ...] | None = None) -> list[Any]:
-    """The WARM_STARTS recipes (or those named) that the space can express, as configurations of it."""
+    """The WARM_STARTS recipes (or those named) that the space can express, as configurations of it; each
+    at the space's default quant recipe (the plan's) when the quant is searched."""
     from ConfigSpace import Configuration
 
     base = dict(space.get_default_configuration())
@@ -150,7 +151,7 @@ def run_search(spec: SearchSpec, run_dir: Path, *, resume: bool = False, force: 
     spec.check()
     store = TrialStore(run_dir)
     records = store.open(spec.to_dict(), resume, force)
-    space = build_space(search_bounds(spec), spec.seed)
+    space = build_space(search_bounds(spec), spec.seed, spec.searched_quants())
     opt = make_optimizer(spec, space, Path(run_dir) / "smac")
     _replay(opt, spec, space, records)
     if evaluator is None:

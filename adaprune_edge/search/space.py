@@ -4,12 +4,13 @@ A point of the space becomes a `PruneConfig` (plus calibration source weights wh
 are given). The ratio is not searched: each trial solves the smallest ratio that meets the budget
 (search/ratio.py). Knobs that only matter for some choices are conditional (owl_lambda only under `owl`,
 the depth knots and head_weight only under `profile`, depth_share only when depth removal is on,
-recon_damp only with least-squares reconstruction, source weights only with several sources)."""
+recon_damp only with least-squares reconstruction, source weights only with several sources). With
+several quant choices the quant recipe is a knob too: each trial solves its ratio at its own recipe."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 from ConfigSpace import Categorical, ConfigurationSpace, Constant, EqualsCondition, Float, Integer
 
@@ -58,10 +59,13 @@ class SpaceBounds:
             raise ConfigError("calibration ranges are empty: check --max-samples / --max-seq-len")
 
 
-def build_space(bounds: SpaceBounds, seed: int = 0) -> ConfigurationSpace:
-    """The ConfigurationSpace for `bounds` (deterministic for `seed`)."""
+def build_space(bounds: SpaceBounds, seed: int = 0, quants: Sequence[str] = ()) -> ConfigurationSpace:
+    """The ConfigurationSpace for `bounds` (deterministic for `seed`). With two or more `quants` (recipe
+    names, the default first) the quant recipe is a Categorical `quant` of the space (SearchSpec.quants)."""
     bounds.check()
     cs = ConfigurationSpace(seed=seed)
+    if len(quants) >= 2:
+        cs.add(Categorical("quant", tuple(quants), default=quants[0]))
     if bounds.uniform_only:  # uniform allocation, no protected layers, no output biases (archs.base)
         cs.add([Constant("allocation", "uniform"), Constant("protect_first", 0), Constant("protect_last", 0),
                 Constant("bias_compensation", "False"), Constant("reconstruction", "False")])

@@ -17,6 +17,24 @@ FACADES = ("hpo", "hyperband")
 
 
 @dataclass(frozen=True)
+class QuantChoice:
+    """One quant recipe the search may choose per trial. penalty: measured quantization cost in nats/token,
+    log(PPL of the dense GGUF at `recipe` / PPL of the dense F16 GGUF), on the objective windows.
+    latency_scale: measured / predicted decode latency at this recipe (None: the spec's latency_scale)."""
+
+    recipe: str
+    penalty: float
+    latency_scale: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "QuantChoice":
+        return cls(**d)
+
+
+@dataclass(frozen=True)
 class SearchSpec:
     """Everything a search depends on (and all a dask worker needs to rebuild its context).
 
@@ -24,7 +42,10 @@ class SearchSpec:
     held-out text; None = the tail (≥ `holdout` of the records) of the first calibration source
     (calibration then uses the rest). val_windows × val_seq_len: objective tokens; the next
     report_windows windows of the same held-out text are the report's (textsets.py: never seen by
-    calibration or the objective). budget_ms overrides the profile's decode budget."""
+    calibration or the objective). budget_ms overrides the profile's decode budget. quants: with two or
+    more choices the quant recipe is a searched dimension (space: Categorical `quant`, default `quant`);
+    each trial solves its ratio at its own recipe and its cost adds that recipe's penalty (objective.py).
+    With fewer, the search is the single-recipe search at `quant` (and search.json is the search-v2 one)."""
 
     model: str
     profile: DeviceProfile
@@ -47,17 +68,22 @@ class SearchSpec:
     walltime_s: float | None = None
     workers: int = 1
     seed: int = 0
+    quants: tuple[QuantChoice, ...] = ()
     kind: str = "adaprune-edge/search-v2"  # v2: the ratio is solved per trial, not searched
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        d.update(calib=list(self.calib), profile=self.profile.to_dict(), bounds=self.bounds.to_dict())
+        d.update(calib=list(self.calib), profile=self.profile.to_dict(), bounds=self.bounds.to_dict(),
+                 quants=[q.to_dict() for q in self.quants])
+        if not self.quants:  # a single-recipe spec reads (and resumes) as the search-v2 specs before quants
+            del d["quants"]
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "SearchSpec":
         d = dict(d)
         d["calib"] = tuple(d.get("calib", ()))
+        d["quants"] = tuple(QuantChoice.from_dict(q) for q in d.get("quants", ()))
         d["profile"], d["bounds"] = DeviceProfile.from_dict(d["profile"]), SpaceBounds.from_dict(d["bounds"])
         return cls(**d)
 
@@ -75,6 +101,32 @@ class SearchSpec:
         if self.n_trials < 1 or self.val_windows < 1 or self.workers < 1:
             raise ConfigError("--trials, --val-windows and --workers must be at least 1")
         self.bounds.check()
+        names = [q.recipe for q in self.quants]
+        if names and (self.quant not in names or len(set(names)) != len(names)):
+            raise ConfigError(f"quant choices {names} must be distinct and include the spec's quant {self.quant!r}")
+
+    def searched_quants(self) -> tuple[str, ...]:
+        """The recipes of the space's `quant` dimension, the spec's quant (its default) first: () unless
+        there are at least two choices."""
+        if len(self.quants) < 2:
+            return ()
+        return (self.quant, *(q.recipe for q in self.quants if q.recipe != self.quant))
+
+    def quant_of(self, values: dict[str, Any]) -> str:
+        """A trial's quant recipe: its `quant` value when the quant is searched, else the spec's."""
+        return str(values["quant"]) if self.searched_quants() and "quant" in values else self.quant
+
+    def quant_penalty(self, quant: str) -> float:
+        """nats/token added to a trial's cost at `quant` (0 unless the quant is searched)."""
+        if not self.searched_quants():
+            return 0.0
+        return next(q.penalty for q in self.quants if q.recipe == quant)
+
+    def latency_scale_of(self, quant: str) -> float:
+        """measured / predicted decode latency used to screen trials at `quant` (the choice's own scale when
+        the quant is searched and the choice has one, else the spec's)."""
+        own = next((q.latency_scale for q in self.quants if q.recipe == quant), None) if self.searched_quants() else None
+        return self.latency_scale if own is None else own
 
 
 def family_bounds(bounds: SpaceBounds, model: str) -> SpaceBounds:

@@ -26,7 +26,9 @@ class TrialRecord:
     """One finished trial. status: 'ok' | 'violates' (structure misses the budget; cost is a penalty)
     | 'error'. cost: what SMAC was told (validation loss in nats/token, or KL; penalty otherwise).
     decode_ms: predicted decode ms/token of the structure on the device. solved_ratio: the config ratio the
-    solver chose for this recipe (decoder_ratio is what the pruned structure achieved)."""
+    solver chose for this recipe (decoder_ratio is what the pruned structure achieved). quant: the quant
+    recipe the trial's ratio was solved and its budget checked at (its cost includes that recipe's penalty
+    when the quant is searched); records written before quants were searched read as the spec's quant."""
 
     index: int
     values: dict[str, Any]
@@ -41,13 +43,14 @@ class TrialRecord:
     decode_ms: float
     prefill_tps: float
     budget_reason: str
-    structure: Structure
+    structure: Structure | None  # None for an 'error' trial (nothing was pruned)
     prune_config: dict[str, Any]
     fidelity: int
     seconds: float
     cache_hit: bool
     solved_ratio: float | None = None  # the trial's own smallest ratio meeting the budget (search/ratio.py)
     ratio_steps: int = 0               # structures probed by the ratio solver
+    quant: str | None = None           # the trial's quant recipe (SearchSpec.quant_of)
 
     @property
     def feasible(self) -> bool:
@@ -55,13 +58,15 @@ class TrialRecord:
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        d["structure"] = self.structure.to_dict()
+        d["structure"] = self.structure.to_dict() if self.structure is not None else None
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrialRecord":
+    def from_dict(cls, d: dict[str, Any], quant: str | None = None) -> "TrialRecord":
+        """The record of `d`; `quant` fills the quant of records written before it was recorded."""
         kw = {f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d}
-        kw["structure"] = Structure.from_dict(kw["structure"])
+        kw["structure"] = Structure.from_dict(kw["structure"]) if kw.get("structure") else None
+        kw["quant"] = kw.get("quant") or quant
         return cls(**kw)
 
     def summary(self) -> str:
@@ -71,7 +76,8 @@ class TrialRecord:
                 f"{v['sampling']} {v['n_samples']}x{v['seq_len']}{depth}"
                 f"{' +bias' if v.get('bias_compensation') and not v.get('reconstruction') else ''}"
                 f"{' +lsq(%.2g)' % v['recon_damp'] if v.get('reconstruction') else ''}"
-                f"{_profile(v) if v['allocation'] == 'profile' else ''}")
+                f"{_profile(v) if v['allocation'] == 'profile' else ''}"
+                f"{' @' + str(v['quant']) if 'quant' in v else ''}")
 
 
 def _profile(v: dict[str, Any]) -> str:
@@ -94,7 +100,7 @@ class TrialStore:
         if self.spec_path.exists() and resume:
             self._check_same(spec)
             write_json(self.spec_path, spec)
-            return self.records()
+            return self.records(spec.get("quant"))
         if self.dir.exists() and any(self.dir.iterdir()) and not force:
             if resume:
                 raise ConfigError(f"{self.dir} is not an adaprune-edge search run (no {SPEC_FILE}); nothing was changed")
@@ -119,7 +125,8 @@ class TrialStore:
             raise ConfigError(f"--resume: {self.dir} was started with different settings ({', '.join(diff)}); "
                               "use the same options, or another --out")
 
-    def records(self) -> list[TrialRecord]:
+    def records(self, quant: str | None = None) -> list[TrialRecord]:
+        """The finished trials; `quant` (the spec's) for records that do not name theirs."""
         path = self.dir / TRIALS_FILE
         if not path.exists():
             return []
@@ -128,7 +135,7 @@ class TrialStore:
             if not line.strip():
                 continue
             try:
-                out.append(TrialRecord.from_dict(json.loads(line)))
+                out.append(TrialRecord.from_dict(json.loads(line), quant))
             except (ValueError, KeyError, TypeError):
                 if n == len(lines):
                     break  # a torn last line from a kill: that trial is simply redone
@@ -143,7 +150,7 @@ class TrialStore:
 
     def write_csv(self, records: list[TrialRecord]) -> Path:
         path = self.dir / CSV_FILE
-        cols = ["index", "status", "cost", "loss", "ppl", "kl", "solved_ratio", "decoder_ratio", "total_ratio", "params",
+        cols = ["index", "status", "cost", "loss", "ppl", "kl", "quant", "solved_ratio", "decoder_ratio", "total_ratio", "params",
                 "decode_ms", "prefill_tps", "fidelity", "seconds", "cache_hit", "recipe"]
         with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
             w = csv.writer(f)
