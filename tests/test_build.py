@@ -136,3 +136,23 @@ def test_build_ships_the_dense_quantized_file_when_a_smaller_quant_meets_the_bud
         assert "lost to quantization alone" in rep["decision"]
     else:
         assert not (out / "search" / "trials.jsonl").exists()
+
+
+@pytest.mark.parametrize("mode, releases_after", [("quant-only", "plan"), ("prune", "prune")])
+def test_statistics_are_dropped_once_no_stage_reads_them(mode, releases_after):
+    """Calibration statistics (~0.4 GB on the default model) must not stay resident through export and
+    validate: they are forgotten after the plan when it ships the dense model, else after the prune."""
+    from types import SimpleNamespace
+
+    from adaprune_edge.build.context import BuildContext
+    from adaprune_edge.build.pipeline import STAGES, BuildSpec
+
+    forgotten: list[str] = []
+    ctx = BuildContext(BuildSpec(device="raspberry-pi-5"), run=None, hooks=None)
+    ctx._cache["data_ctx"] = SimpleNamespace(forget_statistics=lambda: forgotten.append("data_ctx"))
+    for stage in STAGES[: STAGES.index(releases_after) + 1]:
+        if stage == "plan":
+            ctx.results["plan"] = SimpleNamespace(mode=mode)
+        assert forgotten == []
+        ctx.release(stage)
+    assert forgotten == ["data_ctx"]

@@ -81,3 +81,6 @@ def test_cache_reuses_statistics(tiny, windows):
     assert a is b and (cache.hits, cache.misses) == (1, 1)
     s1 = cache.scores(tiny, a, "k", "taylor", "sum", 0)
     assert cache.scores(tiny, a, "k", "taylor", "sum", 0) is s1
+    cache.clear()  # the build empties it once no trial or prune follows
+    assert cache.nbytes == 0 and cache.cached_scores("k", "taylor", "sum", 0) is None
+    assert cache.stats(tiny, windows, "k", need_grad=False, batch_size=2) is not a and cache.misses == 2

@@ -7,7 +7,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from adaprune_edge import models
+from adaprune_edge import heap, models
 from adaprune_edge.build.results import Plan
 from adaprune_edge.device import Device
 from adaprune_edge.quant import QuantRecipe
@@ -59,6 +59,16 @@ class BuildContext:
         if key not in self._cache:
             self._cache[key] = make()
         return self._cache[key]
+
+    def release(self, finished: str) -> None:
+        """Drop what no stage after `finished` reads, then give freed heap back to the OS (heap.py).
+        Calibration statistics (with gradients and second moments ~0.4 GB on the default model) and the
+        dense reference log-probs serve only the plan's warm-start trial, the search and the prune."""
+        if finished == "prune" or (finished == "plan" and self.quant_only()):
+            for key in ("data_ctx", "search_ctx"):
+                if key in self._cache:
+                    self._cache[key].forget_statistics()
+        heap.release()
 
     def quant_only(self) -> bool:
         """True when the shipped model is the dense one (the plan said so, or export replaced the pruned file)."""

@@ -159,6 +159,7 @@ def run_build(spec: BuildSpec, out: Path, *, resume: bool = False, force: bool =
         result = STAGE_FUNCTIONS[name](ctx).timed(time.perf_counter() - t0)
         ctx.results[name] = result
         run.finish(state, name, result.to_dict())
+        ctx.release(name)
         hooks.stage(name, f"finished in {result.seconds:.0f} s")
     return ctx.results["report"].report
 

@@ -212,6 +212,11 @@ class ImportanceCache:
         self.put(key, st)
         return st
 
+    def clear(self) -> None:
+        """Forget every calibration set and score (hit/miss counts are kept)."""
+        self._stats.clear()
+        self._scores.clear()
+
     def put(self, key: str, stats: CalibStats) -> None:
         """Store statistics under `key`, then evict least recently used sets down to the bounds."""
         self._stats[key] = stats

@@ -60,6 +60,12 @@ class SearchContext:
         other._ref = self._ref if spec.objective == mine.objective else {}
         return other
 
+    def forget_statistics(self) -> None:
+        """Empty the importance cache and the dense reference log-probs (shared with derived contexts);
+        the data stays. For a caller that runs no more trials or prunes."""
+        self.cache.clear()
+        self._ref.clear()
+
     def _data(self) -> tuple[list[Any], torch.Tensor]:
         """Calibration pools and objective windows; the report's windows are kept aside (textsets.py)."""
 
