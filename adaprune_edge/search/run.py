@@ -35,10 +35,12 @@ def _scenario(spec: SearchSpec, space: Any, out: Path) -> Any:
     return Scenario(space, **kw)
 
 
-# Fixed recipes the search starts from, strongest first on the default model (a short search keeps the
-# first ones): SlimGPT-like structured OBS on the already-pruned model's activations (global and uniform),
-# taylor/uniform with least-squares reconstruction (ours), LLM-Pruner-like taylor/uniform, Wanda-sp and
-# FLAP-like fluctuation/global + bias compensation. Uniform-only families keep the uniform ones.
+# Fixed recipes the search starts from (a short search keeps the first ones), OBS first: the strongest on the
+# default model with >= 32x256 calibration tokens (bench/results/sequential_obs.json; with fewer, the
+# least-squares recipes win): SlimGPT-like structured OBS on the already-pruned model's activations
+# (global and uniform), taylor/uniform with least-squares reconstruction (ours), LLM-Pruner-like
+# taylor/uniform, Wanda-sp and FLAP-like fluctuation/global + bias compensation. Uniform-only families
+# keep the uniform ones.
 WARM_STARTS: dict[str, dict[str, Any]] = {
     "obs-global-seq": dict(metric="obs", allocation="global", sequential=True),
     "obs-uniform-seq": dict(metric="obs", allocation="uniform", sequential=True),
