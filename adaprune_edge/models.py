@@ -115,17 +115,21 @@ def _check_architecture(config: Any, spec: str) -> None:
     archs.adapter_for(config, f"model {spec}").check_config(config)
 
 
-def _gguf_architecture(path: Path) -> str:
-    """general.architecture of a GGUF, after checking that the file holds all its tensor data (a truncated
-    download otherwise fails deep inside transformers with a traceback)."""
-
+def _gguf_meta(path: Path) -> dict[str, Any]:
+    """The GGUF's metadata, after checking that the file holds all its tensor data (a truncated download
+    otherwise fails deep inside transformers with a traceback) and names its architecture."""
     try:
         meta, _ = read_header(path)
     except ExportError as e:
         raise ModelError(str(e)) from None
     if "general.architecture" not in meta:
         raise ModelError(f"{path} is not a readable GGUF model (no general.architecture key); re-export or re-download it")
-    return str(meta["general.architecture"])
+    return meta
+
+
+def _gguf_architecture(path: Path) -> str:
+    """general.architecture of a checked GGUF (_gguf_meta)."""
+    return str(_gguf_meta(path)["general.architecture"])
 
 
 def _load_gguf(spec: ModelSpec) -> tuple[Any, Any]:
@@ -235,8 +239,9 @@ def model_header(spec_str: str) -> tuple[str | None, int | None]:
     cannot be read offline (loading the model will say why)."""
     spec = resolve(spec_str)
     if spec.kind == "gguf":
-        arch = _gguf_architecture(Path(spec.path))
-        n_layer = read_header(Path(spec.path))[0].get(f"{arch}.block_count")
+        meta = _gguf_meta(Path(spec.path))
+        arch = str(meta["general.architecture"])
+        n_layer = meta.get(f"{arch}.block_count")
         return arch, int(n_layer) if n_layer is not None else None
     if spec.kind in ("hf_dir", "pruned_dir"):
         try:
