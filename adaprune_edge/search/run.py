@@ -54,10 +54,10 @@ WARM_STARTS: dict[str, dict[str, Any]] = {
 def warm_start_configs(space: Any, bounds: SpaceBounds, names: tuple[str, ...] | None = None) -> list[Any]:
     """The WARM_STARTS recipes (or those named) that the space can express, as configurations of it; each
     at the space's default quant recipe (the plan's) when the quant is searched."""
-    from ConfigSpace import Configuration
+    from ConfigSpace import Configuration, Constant
 
     base = dict(space.get_default_configuration())
-    fixed = {k for k, hp in space.items() if type(hp).__name__ == "Constant"}
+    fixed = {k for k, hp in space.items() if isinstance(hp, Constant)}
     out = []
     for name in names or tuple(WARM_STARTS):
         recipe = WARM_STARTS[name]
@@ -72,14 +72,14 @@ def search_bounds(spec: SearchSpec) -> SpaceBounds:
     return family_bounds(spec.bounds, spec.model)
 
 
-def make_optimizer(spec: SearchSpec, space: Any, out: Path) -> Any:
+def make_optimizer(spec: SearchSpec, space: Any, bounds: SpaceBounds, out: Path) -> Any:
     """SMAC facade for the spec (HPO or Hyperband; ParEGO when multi-objective). Output under `out`."""
     from smac import HyperparameterOptimizationFacade as HPO
     from smac import MultiFidelityFacade as MF
 
     scenario = _scenario(spec, space, out)
     facade = MF if spec.facade == "hyperband" else HPO
-    extra = warm_start_configs(space, search_bounds(spec)) if spec.warm_start else []
+    extra = warm_start_configs(space, bounds) if spec.warm_start else []
     n_init = max(1, min(5, spec.n_trials // 4))
     extra = extra[: max(0, spec.n_trials - n_init)]
     init = facade.get_initial_design(scenario, n_configs=n_init, additional_configs=extra)
@@ -153,8 +153,9 @@ def run_search(spec: SearchSpec, run_dir: Path, *, resume: bool = False, force: 
     spec.check()
     store = TrialStore(run_dir)
     records = store.open(spec.to_dict(), resume, force)
-    space = build_space(search_bounds(spec), spec.seed, spec.searched_quants())
-    opt = make_optimizer(spec, space, Path(run_dir) / "smac")
+    bounds = search_bounds(spec)  # reads the model's header: once per search
+    space = build_space(bounds, spec.seed, spec.searched_quants())
+    opt = make_optimizer(spec, space, bounds, Path(run_dir) / "smac")
     _replay(opt, spec, space, records)
     if evaluator is None:
         evaluator = LocalEvaluator(spec)
