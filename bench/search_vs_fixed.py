@@ -99,7 +99,7 @@ def run_target(target, seed, args, lm, base, profile, report, rows, out_json, ca
     spec = SearchSpec(model="default", profile=profile, quant=QUANT, bounds=bounds, calib=(str(WIKI),),
                       val_windows=SCALE["val_windows"], val_seq_len=SCALE["val_seq_len"],
                       report_windows=SCALE["report_windows"], budget_ms=budget_ms, facade=args.facade,
-                      n_trials=args.trials, seed=seed)
+                      n_trials=args.trials, walltime_s=args.walltime, seed=seed)
     ctx = SearchContext(spec, lm)
     ctx.cache = caches.setdefault(seed, ctx.cache)  # statistics depend on the seed's windows, not the target
     test = {"wikitext": ctx.report_windows, **report}
@@ -123,7 +123,7 @@ def run_target(target, seed, args, lm, base, profile, report, rows, out_json, ca
     cfg, _ = to_prune_config(best.values, 256, seed)
     sol, res = on_budget(ctx, cfg)
     rows.append(_row(common, "searched", sol, res, score(res.model, test), profile, time.perf_counter() - t0,
-                     search_recipe=best.summary(), trials_asked=args.trials, facade=args.facade, search_objective_loss=best.cost, trials=len(outcome.records),
+                     search_recipe=best.summary(), trials_asked=args.trials, walltime_s=args.walltime, facade=args.facade, search_objective_loss=best.cost, trials=len(outcome.records),
                      feasible_trials=sum(r.feasible for r in outcome.records),
                      trial_ratios=[r.solved_ratio for r in outcome.records]))
     _save(out_json, rows)
@@ -133,7 +133,7 @@ def _scale_key(args):
     """Names a search's run directory by everything it depends on, so a rerun resumes only its own trials."""
     import hashlib
 
-    key = {**SCALE, "trials": args.trials, "facade": args.facade}
+    key = {**SCALE, "trials": args.trials, "facade": args.facade, "walltime": args.walltime, "warm": "cheap-first"}
     return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
 
 
@@ -214,6 +214,8 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--trials", type=int, default=8)
     ap.add_argument("--facade", default="hpo")
+    ap.add_argument("--walltime", type=float, default=None,
+                    help="wall seconds the search may start trials in (the trial running then finishes)")
     ap.add_argument("--measure", action="store_true")
     ap.add_argument("--out", default=None)
     ap.add_argument("--scale", default="", help="overrides, e.g. n_samples=8,seq_len=128,val_windows=2,val_seq_len=256,report_windows=4")

@@ -190,15 +190,22 @@ def allocate_uniform(ctx: AllocationContext) -> dict[int, tuple[int, int]]:
 
 
 def outlier_density(model: Any, stats: Any, layers: list[int], m: float) -> torch.Tensor:
-    """OWL's layerwise outlier density: share of Wanda scores |W|·‖X‖ above m × their layer mean."""
+    """OWL's layerwise outlier density: share of Wanda scores |W|·‖X‖ above m × their layer mean.
 
+    Kept on the statistics object per (layer, m, weights' identity and version): the ratio solver asks
+    for the same densities at every bisection step of a trial, and every trial of a search shares them."""
+    memo = stats.__dict__.setdefault("_outlier_density", {})
     out = []
     for i in layers:
         layer = adapter_for(model).layers(model)[i]
-        parts = [(layer.get_submodule(p).weight.detach().abs() * stats.sq_norm(i, SITE_OF[c]).sqrt().float())
-                 .flatten() for c, p in LINEARS.items()]
-        allw = torch.cat(parts)
-        out.append(float((allw > m * allw.mean()).float().mean()))
+        weights = [layer.get_submodule(p).weight for p in LINEARS.values()]
+        key = (i, m, tuple((id(w), w._version) for w in weights))
+        if key not in memo:
+            parts = [(w.detach().abs() * stats.sq_norm(i, SITE_OF[c]).sqrt().float()).flatten()
+                     for c, w in zip(LINEARS, weights)]
+            allw = torch.cat(parts)
+            memo[key] = float((allw > m * allw.mean()).float().mean())
+        out.append(memo[key])
     return torch.tensor(out, dtype=torch.float64)
 
 

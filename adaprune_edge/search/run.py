@@ -35,20 +35,24 @@ def _scenario(spec: SearchSpec, space: Any, out: Path) -> Any:
     return Scenario(space, **kw)
 
 
-# Fixed recipes the search starts from (a short search keeps the first ones), OBS first: the strongest on the
-# default model with >= 32x256 calibration tokens (bench/results/sequential_obs.json; with fewer, the
-# least-squares recipes win): SlimGPT-like structured OBS on the already-pruned model's activations
-# (global and uniform), taylor/uniform with least-squares reconstruction (ours), LLM-Pruner-like
-# taylor/uniform, Wanda-sp and FLAP-like fluctuation/global + bias compensation. Uniform-only families
-# keep the uniform ones.
+# Fixed recipes the search starts from, cheapest first: SMAC evaluates them before its random initial
+# design (_warm_first), so a search cut by walltime has the strong fixed recipes before it explores.
+# Least-squares reconstruction (ours) over taylor/uniform, FLAP-like fluctuation/global and Wanda-sp:
+# the best fixed recipes with < 32x256 calibration tokens (bench/results/search_vs_fixed_fair.json);
+# SlimGPT-like structured OBS on the already-pruned model's activations (global and uniform): the best
+# with >= 32x256 (bench/results/sequential_obs.json), but each takes minutes; FLAP's own bias
+# compensation. Uniform-only families keep the uniform ones. `taylor-uniform` is not a warm start: the
+# plan stage's fallback for families without reconstruction (build/plan_stages.py).
 WARM_STARTS: dict[str, dict[str, Any]] = {
-    "obs-global-seq": dict(metric="obs", allocation="global", sequential=True),
-    "obs-uniform-seq": dict(metric="obs", allocation="uniform", sequential=True),
     "taylor-uniform+lsq": dict(metric="taylor", allocation="uniform", reconstruction=True, recon_damp=0.3),
-    "taylor-uniform": dict(metric="taylor", allocation="uniform"),
-    "wanda-uniform": dict(metric="wanda", allocation="uniform"),
+    "fluctuation-global+lsq": dict(metric="fluctuation", allocation="global", reconstruction=True, recon_damp=0.3),
+    "wanda-uniform+lsq": dict(metric="wanda", allocation="uniform", reconstruction=True, recon_damp=0.3),
     "fluctuation-global+bias": dict(metric="fluctuation", allocation="global", bias_compensation=True),
+    "obs-uniform-seq": dict(metric="obs", allocation="uniform", sequential=True),
+    "obs-global-seq": dict(metric="obs", allocation="global", sequential=True),
+    "taylor-uniform": dict(metric="taylor", allocation="uniform"),
 }
+DEFAULT_WARM_STARTS = tuple(n for n in WARM_STARTS if n != "taylor-uniform")
 
 
 def warm_start_configs(space: Any, bounds: SpaceBounds, names: tuple[str, ...] | None = None) -> list[Any]:
@@ -59,7 +63,7 @@ def warm_start_configs(space: Any, bounds: SpaceBounds, names: tuple[str, ...] |
     base = dict(space.get_default_configuration())
     fixed = {k for k, hp in space.items() if isinstance(hp, Constant)}
     out = []
-    for name in names or tuple(WARM_STARTS):
+    for name in names or DEFAULT_WARM_STARTS:
         recipe = WARM_STARTS[name]
         if bounds.uniform_only and any(k in fixed and recipe[k] != base[k] for k in recipe):
             continue  # allocation, protection and biases are fixed for uniform-only families
@@ -80,15 +84,28 @@ def make_optimizer(spec: SearchSpec, space: Any, bounds: SpaceBounds, out: Path)
     scenario = _scenario(spec, space, out)
     facade = MF if spec.facade == "hyperband" else HPO
     extra = warm_start_configs(space, bounds) if spec.warm_start else []
-    n_init = max(1, min(5, spec.n_trials // 4))
+    n_init = max(1, min(2 if extra else 5, spec.n_trials // 4))  # warm starts stand in for most random points
     extra = extra[: max(0, spec.n_trials - n_init)]
-    init = facade.get_initial_design(scenario, n_configs=n_init, additional_configs=extra)
+    init = _warm_first(facade.get_initial_design(scenario, n_configs=n_init, additional_configs=extra))
     kw: dict[str, Any] = dict(initial_design=init, overwrite=True, logging_level=logging.ERROR)
     if spec.multi_objective:
         kw["multi_objective_algorithm"] = facade.get_multi_objective_algorithm(scenario, objective_weights=[1, 1])
     if spec.facade == "hpo":
         kw["intensifier"] = HPO.get_intensifier(scenario, max_config_calls=1)
     return facade(scenario, lambda config, seed=0, budget=None: 0.0, **kw)
+
+
+def _warm_first(design: Any) -> Any:
+    """SMAC lists its own initial configurations before the additional (warm-start) ones; reverse that."""
+    select = design.select_configurations
+
+    def warm_first() -> list[Any]:
+        configs = select()
+        extra = set(design._additional_configs)
+        return [c for c in configs if c in extra] + [c for c in configs if c not in extra]
+
+    design.select_configurations = warm_first
+    return design
 
 
 def _tell(opt: Any, spec: SearchSpec, info: Any, rec: TrialRecord) -> None:
