@@ -119,3 +119,24 @@ def test_bounds_leave_half_the_decoder_prunable(tiny_dir):
     assert all(c["protect_first"] + c["protect_last"] <= 2 for c in space.sample_configuration(50))
     one_layer = family_bounds(dataclasses.replace(wide, max_protect_first=0, max_protect_last=0), str(tiny_dir))
     assert build_space(one_layer, seed=0)["protect_first"].value == 0  # a constant, not an empty range
+
+
+def test_warm_starts_are_asked_first_cheapest_first(tiny_dir, tmp_path):
+    """A search cut by walltime must have evaluated the fixed recipes before SMAC's random points."""
+    from smac.runhistory.dataclasses import TrialValue
+
+    from adaprune_edge.search.run import DEFAULT_WARM_STARTS, WARM_STARTS, make_optimizer
+    from adaprune_edge.search.space import build_space, plain
+
+    spec = SearchSpec(model=str(tiny_dir), profile=profiles.load_profile("this-host"), quant="Q8_0",
+                      bounds=SpaceBounds(r_min=0.1, r_max=0.6), calib=("unused",), n_trials=20, seed=0)
+    space = build_space(spec.bounds, seed=0)
+    opt = make_optimizer(spec, space, spec.bounds, tmp_path / "smac")
+    asked = []
+    for i in range(len(DEFAULT_WARM_STARTS) + 2):
+        info = opt.ask()
+        asked.append(plain(info.config))
+        opt.tell(info, TrialValue(cost=float(i)))
+    for values, name in zip(asked, DEFAULT_WARM_STARTS):
+        assert all(values[k] == v for k, v in WARM_STARTS[name].items()), name
+    assert DEFAULT_WARM_STARTS[-1] == "obs-global-seq"  # the sequential OBS recipes take minutes: last
