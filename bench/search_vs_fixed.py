@@ -66,6 +66,12 @@ def fixed_recipes():
     return {**FIXED, **ONE_SHOT}
 
 
+def predict(structure, quant, profile):
+    from adaprune_edge.latency.roofline import predict as roofline
+
+    return roofline(structure, quant, profile)
+
+
 def score(model, windows):
     from adaprune_edge.evaluate.perplexity import perplexity
 
@@ -82,9 +88,8 @@ def on_budget(ctx, cfg):
     return sol, res
 
 
-def run_target(target, seed, args, lm, base, profile, report, rows, out_json, caches):
+def run_target(target, seed, args, lm, base, profile, report, rows, out_json, caches, dense):
     from adaprune_edge.latency.budget import uniform
-    from adaprune_edge.latency.roofline import predict
     from adaprune_edge.prune.engine import PruneConfig
     from adaprune_edge.search.evaluators import LocalEvaluator
     from adaprune_edge.search.objective import SearchContext
@@ -103,6 +108,10 @@ def run_target(target, seed, args, lm, base, profile, report, rows, out_json, ca
     ctx = SearchContext(spec, lm)
     ctx.cache = caches.setdefault(seed, ctx.cache)  # statistics depend on the seed's windows, not the target
     test = {"wikitext": ctx.report_windows, **report}
+    if "ppl_wikitext" not in dense:
+        dense.update({f"ppl_{k}": v for k, v in score(lm.model, test).items()}, _structure=base.to_dict(),
+                     predicted_ms=predict(base, QUANT, profile).decode_ms_per_token)
+        _save(out_json, rows, dense=dense)
     common = dict(target=target, seed=seed, budget_ms=budget_ms, data_sets=ctx.data_sets())
     print(f"target {target} seed {seed}: budget {budget_ms:.3f} ms/token (predicted, uniform {target:.0%})", flush=True)
     done = {r["recipe"] for r in rows if (r["target"], r["seed"]) == (target, seed)}
@@ -161,7 +170,7 @@ def summary(rows):
         for r in rows:
             if r["target"] == t:
                 per.setdefault(r["recipe"], []).append(r)
-        keys = [k for k in ("ppl_wikitext", "ppl_ptb", "predicted_ms", "decoder_ratio") if k in rs_all(per)]
+        keys = [k for k in ("ppl_wikitext", "ppl_ptb", "predicted_ms", "measured_ms", "decoder_ratio") if k in rs_all(per)]
         stats = {name: {k: _ms([r[k] for r in rs]) for k in keys}
                  | {"seeds": [r["seed"] for r in rs]} for name, rs in per.items()}
         fixed = {n: s for n, s in stats.items() if n != "searched"}
@@ -244,20 +253,35 @@ def main() -> None:
     # resume a run of the same scale (fixed rows do not depend on the trials, seeds or targets asked now)
     rows = [r for r in old.get("rows", []) if r["recipe"] in {*fixed_recipes(), "searched"}] \
         if old.get("scale") == scale else []
-    _save(out, rows, scale=scale, fixed_recipes=fixed_recipes())
+    dense = old.get("dense", {}) if rows else {}
+    _save(out, rows, scale=scale, fixed_recipes=fixed_recipes(), dense=dense)
     caches = {}
     for seed in [int(s) for s in args.seeds.split(",")]:  # every target per seed first: a cut run has pairs
         for t in [float(x) for x in args.targets.split(",")]:
-            run_target(t, seed, args, lm, base, profile, report, rows, out, caches)
+            run_target(t, seed, args, lm, base, profile, report, rows, out, caches, dense)
             _save(out, rows, summary=summary(rows))
     if args.measure:
-        measure(rows, profile)
-    _save(out, rows, summary=summary(rows))
+        measure(rows + [dense], profile)
+    _save(out, rows, summary=summary(rows), dense=dense)
     for t, e in summary(rows).items():
         print(t, json.dumps({k: v for k, v in e.items() if k != "recipes"}))
-        for name, s in e["recipes"].items():
-            print(f"  {name:24s} wikitext {s['ppl_wikitext']['mean']:.2f} ± {s['ppl_wikitext']['spread']:.2f}  "
-                  f"ptb {s['ppl_ptb']['mean'] if 'ppl_ptb' in s else float('nan'):.2f}  ratio {s['decoder_ratio']['mean']:.3f}  pred {s['predicted_ms']['mean']:.3f} ms")
+    print(markdown(summary(rows), dense))
+
+
+def markdown(summ, dense):
+    """The README table: per target, every recipe's report-set PPL (mean ± spread over seeds) and latency."""
+    lines = ["| target | recipe | wikitext-2 PPL | PTB PPL | decoder removed | predicted ms | measured ms |",
+             "|---|---|---|---|---|---|---|"]
+    cell = lambda s, k, f: f"{s[k]['mean']:{f}} ± {s[k]['spread']:{f}}" if k in s else "–"  # noqa: E731
+    for t, e in summ.items():
+        ranked = sorted(e["recipes"].items(), key=lambda kv: kv[1]["ppl_wikitext"]["mean"])
+        for name, s in ranked:
+            lines.append(f"| {float(t):.0%} | {name} | {cell(s, 'ppl_wikitext', '.2f')} | {cell(s, 'ppl_ptb', '.1f')} | "
+                         f"{s['decoder_ratio']['mean']:.1%} | {s['predicted_ms']['mean']:.2f} | {cell(s, 'measured_ms', '.2f')} |")
+    if dense:
+        lines.append(f"| – | dense | {dense['ppl_wikitext']:.2f} | {dense.get('ppl_ptb', float('nan')):.1f} | 0% | "
+                     f"{dense['predicted_ms']:.2f} | {dense.get('measured_ms', float('nan')):.2f} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
