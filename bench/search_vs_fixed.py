@@ -9,7 +9,8 @@ rows sit at (predicted) equal latency; --measure adds measured llama.cpp ms/toke
 Fixed recipes (all with least-squares reconstruction of o_proj/down_proj, `reconstruction=True`):
   magnitude-uniform (l1), LLM-Pruner-like (taylor, uniform, first 2 / last 1 kept), taylor-uniform, Wanda-sp
   (wanda, uniform), FLAP-like (fluctuation, global), ShortGPT-like (whole layers by block influence; no width
-  pruning, so nothing to reconstruct), plus registered one-shot methods (metric `obs`) when available.
+  pruning, so nothing to reconstruct); structured OBS (its own weight update, no reconstruction flag), sequential
+  on the already-pruned model's activations, uniform and SlimGPT-like global.
 Searched: SMAC (warm-started with the fixed recipes), every trial at its own solved ratio.
 
 Calibration is the same for every recipe and trial of a seed: n_samples random windows of seq_len tokens (the search
@@ -21,14 +22,13 @@ Three disjoint text sets, named in the JSON (`data_sets`): calibration = wikitex
 8 × 512-token windows of that tail (never used by calibration or the objective) and 8 × 512 of PTB valid.
 Seeds 0, 1, 2 (calibration sample and SMAC seed); mean ± spread (max − min) / 2 reported.
 
-Scaled down for a shared 2-core host (stated in the JSON's `scale`); the full protocol and the reduced run
-that fit in this session (one seed, 8 × 128 calibration, 2 × 256 objective, 4 × 256 report windows):
+The headline run (bench/results/search_vs_fixed_fair32.json; the search gets the default build's 20 trials
+but at most 600 s of wall time to start them, warm-started with the tool's fixed recipes, cheapest first):
 
-    python3 bench/search_vs_fixed.py --targets 0.2,0.35 --trials 8 --seeds 0,1,2
-        # → bench/results/search_vs_fixed_<targets>.json
-    python3 bench/search_vs_fixed.py --targets 0.2,0.35 --seeds 0 --trials 6 --no-ptb \
-        --scale n_samples=8,seq_len=128,val_windows=2,val_seq_len=256,report_windows=4 \
-        --out bench/results/search_vs_fixed_0.2_0.35_small.json
+    python3 bench/search_vs_fixed.py --targets 0.2,0.35 --seeds 0,1,2 --trials 20 --walltime 600 --measure --out bench/results/search_vs_fixed_fair32.json
+
+A cut run resumes (fixed rows are kept when `scale` matches; a search resumes its run directory). `--scale`
+shrinks the protocol for a busy host (stated in the JSON's `scale`), e.g. `--scale n_samples=16,val_windows=2`.
 """
 
 from __future__ import annotations
@@ -108,11 +108,12 @@ def run_target(target, seed, args, lm, base, profile, report, rows, out_json, ca
     ctx = SearchContext(spec, lm)
     ctx.cache = caches.setdefault(seed, ctx.cache)  # statistics depend on the seed's windows, not the target
     test = {"wikitext": ctx.report_windows, **report}
+    common = dict(target=target, seed=seed, budget_ms=budget_ms)
     if "ppl_wikitext" not in dense:
         dense.update({f"ppl_{k}": v for k, v in score(lm.model, test).items()}, _structure=base.to_dict(),
                      predicted_ms=predict(base, QUANT, profile).decode_ms_per_token)
-        _save(out_json, rows, dense=dense)
-    common = dict(target=target, seed=seed, budget_ms=budget_ms, data_sets=ctx.data_sets())
+        # the three disjoint sets; the same for every seed (a seed samples its calibration windows from the pool)
+        _save(out_json, rows, dense=dense, data_sets=ctx.data_sets())
     print(f"target {target} seed {seed}: budget {budget_ms:.3f} ms/token (predicted, uniform {target:.0%})", flush=True)
     done = {r["recipe"] for r in rows if (r["target"], r["seed"]) == (target, seed)}
     for name, kw in fixed_recipes().items():
@@ -150,7 +151,7 @@ def _row(common, name, sol, res, ppl, profile, seconds, **extra):
     from adaprune_edge.latency.roofline import predict
 
     pred = predict(res.structure, QUANT, profile).decode_ms_per_token
-    return {**{k: v for k, v in common.items() if k != "data_sets"}, "recipe": name, "solved_ratio": sol.ratio,
+    return {**common, "recipe": name, "solved_ratio": sol.ratio,
             "decoder_ratio": res.decoder_ratio, "params": res.params_after,
             **{f"ppl_{k}": v for k, v in ppl.items()}, "predicted_ms": pred, "meets_budget": pred <= common["budget_ms"],
             "seconds": seconds, "structure": res.structure.condensed(), "_structure": res.structure.to_dict(), **extra}
@@ -202,7 +203,7 @@ def _ms(xs):
     return {"mean": statistics.fmean(xs), "spread": (max(xs) - min(xs)) / 2, "n": len(xs)}
 
 
-def measure(rows, profile, rounds=2):
+def measure(rows, profile, rounds):
     """Measured decode ms/token of every distinct structure (shape-only GGUF, interleaved rounds, median)."""
     from adaprune_edge.device import Device
     from adaprune_edge.structure import Structure
@@ -226,6 +227,7 @@ def main() -> None:
     ap.add_argument("--walltime", type=float, default=None,
                     help="wall seconds the search may start trials in (the trial running then finishes)")
     ap.add_argument("--measure", action="store_true")
+    ap.add_argument("--measure-rounds", type=int, default=3, help="interleaved rounds per structure (median)")
     ap.add_argument("--out", default=None)
     ap.add_argument("--scale", default="", help="overrides, e.g. n_samples=8,seq_len=128,val_windows=2,val_seq_len=256,report_windows=4")
     ap.add_argument("--no-ptb", action="store_true", help="report on the wikitext-2 windows only")
@@ -261,7 +263,7 @@ def main() -> None:
             run_target(t, seed, args, lm, base, profile, report, rows, out, caches, dense)
             _save(out, rows, summary=summary(rows))
     if args.measure:
-        measure(rows + [dense], profile)
+        measure(rows + [dense], profile, args.measure_rounds)
     _save(out, rows, summary=summary(rows), dense=dense)
     for t, e in summary(rows).items():
         print(t, json.dumps({k: v for k, v in e.items() if k != "recipes"}))

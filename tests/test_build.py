@@ -123,15 +123,20 @@ def test_build_ships_the_dense_quantized_file_when_a_smaller_quant_meets_the_bud
                             "--max-seq-len", "64", "--out", str(out)], env={"COLUMNS": "200"})
     assert r.exit_code == 0, r.output
     rep = json.loads((out / "report.json").read_text())
-    assert rep["mode"] == "quant-only" and rep["decoder_ratio"] == 0.0 and rep["recipe"] is None
-    assert rep["quant"] == rep["quant_only"]["recipe"] and rep["budget_met"]
-    assert rep["pruned"]["decode_ms_per_token"] <= budget
+    assert rep["budget_met"] and rep["pruned"]["decode_ms_per_token"] <= budget
     opts = {o["recipe"]: o for o in rep["quant_options"]}
-    assert opts["Q8_0:imatrix"]["r_min"] != 0.0 and opts[rep["quant"]]["r_min"] == 0.0  # Q8_0 needs pruning (or cannot)
-    assert rep["pruned"]["ppl"] == pytest.approx(rep["quant_only"]["ppl"])  # the same file, scored once
+    assert opts["Q8_0:imatrix"]["r_min"] != 0.0 and opts[rep["quant_only"]["recipe"]]["r_min"] == 0.0  # Q8_0 needs pruning (or cannot)
     assert rep["parity_gate"]["passed"] and (out / rep["gguf"].split("/")[-1]).is_file()
-    # a random tiny model's perplexities are noise: the plan may try pruning; then export's check must
-    # have shipped the quant-only file because the pruned one lost (never worse than quantization alone)
+    # a random tiny model's perplexities are noise: the plan may try pruning, and which of the two files wins
+    # export's check on the objective windows depends on the trial's recipe; the rule under test is that the
+    # shipped file is never worse there than quantization alone
+    if rep["mode"] == "pruned":
+        exported = json.loads((out / "state.json").read_text())["done"]["export"]
+        assert rep["decoder_ratio"] > 0 and exported["objective_ppl"] <= rep["quant_only"]["objective_ppl"]
+        return
+    assert rep["mode"] == "quant-only" and rep["decoder_ratio"] == 0.0 and rep["recipe"] is None
+    assert rep["quant"] == rep["quant_only"]["recipe"]
+    assert rep["pruned"]["ppl"] == pytest.approx(rep["quant_only"]["ppl"])  # the same file, scored once
     if rep["trials"]:
         assert "lost to quantization alone" in rep["decision"]
     else:
