@@ -148,8 +148,6 @@ def _scale_key(args):
 
 
 def _row(common, name, sol, res, ppl, profile, seconds, **extra):
-    from adaprune_edge.latency.roofline import predict
-
     pred = predict(res.structure, QUANT, profile).decode_ms_per_token
     return {**common, "recipe": name, "solved_ratio": sol.ratio,
             "decoder_ratio": res.decoder_ratio, "params": res.params_after,

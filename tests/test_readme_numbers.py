@@ -11,10 +11,6 @@ README = (ROOT / "README.md").read_text()
 RESULTS = ROOT / "bench" / "results"
 
 
-def _rows(name: str) -> dict[str, dict]:
-    return {r["recipe"]: r for r in json.loads((RESULTS / name).read_text())["rows"]}
-
-
 def _in_readme(text: str) -> None:
     flat = " ".join(README.split())  # the README wraps lines anywhere
     assert text in flat, f"README does not say {text!r}"

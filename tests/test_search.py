@@ -139,4 +139,4 @@ def test_warm_starts_are_asked_first_cheapest_first(tiny_dir, tmp_path):
         opt.tell(info, TrialValue(cost=float(i)))
     for values, name in zip(asked, DEFAULT_WARM_STARTS):
         assert all(values[k] == v for k, v in WARM_STARTS[name].items()), name
-    assert DEFAULT_WARM_STARTS[-1] == "obs-global-seq"  # the sequential OBS recipes take minutes: last
+    assert DEFAULT_WARM_STARTS[-1] == "obs-global-seq"  # the sequential OBS recipes are the slowest: last

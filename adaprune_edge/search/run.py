@@ -37,12 +37,13 @@ def _scenario(spec: SearchSpec, space: Any, out: Path) -> Any:
 
 # Fixed recipes the search starts from, cheapest first: SMAC evaluates them before its random initial
 # design (_warm_first), so a search cut by walltime has the strong fixed recipes before it explores.
-# Least-squares reconstruction (ours) over taylor/uniform, FLAP-like fluctuation/global and Wanda-sp:
-# the best fixed recipes with < 32x256 calibration tokens (bench/results/search_vs_fixed_fair.json);
-# SlimGPT-like structured OBS on the already-pruned model's activations (global and uniform): the best
-# with >= 32x256 (bench/results/sequential_obs.json), but each takes minutes; FLAP's own bias
-# compensation. Uniform-only families keep the uniform ones. `taylor-uniform` is not a warm start: the
-# plan stage's fallback for families without reconstruction (build/plan_stages.py).
+# Least-squares reconstruction (ours) over taylor/uniform, FLAP-like fluctuation/global and Wanda-sp, then
+# FLAP's own bias compensation, then SlimGPT-like structured OBS on the already-pruned model's activations
+# (uniform, global): the slowest, about a minute each on the default model. With 32x256 calibration tokens
+# the best fixed recipe is a least-squares one at 20% and OBS uniform at 35%
+# (bench/results/search_vs_fixed_fair32.json). Uniform-only families keep the uniform ones.
+# `taylor-uniform` is not a warm start: the plan stage's fallback for families without reconstruction
+# (build/plan_stages.py).
 WARM_STARTS: dict[str, dict[str, Any]] = {
     "taylor-uniform+lsq": dict(metric="taylor", allocation="uniform", reconstruction=True, recon_damp=0.3),
     "fluctuation-global+lsq": dict(metric="fluctuation", allocation="global", reconstruction=True, recon_damp=0.3),
@@ -86,7 +87,7 @@ def make_optimizer(spec: SearchSpec, space: Any, bounds: SpaceBounds, out: Path)
     extra = warm_start_configs(space, bounds) if spec.warm_start else []
     n_init = max(1, min(2 if extra else 5, spec.n_trials // 4))  # warm starts stand in for most random points
     extra = extra[: max(0, spec.n_trials - n_init)]
-    init = _warm_first(facade.get_initial_design(scenario, n_configs=n_init, additional_configs=extra))
+    init = _warm_first(facade.get_initial_design(scenario, n_configs=n_init, additional_configs=extra), extra)
     kw: dict[str, Any] = dict(initial_design=init, overwrite=True, logging_level=logging.ERROR)
     if spec.multi_objective:
         kw["multi_objective_algorithm"] = facade.get_multi_objective_algorithm(scenario, objective_weights=[1, 1])
@@ -95,13 +96,12 @@ def make_optimizer(spec: SearchSpec, space: Any, bounds: SpaceBounds, out: Path)
     return facade(scenario, lambda config, seed=0, budget=None: 0.0, **kw)
 
 
-def _warm_first(design: Any) -> Any:
-    """SMAC lists its own initial configurations before the additional (warm-start) ones; reverse that."""
-    select = design.select_configurations
+def _warm_first(design: Any, warm: list[Any]) -> Any:
+    """SMAC lists its own initial configurations before the additional (`warm`) ones; reverse that."""
+    select, extra = design.select_configurations, set(warm)
 
     def warm_first() -> list[Any]:
         configs = select()
-        extra = set(design._additional_configs)
         return [c for c in configs if c in extra] + [c for c in configs if c not in extra]
 
     design.select_configurations = warm_first
