@@ -96,6 +96,7 @@ def run_target(target, seed, args, lm, base, profile, report, rows, out_json, ca
     from adaprune_edge.search.run import run_search
     from adaprune_edge.search.space import SpaceBounds, to_prune_config
     from adaprune_edge.search.spec import SearchSpec
+    from adaprune_edge.search.trials import TrialStore
 
     budget_ms = predict(uniform(base, target, QUANT), QUANT, profile).decode_ms_per_token * 1.005
     bounds = SpaceBounds(r_min=target, r_max=min(0.9, round(target + 0.25, 4)), min_samples=SCALE["n_samples"],
@@ -104,7 +105,8 @@ def run_target(target, seed, args, lm, base, profile, report, rows, out_json, ca
     spec = SearchSpec(model="default", profile=profile, quant=QUANT, bounds=bounds, calib=(str(WIKI),),
                       val_windows=SCALE["val_windows"], val_seq_len=SCALE["val_seq_len"],
                       report_windows=SCALE["report_windows"], budget_ms=budget_ms, facade=args.facade,
-                      n_trials=args.trials, walltime_s=args.walltime, seed=seed)
+                      n_trials=args.trials, walltime_s=args.walltime, seed=seed, rescore_top=args.rescore_top,
+                      rescore_windows=args.rescore_windows)
     ctx = SearchContext(spec, lm)
     ctx.cache = caches.setdefault(seed, ctx.cache)  # statistics depend on the seed's windows, not the target
     test = {"wikitext": ctx.report_windows, **report}
@@ -128,14 +130,20 @@ def run_target(target, seed, args, lm, base, profile, report, rows, out_json, ca
         return
     t0 = time.perf_counter()
     run_dir = RESULTS / "runs" / f"search_{target}_s{seed}_{_scale_key(args)}"
-    outcome = run_search(spec, run_dir, resume=(run_dir / "trials.jsonl").exists(), evaluator=LocalEvaluator(spec, ctx))
+    resume = (run_dir / "trials.jsonl").exists()
+    if resume and args.no_new_trials:  # re-score a finished search's top trials; run no new trial
+        spec = dataclasses.replace(spec, n_trials=len(TrialStore(run_dir).records()))
+    outcome = run_search(spec, run_dir, resume=resume, evaluator=LocalEvaluator(spec, ctx))
+    _save(out_json, rows, data_sets=ctx.data_sets(rescoring=args.rescore_top > 0))
     best = outcome.best
     cfg, _ = to_prune_config(best.values, 256, seed)
     sol, res = on_budget(ctx, cfg)
     rows.append(_row(common, "searched", sol, res, score(res.model, test), profile, time.perf_counter() - t0,
                      search_recipe=best.summary(), trials_asked=args.trials, walltime_s=args.walltime, facade=args.facade, search_objective_loss=best.cost, trials=len(outcome.records),
                      feasible_trials=sum(r.feasible for r in outcome.records),
-                     trial_ratios=[r.solved_ratio for r in outcome.records]))
+                     trial_ratios=[r.solved_ratio for r in outcome.records],
+                     rescored=[r.to_dict() for r in outcome.rescored], lowest_trial_cost=min(r.cost for r in outcome.records),
+                     search_seconds=sum(r.seconds for r in outcome.records) + sum(r.seconds for r in outcome.rescored)))
     _save(out_json, rows)
 
 
@@ -224,6 +232,11 @@ def main() -> None:
     ap.add_argument("--facade", default="hpo")
     ap.add_argument("--walltime", type=float, default=None,
                     help="wall seconds the search may start trials in (the trial running then finishes)")
+    ap.add_argument("--rescore-top", type=int, default=3, help="top trials re-scored before the searched recipe is chosen")
+    ap.add_argument("--rescore-windows", type=int, default=8, help="held-out windows after the report's that re-score them")
+    ap.add_argument("--no-new-trials", action="store_true",
+                    help="reuse finished searches as they are (their trials only): re-score and choose again")
+    ap.add_argument("--measure-missing", action="store_true", help="measure only rows without measured ms")
     ap.add_argument("--measure", action="store_true")
     ap.add_argument("--measure-rounds", type=int, default=3, help="interleaved rounds per structure (median)")
     ap.add_argument("--out", default=None)
@@ -254,14 +267,16 @@ def main() -> None:
     rows = [r for r in old.get("rows", []) if r["recipe"] in {*fixed_recipes(), "searched"}] \
         if old.get("scale") == scale else []
     dense = old.get("dense", {}) if rows else {}
-    _save(out, rows, scale=scale, fixed_recipes=fixed_recipes(), dense=dense)
+    rescoring = {"top": args.rescore_top, "windows": args.rescore_windows, "reused_searches": args.no_new_trials}
+    _save(out, rows, scale=scale, fixed_recipes=fixed_recipes(), dense=dense, rescoring=rescoring)
     caches = {}
     for seed in [int(s) for s in args.seeds.split(",")]:  # every target per seed first: a cut run has pairs
         for t in [float(x) for x in args.targets.split(",")]:
             run_target(t, seed, args, lm, base, profile, report, rows, out, caches, dense)
             _save(out, rows, summary=summary(rows))
-    if args.measure:
-        measure(rows + [dense], profile, args.measure_rounds)
+    if args.measure or args.measure_missing:
+        todo = [r for r in rows + [dense] if args.measure or "measured_ms" not in r]
+        measure(todo, profile, args.measure_rounds)
     _save(out, rows, summary=summary(rows), dense=dense)
     for t, e in summary(rows).items():
         print(t, json.dumps({k: v for k, v in e.items() if k != "recipes"}))

@@ -61,6 +61,7 @@ def build_cmd(
     quant: Optional[str] = typer.Option(None, "--quant", "-q", help="Force one quant recipe FTYPE[:fb=TYPE][:out=TYPE] (e.g. Q4_K_M, Q4_K_M:fb=IQ4_NL:out=Q5_0). Default: the plan tries 13 llama.cpp recipes and ships the best (quant, pruning) pair that meets the budget; dense quantized if that wins."),
     imatrix: bool = typer.Option(True, "--imatrix/--no-imatrix", help="Give llama.cpp's quantizer an importance matrix computed on the calibration windows."),
     trials: int = typer.Option(20, "--trials", "-n", min=1, help="SMAC trials."),
+    rescore_top: int = typer.Option(3, "--rescore-top", min=0, help="Re-score this many of the best trials on up to 8 more held-out windows (after the report's) before choosing one; 0: choose on the trials' own objective windows."),
     workers: int = typer.Option(1, "--workers", min=1, help="Parallel trials on a local dask cluster."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Existing dask scheduler tcp://host:port."),
     calib: List[str] = typer.Option([], "--calib", help="Calibration source(s) (text/JSONL/parquet, 'builtin:self', 'builtin:pydoc'). Default: builtin:self (text sampled from the model itself, cached per model)."),
@@ -92,7 +93,7 @@ def build_cmd(
     budget_ms = profiles.budget_override(budget_ms, target_tps)  # before anything is loaded or written
     dev = Device.resolve(device)
     profile = dev.profile
-    spec = BuildSpec(device=device, model=model, budget_ms=budget_ms, quant=quant, trials=trials, workers=workers,
+    spec = BuildSpec(device=device, model=model, budget_ms=budget_ms, quant=quant, trials=trials, rescore_top=rescore_top, workers=workers,
                      scheduler=scheduler, seed=seed, calib=tuple(calib), val=val, data_dir=data_dir,
                      tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()), eval_limit=eval_limit,
                      max_ratio=max_ratio, max_samples=max_samples, max_seq_len=max_seq_len, imatrix=imatrix)

@@ -41,6 +41,19 @@ def top_table(records: list[TrialRecord], n: int = 5) -> Table:
     return trial_table(ok, f"top {len(ok)} of {len(records)} trials (lowest held-out loss)", limit=n)
 
 
+def rescored_table(outcome) -> Table:
+    """The re-scored top trials: cost on their own objective windows, on the re-scoring windows, combined."""
+    t = Table(title="top trials re-scored on more held-out windows (lowest combined loss is chosen)")
+    for col in ("trial", "recipe", "trials' windows", "re-scoring windows", "combined", "s"):
+        t.add_column(col)
+    recs = {r.index: r for r in outcome.records}
+    for r in sorted(outcome.rescored, key=lambda r: r.combined):
+        mark = "[bold green]★[/] " if outcome.best is not None and r.index == outcome.best.index else ""
+        t.add_row(str(r.index), mark + recs[r.index].summary(), f"{r.cost:.4f} ({r.windows})",
+                  f"{r.rescore_cost:.4f} ({r.rescore_windows})", f"{r.combined:.4f}", f"{r.seconds:.0f}")
+    return t
+
+
 @cli_errors
 def search_cmd(
     device: str = typer.Option(..., "--device", "-d", help=DEVICE_HELP),
@@ -48,7 +61,9 @@ def search_cmd(
     budget_ms: Optional[float] = typer.Option(None, "--budget-ms", help="Decode budget in ms/token (default: the profile's)."),
     quant: Optional[str] = typer.Option(None, "--quant", "-q", help="GGUF quant type the budget applies to (default: the profile's)."),
     trials: int = typer.Option(20, "--trials", "-n", min=1, help="Number of trials (in total, counting resumed ones)."),
-    walltime: Optional[float] = typer.Option(None, "--walltime", help="Stop asking for new trials after this many seconds."),
+    walltime: Optional[float] = typer.Option(None, "--walltime", help="Stop asking for new trials after this many seconds (re-scoring follows)."),
+    rescore_top: int = typer.Option(3, "--rescore-top", min=0, help="Re-score this many of the best trials on --rescore-windows more held-out windows (after the report's) before choosing one; 0: choose on the trials' own objective windows."),
+    rescore_windows: int = typer.Option(8, "--rescore-windows", min=1, help="Held-out windows (of --val-seq-len tokens) that re-score the best trials; fewer when the held-out text has fewer left."),
     calib: List[str] = typer.Option([], "--calib", help="Calibration source (text/JSONL/parquet file, 'builtin:self', 'builtin:pydoc'); repeat for a mix. Default: builtin:self (text sampled from the model, cached)."),
     val: Optional[str] = typer.Option(None, "--val", help="Held-out text for the objective (first windows) and report (next windows). Default: the tail (>= 20% of records) of the first --calib source (calibration then uses the rest)."),
     val_windows: int = typer.Option(8, "--val-windows", min=1, help="Validation windows per trial."),
@@ -95,16 +110,19 @@ def search_cmd(
                                 val_seq_len=val_seq_len, objective=objective, facade=facade,
                                 multi_objective=multi_objective, warm_start=warm_start, budget_ms=budget_ms,
                                 measure_trials=measure_trials and dev.measures, n_trials=trials,
-                                walltime_s=walltime, workers=workers, seed=seed)
+                                walltime_s=walltime, workers=workers, seed=seed, rescore_top=rescore_top,
+                                rescore_windows=rescore_windows)
     spec.check()
     print_plan(plan, spec)
     if dry_run:
         console.print(str(build_space(spec.bounds, seed)))
         say_uniform_only(spec)
-        console.print(f"would write: {out}/search.json, trials.jsonl, trials.csv, smac/")
+        console.print(f"would write: {out}/search.json, trials.jsonl, trials.csv, rescored.jsonl, smac/")
         return
     outcome = _run(spec, out, resume, force, workers, scheduler, loaded)
     console.print(top_table(outcome.records))
+    if outcome.rescored:
+        console.print(rescored_table(outcome))
     _final(outcome, dev, q)
 
 

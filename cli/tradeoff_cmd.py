@@ -85,7 +85,7 @@ def tradeoff_cmd(
 def _recipe(from_run: Optional[Path], metric: str, allocation: str, align: int):
     from adaprune_edge.errors import ConfigError
     from adaprune_edge.prune.engine import PruneConfig
-    from adaprune_edge.search.run import best_record
+    from adaprune_edge.search.rescore import of_run, ranked
     from adaprune_edge.search.trials import TrialStore
 
     if from_run is None:
@@ -93,7 +93,8 @@ def _recipe(from_run: Optional[Path], metric: str, allocation: str, align: int):
         cfg.validate()
         return cfg
     folder = from_run / "search" if (from_run / "search" / "trials.jsonl").exists() else from_run
-    best = best_record(TrialStore(folder).records())
+    order = ranked(TrialStore(folder).records(), of_run(folder))  # re-scored best first
+    best = order[0] if order else None
     if best is None:
         raise ConfigError(f"{from_run} has no finished trial within budget to take a recipe from")
     return PruneConfig.from_dict(best.prune_config)

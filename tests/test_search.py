@@ -90,7 +90,7 @@ def test_resume_refuses_foreign_or_changed_run(tiny_dir, shared_data, tmp_path):
 def test_kl_objective_is_zero_for_the_dense_model(tiny_dir, shared_data):
     spec = _spec(tiny_dir, shared_data / "wikitext-2/valid.txt", objective="kl")
     ctx = SearchContext(spec)
-    loss, kl = ctx._score(ctx.model, 2)
+    loss, kl = ctx._score(ctx.model, ctx.val[:2], "objective")
     assert kl == pytest.approx(0.0, abs=1e-3) and 5 < loss < 15
 
 

@@ -85,7 +85,7 @@ class BuildContext:
                           val_windows=s.val_windows, val_seq_len=s.val_seq_len, report_windows=s.report_windows,
                           objective=s.objective, budget_ms=s.budget_ms, latency_scale=latency_scale,
                           measure_trials=False,  # screened by the calibrated roofline; the incumbent is measured
-                          n_trials=s.trials, workers=s.workers, seed=s.seed)
+                          n_trials=s.trials, rescore_top=s.rescore_top, workers=s.workers, seed=s.seed)
 
     def search_spec(self) -> SearchSpec:
         p = self.plan  # a quant-only plan has no bounds: its context serves only data

@@ -34,6 +34,7 @@ class BuildSpec:
     budget_ms: float | None = None
     quant: str | None = None
     trials: int = 20
+    rescore_top: int = 3  # trials re-scored on more held-out windows before the best is chosen
     workers: int = 1
     scheduler: str | None = None
     seed: int = 0

@@ -24,9 +24,10 @@ CONFIRM_AT_MOST = 5  # trials re-measured (best first) before the search is decl
 
 def stage_search(ctx: BuildContext) -> SearchDone:
     """SMAC search in run/search (resumable trial by trial); skipped when quantization alone wins."""
-    data_sets = ctx.search_context().data_sets()  # also generates builtin:self once, before any dask worker
+    sctx = ctx.search_context()  # also generates builtin:self once, before any dask worker
     if ctx.quant_only():
-        return SearchDone(n_trials=0, feasible=0, data_sets=data_sets, skipped=ctx.plan.reason)
+        return SearchDone(n_trials=0, feasible=0, data_sets=sctx.data_sets(rescoring=False), skipped=ctx.plan.reason)
+    data_sets = sctx.data_sets()
     spec, folder = ctx.search_spec(), ctx.run.file("search")
     resume = (folder / "search.json").exists()
     if ctx.spec.workers > 1 or ctx.spec.scheduler:
@@ -35,17 +36,19 @@ def stage_search(ctx: BuildContext) -> SearchDone:
     else:
         ev = LocalEvaluator(spec, ctx.search_context())
         out = run_search(spec, folder, resume=resume, evaluator=ev, on_trial=ctx.hooks.trial)
-    best, checked = confirmed_best(ctx, out.records)
+    best, checked = confirmed_best(ctx, out.ranked())
     shutil.copyfile(folder / "trials.csv", ctx.run.file("trials.csv"))
     return SearchDone(n_trials=len(out.records), feasible=sum(r.feasible for r in out.records), data_sets=data_sets,
-                      best=best, confirmations=tuple(checked), pareto=tuple(r.index for r in out.pareto))
+                      best=best, confirmations=tuple(checked), pareto=tuple(r.index for r in out.pareto),
+                      rescored=tuple(r.to_dict() for r in out.rescored))
 
 
-def confirmed_best(ctx: BuildContext, records: list[TrialRecord]) -> tuple[TrialRecord, list[dict]]:
-    """The lowest-cost trial whose structure also meets the budget when measured with the device's
-    backend (trials are screened with the roofline; the incumbent is always re-measured)."""
+def confirmed_best(ctx: BuildContext, ranked: list[TrialRecord]) -> tuple[TrialRecord, list[dict]]:
+    """The first of the ranked feasible trials (search/rescore.py: re-scored best first) whose structure also
+    meets the budget when measured with the device's backend (trials are screened with the roofline; the
+    incumbent is always re-measured)."""
     checked: list[dict] = []
-    for rec in sorted((r for r in records if r.feasible), key=lambda r: r.cost):
+    for rec in ranked:
         st, quant = rec.structure, rec.quant or ctx.plan.quant  # each trial at its own quant recipe
         lat = ctx.device.latency_of(st, quant)
         ok, why = budget.budget_ok(st, ctx.profile, quant, lat, ctx.spec.budget_ms)
@@ -55,7 +58,7 @@ def confirmed_best(ctx: BuildContext, records: list[TrialRecord]) -> tuple[Trial
             return rec, checked
         if len(checked) >= CONFIRM_AT_MOST:
             break
-    raise LatencyError(f"none of {len(records)} trials met the budget when measured ({checked[-1] if checked else 'no feasible trial'}); "
+    raise LatencyError(f"none of {len(ranked)} trials met the budget when measured ({checked[-1] if checked else 'no feasible trial'}); "
                        "raise --trials or --max-ratio")
 
 

@@ -45,7 +45,7 @@ def build_report(results: dict[str, Any], spec: Any) -> dict[str, Any]:
         "mode": "pruned" if ex.pruned else "quant-only",
         "decision": ex.replaced_pruned or plan.reason, "quant_only": val.quant_only,
         "quant_options": [o.to_dict() for o in results["candidates"].options],
-        "trials": search.n_trials, "feasible_trials": search.feasible,
+        "trials": search.n_trials, "feasible_trials": search.feasible, "rescored_trials": list(search.rescored),
         "dense": {k: v[0] for k, v in rows.items()}, "pruned": {k: v[1] for k, v in rows.items()},
         "kl_vs_dense": q["kl_mean"], "top1_vs_dense": q["top1"],
         "accuracy": {t: {"dense": d, "pruned": p, "retention_pct": _retention(p, d)} for t, (d, p) in acc.items()},

@@ -103,6 +103,7 @@ class SearchDone(StageResult):
     pareto: tuple[int, ...] = ()
     skipped: str | None = None
     seconds: float = 0.0
+    rescored: tuple[dict[str, Any], ...] = ()  # the top trials re-scored before the best was chosen
     NESTED: ClassVar[dict[str, Any]] = {"best": TrialRecord}
 
 

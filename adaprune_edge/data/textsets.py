@@ -9,6 +9,9 @@ saw (otherwise the headline perplexity rewards the recipe the search overfitted 
 - without: the first calibration source is split by records. Its tail (at least `holdout` of the
   records, more if the windows need more tokens, at most half) is held out and cut into windows:
   objective first, report next; calibration = the records before the tail (+ all other sources).
+
+Windows left after the report's (the tail holds more than it needs) re-score the search's top trials
+before one is chosen (search/rescore.py); they belong to the objective set, never to the report.
 """
 
 from __future__ import annotations
@@ -98,10 +101,19 @@ def heldout_windows(split: Split, tokenizer: Any, seq_len: int, n_objective: int
     """(objective windows, report windows): consecutive, non-overlapping windows of the held-out part.
     The report gets what is left after the objective, up to n_report, at least one window."""
 
+    objective, report, _ = heldout_parts(split, tokenizer, seq_len, n_objective, n_report, loaded, progress)
+    return objective, report
+
+
+def heldout_parts(split: Split, tokenizer: Any, seq_len: int, n_objective: int, n_report: int,
+                  loaded: Any = None, progress: Any = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """heldout_windows() plus the held-out windows after the report's (`rest`, possibly none): the search
+    re-scores its top trials on them (search/rescore.py), so the report's windows stay unseen."""
+
     pool = CalibrationPool.from_sources([split.heldout], tokenizer, seq_len, split.heldout_range, loaded=loaded,
                                         progress=progress, min_windows=n_objective + 1)
     w = pool.windows
-    return w[:n_objective], w[n_objective: n_objective + n_report]
+    return w[:n_objective], w[n_objective: n_objective + n_report], w[n_objective + n_report:]
 
 
 def _pct(r: tuple[float, float]) -> str:
@@ -109,13 +121,17 @@ def _pct(r: tuple[float, float]) -> str:
 
 
 def describe(split: Split, calib_windows: int, calib_seq_len: int, objective: torch.Tensor,
-             report: torch.Tensor) -> dict[str, dict[str, Any]]:
-    """The three sets as JSON-safe dicts (report.json's `data_sets`)."""
-    n_obj = int(objective.shape[0])
+             report: torch.Tensor, rescore: int = 0) -> dict[str, dict[str, Any]]:
+    """The three sets as JSON-safe dicts (report.json's `data_sets`). `rescore`: windows after the report's
+    that re-scored the search's top trials (part of the objective set: they chose the recipe)."""
+    n_obj, n_rep = int(objective.shape[0]), int(report.shape[0])
+    obj_part = f"{_pct(split.heldout_range)}, windows 0-{n_obj - 1}"
+    if rescore:
+        first = n_obj + n_rep
+        obj_part += f" (trials), {first}-{first + rescore - 1} (re-scoring the top trials)"
     sets = [TextSet("calibration", " + ".join(s for s, _ in split.calib), "; ".join(_pct(r) for _, r in split.calib),
                     calib_windows, calib_seq_len),
-            TextSet("objective", split.heldout, f"{_pct(split.heldout_range)}, windows 0-{n_obj - 1}", n_obj,
-                    int(objective.shape[1])),
-            TextSet("report", split.heldout, f"{_pct(split.heldout_range)}, windows {n_obj}-{n_obj + int(report.shape[0]) - 1}",
-                    int(report.shape[0]), int(report.shape[1]))]
+            TextSet("objective", split.heldout, obj_part, n_obj + rescore, int(objective.shape[1])),
+            TextSet("report", split.heldout, f"{_pct(split.heldout_range)}, windows {n_obj}-{n_obj + n_rep - 1}",
+                    n_rep, int(report.shape[1]))]
     return {s.name: s.to_dict() for s in sets}

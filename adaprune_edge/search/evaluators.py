@@ -29,6 +29,10 @@ class Evaluator:
     def cancel(self, handles: list[Any]) -> None:
         """Drop unfinished trials (they are redone on --resume)."""
 
+    def rescore(self, record: TrialRecord) -> tuple[float, int, bool, float]:
+        """SearchContext.rescore of a finished trial (rescore.py)."""
+        raise NotImplementedError
+
 
 class LocalEvaluator(Evaluator):
     """In this process, one trial at a time (the context is built on first use)."""
@@ -51,6 +55,9 @@ class LocalEvaluator(Evaluator):
         values, fidelity = self._queue.pop(h)
         return h, safe_evaluate(self.context, h, values, fidelity)
 
+    def rescore(self, record: TrialRecord) -> tuple[float, int, bool, float]:
+        return self.context.rescore(record)
+
 
 def safe_evaluate(ctx: SearchContext, index: int, values: dict[str, Any], fidelity: int | None) -> TrialRecord:
     """evaluate(), but a trial whose recipe cannot be applied (e.g. nothing left to prune under its
@@ -68,8 +75,8 @@ def safe_evaluate(ctx: SearchContext, index: int, values: dict[str, Any], fideli
 _WORKER_CONTEXTS: dict[str, SearchContext] = {}
 
 
-def _remote_trial(spec_dict: dict[str, Any], index: int, values: dict[str, Any], fidelity: int | None) -> dict:
-    """Runs on a dask worker: build the context once per worker process, then evaluate."""
+def _worker_context(spec_dict: dict[str, Any]) -> SearchContext:
+    """This dask worker's context for the spec, built once per worker process."""
     import json
 
     torch.set_num_threads(1)
@@ -77,7 +84,17 @@ def _remote_trial(spec_dict: dict[str, Any], index: int, values: dict[str, Any],
     if key not in _WORKER_CONTEXTS:
         _WORKER_CONTEXTS.clear()
         _WORKER_CONTEXTS[key] = SearchContext(SearchSpec.from_dict(spec_dict))
-    return safe_evaluate(_WORKER_CONTEXTS[key], index, values, fidelity).to_dict()
+    return _WORKER_CONTEXTS[key]
+
+
+def _remote_trial(spec_dict: dict[str, Any], index: int, values: dict[str, Any], fidelity: int | None) -> dict:
+    """Runs on a dask worker: evaluate one trial."""
+    return safe_evaluate(_worker_context(spec_dict), index, values, fidelity).to_dict()
+
+
+def _remote_rescore(spec_dict: dict[str, Any], record: dict[str, Any]) -> tuple[float, int, bool, float]:
+    """Runs on a dask worker: re-score one finished trial."""
+    return _worker_context(spec_dict).rescore(TrialRecord.from_dict(record))
 
 
 class DaskEvaluator(Evaluator):
@@ -100,3 +117,6 @@ class DaskEvaluator(Evaluator):
     def cancel(self, handles: list[Any]) -> None:
         if handles:
             self.client.cancel(handles)
+
+    def rescore(self, record: TrialRecord) -> tuple[float, int, bool, float]:
+        return self.client.submit(_remote_rescore, self.spec.to_dict(), record.to_dict(), pure=False).result()

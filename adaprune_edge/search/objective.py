@@ -20,7 +20,7 @@ from adaprune_edge import models
 from adaprune_edge.data import textsets
 from adaprune_edge.data.calibration import CalibrationPool
 from adaprune_edge.latency.budget import budget_ok, ffn_align
-from adaprune_edge.prune.engine import MAX_RATIO, prune
+from adaprune_edge.prune.engine import MAX_RATIO, PruneConfig, prune
 from adaprune_edge.prune.probe import StructureProbe
 from adaprune_edge.search.ratio import RatioSolution, predicted_fit, solve_ratio
 from adaprune_edge.prune.importance import ImportanceCache
@@ -44,7 +44,7 @@ class SearchContext:
         self.bounds = spec.bounds
         self.progress = progress  # (done, total, note) while builtin:self generates (first time per model)
         self.pools, self.val = self._data()
-        self._ref: dict[int, torch.Tensor] = {}
+        self._ref: dict[tuple[str, int], torch.Tensor] = {}
 
     def derive(self, spec: SearchSpec) -> "SearchContext":
         """A context for another spec over the same data (quant, ratio bounds, objective may differ): shares
@@ -73,15 +73,21 @@ class SearchContext:
         need = (s.val_windows + s.report_windows) * s.val_seq_len
         self.split = textsets.plan_split(s.calib, s.val, s.holdout, tok, need, **kw)
         pools = [CalibrationPool.from_sources([src], tok, self.bounds.max_seq_len, rng, **kw) for src, rng in self.split.calib]
-        val, self.report_windows = textsets.heldout_windows(self.split, tok, s.val_seq_len, s.val_windows,
-                                                            s.report_windows, **kw)
+        val, self.report_windows, self.rest = textsets.heldout_parts(self.split, tok, s.val_seq_len, s.val_windows,
+                                                                     s.report_windows, **kw)
         return pools, val
 
-    def data_sets(self) -> dict[str, Any]:
-        """The three disjoint sets (source, part, windows, tokens) for report.json."""
+    @property
+    def rescore_windows(self) -> torch.Tensor:
+        """Held-out windows after the report's that re-score the top trials (none when rescore_top is 0)."""
+        return self.rest[: self.spec.rescore_windows if self.spec.rescore_top > 0 else 0]
+
+    def data_sets(self, rescoring: bool = True) -> dict[str, Any]:
+        """The three disjoint sets (source, part, windows, tokens) for report.json; `rescoring`: the search
+        re-scores its top trials (the re-scoring windows are then part of the objective set)."""
 
         return textsets.describe(self.split, sum(len(p) for p in self.pools), self.bounds.max_seq_len, self.val,
-                                 self.report_windows)
+                                 self.report_windows, len(self.rescore_windows) if rescoring else 0)
 
     def calibration(self, cfg: Any, weights: list[float]) -> Any:
         """The calibration input of prune(): the pool itself, or a weighted mix of windows."""
@@ -114,7 +120,7 @@ class SearchContext:
         n_val = min(fidelity or len(self.val), len(self.val))
         loss = ppl = kl = None
         if ok:
-            loss, kl = self._score(res.model, n_val)
+            loss, kl = self._score(res.model, self.val[:n_val], "objective")
             ppl = math.exp(loss)
         objective = kl if self.spec.objective == "kl" else loss
         cost = objective + self.spec.quant_penalty(quant) if ok else PENALTY
@@ -143,25 +149,41 @@ class SearchContext:
                                          prefill_tps=report.prefill_tps / scale)
         return report
 
+    def rescore(self, record: TrialRecord) -> tuple[float, int, bool, float]:
+        """(cost, windows, same structure, seconds) of a finished trial on the re-scoring windows: its recipe
+        pruned again at its solved ratio with the same calibration, scored like evaluate() (objective + the
+        quant recipe's penalty). `same structure`: the prune reproduced the trial's structure. Nothing is
+        pruned when there are no re-scoring windows (cost nan, windows 0)."""
+        if len(self.rescore_windows) == 0:
+            return math.nan, 0, False, 0.0
+        t0, solved = time.perf_counter(), PruneConfig.from_dict(record.prune_config)
+        cfg, weights = to_prune_config(record.values, solved.align, self.spec.seed, solved.ratio)
+        res = prune(self.model, self.calibration(cfg, weights), cfg, cache=self.cache)
+        loss, kl = self._score(res.model, self.rescore_windows, "rescore")
+        objective = kl if self.spec.objective == "kl" else loss
+        cost = objective + self.spec.quant_penalty(record.quant or self.spec.quant)
+        return float(cost), len(self.rescore_windows), res.structure == record.structure, time.perf_counter() - t0
+
     @torch.no_grad()
-    def _score(self, model: Any, n_val: int) -> tuple[float, float | None]:
-        """Mean next-token NLL (nats) and, for the KL objective, mean KL(dense ‖ pruned) per token."""
+    def _score(self, model: Any, windows: torch.Tensor, name: str) -> tuple[float, float | None]:
+        """Mean next-token NLL (nats) over `windows` and, for the KL objective, mean KL(dense ‖ pruned) per
+        token (`name` keys the dense reference: "objective" or "rescore")."""
         nll_sum, kl_sum, count = 0.0, 0.0, 0
-        for i in range(n_val):
-            w = self.val[i: i + 1]
+        for i in range(len(windows)):
+            w = windows[i: i + 1]
             logp = torch.log_softmax(model(input_ids=w, use_cache=False).logits.float()[0, :-1], dim=-1)
             nll_sum += -logp.gather(1, w[0, 1:, None]).sum().item()
             count += w.shape[1] - 1
             if self.spec.objective == "kl":
-                ref = self._reference(i)
+                ref = self._reference(name, i, w)
                 kl_sum += (ref.exp() * (ref - logp)).sum().item()
         return nll_sum / count, (kl_sum / count if self.spec.objective == "kl" else None)
 
-    def _reference(self, i: int) -> torch.Tensor:
-        """Dense log-probs of validation window i (kept in float16 to bound memory)."""
-        if i not in self._ref:
-            logits = self.model(input_ids=self.val[i: i + 1], use_cache=False).logits.float()[0, :-1]
-            self._ref[i] = torch.log_softmax(logits, dim=-1).half()
-        return self._ref[i].float()
+    def _reference(self, name: str, i: int, window: torch.Tensor) -> torch.Tensor:
+        """Dense log-probs of window i of the `name` windows (kept in float16 to bound memory)."""
+        if (name, i) not in self._ref:
+            logits = self.model(input_ids=window, use_cache=False).logits.float()[0, :-1]
+            self._ref[(name, i)] = torch.log_softmax(logits, dim=-1).half()
+        return self._ref[(name, i)].float()
 
 

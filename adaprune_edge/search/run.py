@@ -21,6 +21,7 @@ from adaprune_edge.search.space import SpaceBounds, build_space, plain
 from adaprune_edge.search.evaluators import LocalEvaluator
 from adaprune_edge.search.spec import SearchSpec, family_bounds
 from adaprune_edge.search.trials import TrialRecord, TrialStore
+from adaprune_edge.search.rescore import Rescored, ranked, rescore_top
 
 # -- SMAC ---------------------------------------------------------------------------------------------
 def _scenario(spec: SearchSpec, space: Any, out: Path) -> Any:
@@ -129,21 +130,18 @@ def _replay(opt: Any, spec: SearchSpec, space: Any, records: list[TrialRecord]) 
 
 @dataclass
 class SearchOutcome:
-    """All trials of the run (old and new), the best feasible one, and the Pareto front (loss vs ms)."""
+    """All trials of the run (old and new), the best feasible one (after re-scoring the top ones), the
+    Pareto front (loss vs ms), and the re-scored trials."""
 
     records: list[TrialRecord]
     best: TrialRecord | None
     pareto: list[TrialRecord] = field(default_factory=list)
     new_trials: int = 0
+    rescored: list[Rescored] = field(default_factory=list)
 
-
-def best_record(records: list[TrialRecord]) -> TrialRecord | None:
-    """Lowest-cost feasible trial at the highest fidelity seen."""
-    ok = [r for r in records if r.feasible]
-    if not ok:
-        return None
-    top = max(r.fidelity for r in ok)
-    return min((r for r in ok if r.fidelity == top), key=lambda r: r.cost)
+    def ranked(self) -> list[TrialRecord]:
+        """Feasible trials best first (rescore.ranked)."""
+        return ranked(self.records, self.rescored)
 
 
 def pareto_front(records: list[TrialRecord]) -> list[TrialRecord]:
@@ -166,7 +164,8 @@ def _key(values: dict[str, Any], fidelity: int | None = None) -> tuple:
 def run_search(spec: SearchSpec, run_dir: Path, *, resume: bool = False, force: bool = False,
                evaluator: Any = None,
                on_trial: Callable[[TrialRecord, list[TrialRecord]], None] | None = None) -> SearchOutcome:
-    """Run (or continue) a search until spec.n_trials trials are finished or walltime runs out."""
+    """Run (or continue) a search until spec.n_trials trials are finished or walltime runs out, then
+    re-score its top trials on more held-out windows (rescore.py) and choose the best."""
     spec.check()
     store = TrialStore(run_dir)
     records = store.open(spec.to_dict(), resume, force)
@@ -212,4 +211,6 @@ def run_search(spec: SearchSpec, run_dir: Path, *, resume: bool = False, force: 
         evaluator.cancel(list(pending))
         if records:
             store.write_csv(records)
-    return SearchOutcome(records, best_record(records), pareto_front(records), new)
+    rescored = rescore_top(evaluator, records, run_dir, spec.rescore_top, spec.rescore_windows)
+    order = ranked(records, rescored)
+    return SearchOutcome(records, order[0] if order else None, pareto_front(records), new, rescored)

@@ -45,7 +45,9 @@ class SearchSpec:
     calibration or the objective). budget_ms overrides the profile's decode budget. quants: with two or
     more choices the quant recipe is a searched dimension (space: Categorical `quant`, default `quant`);
     each trial solves its ratio at its own recipe and its cost adds that recipe's penalty (objective.py).
-    With fewer, the search is the single-recipe search at `quant` (and search.json is the search-v2 one)."""
+    With fewer, the search is the single-recipe search at `quant` (and search.json is the search-v2 one).
+    rescore_top: the trials with the lowest cost that are pruned again and scored on up to rescore_windows
+    more held-out windows (after the report's) before the best is chosen (rescore.py; 0: none)."""
 
     model: str
     profile: DeviceProfile
@@ -69,6 +71,8 @@ class SearchSpec:
     workers: int = 1
     seed: int = 0
     quants: tuple[QuantChoice, ...] = ()
+    rescore_top: int = 3
+    rescore_windows: int = 8
     kind: str = "adaprune-edge/search-v2"  # v2: the ratio is solved per trial, not searched
 
     def to_dict(self) -> dict[str, Any]:
@@ -100,6 +104,8 @@ class SearchSpec:
             raise ConfigError(f"unknown facade {self.facade!r}; known: {', '.join(FACADES)}")
         if self.n_trials < 1 or self.val_windows < 1 or self.workers < 1:
             raise ConfigError("--trials, --val-windows and --workers must be at least 1")
+        if self.rescore_top < 0 or self.rescore_windows < 0:
+            raise ConfigError("--rescore-top and --rescore-windows must be at least 0 (0: choose on the objective alone)")
         self.bounds.check()
         names = [q.recipe for q in self.quants]
         if names and (self.quant not in names or len(set(names)) != len(names)):

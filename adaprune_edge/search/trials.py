@@ -17,8 +17,9 @@ from adaprune_edge.errors import ConfigError, OutputExistsError
 from adaprune_edge.runs import write_json, atomic_path
 
 SPEC_FILE, TRIALS_FILE, CSV_FILE = "search.json", "trials.jsonl", "trials.csv"
-# spec fields that may change on --resume (a longer or shorter run of the same search)
-RESUMABLE_CHANGES = {"n_trials", "walltime_s", "workers"}
+# spec fields that may change on --resume (a longer or shorter run of the same search; the re-scoring of
+# its top trials, which no trial depends on)
+RESUMABLE_CHANGES = {"n_trials", "walltime_s", "workers", "rescore_top", "rescore_windows"}
 
 
 @dataclass(frozen=True)
