@@ -177,8 +177,8 @@ def summary(rows):
         for r in rows:
             if r["target"] == t:
                 per.setdefault(r["recipe"], []).append(r)
-        keys = [k for k in ("ppl_wikitext", "ppl_ptb", "predicted_ms", "measured_ms", "decoder_ratio") if k in rs_all(per)]
-        stats = {name: {k: _ms([r[k] for r in rs]) for k in keys}
+        keys = ("ppl_wikitext", "ppl_ptb", "predicted_ms", "measured_ms", "decoder_ratio")
+        stats = {name: {k: _ms([r[k] for r in rs if k in r]) for k in keys if any(k in r for r in rs)}
                  | {"seeds": [r["seed"] for r in rs]} for name, rs in per.items()}
         fixed = {n: s for n, s in stats.items() if n != "searched"}
         best = min(fixed, key=lambda n: fixed[n]["ppl_wikitext"]["mean"])
@@ -191,10 +191,6 @@ def summary(rows):
                                       for sd in seeds}
         out[str(t)] = entry
     return out
-
-
-def rs_all(per):
-    return next(iter(per.values()))[0]
 
 
 def _at(rs, seed):

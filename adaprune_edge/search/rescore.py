@@ -76,9 +76,11 @@ def load(run_dir: Path, rescore_windows: int) -> dict[int, Rescored]:
 
 def of_run(run_dir: Path) -> list[Rescored]:
     """The re-scored trials of a run directory, at the windows its search.json asked for."""
-    spec = Path(run_dir) / "search.json"
-    asked = json.loads(spec.read_text()).get("rescore_windows", 0) if spec.exists() else 0
-    return list(load(run_dir, asked).values())
+    path = Path(run_dir) / "search.json"
+    spec = json.loads(path.read_text()) if path.exists() else {}
+    if not spec.get("rescore_top"):
+        return []
+    return list(load(run_dir, spec.get("rescore_windows", 0)).values())
 
 
 def rescore_top(evaluator: Any, records: list[TrialRecord], run_dir: Path, k: int, windows: int) -> list[Rescored]:
