@@ -105,7 +105,7 @@ def test_each_trial_meets_the_budget_at_its_own_quant_and_pays_its_penalty(tiny,
     # the build re-measures the incumbent at the trial's own quant
     bctx = SimpleNamespace(device=ctx.device, profile=spec.profile, spec=SimpleNamespace(budget_ms=BUDGET_MS),
                            plan=SimpleNamespace(quant="Q8_0"))
-    best, checked = confirmed_best(bctx, out.records)
+    best, checked = confirmed_best(bctx, out.ranked())
     assert best == out.best and checked[0]["quant"] == best.quant
 
 
@@ -129,7 +129,7 @@ def test_build_searches_over_the_candidates_that_can_win(tiny):
 
     spec = SimpleNamespace(model=str(model), max_samples=8, max_seq_len=64, calib=(), val=None, val_windows=2,
                            val_seq_len=64, report_windows=2, objective="loss", budget_ms=BUDGET_MS, trials=4,
-                           workers=1, seed=0, quant=None)
+                           rescore_top=3, workers=1, seed=0, quant=None)
     full = SimpleNamespace(quant="Q4_K_M", latency_scale=1.3, bounds=_bounds(), quants=choices)
     ctx = BuildContext(spec, None, None, device=Device.resolve(str(dev)), results={"plan": full})
     sspec = ctx.search_spec()

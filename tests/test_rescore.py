@@ -9,7 +9,14 @@ from adaprune_edge.search.evaluators import LocalEvaluator
 from adaprune_edge.search.objective import SearchContext
 from adaprune_edge.search.rescore import RESCORED_FILE, Rescored, of_run, ranked, rescore_top
 from adaprune_edge.search.run import run_search
-from test_search import _spec, tiny_dir  # noqa: F401  (the module-scoped tiny model fixture)
+from test_search import _spec
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    from conftest import save_tiny_model
+
+    return save_tiny_model(tmp_path_factory.mktemp("tiny"))
 
 
 class Counting(LocalEvaluator):
@@ -22,7 +29,7 @@ class Counting(LocalEvaluator):
         return super().rescore(record)
 
 
-def test_top_trials_are_rescored_once_on_unseen_windows(tiny_dir, shared_data, tmp_path):  # noqa: F811
+def test_top_trials_are_rescored_once_on_unseen_windows(tiny_dir, shared_data, tmp_path):
     spec = _spec(tiny_dir, shared_data / "wikitext-2/valid.txt", n_trials=5, rescore_top=2, rescore_windows=3)
     ctx = SearchContext(spec)
     # the re-scoring windows come after the report's: no window of the objective or the report among them
@@ -48,7 +55,7 @@ def test_top_trials_are_rescored_once_on_unseen_windows(tiny_dir, shared_data, t
     assert [r.to_dict() for r in again.rescored] == [r.to_dict() for r in out.rescored]
 
 
-def test_rescoring_on_the_objective_windows_reproduces_the_trial_cost(tiny_dir, shared_data, tmp_path):  # noqa: F811
+def test_rescoring_on_the_objective_windows_reproduces_the_trial_cost(tiny_dir, shared_data, tmp_path):
     """Re-pruning a trial's recipe at its solved ratio gives the same model: scored on the trial's own
     windows it has the trial's cost to float precision."""
     spec = _spec(tiny_dir, shared_data / "wikitext-2/valid.txt", n_trials=3, rescore_top=0)
@@ -62,7 +69,7 @@ def test_rescoring_on_the_objective_windows_reproduces_the_trial_cost(tiny_dir, 
         assert same and used == len(ctx.val) and cost == pytest.approx(rec.cost, rel=1e-6, abs=1e-6)
 
 
-def test_ranked_puts_the_rescored_first_by_combined_cost(tiny_dir, shared_data, tmp_path):  # noqa: F811
+def test_ranked_puts_the_rescored_first_by_combined_cost(tiny_dir, shared_data, tmp_path):
     spec = _spec(tiny_dir, shared_data / "wikitext-2/valid.txt", n_trials=4, rescore_top=0)
     out = run_search(spec, tmp_path / "run", evaluator=LocalEvaluator(spec))
     ok = sorted((r for r in out.records if r.feasible), key=lambda r: r.cost)

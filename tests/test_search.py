@@ -4,7 +4,6 @@ import dataclasses
 import json
 
 import pytest
-import torch
 
 from adaprune_edge import profiles
 from adaprune_edge.latency.budget import solve
