@@ -66,6 +66,24 @@ def test_rescoring_changed_no_choice():
     _in_readme("Re-scoring did not change a single choice")
 
 
+def test_hyperband_at_equal_walltime():
+    """The README's hyperband-vs-HPO figures come from search_vs_fixed_hyperband.json and its trials."""
+    data = json.loads((RESULTS / "search_vs_fixed_hyperband.json").read_text())
+    hb = next(r for r in data["rows"] if r["recipe"] == "searched")
+    hpo = next(r for r in json.loads((RESULTS / "search_vs_fixed_fair32r.json").read_text())["rows"]
+               if r["recipe"] == "searched" and (r["target"], r["seed"]) == (0.2, 0))
+    recs = [json.loads(x) for x in (RESULTS / "runs" / "search_0.2_s0_369c7823" / "trials.jsonl").read_text().splitlines()]
+    distinct = {json.dumps(r["values"], sort_keys=True) for r in recs}
+    low, high = sum(r["fidelity"] == 1 for r in recs), sum(r["fidelity"] == 4 for r in recs)
+    slow = [r["seconds"] for r in recs if r["seconds"] >= 30]
+    assert hb["facade"] == "hyperband" and hb["walltime_s"] == hpo["walltime_s"] == 600 and hb["trials"] == len(recs)
+    _in_readme(f"ran {len(recs)} trials on {len(distinct)} distinct configurations ({low} at 1 window, {high} at 4), against "
+               f"{hpo['trials']} for HPO")
+    _in_readme(f"({len(slow)} of the {len(recs)} took {min(slow):.0f}–{max(slow):.0f} s, the other {len(recs) - len(slow)} under "
+               f"{max(r['seconds'] for r in recs if r['seconds'] < 30):.0f} s)")
+    _in_readme(f"scored {hb['ppl_wikitext']:.2f} on the report set, against {hpo['ppl_wikitext']:.2f} for HPO's choice")
+
+
 def test_latency_predictor_error():
     fit = json.loads((RESULTS / "latency_predictor.json").read_text())["fit"]
     _in_readme(f"median {100 * fit['median_rel_error']:.1f}%, max {100 * fit['max_rel_error']:.1f}%")
