@@ -11,7 +11,9 @@ Fixed recipes (all with least-squares reconstruction of o_proj/down_proj, `recon
   (wanda, uniform), FLAP-like (fluctuation, global), ShortGPT-like (whole layers by block influence; no width
   pruning, so nothing to reconstruct); structured OBS (its own weight update, no reconstruction flag), sequential
   on the already-pruned model's activations, uniform and SlimGPT-like global.
-Searched: SMAC (warm-started with the fixed recipes), every trial at its own solved ratio.
+Searched: SMAC (warm-started with the fixed recipes), every trial at its own solved ratio; then its
+--rescore-top (3) best trials are re-scored on --rescore-windows (8) held-out windows after the report's and
+the best combined score is chosen (search/rescore.py), as `build` does.
 
 Calibration is the same for every recipe and trial of a seed: n_samples random windows of seq_len tokens (the search
 chooses metric, aggregation, allocation incl. the depth profile, heads, protection, depth removal, bias /
@@ -22,10 +24,14 @@ Three disjoint text sets, named in the JSON (`data_sets`): calibration = wikitex
 8 × 512-token windows of that tail (never used by calibration or the objective) and 8 × 512 of PTB valid.
 Seeds 0, 1, 2 (calibration sample and SMAC seed); mean ± spread (max − min) / 2 reported.
 
-The headline run (bench/results/search_vs_fixed_fair32.json; the search gets the default build's 20 trials
-but at most 600 s of wall time to start them, warm-started with the tool's fixed recipes, cheapest first):
+The headline run (the search gets the default build's 20 trials but at most 600 s of wall time to start
+them, warm-started with the tool's fixed recipes, cheapest first):
 
     python3 bench/search_vs_fixed.py --targets 0.2,0.35 --seeds 0,1,2 --trials 20 --walltime 600 --measure --out bench/results/search_vs_fixed_fair32.json
+
+ran before re-scoring existed; bench/results/search_vs_fixed_fair32r.json is a copy of it without the searched
+rows, completed by the same command with `--no-new-trials --measure-missing --out ..._fair32r.json` (the six
+searches re-scored and re-chosen from their stored trials; only the new rows measured).
 
 A cut run resumes (fixed rows are kept when `scale` matches; a search resumes its run directory). `--scale`
 shrinks the protocol for a busy host (stated in the JSON's `scale`), e.g. `--scale n_samples=16,val_windows=2`.
