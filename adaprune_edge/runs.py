@@ -50,3 +50,11 @@ def write_text(path: Path, text: str) -> None:
 
 def write_json(path: Path, data: Any) -> None:
     write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def append_json_line(path: Path, data: Any) -> None:
+    """Append `data` as one JSON line and fsync it: a kill loses at most the line being written."""
+    with Path(path).open("a") as f:
+        f.write(json.dumps(data) + "\n")
+        f.flush()
+        os.fsync(f.fileno())

@@ -1,5 +1,6 @@
 """Re-scoring the search's top trials on held-out windows after the report's, before the best is chosen."""
 
+import dataclasses
 import json
 
 import pytest
@@ -63,7 +64,7 @@ def test_rescoring_on_the_objective_windows_reproduces_the_trial_cost(tiny_dir, 
     out = run_search(spec, tmp_path / "run", evaluator=LocalEvaluator(spec, ctx))
     assert out.rescored == []
     ctx.rest = ctx.val  # re-score on the objective's own windows
-    ctx.spec = spec.__class__(**{**spec.__dict__, "rescore_top": 1, "rescore_windows": len(ctx.val)})
+    ctx.spec = dataclasses.replace(spec, rescore_top=1, rescore_windows=len(ctx.val))
     for rec in (r for r in out.records if r.feasible):
         cost, used, same, _ = ctx.rescore(rec)
         assert same and used == len(ctx.val) and cost == pytest.approx(rec.cost, rel=1e-6, abs=1e-6)

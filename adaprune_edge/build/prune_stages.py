@@ -11,12 +11,10 @@ from adaprune_edge.build.context import BuildContext
 from adaprune_edge.build.results import Plan, Pruned, SearchDone
 from adaprune_edge.errors import LatencyError
 from adaprune_edge.latency import budget
-from adaprune_edge.prune.engine import PruneConfig, prune
 from adaprune_edge.prune.slicing import save_pruned
 from adaprune_edge.search.cluster import dask_client
 from adaprune_edge.search.evaluators import DaskEvaluator, LocalEvaluator
 from adaprune_edge.search.run import run_search
-from adaprune_edge.search.space import to_prune_config
 from adaprune_edge.search.trials import TrialRecord
 
 CONFIRM_AT_MOST = 5  # trials re-measured (best first) before the search is declared a miss
@@ -67,11 +65,7 @@ def stage_prune(ctx: BuildContext) -> Pruned:
     if ctx.quant_only():
         return nothing_pruned(ctx.plan)
     best = ctx.results["search"].best
-    solved = PruneConfig.from_dict(best.prune_config)  # the recipe at the ratio its trial solved
-    cfg, weights = to_prune_config(best.values, solved.align, ctx.spec.seed, solved.ratio)
-    sctx = ctx.search_context()
-    res = prune(ctx.dense.model, sctx.calibration(cfg, weights), cfg, cache=sctx.cache,
-                progress=lambda d, t: ctx.hooks.progress("prune", d, t, "calibration batches"))
+    cfg, res = ctx.search_context().reprune(best, progress=lambda d, t: ctx.hooks.progress("prune", d, t, "calibration batches"))
     tmp, final = ctx.run.file(".pruned.tmp"), ctx.run.file("pruned")
     shutil.rmtree(tmp, ignore_errors=True)
     save_pruned(res.model, ctx.dense.tokenizer, tmp, recipe={"config": cfg.to_dict(), "search_values": best.values,

@@ -149,6 +149,13 @@ class SearchContext:
                                          prefill_tps=report.prefill_tps / scale)
         return report
 
+    def reprune(self, record: TrialRecord, progress: Any = None) -> tuple[PruneConfig, Any]:
+        """(config, prune result) of a finished trial's recipe pruned again at the ratio its trial solved,
+        with the same calibration: the same structure and weights as the trial's."""
+        solved = PruneConfig.from_dict(record.prune_config)
+        cfg, weights = to_prune_config(record.values, solved.align, self.spec.seed, solved.ratio)
+        return cfg, prune(self.model, self.calibration(cfg, weights), cfg, cache=self.cache, progress=progress)
+
     def rescore(self, record: TrialRecord) -> tuple[float, int, bool, float]:
         """(cost, windows, same structure, seconds) of a finished trial on the re-scoring windows: its recipe
         pruned again at its solved ratio with the same calibration, scored like evaluate() (objective + the
@@ -156,9 +163,8 @@ class SearchContext:
         pruned when there are no re-scoring windows (cost nan, windows 0)."""
         if len(self.rescore_windows) == 0:
             return math.nan, 0, False, 0.0
-        t0, solved = time.perf_counter(), PruneConfig.from_dict(record.prune_config)
-        cfg, weights = to_prune_config(record.values, solved.align, self.spec.seed, solved.ratio)
-        res = prune(self.model, self.calibration(cfg, weights), cfg, cache=self.cache)
+        t0 = time.perf_counter()
+        _, res = self.reprune(record)
         loss, kl = self._score(res.model, self.rescore_windows, "rescore")
         objective = kl if self.spec.objective == "kl" else loss
         cost = objective + self.spec.quant_penalty(record.quant or self.spec.quant)

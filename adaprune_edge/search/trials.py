@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any
 
 from adaprune_edge.structure import Structure
 from adaprune_edge.errors import ConfigError, OutputExistsError
-from adaprune_edge.runs import write_json, atomic_path
+from adaprune_edge.runs import append_json_line, atomic_path, write_json
 
 SPEC_FILE, TRIALS_FILE, CSV_FILE = "search.json", "trials.jsonl", "trials.csv"
 # spec fields that may change on --resume (a longer or shorter run of the same search; the re-scoring of
@@ -144,10 +143,7 @@ class TrialStore:
         return out
 
     def append(self, record: TrialRecord) -> None:
-        with (self.dir / TRIALS_FILE).open("a") as f:
-            f.write(json.dumps(record.to_dict()) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        append_json_line(self.dir / TRIALS_FILE, record.to_dict())
 
     def write_csv(self, records: list[TrialRecord]) -> Path:
         path = self.dir / CSV_FILE
