@@ -16,6 +16,7 @@ from adaprune_edge.cli import devices
 from adaprune_edge.cli.common import STATE
 from adaprune_edge.cli.inspect_cmd import inspect_cmd
 from adaprune_edge.cli.prune_cmd import prune_cmd
+from adaprune_edge.cli.recover_cmd import recover_cmd
 from adaprune_edge.cli.export_cmd import export_cmd
 from adaprune_edge.cli.validate_cmd import validate_cmd
 from adaprune_edge.cli.eval_cmd import eval_cmd
@@ -52,6 +53,7 @@ def root(
 app.add_typer(devices.app, name="devices")
 app.command("inspect")(inspect_cmd)
 app.command("prune")(prune_cmd)
+app.command("recover")(recover_cmd)
 app.command("export")(export_cmd)
 app.command("validate")(validate_cmd)
 app.command("eval")(eval_cmd)

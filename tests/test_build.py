@@ -47,11 +47,18 @@ def test_build_tiny_meets_measured_budget_and_matches_validate(tiny_dir, shared_
     out = tmp_path / "run"
     args = ["build", "--device", str(dev), "--model", str(tiny_dir), "--quant", "Q8_0", "--budget-ms",
             f"{budget:.4f}", "--trials", "4", "--calib", str(shared_data / "wikitext-2/valid.txt"),
-            "--max-samples", "8", "--max-seq-len", "64", "--out", str(out)]
+            "--max-samples", "8", "--max-seq-len", "64", "--out", str(out),
+            "--recover-text", str(shared_data / "tinyshakespeare/input.txt"), "--recover-tokens", "4096"]
     r = runner.invoke(app, args, env={"COLUMNS": "200"})
     assert r.exit_code == 0, r.output
     rep = json.loads((out / "report.json").read_text())
     assert rep["budget_met"] and rep["latency_source"] == "predicted"
+    # the shipped model is the recovered one: distilled 4096 tokens, KL to the dense model fell, and the
+    # parity gate below compares the F16 GGUF with the recovered torch model
+    rec = rep["recovery"]
+    assert rec["tokens"] == 4096 and rec["kl_last"] < rec["kl_first"] and rec["text"].endswith("input.txt")
+    assert (out / "recovered" / "structure.json").is_file() and not (out / "recover-work").exists()
+    assert rep["data_sets"]["recovery"]["tokens"] >= 4096
     assert rep["pruned"]["decode_ms_per_token"] <= budget < rep["dense"]["decode_ms_per_token"]
     assert rep["parity_gate"]["passed"] and abs(rep["parity_gate"]["rel_diff"]) < 0.01
     for name in ("model-Q8_0.gguf", "Modelfile", "report.md", "trials.csv", "tradeoff.png"):

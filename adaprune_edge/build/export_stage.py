@@ -35,10 +35,13 @@ def shipped_name(recipe: str) -> str:
 
 
 def pruned_model(ctx: BuildContext) -> Any:
-    """The shipped torch model: the pruned one, or the dense one when quantization alone ships."""
+    """The shipped torch model: the pruned one (after recovery when the recover stage ran), or the dense one
+    when quantization alone ships."""
     if ctx.quant_only():
         return ctx.dense.model
-    return ctx.memo("pruned", lambda: load_pruned(ctx.run.file("pruned"))[0])
+    rec = ctx.results.get("recover")
+    folder = "pruned" if rec is None or rec.skipped else "recovered"
+    return ctx.memo("pruned", lambda: load_pruned(ctx.run.file(folder))[0])
 
 
 def export_dense(ctx: BuildContext, why: str | None = None) -> Exported:

@@ -1,6 +1,6 @@
 """`build`: the whole pipeline as resumable stages in one run directory.
 
-plan → search → prune → export → validate → report. Each stage writes its artefacts atomically and
+candidates → plan → search → prune → recover → export → validate → report. Each stage writes its artefacts atomically and
 records itself in state.json; --resume skips finished stages (a killed search continues trial by trial).
 Library code: progress goes through the `Hooks` callbacks, nothing is printed here."""
 
@@ -14,14 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from adaprune_edge.build import export_stage, plan_stages, prune_stages, report, validate_stage
+from adaprune_edge.build import export_stage, plan_stages, prune_stages, recover_stage, report, validate_stage
 from adaprune_edge.build.context import BuildContext
 from adaprune_edge.build.results import RESULT_TYPES
 from adaprune_edge.device import Device
 from adaprune_edge.errors import ConfigError, OutputExistsError
 from adaprune_edge.runs import write_json
 
-STAGES = ("candidates", "plan", "search", "prune", "export", "validate", "report")
+STAGES = ("candidates", "plan", "search", "prune", "recover", "export", "validate", "report")
+LATER_THAN_RECOVER = ("export", "validate", "report")
 STATE_FILE = "state.json"
 
 
@@ -51,17 +52,23 @@ class BuildSpec:
     eval_limit: int = 100
     report_windows: int = 8
     imatrix: bool = True  # importance matrix for the quantizer, from the calibration windows
+    recover_minutes: float = 20.0  # distillation allowance when pruning ships (0 and no tokens = no recovery)
+    recover_tokens: int = 0  # token bound of the distillation (0 = minutes only)
+    recover_text: tuple[str, ...] = ()  # recovery text sources; () = builtin:self sampled with another seed
+    recover_self_tokens: int = 40960  # tokens of builtin:self recovery text to sample
+    recover_train: str = "decoder"
     kind: str = "adaprune-edge/build-v2"  # v2: quant recipes are planned (candidates stage)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        d["calib"], d["tasks"] = list(self.calib), list(self.tasks)
+        d["calib"], d["tasks"], d["recover_text"] = list(self.calib), list(self.tasks), list(self.recover_text)
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "BuildSpec":
         d = dict(d)
         d["calib"], d["tasks"] = tuple(d.get("calib", ())), tuple(d.get("tasks", ()))
+        d["recover_text"] = tuple(d.get("recover_text", ()))
         return cls(**d)
 
 
@@ -98,11 +105,14 @@ class RunDir:
         """Create, continue (--resume) or replace (--force) the run directory; returns the state."""
         state = self.state() if resume else {}  # --force must also replace a corrupt state.json
         if resume and state:
-            if state.get("spec") != spec.to_dict():
-                changed = sorted(k for k in spec.to_dict() if state.get("spec", {}).get(k) != spec.to_dict()[k])
+            old = BuildSpec.from_dict(state["spec"]).to_dict()  # a run from before a new option has its default
+            if old != spec.to_dict():
+                changed = sorted(k for k in spec.to_dict() if old.get(k) != spec.to_dict()[k])
                 raise ConfigError(f"--resume: {self.path} was built with different options ({', '.join(changed)}); "
                                   "use the same options or another --out")
             self._remove_stale_temps()
+            state["spec"] = spec.to_dict()
+            _predates_recover(state)
             return state
         if self.path.exists() and any(self.path.iterdir()):
             if resume:
@@ -136,10 +146,19 @@ def _check_state_shape(state: Any, path: Path) -> None:
                           "pass another --out, or --force to replace the directory")
 
 
+def _predates_recover(state: dict[str, Any]) -> None:
+    """A run exported before the recover stage existed keeps what it shipped: its recover stage is recorded
+    as not run (with the reason), so --resume finishes the remaining stages instead of recovering after export."""
+    done = state["done"]
+    if "recover" not in done and any(k in done for k in LATER_THAN_RECOVER):
+        done["recover"] = {"skipped": "this run was exported before the recover stage existed"}
+
+
 def planned_outputs(spec: BuildSpec, quant: str) -> list[str]:
     return [f"model-{quant}.gguf", "model-F16.gguf", "Modelfile", "report.json", "report.md", "tradeoff.png",
             "dense-F16.gguf + dense-<recipe>.gguf (scored quant-only candidates)", "imatrix.gguf",
-            "trials.csv + search/ (when pruning is searched)", "pruned/ (safetensors + structure.json)", STATE_FILE]
+            "trials.csv + search/ (when pruning is searched)", "pruned/ (safetensors + structure.json)",
+            "recovered/ (the pruned model after distillation, when pruning ships)", STATE_FILE]
 
 
 def run_build(spec: BuildSpec, out: Path, *, resume: bool = False, force: bool = False,
@@ -167,5 +186,6 @@ def run_build(spec: BuildSpec, out: Path, *, resume: bool = False, force: bool =
 
 STAGE_FUNCTIONS: dict[str, Callable[[BuildContext], Any]] = {
     "candidates": plan_stages.stage_candidates, "plan": plan_stages.stage_plan,
-    "search": prune_stages.stage_search, "prune": prune_stages.stage_prune, "export": export_stage.stage_export,
+    "search": prune_stages.stage_search, "prune": prune_stages.stage_prune,
+    "recover": recover_stage.stage_recover, "export": export_stage.stage_export,
     "validate": validate_stage.stage_validate, "report": report.stage_report}

@@ -22,6 +22,7 @@ from adaprune_edge.build.results import Candidates, Plan
 from adaprune_edge.errors import LatencyError
 from adaprune_edge.exporters import gguf, vocab
 from adaprune_edge.imatrix import Imatrix
+from adaprune_edge.recover import estimate
 from adaprune_edge.search.plan import SearchPlan, make_plan
 from adaprune_edge.search.run import warm_start_configs
 from adaprune_edge.search.space import build_space, plain
@@ -94,16 +95,20 @@ def _prior(o: QuantOption) -> float:
 
 
 def pruned_estimate(ctx: BuildContext, o: QuantOption, f16_ppl: float) -> dict[str, Any]:
-    """The warm-start recipe (taylor/uniform + least-squares reconstruction) at r_min for recipe o:
-    torch perplexity on the objective windows x o's measured quantization factor."""
+    """The warm-start recipe (taylor/uniform + least-squares reconstruction) at r_min for recipe o: torch
+    perplexity on the objective windows, after the build's recovery allowance as the measured gap-closure
+    curve predicts it (recover/estimate.py), x o's measured quantization factor."""
     spec = ctx.search_spec_for(o.recipe, o.r_min, min(0.9, o.r_min + 0.1))  # the solver's ceiling
     sctx = ctx.data_context().derive(spec)  # the same data: calibration is not tokenized twice
     space = build_space(spec.bounds, ctx.spec.seed)  # uniform-only families cannot reconstruct
     values = plain(warm_start_configs(space, spec.bounds, ("taylor-uniform+lsq", "taylor-uniform"))[0])
     rec = sctx.evaluate(0, values)
-    est = rec.ppl * o.ppl / f16_ppl if rec.feasible and rec.ppl else math.inf
+    unrecovered = rec.ppl * o.ppl / f16_ppl if rec.feasible and rec.ppl else math.inf
+    recovery = estimate.recovered(ctx.spec, rec.ppl, f16_ppl) if rec.feasible and rec.ppl else None
+    est = recovery["ppl"] * o.ppl / f16_ppl if recovery else unrecovered
     return {"recipe": o.recipe, "r_min": o.r_min, "torch_ppl": rec.ppl, "quant_factor": o.ppl / f16_ppl,
-            "estimated_ppl": est, "feasible": rec.feasible, "reason": rec.budget_reason}
+            "unrecovered_ppl": unrecovered, "recovery": recovery, "estimated_ppl": est, "feasible": rec.feasible,
+            "reason": rec.budget_reason}
 
 
 def decide(ctx: BuildContext, opts: list[QuantOption], f16_ppl: float) -> dict[str, Any]:
@@ -119,15 +124,20 @@ def decide(ctx: BuildContext, opts: list[QuantOption], f16_ppl: float) -> dict[s
     if best is not None and (pruned is None or pruned["estimated_ppl"] >= best.ppl):
         why = (f"quantization alone meets the budget best: {best.recipe} (PPL {best.ppl:.2f})"
                + (f" vs pruning {pruned['r_min']:.1%} of the decoder at {pruned['recipe']} (estimated PPL "
-                  f"{pruned['estimated_ppl']:.2f})" if pruned else ""))
+                  f"{pruned['estimated_ppl']:.2f}{_after_recovery(pruned)})" if pruned else ""))
         return {"mode": "quant-only", "quant": best.recipe, "reason": why, "pruned_estimates": tried}
     if pruned is None or not math.isfinite(pruned["estimated_ppl"]):
         raise LatencyError("no quant recipe meets the budget on its own and no pruned candidate could be "
                            "evaluated; relax the budget or raise --max-ratio")
     why = (f"pruning {pruned['r_min']:.1%} of the decoder at {pruned['recipe']} (estimated PPL "
-           f"{pruned['estimated_ppl']:.2f}) " + (f"can beat quantization alone ({best.recipe}, PPL {best.ppl:.2f})"
+           f"{pruned['estimated_ppl']:.2f}{_after_recovery(pruned)}) " + (f"can beat quantization alone ({best.recipe}, PPL {best.ppl:.2f})"
                                                  if best else "is needed: no quant recipe meets the budget alone"))
     return {"mode": "prune", "quant": pruned["recipe"], "reason": why, "pruned_estimates": tried}
+
+
+def _after_recovery(pruned: dict[str, Any]) -> str:
+    r = pruned.get("recovery")
+    return f" after recovery of ~{r['tokens'] // 1000}k tokens; {pruned['unrecovered_ppl']:.2f} without" if r else ""
 
 
 def stage_plan(ctx: BuildContext) -> Plan:
@@ -139,7 +149,9 @@ def stage_plan(ctx: BuildContext) -> Plan:
     common = dict(mode=choice["mode"], quant=choice["quant"], reason=choice["reason"],
                   pruned_estimates=tuple(choice["pruned_estimates"]), device=ctx.device.name, profile=ctx.profile,
                   base_structure=base, dense_params=base.params(), dense_decoder_params=base.decoder_params(),
-                  model_info=ctx.dense.info.to_dict(), dense_latency=ctx.device.latency_of(base, choice["quant"]))
+                  model_info=ctx.dense.info.to_dict(), dense_latency=ctx.device.latency_of(base, choice["quant"]),
+                  recovery_estimate=next((t.get("recovery") for t in choice["pruned_estimates"]
+                                          if t["recipe"] == choice["quant"]), None))
     if choice["mode"] == "quant-only":
         limit = ctx.spec.budget_ms if ctx.spec.budget_ms is not None else ctx.profile.budget.decode_ms_per_token
         return Plan(**common, budget_ms=limit, r_min=0.0, latency_scale=1.0, bounds=None)

@@ -54,9 +54,29 @@ def build_report(results: dict[str, Any], spec: Any) -> dict[str, Any]:
                         "rel_diff": val.f16["ppl_rel_diff_vs_torch"], "passed": val.f16["passed"]},
         "generation": q["generation"], "ram_bytes": val.ram_bytes, "runtime_ram": val.runtime_ram,
         "build_peak_rss_bytes": _build_peak_rss(), "eval_windows": q["windows"], "eval_seq_len": q["seq_len"],
-        "data_sets": search.data_sets, "general_text": val.general_text,
+        "data_sets": _data_sets(search.data_sets, results.get("recover")), "general_text": val.general_text,
+        "recovery": _recovery(results.get("recover"), ex.pruned),
         "stage_seconds": {k: v.seconds for k, v in results.items()},
     }
+
+
+def _data_sets(sets: dict[str, Any], rec: Any) -> dict[str, Any]:
+    """The search's disjoint sets plus the recovery text when recovery ran."""
+    return {**sets, "recovery": rec.text} if rec is not None and rec.text else dict(sets)
+
+
+def _recovery(rec: Any, pruned: bool) -> dict[str, Any] | None:
+    """What recovery did and bought: report-set torch PPL before/after, tokens, minutes, the plan's estimate."""
+    if rec is None or not pruned:
+        return None
+    if rec.skipped:
+        return {"skipped": rec.skipped}
+    r = rec.result
+    return {"report_ppl_before": rec.report_ppl_before, "report_ppl_after": rec.report_ppl_after,
+            "tokens": r["tokens"], "epochs": r["epochs"], "minutes": round(r["seconds"] / 60, 2),
+            "tokens_per_s": r["tokens_per_s"], "device": r["device"], "bf16": r["bf16"], "train": r["config"]["train"],
+            "kl_first": r["kl_first"], "kl_last": r["kl_last"], "stopped": r["stopped"], "text": rec.text["source"],
+            "estimate": rec.estimate}
 
 
 def _build_peak_rss() -> int:
@@ -89,6 +109,13 @@ def summary_rows(rep: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
         ("KL vs dense (nats/token)", "0", q("kl_vs_dense", ".3f"), f"{rep['kl_vs_dense']:.3f}",
          f"top-1 agreement {rep['top1_vs_dense']:.1%}"),
     ]
+    rec = rep.get("recovery") or {}
+    if rec.get("skipped"):
+        rows.append(("recovery", "", "", "none", rec["skipped"]))
+    elif rec:
+        rows.append(("recovery (torch PPL, report set)", "", "", f"{rec['report_ppl_before']:.2f} → {rec['report_ppl_after']:.2f}",
+                     f"{rec['tokens']} tokens ({rec['epochs']:.1f} epochs) of {rec['text']} in {rec['minutes']:.1f} min "
+                     f"({rec['tokens_per_s']:.0f} tok/s, {rec['device']}); KL {rec['kl_first']:.3f} → {rec['kl_last']:.3f}"))
     for name, g in rep.get("general_text", {}).items():
         if "pruned_ppl" in g:
             rows.append((f"{name} PPL", f"{g['dense_ppl']:.2f}", "", f"{g['pruned_ppl']:.2f}",

@@ -85,6 +85,7 @@ class Plan(StageResult):
     dense_latency: LatencyReport
     solution: dict[str, Any] | None = None  # budget.Solution.to_dict() of the uniform structure at r_min
     quants: tuple[QuantChoice, ...] = ()  # the search's quant choices (SearchSpec.quants)
+    recovery_estimate: dict[str, Any] | None = None  # recover/estimate.py: the chosen pruned candidate after recovery
     seconds: float = 0.0
     NESTED: ClassVar[dict[str, Any]] = {"profile": DeviceProfile, "base_structure": Structure,
                                         "bounds": SpaceBounds, "dense_latency": LatencyReport,
@@ -130,6 +131,21 @@ class Pruned(StageResult):
 
 
 @dataclass(frozen=True)
+class Recovered(StageResult):
+    """Distillation of the pruned model from the dense one (recover/distill.py RecoverResult.to_dict() in
+    `result`), the recovery text set, torch perplexity on the report windows before and after, and the plan's
+    estimate of the recovered quality (None when the dense model ships or no allowance was given)."""
+
+    result: dict[str, Any] | None = None
+    text: dict[str, Any] | None = None
+    report_ppl_before: float | None = None
+    report_ppl_after: float | None = None
+    estimate: dict[str, Any] | None = None
+    skipped: str | None = None
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
 class Exported(StageResult):
     """The shipped GGUF (pruned, or the dense quant-only file) and its F16 source."""
 
@@ -172,4 +188,4 @@ class Reported(StageResult):
 
 
 RESULT_TYPES: dict[str, type] = {"candidates": Candidates, "plan": Plan, "search": SearchDone, "prune": Pruned,
-                                 "export": Exported, "validate": Validated, "report": Reported}
+                                 "recover": Recovered, "export": Exported, "validate": Validated, "report": Reported}

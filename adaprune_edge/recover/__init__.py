@@ -1,0 +1,1 @@
+"""Recovery after pruning: logit distillation of the pruned model from the dense one (distill.py)."""
