@@ -12,6 +12,17 @@ backend gives it (predicted for raspberry-pi-5). Calibration is the build's defa
 wikitext/PTB text was ever calibrated on. Writes bench/results/quant_vs_prune.json after every row.
 
     python3 bench/quant_vs_prune.py [--device raspberry-pi-5] [--fractions 0.95,0.85,0.75,0.65,0.55] [--trials 4]
+
+`--front` measures the trade-off the plan faces once recovery exists (bench/results/quant_vs_prune_front.json
+and .png): budgets are fractions of the dense Q4_K_M file's predicted decode ms/token (bytes per token on a
+bandwidth-bound device). All 13 candidate recipes quantize the dense model (imatrix from builtin:self
+records 0%-50%); per budget: the best of them that meets it (chosen on the evaluation windows themselves:
+the most favourable quant-only baseline), and the plan's pruned candidate (the recipe minimising
+ln PPL + 2 x r_min among those that need pruning) pruned to its r_min with structured OBS, sequential,
+exported and quantized (imatrix of the pruned model) before and after recovery (`--recover-tokens` of
+builtin:self, the build's default recovery text). Same windows as above for every file.
+
+    python3 bench/quant_vs_prune.py --front [--fractions 0.9,0.75,0.6,0.45] [--recover-tokens 100000]
 """
 
 from __future__ import annotations
@@ -73,11 +84,18 @@ def before(lm, base, profile, budget_ms: float, folder: Path, calib) -> tuple[Pa
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="raspberry-pi-5")
-    ap.add_argument("--fractions", default="0.95,0.85,0.75,0.65,0.55")
+    ap.add_argument("--fractions", default=None, help="default 0.95,0.85,0.75,0.65,0.55 (x Q8_0); --front: 0.9,0.75,0.6,0.45 (x Q4_K_M)")
     ap.add_argument("--trials", type=int, default=4)
     ap.add_argument("--windows", type=int, default=8)
     ap.add_argument("--seed-from", type=Path, default=None, help="a finished build dir (same options) whose dense files to reuse")
+    ap.add_argument("--front", action="store_true", help="quant-only vs prune + recover + quantize (see above)")
+    ap.add_argument("--recover-tokens", type=int, default=100000)
     args = ap.parse_args()
+    if args.front:
+        import quant_vs_prune_front
+
+        return quant_vs_prune_front.main(args, windows, score)
+    args.fractions = args.fractions or "0.95,0.85,0.75,0.65,0.55"
 
     from adaprune_edge import models, profiles
     from adaprune_edge.data.calibration import CalibrationPool

@@ -16,7 +16,7 @@ from adaprune_edge.evaluate.perplexity import perplexity
 from adaprune_edge.models import STRUCTURE_FILE
 from adaprune_edge.prune.slicing import load_pruned, save_pruned
 from adaprune_edge.recover.config import RecoverConfig
-from adaprune_edge.recover.distill import recover
+from adaprune_edge.recover.distill import gap_closed, recover
 from adaprune_edge.recover.text import check_disjoint, recovery_windows
 
 FOLDER, WORK = "recovered", "recover-work"
@@ -41,11 +41,13 @@ def stage_recover(ctx: BuildContext) -> Recovered:
     report = ctx.report_windows()
     before = perplexity(student, report)
     res = recover(student, ctx.dense.model, windows, cfg, ctx.run.file(WORK), progress=_progress(ctx, cfg))
-    after = perplexity(student, report)
+    after, dense = perplexity(student, report), perplexity(ctx.dense.model, report)
     _save(ctx, student, res, text)
     ctx._cache["pruned"] = student
+    # the plan predicted a share of the log-PPL gap closed (recover/estimate.py); this is the share measured
     return Recovered(result=res.to_dict(), text=text.to_dict(), report_ppl_before=round(before, 4),
-                     report_ppl_after=round(after, 4), estimate=ctx.plan.recovery_estimate)
+                     report_ppl_after=round(after, 4), report_ppl_dense=round(dense, 4),
+                     closure_measured=round(gap_closed(before, after, dense), 4), estimate=ctx.plan.recovery_estimate)
 
 
 def _progress(ctx: BuildContext, cfg: RecoverConfig) -> Any:

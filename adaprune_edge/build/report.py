@@ -73,6 +73,8 @@ def _recovery(rec: Any, pruned: bool) -> dict[str, Any] | None:
         return {"skipped": rec.skipped}
     r = rec.result
     return {"report_ppl_before": rec.report_ppl_before, "report_ppl_after": rec.report_ppl_after,
+            "report_ppl_dense": rec.report_ppl_dense, "closure_measured": rec.closure_measured,
+            "closure_predicted": (rec.estimate or {}).get("closure"),
             "tokens": r["tokens"], "epochs": r["epochs"], "minutes": round(r["seconds"] / 60, 2),
             "tokens_per_s": r["tokens_per_s"], "device": r["device"], "bf16": r["bf16"], "train": r["config"]["train"],
             "kl_first": r["kl_first"], "kl_last": r["kl_last"], "stopped": r["stopped"], "text": rec.text["source"],
@@ -115,7 +117,9 @@ def summary_rows(rep: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     elif rec:
         rows.append(("recovery (torch PPL, report set)", "", "", f"{rec['report_ppl_before']:.2f} → {rec['report_ppl_after']:.2f}",
                      f"{rec['tokens']} tokens ({rec['epochs']:.1f} epochs) of {rec['text']} in {rec['minutes']:.1f} min "
-                     f"({rec['tokens_per_s']:.0f} tok/s, {rec['device']}); KL {rec['kl_first']:.3f} → {rec['kl_last']:.3f}"))
+                     f"({rec['tokens_per_s']:.0f} tok/s, {rec['device']}); KL {rec['kl_first']:.3f} → {rec['kl_last']:.3f}; "
+                     f"closed {rec['closure_measured']:.0%} of the log-PPL gap to dense"
+                     + (f" (plan predicted {rec['closure_predicted']:.0%})" if rec.get("closure_predicted") is not None else "")))
     for name, g in rep.get("general_text", {}).items():
         if "pruned_ppl" in g:
             rows.append((f"{name} PPL", f"{g['dense_ppl']:.2f}", "", f"{g['pruned_ppl']:.2f}",

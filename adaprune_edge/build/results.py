@@ -140,6 +140,8 @@ class Recovered(StageResult):
     text: dict[str, Any] | None = None
     report_ppl_before: float | None = None
     report_ppl_after: float | None = None
+    report_ppl_dense: float | None = None
+    closure_measured: float | None = None  # share of the log-PPL gap to dense closed (estimate["closure"]: predicted)
     estimate: dict[str, Any] | None = None
     skipped: str | None = None
     seconds: float = 0.0

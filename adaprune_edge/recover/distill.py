@@ -135,13 +135,15 @@ def _lr(cfg: RecoverConfig, step: int) -> float:
 def recover(student: Any, teacher: Any, windows: torch.Tensor, cfg: RecoverConfig, workdir: Path | None = None,
             progress: Progress | None = None, device: torch.device | None = None) -> RecoverResult:
     """Distil `student` (modified in place; LoRA merged at the end) from `teacher` on `windows` [n, seq_len]
-    until cfg.max_tokens or cfg.max_minutes. With `workdir`, a checkpoint there is resumed and one is written
+    until cfg.max_tokens or cfg.max_minutes, on `device` (default: CUDA when present); both models go back to
+    the device they came on. With `workdir`, a checkpoint there is resumed and one is written
     every cfg.checkpoint_every steps and at the end (a finished run resumed trains no more)."""
     cfg.validate()
     windows = torch.as_tensor(windows, dtype=torch.long)
     if windows.dim() != 2 or windows.shape[0] == 0:
         raise DataError("recovery needs at least one training window")
     device = device or pick_device()
+    home = next(student.parameters()).device, next(teacher.parameters()).device  # restored at the end
     use_bf16 = cfg.bf16 and bf16_supported(device)
     autocast = autocast_for(device, use_bf16)
     student.to(device)
@@ -181,6 +183,8 @@ def recover(student: Any, teacher: Any, windows: torch.Tensor, cfg: RecoverConfi
         lora.merge(student)
     for p in student.parameters():
         p.requires_grad_(False)
+    student.to(home[0])
+    teacher.to(home[1])
     return _result(cfg, st, stop, device, use_bf16, params, windows, resumed, time.perf_counter() - t_start)
 
 
