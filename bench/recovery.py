@@ -141,7 +141,7 @@ def main() -> None:
                 doc["peak_rss_gib"] = max(doc.get("peak_rss_gib", 0), peak_rss_gib())
                 _write(out, doc)
                 print(f"{ratio} {source} {res.tokens:>7} tok  {res.seconds:6.0f} s  {res.tokens_per_s:5.0f} tok/s  "
-                      + "  ".join(f"{k} {v:.2f} ({row['reduction_pct'][k]:+.1f}%)" for k, v in ppl.items()), flush=True)
+                      + "  ".join(f"{k} {v:.2f} ({-row['reduction_pct'][k]:+.1f}%)" for k, v in ppl.items()), flush=True)
             del student
     print(table(doc))
 
@@ -168,7 +168,7 @@ def table(doc: dict) -> str:
     for r in sorted(doc["rows"], key=lambda r: (r["ratio"], r["source"], r["tokens"])):
         rec = r["recover"] or {}
         red = r.get("reduction_pct", {})
-        cell = lambda k: f"{r['ppl'][k]:.2f}" + (f" ({red[k]:+.1f}%)" if k in red else "")  # noqa: E731
+        cell = lambda k: f"{r['ppl'][k]:.2f}" + (f" ({-red[k]:+.1f}%)" if k in red else "")  # noqa: E731
         lines.append(f"| {100 * (r['decoder_ratio'] or r['ratio']):.1f}% | {r['source']} | {r['tokens']} | "
                      f"{rec.get('seconds', 0) / 60:.1f} | {rec.get('tokens_per_s', '')} | {cell('wikitext2_valid')} | "
                      f"{cell('ptb_valid')} | {cell('self_heldout')} |")

@@ -72,7 +72,7 @@ def build_cmd(
     max_ratio: float = typer.Option(0.6, "--max-ratio", min=0.05, max=0.9, help="Largest share of decoder parameters to remove."),
     max_samples: int = typer.Option(64, "--max-samples", min=8, help="Upper bound of searched calibration samples."),
     max_seq_len: int = typer.Option(256, "--max-seq-len", min=64, help="Upper bound of searched calibration window length."),
-    recover_minutes: float = typer.Option(20.0, "--recover-minutes", min=0.0, help="When pruning ships: distil the pruned model from the dense one for at most this many minutes (about 19k tokens a minute on 2 CPU cores with bf16 autocast, measured; a GPU is used when torch sees one). 0 with no --recover-tokens: no recovery."),
+    recover_minutes: float = typer.Option(10.0, "--recover-minutes", min=0.0, help="When pruning ships: distil the pruned model from the dense one for at most this many minutes (about 19k tokens a minute on 2 CPU cores with bf16 autocast, measured; a GPU is used when torch sees one). 0 with no --recover-tokens: no recovery."),
     recover_tokens: int = typer.Option(0, "--recover-tokens", min=0, help="Token bound of the recovery (0 = the minutes bound only)."),
     recover_text: List[str] = typer.Option([], "--recover-text", help="Recovery text (repeatable; files or builtin:self). Default: builtin:self sampled again with another seed than calibration's. Must not be a --calib or --val file."),
     recover_self_tokens: int = typer.Option(40960, "--recover-self-tokens", min=256, help="Tokens of builtin:self recovery text to sample (~100 tokens/s with llama.cpp here; cached per model and seed)."),

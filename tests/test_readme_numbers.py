@@ -109,3 +109,25 @@ def test_main_job_example_and_quant_only_comparison():
     _in_readme(f"perplexity {q40['report_set_ppl']:.2f} vs the shipped file's {shipped['report_set_ppl']:.2f}")
     _in_readme(f"and {q40['wikitext_ppl']:.2f} vs {shipped['wikitext_ppl']:.2f} on 4x512 tokens")
     assert shipped["report_set_ppl"] <= q40["report_set_ppl"]  # the issue's bar: never worse than plain Q4_0
+
+
+def test_recovery_tables_and_curve():
+    """The README's recovery tables are the benches' own output; the plan's curve is the mean of the two
+    self-text rows on self held-out text, as recover/estimate.py says."""
+    import math
+
+    from adaprune_edge.recover import estimate
+
+    doc = json.loads((RESULTS / "recovery.json").read_text())
+    assert _bench("recovery").table(doc).split("\n", 2)[2] in README
+    speed = json.loads((RESULTS / "recovery_speed.json").read_text())
+    for r in speed["rows"]:
+        assert f"| {r['row']} | {r['tokens_per_s']:.0f} |" in README
+    dense = doc["dense"]["self_heldout"]
+    for tokens, closure in estimate.CURVE[1:]:
+        rows = [r for r in doc["rows"] if r["source"] == "self" and r["tokens"] == tokens]
+        before = {r["ratio"]: r["ppl"]["self_heldout"] for r in doc["rows"] if r["source"] == "self" and r["tokens"] == 0}
+        shares = [math.log(before[r["ratio"]] / r["ppl"]["self_heldout"]) / math.log(before[r["ratio"]] / dense) for r in rows]
+        assert len(shares) == 2 and abs(sum(shares) / 2 - closure) < 0.0015, tokens
+    best = max(speed["rows"], key=lambda r: r["tokens_per_s"] if r["row"] == "bf16, decoder, 4x256" else 0)
+    assert estimate.CPU_TOKENS_PER_S == best["tokens_per_s"]

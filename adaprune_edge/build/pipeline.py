@@ -52,7 +52,7 @@ class BuildSpec:
     eval_limit: int = 100
     report_windows: int = 8
     imatrix: bool = True  # importance matrix for the quantizer, from the calibration windows
-    recover_minutes: float = 20.0  # distillation allowance when pruning ships (0 and no tokens = no recovery)
+    recover_minutes: float = 10.0  # distillation allowance when pruning ships (0 and no tokens = no recovery)
     recover_tokens: int = 0  # token bound of the distillation (0 = minutes only)
     recover_text: tuple[str, ...] = ()  # recovery text sources; () = builtin:self sampled with another seed
     recover_self_tokens: int = 40960  # tokens of builtin:self recovery text to sample
