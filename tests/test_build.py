@@ -114,7 +114,7 @@ def test_build_bad_input_is_one_line(tmp_path):
 
 
 @pytest.mark.e2e
-def test_build_ships_the_dense_quantized_file_when_a_smaller_quant_meets_the_budget(tiny_dir, tmp_path):
+def test_build_ships_the_dense_quantized_file_when_a_smaller_quant_meets_the_budget(tiny_dir, shared_data, tmp_path):
     from adaprune_edge import profiles
     from adaprune_edge.models import load
     from adaprune_edge.latency.roofline import predict
@@ -127,7 +127,8 @@ def test_build_ships_the_dense_quantized_file_when_a_smaller_quant_meets_the_bud
     out = tmp_path / "run"
     r = runner.invoke(app, ["build", "--device", "raspberry-pi-5", "--model", str(tiny_dir), "--budget-ms",
                             f"{budget:.4f}", "--trials", "2", "--calib", "builtin:pydoc", "--max-samples", "8",
-                            "--max-seq-len", "64", "--out", str(out)], env={"COLUMNS": "200"})
+                            "--max-seq-len", "64", "--out", str(out), "--recover-tokens", "2048", "--recover-text",
+                            str(shared_data / "tinyshakespeare/input.txt")], env={"COLUMNS": "200"})
     assert r.exit_code == 0, r.output
     rep = json.loads((out / "report.json").read_text())
     assert rep["budget_met"] and rep["pruned"]["decode_ms_per_token"] <= budget

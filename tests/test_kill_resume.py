@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from adaprune_edge.build.pipeline import STAGES
+from conftest import SHARED_DATA
 
 TRIALS = 4
 
@@ -28,7 +29,9 @@ def _argv(setup, out: Path) -> list[str]:
     model, dev, budget = setup
     return [sys.executable, "-m", "adaprune_edge.cli.app", "build", "--device", str(dev), "--model", str(model),
             "--quant", "Q8_0", "--budget-ms", f"{budget:.5f}", "--trials", str(TRIALS), "--max-samples", "8",
-            "--max-seq-len", "64", "--calib", "builtin:pydoc", "--out", str(out)]  # builtin:self would sample ~20k tokens
+            "--max-seq-len", "64", "--calib", "builtin:pydoc", "--out", str(out),  # builtin:self would sample ~20k tokens
+            # recovery: a few steps on a shared-data file (the default would sample 40k tokens and train 10 minutes)
+            "--recover-text", str(SHARED_DATA / "tinyshakespeare" / "input.txt"), "--recover-tokens", "2048"]
 
 
 def _kill_when(argv: list[str], ready, timeout_s: float = 600) -> None:

@@ -105,7 +105,11 @@ class RunDir:
         """Create, continue (--resume) or replace (--force) the run directory; returns the state."""
         state = self.state() if resume else {}  # --force must also replace a corrupt state.json
         if resume and state:
-            old = BuildSpec.from_dict(state["spec"]).to_dict()  # a run from before a new option has its default
+            try:  # a run from before a new option has its default
+                old = BuildSpec.from_dict(state["spec"]).to_dict()
+            except TypeError:  # options this version does not know
+                raise ConfigError(f"--resume: {self.path} was built by another version of adaprune-edge; "
+                                  "use another --out or --force") from None
             if old != spec.to_dict():
                 changed = sorted(k for k in spec.to_dict() if old.get(k) != spec.to_dict()[k])
                 raise ConfigError(f"--resume: {self.path} was built with different options ({', '.join(changed)}); "

@@ -67,12 +67,12 @@ def _data_sets(sets: dict[str, Any], rec: Any) -> dict[str, Any]:
 
 def _recovery(rec: Any, pruned: bool) -> dict[str, Any] | None:
     """What recovery did and bought: report-set torch PPL before/after, tokens, minutes, the plan's estimate."""
-    if rec is None or not pruned:
+    if rec is None or (rec.skipped and not pruned):
         return None
     if rec.skipped:
         return {"skipped": rec.skipped}
     r = rec.result
-    return {"report_ppl_before": rec.report_ppl_before, "report_ppl_after": rec.report_ppl_after,
+    return {"shipped": pruned, "report_ppl_before": rec.report_ppl_before, "report_ppl_after": rec.report_ppl_after,
             "report_ppl_dense": rec.report_ppl_dense, "closure_measured": rec.closure_measured,
             "closure_predicted": (rec.estimate or {}).get("closure"),
             "tokens": r["tokens"], "epochs": r["epochs"], "minutes": round(r["seconds"] / 60, 2),
@@ -115,7 +115,8 @@ def summary_rows(rep: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     if rec.get("skipped"):
         rows.append(("recovery", "", "", "none", rec["skipped"]))
     elif rec:
-        rows.append(("recovery (torch PPL, report set)", "", "", f"{rec['report_ppl_before']:.2f} → {rec['report_ppl_after']:.2f}",
+        rows.append(("recovery (torch PPL, report set)", "", "", f"{rec['report_ppl_before']:.2f} → {rec['report_ppl_after']:.2f}"
+                     + ("" if rec.get("shipped", True) else " (not shipped)"),
                      f"{rec['tokens']} tokens ({rec['epochs']:.1f} epochs) of {rec['text']} in {rec['minutes']:.1f} min "
                      f"({rec['tokens_per_s']:.0f} tok/s, {rec['device']}); KL {rec['kl_first']:.3f} → {rec['kl_last']:.3f}; "
                      f"closed {rec['closure_measured']:.0%} of the log-PPL gap to dense"
