@@ -3,7 +3,6 @@ resumable) and save it in the folder format `prune` writes, so `export --model D
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from pathlib import Path
@@ -107,7 +106,7 @@ def recover_cmd(
 
 def _recipe(student, teacher: str, res, ts, before, after, eval_file) -> dict:
     """The pruned folder's recipe with a `recovery` entry (what trained, on what, how long, with what result)."""
-    src = Path(student.spec.path) / "structure.json"
-    old = json.loads(src.read_text()).get("recipe", {}) if src.is_file() else {}
-    return {**old, "recovery": {"teacher": teacher, "text": ts.to_dict(), **res.to_dict(),
+    from adaprune_edge.prune.slicing import read_recipe
+
+    return {**read_recipe(student.spec.path), "recovery": {"teacher": teacher, "text": ts.to_dict(), **res.to_dict(),
                                 "eval": {"file": str(eval_file), "ppl_before": before, "ppl_after": after} if eval_file else None}}

@@ -22,7 +22,7 @@ from adaprune_edge.errors import ConfigError, OutputExistsError
 from adaprune_edge.runs import write_json
 
 STAGES = ("candidates", "plan", "search", "prune", "recover", "export", "validate", "report")
-LATER_THAN_RECOVER = ("export", "validate", "report")
+LATER_THAN_RECOVER = STAGES[STAGES.index("recover") + 1:]
 STATE_FILE = "state.json"
 
 

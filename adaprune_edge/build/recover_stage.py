@@ -5,7 +5,6 @@ Skipped when the dense model ships or when no recovery allowance is given."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from typing import Any
@@ -13,8 +12,7 @@ from typing import Any
 from adaprune_edge.build.context import BuildContext
 from adaprune_edge.build.results import Recovered
 from adaprune_edge.evaluate.perplexity import perplexity
-from adaprune_edge.models import STRUCTURE_FILE
-from adaprune_edge.prune.slicing import load_pruned, save_pruned
+from adaprune_edge.prune.slicing import load_pruned, read_recipe, save_pruned
 from adaprune_edge.recover.config import RecoverConfig
 from adaprune_edge.recover.distill import gap_closed, recover
 from adaprune_edge.recover.text import check_disjoint, recovery_windows
@@ -63,8 +61,7 @@ def _progress(ctx: BuildContext, cfg: RecoverConfig) -> Any:
 def _save(ctx: BuildContext, student: Any, res: Any, text: Any) -> None:
     tmp, final = ctx.run.file(f".{FOLDER}.tmp"), ctx.run.file(FOLDER)
     shutil.rmtree(tmp, ignore_errors=True)
-    pruned = json.loads((ctx.run.file("pruned") / STRUCTURE_FILE).read_text()).get("recipe", {})
-    recipe = {**pruned, "recovery": {**res.to_dict(), "text": text.to_dict()}}
+    recipe = {**read_recipe(ctx.run.file("pruned")), "recovery": {**res.to_dict(), "text": text.to_dict()}}
     save_pruned(student, ctx.dense.tokenizer, tmp, recipe=recipe)
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)

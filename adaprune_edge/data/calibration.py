@@ -122,6 +122,13 @@ def split_text(text: str, holdout: float) -> tuple[str, str]:
     return text[:cut], text[cut:]
 
 
+def record_slice(records: Sequence[str], record_range: tuple[float, float]) -> list[str]:
+    """The `record_range` share of `records` in file order (at least one record)."""
+    a, b = record_range
+    lo = int(len(records) * a)
+    return list(records[lo: max(int(len(records) * b), lo + 1)])
+
+
 # -- the pool -----------------------------------------------------------------------------------------
 @dataclass
 class CalibrationPool:
@@ -181,7 +188,7 @@ class CalibrationPool:
         records: list[str] = []
         for src in sources or [BUILTIN_DEFAULT]:
             recs = read_records(str(src), loaded, progress)
-            records.extend(recs[int(len(recs) * a): max(int(len(recs) * b), int(len(recs) * a) + 1)])
+            records.extend(record_slice(recs, record_range))
         names = tuple(str(s) for s in sources or [BUILTIN_DEFAULT])
         return cls.from_records(records, tokenizer, seq_len, names, min_windows)
 

@@ -60,7 +60,8 @@ class Split:
     heldout_range: tuple[float, float]
 
 
-def _same(a: str, b: str) -> bool:
+def same_source(a: str, b: str) -> bool:
+    """The same source name, or two paths to the same file."""
     return a == b or (Path(a).expanduser().exists() and Path(a).expanduser().resolve() == Path(b).expanduser().resolve())
 
 
@@ -84,7 +85,7 @@ def plan_split(sources: Sequence[str], val: str | None, holdout: float, tokenize
     if not 0.0 < holdout < 1.0:
         raise ConfigError(f"holdout share must be in (0, 1), got {holdout}")
     if val is not None:
-        if any(_same(val, s) for s in sources):
+        if any(same_source(val, s) for s in sources):
             raise ConfigError(f"--val {val} is also a calibration source: the sets would overlap; "
                               "pass a different --val or drop it from --calib")
         return Split(tuple((s, (0.0, 1.0)) for s in sources), val, (0.0, 1.0))

@@ -185,6 +185,12 @@ def save_pruned(model: nn.Module, tokenizer: Any, out: Path, recipe: dict[str, A
     return out
 
 
+def read_recipe(path: str | Path) -> dict[str, Any]:
+    """The recipe a folder written by `save_pruned` records ({} when it has none or is not such a folder)."""
+    f = Path(path) / STRUCTURE_FILE
+    return json.loads(f.read_text()).get("recipe", {}) if f.is_file() else {}
+
+
 def load_pruned(path: str | Path) -> tuple[nn.Module, Any]:
     """Load a folder written by `save_pruned` without the original model."""
     from safetensors.torch import load_file

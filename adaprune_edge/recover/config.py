@@ -54,10 +54,6 @@ class RecoverConfig:
             raise ConfigError("--top-k, --lora-rank and --batch-size must be at least 1, --seq-len at least 2")
         return self
 
-    @property
-    def tokens_per_step(self) -> int:
-        return self.batch_size * self.seq_len
-
     def teacher_key(self) -> dict[str, Any]:
         """What the cached teacher targets depend on (not the student's settings)."""
         return {"temperature": self.temperature, "top_k": self.top_k, "seq_len": self.seq_len}

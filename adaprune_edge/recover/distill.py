@@ -152,10 +152,11 @@ def recover(student: Any, teacher: Any, windows: torch.Tensor, cfg: RecoverConfi
     opt = torch.optim.AdamW([p for _, p in params], lr=cfg.lr, weight_decay=0.0)
     batch = min(cfg.batch_size, windows.shape[0])
     ckpt = Checkpoint(Path(workdir)) if workdir is not None else None
+    wkey = windows_key(windows)
     st = ckpt.load(params, opt, cfg) if ckpt is not None else None
     st = st or {"step": 0, "tokens": 0, "seconds": 0.0, "curve": [], "kl": [], "targets": None,
-                "windows": windows_key(windows)}
-    if st["windows"] != windows_key(windows):
+                "windows": wkey}
+    if st["windows"] != wkey:
         raise ConfigError(f"{ckpt.path} was trained on other text; pass the same --text, or --force to start over")
     targets = TeacherTargets.from_state(st["targets"] or {}, cfg.teacher_key())
     resumed, kl_window, t_start = st["step"], [], time.perf_counter() - st["seconds"]

@@ -4,7 +4,6 @@ teacher again; and the loss that compares a student with them."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -56,9 +55,6 @@ class TeacherTargets:
             for j, i in enumerate(state["index"]):
                 out.rows[int(i)] = (state["logp"][j], state["ids"][j])
         return out
-
-    def save(self, path: Path) -> None:
-        torch.save(self.state(), path)
 
 
 def sparse_kl(student_logits: torch.Tensor, t_logp: torch.Tensor, t_ids: torch.Tensor,

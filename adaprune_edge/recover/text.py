@@ -7,24 +7,18 @@ the held-out (--val) file is refused: its records could be scored or reported on
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
 
-from adaprune_edge.data.calibration import CalibrationPool, read_records
+from adaprune_edge.data.calibration import CalibrationPool, read_records, record_slice
 from adaprune_edge.data.selfgen import SelfGenConfig, self_text
-from adaprune_edge.data.textsets import TextSet
+from adaprune_edge.data.textsets import TextSet, same_source
 from adaprune_edge.errors import ConfigError
 
 SELF = "builtin:self"
 SELF_SEED_OFFSET = 7919  # recovery's builtin:self samples use seed + this: disjoint from calibration's
 DEFAULT_SELF_TOKENS = 40960
-
-
-def _same_file(a: str, b: str) -> bool:
-    pa, pb = Path(a).expanduser(), Path(b).expanduser()
-    return pa.exists() and pb.exists() and pa.resolve() == pb.resolve()
 
 
 def check_disjoint(sources: Sequence[str], calib: Sequence[str], val: str | None) -> None:
@@ -33,7 +27,7 @@ def check_disjoint(sources: Sequence[str], calib: Sequence[str], val: str | None
         if s == SELF:
             continue
         for other in list(calib) + ([val] if val else []):
-            if s == other or _same_file(s, other):
+            if same_source(s, other):
                 raise ConfigError(f"recovery text {s} is also a calibration or held-out source: the sets would "
                                   "overlap; pass another --recover-text")
 
@@ -54,9 +48,8 @@ def recovery_windows(sources: Sequence[str], loaded: Any, seq_len: int, seed: in
             records.extend(text.records)
             parts.append(f"{SELF} seed {seed + SELF_SEED_OFFSET} ({len(text.records)} samples)")
         else:
-            recs = read_records(s)
-            lo, hi = int(len(recs) * a), max(int(len(recs) * b), int(len(recs) * a) + 1)
-            records.extend(recs[lo:hi])
-            parts.append(f"{s} records {a:.0%}-{b:.0%} ({hi - lo} records)")
+            recs = record_slice(read_records(s), record_range)
+            records.extend(recs)
+            parts.append(f"{s} records {a:.0%}-{b:.0%} ({len(recs)} records)")
     pool = CalibrationPool.from_records(records, loaded.tokenizer, seq_len, tuple(sources or [SELF]))
     return pool.windows, TextSet("recovery", " + ".join(sources or [SELF]), "; ".join(parts), len(pool), seq_len)
