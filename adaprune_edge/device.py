@@ -18,7 +18,7 @@ from typing import Any, Callable
 from adaprune_edge.latency.backends import Backend, BenchSettings, LatencyReport, get_backend
 from adaprune_edge.latency.roofline import predict
 from adaprune_edge.latency.shape import file_latency, structure_latency
-from adaprune_edge.profiles import DeviceProfile, load_profile
+from adaprune_edge.profiles import BudgetOverrides, DeviceProfile, load_profile
 from adaprune_edge.structure import Structure
 
 
@@ -31,9 +31,11 @@ class Device:
     settings: BenchSettings
 
     @classmethod
-    def resolve(cls, name_or_path: str | Path, **overrides: Any) -> "Device":
-        """A built-in profile name or a YAML path (ProfileError lists the known names)."""
-        return cls.of(load_profile(name_or_path), **overrides)
+    def resolve(cls, name_or_path: str | Path, budget: BudgetOverrides | None = None, **overrides: Any) -> "Device":
+        """A built-in profile name or a YAML path (ProfileError lists the known names), with the budget
+        figures given on the command line in force."""
+        profile = load_profile(name_or_path)
+        return cls.of(budget.apply(profile) if budget else profile, **overrides)
 
     @classmethod
     def of(cls, profile: DeviceProfile, **overrides: Any) -> "Device":
@@ -75,10 +77,10 @@ class Device:
         """Latency of an existing GGUF file (cached by content); predicted from its tensors for `predict`."""
         return file_latency(Path(path), quant, self.settings, self.name, use_cache=use_cache)
 
-    def latency_of_file(self, path: Path, structure: Structure, quant: str) -> LatencyReport:
-        """The real file measured where the backend measures, else `structure` predicted (the same figures
-        latency_of gives, so a build's predicted rows agree)."""
-        return self.measure_file(path, quant) if self.measures else self.predict(structure, quant)
+    def latency_of_file(self, path: Path, structure: Structure, quant: str, fresh: bool = False) -> LatencyReport:
+        """The real file measured where the backend measures (fresh: measured again, and the cache updated),
+        else `structure` predicted (the same figures latency_of gives, so a build's predicted rows agree)."""
+        return self.measure_file(path, quant, use_cache=not fresh) if self.measures else self.predict(structure, quant)
 
     def measurer(self, quant: str, use_cache: bool = True) -> Callable[[Structure], LatencyReport] | None:
         """latency_of at `quant` for budget.solve's confirmation step, or None where nothing is measured."""

@@ -19,10 +19,27 @@ from adaprune_edge.registry import unknown_name_message
 
 @dataclass(frozen=True)
 class Budget:
-    """Latency budget. decode_ms_per_token: max ms per generated token; prefill_tps: min prompt tokens/s."""
+    """What the user needs, in the units people state it (every field optional, at least one set):
+    decode_tps: at least this many generated tokens/s (or decode_ms_per_token, its inverse in ms);
+    ttft_s: the first token within this many seconds after a prompt of prompt_tokens tokens;
+    prefill_tps: at least this many prompt tokens/s; ram_mb: at most this much memory for the llama.cpp
+    process at the profile's context_length (beside usable_ram_share of the device's RAM)."""
 
     decode_ms_per_token: float | None = None
     prefill_tps: float | None = None
+    decode_tps: float | None = None
+    ttft_s: float | None = None
+    prompt_tokens: int | None = None
+    ram_mb: float | None = None
+
+    @property
+    def decode_limit_ms(self) -> float | None:
+        """The tighter of decode_ms_per_token and 1000 / decode_tps (None when neither is set)."""
+        limits = [x for x in (self.decode_ms_per_token, 1000.0 / self.decode_tps if self.decode_tps else None) if x]
+        return min(limits) if limits else None
+
+    def states_latency(self) -> bool:
+        return any(x is not None for x in (self.decode_ms_per_token, self.decode_tps, self.prefill_tps, self.ttft_s))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -56,7 +73,14 @@ class DeviceProfile:
 
     @property
     def usable_ram_bytes(self) -> int:
-        return int(self.ram_gb * self.usable_ram_share * 1024**3)
+        """The memory the model may use: usable_ram_share of the RAM, or the budget's ram_mb if smaller."""
+        share = int(self.ram_gb * self.usable_ram_share * 1024**3)
+        return min(share, int(self.budget.ram_mb * 2**20)) if self.budget.ram_mb else share
+
+    @property
+    def n_prompt(self) -> int | None:
+        """Prompt length latency is measured at: the budget's prompt_tokens where it states a first-token time."""
+        return self.budget.prompt_tokens
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -92,7 +116,8 @@ _FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
 }
 # fields whose empty value means "not set" (ssh_host is only needed by the ssh backend)
 _NULLABLE = ("ssh_host", "description", "notes")
-_BUDGET_FIELDS = {"decode_ms_per_token": (int, float), "prefill_tps": (int, float)}
+_BUDGET_FIELDS = {"decode_ms_per_token": (int, float), "prefill_tps": (int, float), "decode_tps": (int, float),
+                  "ttft_s": (int, float), "prompt_tokens": (int,), "ram_mb": (int, float)}
 
 
 def builtin_names() -> list[str]:
@@ -219,15 +244,71 @@ def _check_values(p: DeviceProfile, path: Path) -> None:
             raise ProfileError(f"{path}: field {key!r} must be positive")
     if not 0 < p.usable_ram_share <= 1:
         raise ProfileError(f"{path}: field 'usable_ram_share' must be in (0, 1]")
-    if p.budget.decode_ms_per_token is None and p.budget.prefill_tps is None:
-        raise ProfileError(f"{path}: budget needs decode_ms_per_token and/or prefill_tps")
-    for key in ("decode_ms_per_token", "prefill_tps"):
+    if not p.budget.states_latency():
+        raise ProfileError(f"{path}: budget needs at least one of decode_tps, decode_ms_per_token, ttft_s, prefill_tps")
+    if (p.budget.ttft_s is None) != (p.budget.prompt_tokens is None):
+        raise ProfileError(f"{path}: budget fields 'ttft_s' and 'prompt_tokens' go together (the first token "
+                           "after a prompt of how many tokens)")
+    for key in _BUDGET_FIELDS:
         value = getattr(p.budget, key)
         if value is not None and value <= 0:
             raise ProfileError(f"{path}: budget field {key!r} must be positive, got {value}")
+    if p.budget.prompt_tokens is not None and p.budget.prompt_tokens >= p.context_length:
+        raise ProfileError(f"{path}: budget prompt_tokens {p.budget.prompt_tokens} must be below context_length "
+                           f"{p.context_length}")
     for key in ("overhead_ms_per_layer", "overhead_ms_per_token", "decode_gflops"):
         if getattr(p, key) < 0:
             raise ProfileError(f"{path}: field {key!r} must not be negative, got {getattr(p, key)}")
+
+
+@dataclass(frozen=True)
+class BudgetOverrides:
+    """Budget figures given on the command line; None keeps the profile's. decode_ms (--budget-ms) or
+    target_tps (--target-tps) replace the profile's decode limit; ttft_s with prompt_tokens its first-token
+    limit; context_length, ram_share and ram_mb what memory is checked at."""
+
+    decode_ms: float | None = None
+    target_tps: float | None = None
+    ttft_s: float | None = None
+    prompt_tokens: int | None = None
+    context_length: int | None = None
+    ram_share: float | None = None
+    ram_mb: float | None = None
+
+    def check(self) -> "BudgetOverrides":
+        """One-line errors naming the option, before anything is loaded or written."""
+        budget_override(self.decode_ms, self.target_tps)
+        for option, value in (("--ttft-s", self.ttft_s), ("--prompt-tokens", self.prompt_tokens),
+                              ("--context", self.context_length), ("--ram-mb", self.ram_mb)):
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"{option} must be a positive number, got {value}")
+        if self.ram_share is not None and not (math.isfinite(self.ram_share) and 0 < self.ram_share <= 1):
+            raise ConfigError(f"--ram-share must be in (0, 1], got {self.ram_share}")
+        return self
+
+    def apply(self, p: DeviceProfile) -> DeviceProfile:
+        """p with these figures in force (checked again as a whole: a prompt longer than the context fails)."""
+        b = p.budget
+        if self.decode_ms is not None or self.target_tps is not None:
+            b = dataclasses.replace(b, decode_ms_per_token=self.decode_ms, decode_tps=self.target_tps)
+        if self.ttft_s is not None:
+            b = dataclasses.replace(b, ttft_s=self.ttft_s, prompt_tokens=self.prompt_tokens or b.prompt_tokens or 512)
+        elif self.prompt_tokens is not None:
+            if b.ttft_s is None:
+                raise ConfigError("--prompt-tokens needs a first-token budget: give --ttft-s too")
+            b = dataclasses.replace(b, prompt_tokens=self.prompt_tokens)
+        if self.ram_mb is not None:
+            b = dataclasses.replace(b, ram_mb=self.ram_mb)
+        out = dataclasses.replace(p, budget=b, context_length=self.context_length or p.context_length,
+                                  usable_ram_share=self.ram_share or p.usable_ram_share)
+        try:
+            _check_values(out, Path("the command line"))
+        except ProfileError as e:
+            raise ConfigError(str(e).replace("the command line: ", "", 1)) from None
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 def budget_override(budget_ms: float | None, target_tps: float | None = None) -> float | None:

@@ -9,7 +9,8 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from adaprune_edge.cli.common import cli_errors, console, recipe_names, say_uniform_only
+from adaprune_edge.cli.common import (BUDGET_MS, CONTEXT, PROMPT_TOKENS, RAM_MB, RAM_SHARE, TARGET_TPS, TTFT_S,
+                                      budget_overrides, cli_errors, console, recipe_names, say_uniform_only)
 
 DEVICE_HELP = "Device profile: a shipped name (see `devices list`) or a path to a .yaml profile."
 
@@ -56,8 +57,13 @@ def _hooks(progress: Progress, trials: int):
 def build_cmd(
     device: str = typer.Option(..., "--device", "-d", help=DEVICE_HELP),
     model: str = typer.Option("default", "--model", "-m", help="'default' (embedded SmolLM2-135M-Instruct), a local HF folder, a .gguf, or a hub id."),
-    budget_ms: Optional[float] = typer.Option(None, "--budget-ms", help="Decode budget in ms/token (default: the profile's)."),
-    target_tps: Optional[float] = typer.Option(None, "--target-tps", help="Decode budget as tokens/s (= 1000 / --budget-ms)."),
+    budget_ms: Optional[float] = BUDGET_MS,
+    target_tps: Optional[float] = TARGET_TPS,
+    ttft_s: Optional[float] = TTFT_S,
+    prompt_tokens: Optional[int] = PROMPT_TOKENS,
+    context: Optional[int] = CONTEXT,
+    ram_share: Optional[float] = RAM_SHARE,
+    ram_mb: Optional[float] = RAM_MB,
     quant: Optional[str] = typer.Option(None, "--quant", "-q", help="Force one quant recipe FTYPE[:fb=TYPE][:out=TYPE] (e.g. Q4_K_M, Q4_K_M:fb=IQ4_NL:out=Q5_0). Default: the plan tries 13 llama.cpp recipes and ships the best (quant, pruning) pair that meets the budget; dense quantized if that wins."),
     imatrix: bool = typer.Option(True, "--imatrix/--no-imatrix", help="Give llama.cpp's quantizer an importance matrix computed on the calibration windows."),
     trials: int = typer.Option(20, "--trials", "-n", min=1, help="SMAC trials."),
@@ -96,10 +102,12 @@ def build_cmd(
     from adaprune_edge import profiles
     from adaprune_edge.device import Device
 
-    budget_ms = profiles.budget_override(budget_ms, target_tps)  # before anything is loaded or written
-    dev = Device.resolve(device)
+    limits = budget_overrides(budget_ms, target_tps, ttft_s, prompt_tokens, context, ram_share, ram_mb)
+    dev = Device.resolve(device, budget=limits)  # before anything is loaded or written
     profile = dev.profile
-    spec = BuildSpec(device=device, model=model, budget_ms=budget_ms, quant=quant, trials=trials, rescore_top=rescore_top, workers=workers,
+    spec = BuildSpec(device=device, model=model, budget_ms=limits.decode_ms, ttft_s=limits.ttft_s,
+                     prompt_tokens=limits.prompt_tokens, context=limits.context_length, ram_share=limits.ram_share,
+                     ram_mb=limits.ram_mb, quant=quant, trials=trials, rescore_top=rescore_top, workers=workers,
                      scheduler=scheduler, seed=seed, calib=tuple(calib), val=val, data_dir=data_dir,
                      tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()), eval_limit=eval_limit,
                      max_ratio=max_ratio, max_samples=max_samples, max_seq_len=max_seq_len, imatrix=imatrix,

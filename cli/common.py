@@ -72,3 +72,24 @@ def say_uniform_only(spec: Any) -> None:
 
     adapter = archs.ARCHS.get(str(models.model_type(spec.model)))
     console.print(f"searching uniform structures only: {adapter.uniform_only_message()}", highlight=False)
+
+
+# -- budget options shared by build, search, fit and tradeoff (the profile's figures where not given) ----
+BUDGET_MS = typer.Option(None, "--budget-ms", help="Decode budget: at most this many ms per generated token (default: the profile's).")
+TARGET_TPS = typer.Option(None, "--target-tps", help="Decode budget as at least this many generated tokens/s (= 1000 / --budget-ms).")
+TTFT_S = typer.Option(None, "--ttft-s", help="First-token budget: the first token within this many seconds after a prompt of --prompt-tokens tokens (prompt processing is FLOP-bound: pruning shortens it, quantization barely does).")
+PROMPT_TOKENS = typer.Option(None, "--prompt-tokens", help="Prompt length of the first-token budget (default: the profile's, else 512); latency is measured at this prompt length.")
+CONTEXT = typer.Option(None, "--context", help="Context length the memory check is made at (the KV cache grows with it; default: the profile's).")
+RAM_SHARE = typer.Option(None, "--ram-share", help="Share of the device's RAM the model may use, in (0, 1] (default: the profile's).")
+RAM_MB = typer.Option(None, "--ram-mb", help="Memory limit of the llama.cpp process in MiB (weights + KV cache at --context + runtime), e.g. what an app leaves free.")
+
+
+def budget_overrides(budget_ms: Any = None, target_tps: Any = None, ttft_s: Any = None, prompt_tokens: Any = None,
+                     context: Any = None, ram_share: Any = None, ram_mb: Any = None) -> Any:
+    """The budget options as profiles.BudgetOverrides, checked (one-line ConfigError) before anything loads;
+    --target-tps is folded into decode_ms."""
+    from adaprune_edge import profiles
+
+    decode_ms = profiles.budget_override(budget_ms, target_tps)
+    return profiles.BudgetOverrides(decode_ms=decode_ms, ttft_s=ttft_s, prompt_tokens=prompt_tokens,
+                                    context_length=context, ram_share=ram_share, ram_mb=ram_mb).check()

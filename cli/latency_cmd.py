@@ -13,7 +13,9 @@ from rich.table import Table
 from adaprune_edge import models, profiles
 from adaprune_edge.latency import budget
 from adaprune_edge.latency import backends as latency
-from adaprune_edge.cli.common import cli_errors, console, err_console, fail, human_bytes, recipe_names
+from adaprune_edge.cli.common import (BUDGET_MS, CONTEXT, PROMPT_TOKENS, RAM_MB, RAM_SHARE, TARGET_TPS, TTFT_S,
+                                      budget_overrides, cli_errors, console, err_console, fail, human_bytes,
+                                      recipe_names)
 from adaprune_edge.errors import ConfigError
 from adaprune_edge.device import Device
 from adaprune_edge.latency.backends import LatencyReport
@@ -112,16 +114,24 @@ def bench_cmd(
 def fit_cmd(
     device: str = typer.Option(..., "--device", "-d", help=DEVICE_HELP),
     model: str = typer.Option("default", "--model", "-m", help="Model spec whose shape is pruned."),
-    budget_ms: Optional[float] = typer.Option(None, "--budget-ms", help="Decode budget in ms/token (default: the profile's)."),
+    budget_ms: Optional[float] = BUDGET_MS,
+    target_tps: Optional[float] = TARGET_TPS,
+    ttft_s: Optional[float] = TTFT_S,
+    prompt_tokens: Optional[int] = PROMPT_TOKENS,
+    context: Optional[int] = CONTEXT,
+    ram_share: Optional[float] = RAM_SHARE,
+    ram_mb: Optional[float] = RAM_MB,
     quant: Optional[str] = typer.Option(None, "--quant", "-q", help="Quant type (default: the profile's)."),
     family: str = typer.Option("uniform", "--family", help=f"Recipe family: {', '.join(budget.RECIPES.names())}."),
     max_ratio: float = typer.Option(0.9, "--max-ratio", min=0.05, max=0.95, help="Largest pruning ratio to consider."),
     confirm: bool = typer.Option(True, "--confirm/--no-confirm", help="Confirm the predicted answer by measurement when the profile's backend measures."),
     as_json: bool = typer.Option(False, "--json", help="Print the solution as JSON."),
 ) -> None:
-    """The smallest pruning ratio whose structure meets the device's latency and RAM budget."""
-    budget_ms = profiles.budget_override(budget_ms)
-    dev = Device.resolve(device)
+    """The smallest pruning ratio whose structure meets every limit of the device's budget (decode, first
+    token, prompt speed, RAM at the context length)."""
+    limits = budget_overrides(budget_ms, target_tps, ttft_s, prompt_tokens, context, ram_share, ram_mb)
+    budget_ms = limits.decode_ms
+    dev = Device.resolve(device, budget=limits)
     profile = dev.profile
     q = recipe_names(quant or profile.quant)[0]
     base = _structure(model)
@@ -135,8 +145,7 @@ def fit_cmd(
 
 
 def _print_solution(sol: budget.Solution, profile: profiles.DeviceProfile, quant: str, budget_ms: Optional[float]) -> None:
-    limit = budget_ms if budget_ms is not None else profile.budget.decode_ms_per_token
-    t = Table(title=f"minimum pruning ratio on {profile.name} ({quant}, decode budget {limit} ms/token)", show_header=False)
+    t = Table(title=f"minimum pruning ratio on {profile.name} ({quant})", show_header=False)
     t.add_column("field", style="bold")
     t.add_column("value", overflow="fold")
     st = sol.structure
@@ -148,7 +157,10 @@ def _print_solution(sol: budget.Solution, profile: profiles.DeviceProfile, quant
     if sol.measured:
         m = sol.measured
         rows.append(("measured", f"decode {m.decode_ms_per_token:.2f} ms/token, prefill {m.prefill_tps:.0f} tok/s ({m.backend})"))
-    rows.append(("verdict", sol.reason))
+    report = sol.measured or sol.predicted
+    checks = budget.constraints(report, budget.ram_bytes(st, quant, profile.context_length), profile, budget_ms)
+    rows += [("limit" if c.ok else "limit MISSED", c.describe()) for c in checks]
+    rows.append(("binds", budget.binding(checks).name))
     for k, v in rows:
         t.add_row(k, v)
     console.print(t)

@@ -9,7 +9,8 @@ import typer
 from rich.live import Live
 from rich.table import Table
 
-from adaprune_edge.cli.common import cli_errors, console, recipe_names, say_uniform_only
+from adaprune_edge.cli.common import (BUDGET_MS, CONTEXT, PROMPT_TOKENS, RAM_MB, RAM_SHARE, TARGET_TPS, TTFT_S,
+                                      budget_overrides, cli_errors, console, recipe_names, say_uniform_only)
 from adaprune_edge.cli.sampling_bar import sampling_bar
 from adaprune_edge.search.trials import TrialRecord
 
@@ -58,7 +59,13 @@ def rescored_table(outcome) -> Table:
 def search_cmd(
     device: str = typer.Option(..., "--device", "-d", help=DEVICE_HELP),
     model: str = typer.Option("default", "--model", "-m", help="'default', a local HF folder, a .gguf, or a hub id."),
-    budget_ms: Optional[float] = typer.Option(None, "--budget-ms", help="Decode budget in ms/token (default: the profile's)."),
+    budget_ms: Optional[float] = BUDGET_MS,
+    target_tps: Optional[float] = TARGET_TPS,
+    ttft_s: Optional[float] = TTFT_S,
+    prompt_tokens: Optional[int] = PROMPT_TOKENS,
+    context: Optional[int] = CONTEXT,
+    ram_share: Optional[float] = RAM_SHARE,
+    ram_mb: Optional[float] = RAM_MB,
     quant: Optional[str] = typer.Option(None, "--quant", "-q", help="GGUF quant type the budget applies to (default: the profile's)."),
     trials: int = typer.Option(20, "--trials", "-n", min=1, help="Number of trials (in total, counting resumed ones)."),
     walltime: Optional[float] = typer.Option(None, "--walltime", help="Stop asking for new trials after this many seconds (re-scoring follows)."),
@@ -96,8 +103,9 @@ def search_cmd(
     from adaprune_edge.search.space import build_space
     from adaprune_edge.structure import Structure
 
-    budget_ms = profiles.budget_override(budget_ms)
-    dev = Device.resolve(device)
+    limits = budget_overrides(budget_ms, target_tps, ttft_s, prompt_tokens, context, ram_share, ram_mb)
+    budget_ms = limits.decode_ms
+    dev = Device.resolve(device, budget=limits)
     profile = dev.profile
     q = recipe_names(quant or profile.quant)[0]
     with console.status(f"loading {model} ..."):

@@ -10,7 +10,8 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from adaprune_edge.cli.common import cli_errors, console, recipe_names
+from adaprune_edge.cli.common import (BUDGET_MS, CONTEXT, PROMPT_TOKENS, RAM_MB, RAM_SHARE, TARGET_TPS, TTFT_S,
+                                      budget_overrides, cli_errors, console, recipe_names)
 from adaprune_edge.cli.sampling_bar import sampling_bar
 from adaprune_edge.runs import atomic_path, check_writable, write_json
 
@@ -33,6 +34,13 @@ def tradeoff_cmd(
     measure: bool = typer.Option(True, "--measure/--predict", help="Measure on devices whose backend can (local/ssh) or predict everywhere."),
     out: Path = typer.Option(Path("runs/tradeoff"), "--out", "-o", help="Folder for tradeoff.png, tradeoff.json, tradeoff.csv."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
+    budget_ms: Optional[float] = BUDGET_MS,
+    target_tps: Optional[float] = TARGET_TPS,
+    ttft_s: Optional[float] = TTFT_S,
+    prompt_tokens: Optional[int] = PROMPT_TOKENS,
+    context: Optional[int] = CONTEXT,
+    ram_share: Optional[float] = RAM_SHARE,
+    ram_mb: Optional[float] = RAM_MB,
 ) -> None:
     """Sweep one pruning recipe over ratios: held-out perplexity vs decode latency per device, with the
     budget line and the chosen point (lowest perplexity within the budget of --device)."""
@@ -43,7 +51,8 @@ def tradeoff_cmd(
     from adaprune_edge.latency.budget import ffn_align
     from adaprune_edge.data.calibration import BUILTIN_DEFAULT, CalibrationPool
 
-    main = Device.resolve(device)
+    limits = budget_overrides(budget_ms, target_tps, ttft_s, prompt_tokens, context, ram_share, ram_mb)
+    main = Device.resolve(device, budget=limits)
     profs = [main] + [Device.resolve(d.strip()) for d in (devices or "").split(",") if d.strip()]
     q = quant or main.profile.quant
     rs = tradeoff.parse_ratios(ratios)
@@ -63,7 +72,7 @@ def tradeoff_cmd(
         task = progress.add_task("ratios", total=len(rs))
         points = tradeoff.sweep(lm.model, pool, held, cfg, rs, q, profs, measure,
                                 lambda d, t: progress.update(task, completed=d))
-    budget = main.profile.budget.decode_ms_per_token
+    budget = main.profile.budget.decode_limit_ms
     out.mkdir(parents=True, exist_ok=True)
     qs = recipe_names(quants)
     qpoints = []

@@ -130,7 +130,7 @@ def test_build_searches_over_the_candidates_that_can_win(tiny):
     spec = SimpleNamespace(model=str(model), max_samples=8, max_seq_len=64, calib=(), val=None, val_windows=2,
                            val_seq_len=64, report_windows=2, objective="loss", budget_ms=BUDGET_MS, trials=4,
                            rescore_top=3, workers=1, seed=0, quant=None)
-    full = SimpleNamespace(quant="Q4_K_M", latency_scale=1.3, bounds=_bounds(), quants=choices)
+    full = SimpleNamespace(quant="Q4_K_M", latency_scale=1.3, prefill_scale=1.0, bounds=_bounds(), quants=choices)
     ctx = BuildContext(spec, None, None, device=Device.resolve(str(dev)), results={"plan": full})
     sspec = ctx.search_spec()
     assert sspec.quants == choices and sspec.quant == "Q4_K_M" and ctx.quant == "Q4_K_M"

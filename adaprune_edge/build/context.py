@@ -30,7 +30,7 @@ class BuildContext:
 
     def __post_init__(self) -> None:
         if self.device is None:
-            self.device = Device.resolve(self.spec.device)
+            self.device = Device.resolve(self.spec.device, budget=self.spec.budget())
 
     @property
     def profile(self) -> Any:
@@ -92,7 +92,7 @@ class BuildContext:
         if p.bounds is None:
             return self.search_spec_for(self.quant, 0.0, 0.1)
         return dataclasses.replace(self.search_spec_for(p.quant, 0.0, 0.1), bounds=p.bounds, latency_scale=p.latency_scale,
-                                   quants=p.quants)
+                                   prefill_scale=p.prefill_scale, quants=p.quants)
 
     def _step(self, d: int, t: int, note: str) -> None:
         self.hooks.progress("calibration", d, t, note)

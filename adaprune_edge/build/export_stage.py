@@ -2,11 +2,16 @@
 recipe (the best search trial's quant, else the plan's: BuildContext.quant) and an importance matrix of
 the shipped model → Ollama Modelfile.
 
-The guarantee: a pruned file that the best quant-only file beats on the objective windows is not
-shipped; the quant-only file is (never worse than plain quantization)."""
+Two guarantees. Quality: a pruned file that the best quant-only file beats on the objective windows is
+not shipped; the quant-only file is (never worse than plain quantization). Budget: the shipped file is
+measured once written (where the backend measures); if it misses any stated limit, the next dense
+candidate (by objective perplexity) that meets them all as measured ships instead, and if none does the
+build stops with one line naming the best reachable figure — it never ships a file that misses."""
 
 from __future__ import annotations
 
+import dataclasses
+import gc
 import shutil
 from pathlib import Path
 from typing import Any
@@ -15,16 +20,24 @@ from adaprune_edge.build.context import BuildContext
 from adaprune_edge.build.plan_stages import collect_imatrix
 from adaprune_edge.build.quant_options import best_quant_only, dense_file, gguf_ppl
 from adaprune_edge.build.results import Exported
+from adaprune_edge.errors import LatencyError
 from adaprune_edge.exporters import gguf, modelfile, quantize, vocab
+from adaprune_edge.latency import budget
+from adaprune_edge.latency.backends import LatencyReport
+from adaprune_edge.latency.budget import Constraint
 from adaprune_edge.prune.slicing import load_pruned
 from adaprune_edge.quant import QuantRecipe, file_label
 from adaprune_edge.runs import write_text
 from adaprune_edge.structure import Structure
 
 
+MAX_FALLBACKS = 4  # dense candidates measured after a miss before the build gives up
+
+
 def stage_export(ctx: BuildContext) -> Exported:
     meta = vocab.for_model(ctx.dense, ctx.dense.info.vocab)
     out = export_dense(ctx) if ctx.quant_only() else export_pruned(ctx, meta)
+    out = within_budget(ctx, out)
     write_text(ctx.run.file("Modelfile"), modelfile.render(Path(out.gguf), meta.chat_template))
     return out
 
@@ -44,11 +57,11 @@ def pruned_model(ctx: BuildContext) -> Any:
     return ctx.memo("pruned", lambda: load_pruned(ctx.run.file(folder))[0])
 
 
-def export_dense(ctx: BuildContext, why: str | None = None) -> Exported:
+def export_dense(ctx: BuildContext, why: str | None = None, recipe: str | None = None) -> Exported:
     """Ship the dense model quantized with the plan's quant-only recipe (already written by `candidates`),
-    or with the best quant-only recipe when `why` says the pruned file lost."""
+    or with `recipe` / the best quant-only recipe when `why` says the planned file lost or missed."""
     cand = ctx.results["candidates"]
-    recipe = ctx.quant if why is None else best_quant_only(list(cand.options)).recipe
+    recipe = recipe or (ctx.quant if why is None else best_quant_only(list(cand.options)).recipe)
     st = cand.base_structure
     f16, qpath = ctx.run.file("model-F16.gguf"), ctx.run.file(shipped_name(recipe))
     shutil.copyfile(cand.dense_f16, f16)
@@ -78,3 +91,42 @@ def export_pruned(ctx: BuildContext, meta: Any) -> Exported:
     return Exported(arch=res.arch, f16=str(f16), f16_bytes=f16.stat().st_size, gguf=str(qpath), quant=ctx.quant,
                     pruned=True, objective_ppl=ppl, quant_report=quantize.report(qpath, st, ctx.quant).to_dict(),
                     structure=st)
+
+
+def measured(ctx: BuildContext, path: Path, st: Structure, recipe: str) -> tuple[LatencyReport, list[Constraint]]:
+    """The file measured afresh (cached for validate) and every stated limit checked on it."""
+    gc.collect()  # measure while this process holds no llama.cpp model
+    lat = ctx.device.latency_of_file(path, st, recipe, fresh=True)
+    ram = budget.ram_bytes(st, recipe, ctx.profile.context_length)
+    return lat, budget.constraints(lat, ram, ctx.profile, ctx.spec.budget_ms)
+
+
+def within_budget(ctx: BuildContext, out: Exported) -> Exported:
+    """`out` with its measured figures if it meets every limit; else the first dense candidate (lowest
+    objective PPL first) that does, measured; else LatencyError naming the best reachable figure."""
+    lat, checks = measured(ctx, Path(out.gguf), out.structure, out.quant)
+    missed: list[tuple[str, Constraint]] = []
+    if all(c.ok for c in checks):
+        return dataclasses.replace(out, latency=lat, constraints=tuple(c.to_dict() for c in checks))
+    missed.append((f"{'pruned ' if out.pruned else ''}{out.quant}", budget.binding(checks)))
+    cand = ctx.results["candidates"]
+    for o in _fallbacks(cand.options, out)[:MAX_FALLBACKS]:
+        path = dense_file(ctx.run.path, o.recipe)
+        lat, checks = measured(ctx, path, cand.base_structure, o.recipe)
+        if all(c.ok for c in checks):
+            Path(out.gguf).unlink(missing_ok=True)
+            notes = tuple(f"{name}: {c.describe()}" for name, c in missed)
+            fell = export_dense(ctx, f"{missed[0][0]} missed the budget as measured ({missed[0][1].describe()})",
+                                o.recipe)
+            return dataclasses.replace(fell, latency=lat, constraints=tuple(c.to_dict() for c in checks),
+                                       fallbacks=notes, replaced_pruned=fell.replaced_pruned if out.pruned else None)
+        missed.append((o.recipe, budget.binding(checks)))
+    name, best = max(missed, key=lambda m: m[1].margin)
+    raise LatencyError(f"no file this build made meets the budget as measured: the best reachable is {name}: "
+                       f"{best.describe()}; relax the budget or raise --max-ratio")
+
+
+def _fallbacks(options: Any, out: Exported) -> list[Any]:
+    """Dense candidates with a written, scored file, lowest objective PPL first (never the file just shipped)."""
+    scored = [o for o in options if o.ppl is not None and (out.pruned or o.recipe != out.quant)]
+    return sorted(scored, key=lambda o: o.ppl)

@@ -19,6 +19,7 @@ from adaprune_edge.build.context import BuildContext
 from adaprune_edge.build.results import RESULT_TYPES
 from adaprune_edge.device import Device
 from adaprune_edge.errors import ConfigError, OutputExistsError
+from adaprune_edge.profiles import BudgetOverrides
 from adaprune_edge.runs import write_json
 
 STAGES = ("candidates", "plan", "search", "prune", "recover", "export", "validate", "report")
@@ -57,7 +58,17 @@ class BuildSpec:
     recover_text: tuple[str, ...] = ()  # recovery text sources; () = builtin:self sampled with another seed
     recover_self_tokens: int = 40960  # tokens of builtin:self recovery text to sample
     recover_train: str = "decoder"
+    ttft_s: float | None = None  # first-token budget, seconds, for a prompt of prompt_tokens (profile's if None)
+    prompt_tokens: int | None = None
+    context: int | None = None  # context length RAM is checked at (profile's if None)
+    ram_share: float | None = None  # share of the device's RAM the model may use (profile's if None)
+    ram_mb: float | None = None  # memory limit of the llama.cpp process, MiB
     kind: str = "adaprune-edge/build-v2"  # v2: quant recipes are planned (candidates stage)
+
+    def budget(self) -> BudgetOverrides:
+        """The budget figures this build states beside (or instead of) its profile's."""
+        return BudgetOverrides(decode_ms=self.budget_ms, ttft_s=self.ttft_s, prompt_tokens=self.prompt_tokens,
+                               context_length=self.context, ram_share=self.ram_share, ram_mb=self.ram_mb)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

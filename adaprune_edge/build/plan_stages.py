@@ -46,7 +46,9 @@ def _worth_scoring(opts: list[QuantOption]) -> set[str]:
 
 
 def stage_candidates(ctx: BuildContext) -> Candidates:
-    """Latency and r_min of every quant recipe; dense F16 + imatrix; llama.cpp PPL of the promising ones."""
+    """Latency and r_min of every quant recipe; dense F16 + imatrix; llama.cpp PPL of the promising ones,
+    whose real files are then measured where the backend measures (a recipe the real file shows to need
+    pruning makes room for the next one)."""
     base = Structure.from_model(ctx.dense.model)
     names = quant_options.recipes(ctx.spec.quant, ctx.spec.imatrix)
     opts = quant_options.options(base, ctx.device, names, ctx.spec.budget_ms, ctx.spec.max_ratio)
@@ -55,9 +57,15 @@ def stage_candidates(ctx: BuildContext) -> Candidates:
     f16 = dense_f16(ctx)
     im = dense_imatrix(ctx) if ctx.spec.imatrix else None
     windows = ctx.objective_windows().numpy()
-    keep = _worth_scoring(opts)
-    opts = quant_options.score(opts, f16, ctx.run.path, windows, im, lambda o: o.recipe in keep,
-                               progress=lambda r: ctx.hooks.progress("candidates", 1, 0, f"scoring {r}"))
+    for _ in range(len(opts)):  # until every recipe worth scoring is scored (and measured on its file)
+        keep = _worth_scoring(opts)
+        opts = quant_options.score(opts, f16, ctx.run.path, windows, im, lambda o: o.recipe in keep,
+                                   progress=lambda r: ctx.hooks.progress("candidates", 1, 0, f"scoring {r}"))
+        opts = quant_options.remeasured(opts, base, ctx.device, ctx.run.path, ctx.spec.budget_ms, ctx.spec.max_ratio)
+        if _worth_scoring(opts) <= {o.recipe for o in opts if o.ppl is not None}:
+            break
+    if all(o.r_min is None for o in opts):
+        raise LatencyError(quant_options.unreachable_message(opts, ctx.spec.max_ratio))
     return Candidates(tuple(opts), str(f16), round(quant_options.gguf_ppl(f16, windows), 4),
                       str(ctx.run.file("imatrix.gguf")) if im is not None else None, base, tuple(windows.shape))
 
@@ -153,13 +161,13 @@ def stage_plan(ctx: BuildContext) -> Plan:
                   recovery_estimate=next((t.get("recovery") for t in choice["pruned_estimates"]
                                           if t["recipe"] == choice["quant"]), None))
     if choice["mode"] == "quant-only":
-        limit = ctx.spec.budget_ms if ctx.spec.budget_ms is not None else ctx.profile.budget.decode_ms_per_token
+        limit = ctx.spec.budget_ms if ctx.spec.budget_ms is not None else ctx.profile.budget.decode_limit_ms
         return Plan(**common, budget_ms=limit, r_min=0.0, latency_scale=1.0, bounds=None)
     plan = make_plan(base, ctx.device, choice["quant"], ctx.spec.budget_ms, ctx.spec.max_ratio,
                      max_samples=ctx.spec.max_samples, max_seq_len=ctx.spec.max_seq_len)
     quants = quant_choices(ctx, list(cand.options), cand.dense_f16_ppl, plan)
     return Plan(**common, budget_ms=plan.budget_ms, r_min=plan.r_min, latency_scale=plan.latency_scale,
-                bounds=plan.bounds, solution=plan.solution.to_dict(), quants=quants)
+                bounds=plan.bounds, solution=plan.solution.to_dict(), quants=quants, prefill_scale=plan.prefill_scale)
 
 
 def quant_choices(ctx: BuildContext, opts: list[QuantOption], f16_ppl: float,

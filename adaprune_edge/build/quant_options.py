@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from adaprune_edge.latency import budget
+from adaprune_edge.latency.backends import LatencyReport
 from adaprune_edge.errors import LatencyError
 from adaprune_edge.device import Device
 from adaprune_edge.quant import QuantRecipe, file_label
@@ -53,6 +54,10 @@ class QuantOption:
     bits_per_weight: float
     ppl: float | None = None
     floor_ms: float | None = None  # decode ms/token with max_ratio of the decoder pruned (best reachable)
+    prefill_tps: float | None = None  # the dense model's prompt tokens/s at the measured prompt length
+    real_file: bool = False  # measured on the real dense quantized file (not a shape-only stand-in)
+    floor_margin: float | None = None  # headroom of the binding limit with max_ratio pruned (< 0: unreachable)
+    floor_binding: str | None = None  # that limit, described
 
     @property
     def quant_only(self) -> bool:
@@ -74,30 +79,59 @@ def recipes(forced: str | None, imatrix: bool) -> list[str]:
 
 def options(base: Structure, device: Device, names: Sequence[str], budget_ms: float | None,
             max_ratio: float, measure: bool = True) -> list[QuantOption]:
-    """Latency and r_min of every recipe. With `measure`, where the device's backend measures, the dense structure of every
-    recipe is measured once and the roofline is scaled by measured/predicted for that recipe (ggml's
+    """Latency and r_min of every recipe. With `measure`, where the device's backend measures, the dense
+    structure of every recipe is measured once on a shape-only file (remeasured() replaces that with the
+    real file once it exists) and the roofline is calibrated by measured/predicted for that recipe (ggml's
     kernels differ by type more than the bytes say on a compute-bound CPU)."""
-    profile, out = device.profile, []
-    for name in names:
-        pred = device.predict(base, name)
-        lat = device.latency_of(base, name) if measure else pred
-        scale = lat.decode_ms_per_token / pred.decode_ms_per_token
-        floor = device.predict(budget.uniform(base, max_ratio, name), name).decode_ms_per_token * scale
-        out.append(QuantOption(name, round(lat.decode_ms_per_token, 4), lat.measured,
-                               _r_min(base, profile, name, budget_ms, max_ratio, scale), base.gguf_bytes(name),
-                               round(8 * base.gguf_bytes(name) / base.params(), 3), floor_ms=round(floor, 4)))
+    return [option(base, device, name, device.latency_of(base, name) if measure else None, budget_ms, max_ratio)
+            for name in names]
+
+
+def option(base: Structure, device: Device, name: str, lat: LatencyReport | None, budget_ms: float | None,
+           max_ratio: float) -> QuantOption:
+    """One recipe's option from the dense model's figures `lat` (None: predicted)."""
+    pred = device.predict(base, name)
+    lat = lat or pred
+    cal = budget.Calibration.of(lat, pred)
+    top = budget.uniform(base, max_ratio, name)
+    floor = cal.apply(device.predict(top, name))
+    worst = budget.binding(budget.constraints(floor, budget.ram_bytes(top, name, device.profile.context_length),
+                                              device.profile, budget_ms))
+    return QuantOption(name, round(lat.decode_ms_per_token, 4), lat.measured,
+                       _r_min(base, device.profile, name, budget_ms, max_ratio, cal, lat), base.gguf_bytes(name),
+                       round(8 * base.gguf_bytes(name) / base.params(), 3), floor_ms=round(floor.decode_ms_per_token, 4),
+                       prefill_tps=round(lat.prefill_tps, 2), floor_margin=round(worst.margin, 4),
+                       floor_binding=worst.describe())
+
+
+def remeasured(opts: Sequence[QuantOption], base: Structure, device: Device, folder: Path, budget_ms: float | None,
+               max_ratio: float) -> list[QuantOption]:
+    """Options whose dense file exists in `folder` (dense_file) measured on that real file where the backend
+    measures — the figures the shipped file will show, not a shape-only stand-in's (which disagreed by ~30%
+    on this host) — with r_min solved again; the others unchanged."""
+    if not device.measures:
+        return list(opts)
+    out = []
+    for o in opts:
+        path = dense_file(folder, o.recipe)
+        if path.is_file() and not o.real_file:
+            lat = device.measure_file(path, o.recipe)
+            o = dataclasses.replace(option(base, device, o.recipe, lat, budget_ms, max_ratio), ppl=o.ppl, real_file=True)
+        out.append(o)
     return out
 
 
 def _r_min(base: Structure, profile: Any, name: str, budget_ms: float | None, max_ratio: float,
-           scale: float) -> float | None:
-    limit = budget_ms if budget_ms is not None else profile.budget.decode_ms_per_token
-    target = limit / scale if limit is not None else None
+           cal: budget.Calibration, dense: LatencyReport) -> float | None:
+    """The smallest uniform share of the decoder to prune for every limit to hold (0: the dense file
+    `dense` already meets them; None: even max_ratio does not)."""
+    if budget.budget_ok(base, profile, name, dense, budget_ms)[0]:
+        return 0.0
     try:
-        sol = budget.solve(base, profile, name, "uniform", max_ratio=max_ratio, decode_ms=target)
+        sol = budget.solve(base, profile, name, "uniform", max_ratio=max_ratio, decode_ms=budget_ms, calibration=cal)
     except LatencyError:
         return None
-    return round(1.0 - sol.structure.decoder_params() / base.decoder_params(), 4)
+    return max(round(1.0 - sol.structure.decoder_params() / base.decoder_params(), 4), 0.0001)
 
 
 def gguf_ppl(path: str | Path, windows: np.ndarray, threads: int = 2) -> float:
@@ -147,9 +181,8 @@ def best_quant_only(opts: Sequence[QuantOption]) -> QuantOption | None:
 
 
 def unreachable_message(opts: Sequence[QuantOption], max_ratio: float) -> str:
-    """One line for a budget that no (quant, ratio) pair meets: the best reachable latency and its pair."""
-    best = min(opts, key=lambda o: o.floor_ms if o.floor_ms is not None else o.decode_ms)
-    reach = best.floor_ms if best.floor_ms is not None else best.decode_ms
+    """One line for a budget that no (quant, ratio) pair meets: the best reachable figure and its pair."""
+    best = max(opts, key=lambda o: o.floor_margin if o.floor_margin is not None else -math.inf)
     return (f"the budget cannot be met by any quant recipe with up to {max_ratio:.0%} of the decoder pruned: "
-            f"the best reachable is {reach:.2f} ms/token ({best.recipe}, {max_ratio:.0%} pruned; dense "
-            f"{best.decode_ms:.2f}); relax the budget or raise --max-ratio")
+            f"the best reachable is {best.recipe} with {max_ratio:.0%} pruned: {best.floor_binding}; relax the "
+            "budget or raise --max-ratio")

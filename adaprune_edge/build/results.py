@@ -85,6 +85,7 @@ class Plan(StageResult):
     dense_latency: LatencyReport
     solution: dict[str, Any] | None = None  # budget.Solution.to_dict() of the uniform structure at r_min
     quants: tuple[QuantChoice, ...] = ()  # the search's quant choices (SearchSpec.quants)
+    prefill_scale: float = 1.0  # measured / predicted prompt tokens/s at r_min (SearchSpec.prefill_scale)
     recovery_estimate: dict[str, Any] | None = None  # recover/estimate.py: the chosen pruned candidate after recovery
     seconds: float = 0.0
     NESTED: ClassVar[dict[str, Any]] = {"profile": DeviceProfile, "base_structure": Structure,
@@ -161,8 +162,11 @@ class Exported(StageResult):
     structure: Structure
     replaced_pruned: str | None = None
     objective_ppl: float | None = None
+    latency: LatencyReport | None = None  # the shipped file, measured after it was written (or predicted)
+    constraints: tuple[dict[str, Any], ...] = ()  # budget.Constraint.to_dict() of every stated limit on `latency`
+    fallbacks: tuple[str, ...] = ()  # files that missed the budget as measured, and why
     seconds: float = 0.0
-    NESTED: ClassVar[dict[str, Any]] = {"structure": Structure}
+    NESTED: ClassVar[dict[str, Any]] = {"structure": Structure, "latency": LatencyReport}
 
 
 @dataclass(frozen=True)

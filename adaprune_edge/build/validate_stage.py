@@ -13,7 +13,7 @@ from adaprune_edge.build.context import BuildContext
 from adaprune_edge.build.export_stage import pruned_model
 from adaprune_edge.build.quant_options import best_quant_only, dense_file
 from adaprune_edge.build.results import Validated
-from adaprune_edge.errors import DataError
+from adaprune_edge.errors import DataError, LatencyError
 from adaprune_edge.evaluate import general_text as gt
 from adaprune_edge.evaluate import harness, tasks, validation
 from adaprune_edge.evaluate.runtime_ram import measure_runtime_ram
@@ -27,7 +27,7 @@ def stage_validate(ctx: BuildContext) -> Validated:
     # latency first, while the process is idle (a loaded Llama left from the PPL pass would hold RAM and
     # threads during the measurement)
     gc.collect()
-    lat = ctx.device.latency_of_file(Path(ex.gguf), st, recipe)
+    lat = ex.latency or ctx.device.latency_of_file(Path(ex.gguf), st, recipe)  # export measured it once written
     windows = ctx.report_windows().numpy()
     step = lambda n: ctx.hooks.progress("validate", n, 0, "windows")  # noqa: E731
     f16 = validation.validate(ex.f16, windows, torch_model=pruned_model(ctx), threads=ctx.device.local_threads or 2,
@@ -37,6 +37,11 @@ def stage_validate(ctx: BuildContext) -> Validated:
     ok, why = budget.budget_ok(st, ctx.profile, recipe, lat, ctx.spec.budget_ms)
     ram_bytes = budget.ram_bytes(st, recipe, n_ctx)
     ram = measure_runtime_ram(ex.gguf, n_ctx=n_ctx, threads=2, predicted_bytes=ram_bytes)
+    model_rss = ram.peak_rss_bytes - ram.baseline_rss_bytes  # llama.cpp's own, without the Python interpreter
+    if not ok or model_rss > ctx.profile.usable_ram_bytes:
+        raise LatencyError(f"the shipped file {Path(ex.gguf).name} misses the budget as measured: "
+                           + (why if not ok else f"runtime RSS {model_rss / 2**20:.0f} MiB > "
+                              f"{ctx.profile.usable_ram_bytes / 2**20:.0f} MiB usable"))
     return Validated(f16=f16.to_dict(), quant=q.to_dict(), latency=lat, budget_met=ok, budget_reason=why,
                      ram_bytes=ram_bytes, runtime_ram=ram.to_dict(), quant_only=quant_only_row(ctx, windows, q.to_dict(), lat),
                      zero_shot=zero_shot(ctx, ex.gguf), general_text=general_text(ctx, ex.gguf))

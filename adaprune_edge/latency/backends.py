@@ -95,6 +95,8 @@ class BenchSettings:
                     compute_gflops=profile.compute_gflops, overhead_ms_per_layer=profile.overhead_ms_per_layer,
                     overhead_ms_per_token=getattr(profile, "overhead_ms_per_token", 0.0),
                     decode_gflops=getattr(profile, "decode_gflops", 0.0))
+        if getattr(profile, "n_prompt", None):  # a first-token budget is measured at its prompt length
+            base["n_prompt"] = profile.n_prompt
         base.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**base)
 

@@ -51,29 +51,104 @@ def ram_bytes(structure: Structure, quant: str, context_length: int) -> int:
     return structure.gguf_bytes(quant) + structure.kv_cache_bytes(context_length) + RUNTIME_BYTES
 
 
-def _violations(report: LatencyReport, ram: int, profile: Any, decode_ms: float | None) -> list[str]:
-    out, b = [], profile.budget
-    limit = decode_ms if decode_ms is not None else b.decode_ms_per_token
-    if limit is not None and report.decode_ms_per_token > limit:
-        out.append(f"decode {report.decode_ms_per_token:.2f} ms/token > {limit:g}")
-    if decode_ms is None and b.prefill_tps is not None and report.prefill_tps < b.prefill_tps:
-        out.append(f"prefill {report.prefill_tps:.0f} tok/s < {b.prefill_tps:g}")
-    if ram > profile.usable_ram_bytes:
-        out.append(f"RAM {ram / 2**20:.0f} MiB > {profile.usable_ram_bytes / 2**20:.0f} MiB usable")
+def ttft_s(report: LatencyReport, prompt_tokens: int) -> float:
+    """Time to first token: the prompt at the report's prefill speed, then one decode step, seconds."""
+    return prompt_tokens / report.prefill_tps + report.decode_ms_per_token / 1000.0
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """One stated limit against one figure. margin: relative headroom (limit/value - 1 for an upper limit,
+    value/limit - 1 for a lower one): negative means missed; the smallest margin binds."""
+
+    name: str
+    value: float
+    limit: float
+    unit: str
+    upper: bool = True  # value must be <= limit (False: >=)
+
+    @property
+    def margin(self) -> float:
+        return self.limit / self.value - 1 if self.upper else self.value / self.limit - 1
+
+    @property
+    def ok(self) -> bool:
+        return self.margin >= 0
+
+    def describe(self) -> str:
+        sign = ("<=" if self.ok else ">") if self.upper else (">=" if self.ok else "<")
+        gap = abs(self.value / self.limit - 1)
+        rel = "headroom" if self.ok else ("over" if self.upper else "short")
+        return f"{self.name} {self.value:.4g} {self.unit} {sign} {self.limit:.4g} ({gap:.1%} {rel})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "value": round(self.value, 4), "limit": round(self.limit, 4), "unit": self.unit,
+                "upper": self.upper, "margin": round(self.margin, 4), "ok": self.ok}
+
+
+def constraints(report: LatencyReport, ram: int, profile: Any, decode_ms: float | None = None) -> list[Constraint]:
+    """Every limit the profile states, checked on `report` and `ram` bytes. decode_ms replaces the profile's
+    decode limit (--budget-ms); the first-token, prompt-speed and memory limits always apply."""
+    b, out = profile.budget, []
+    limit = decode_ms if decode_ms is not None else b.decode_limit_ms
+    if limit is not None:
+        out.append(Constraint("decode", report.decode_ms_per_token, limit, "ms/token"))
+    if b.ttft_s is not None:
+        out.append(Constraint(f"time to first token ({b.prompt_tokens}-token prompt)",
+                              ttft_s(report, b.prompt_tokens), b.ttft_s, "s"))
+    if b.prefill_tps is not None:
+        out.append(Constraint("prompt speed", report.prefill_tps, b.prefill_tps, "tok/s", upper=False))
+    out.append(Constraint(f"RAM at {profile.context_length}-token context", ram / 2**20,
+                          profile.usable_ram_bytes / 2**20, "MiB"))
     return out
+
+
+def binding(checks: list[Constraint]) -> Constraint:
+    """The constraint with the least headroom (the one that binds, or the worst miss)."""
+    return min(checks, key=lambda c: c.margin)
 
 
 def budget_ok(structure: Structure, profile: Any, quant: str | None = None, report: LatencyReport | None = None,
               decode_ms: float | None = None) -> tuple[bool, str]:
-    """(fits, reason) for `structure` on a DeviceProfile: decode ms/token, prefill tok/s and RAM (weights +
-    KV cache at the profile's context length). Uses the roofline unless a (measured) `report` is given;
-    `decode_ms` overrides the profile's decode budget (and then prefill is not checked)."""
+    """(fits, reason) for `structure` on a DeviceProfile: every stated limit (decode, time to first token,
+    prompt speed, RAM with the KV cache at the profile's context length). Uses the roofline unless a
+    (measured) `report` is given; `decode_ms` replaces the profile's decode limit."""
     quant = quant or profile.quant
     report = report or predict(structure, quant, profile)
-    bad = _violations(report, ram_bytes(structure, quant, profile.context_length), profile, decode_ms)
+    checks = constraints(report, ram_bytes(structure, quant, profile.context_length), profile, decode_ms)
+    bad = [c.describe() for c in checks if not c.ok]
     if bad:
         return False, "; ".join(bad)
-    return True, f"ok: decode {report.decode_ms_per_token:.2f} ms/token, prefill {report.prefill_tps:.0f} tok/s"
+    return True, "ok: " + "; ".join(c.describe() for c in checks)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """measured / predicted factors of one recipe on one device: decode ms/token and prompt tokens/s. The
+    solver applies them to predicted figures, so every limit is checked in measured units."""
+
+    decode: float = 1.0
+    prefill: float = 1.0
+
+    @classmethod
+    def of(cls, measured: LatencyReport, predicted: LatencyReport) -> "Calibration":
+        return cls(measured.decode_ms_per_token / predicted.decode_ms_per_token,
+                   measured.prefill_tps / predicted.prefill_tps)
+
+    def apply(self, report: LatencyReport) -> LatencyReport:
+        if self == Calibration():
+            return report
+        return dataclasses.replace(report, decode_ms_per_token=report.decode_ms_per_token * self.decode,
+                                   prefill_tps=report.prefill_tps * self.prefill)
+
+
+def tightened(profile: Any, margin: float) -> Any:
+    """The profile with every latency limit `margin` stricter (headroom for measurement noise)."""
+    b = profile.budget
+    scale = lambda x, f: None if x is None else x * f  # noqa: E731
+    return dataclasses.replace(profile, budget=dataclasses.replace(
+        b, decode_ms_per_token=scale(b.decode_ms_per_token, 1 - margin), decode_tps=scale(b.decode_tps, 1 + margin),
+        ttft_s=scale(b.ttft_s, 1 - margin), prefill_tps=scale(b.prefill_tps, 1 + margin)))
 
 
 @dataclass(frozen=True)
@@ -111,22 +186,24 @@ def _unreachable(family: str, ratio: float, st: Structure, report: LatencyReport
 
 def solve(base: Structure, profile: Any, quant: str | None = None, family: str = "uniform", max_ratio: float = 0.9,
           tol: float = 0.005, decode_ms: float | None = None,
-          measure: Callable[[Structure], LatencyReport] | None = None) -> Solution:
+          measure: Callable[[Structure], LatencyReport] | None = None,
+          calibration: Calibration = Calibration()) -> Solution:
     """Smallest ratio of `family` whose structure meets the profile's budget (or `decode_ms`).
 
-    Bisection on predicted latency; then, if `measure` is given, one measurement confirms it, and if the
+    Bisection on predicted latency (times `calibration`, measured / predicted); then, if `measure` is given, one measurement confirms it, and if the
     measurement misses the budget, bisection on measured latency over [ratio, max_ratio] (tolerance 0.02).
     Raises LatencyError naming the best reachable figure when even max_ratio fails."""
     quant = quant or profile.quant
     make = RECIPES.get(family)
 
     def check(r: float, report: LatencyReport | None = None) -> tuple[bool, str]:
-        return budget_ok(make(base, r, quant), profile, quant, report, decode_ms)
+        st = make(base, r, quant)
+        return budget_ok(st, profile, quant, report or calibration.apply(predict(st, quant, profile)), decode_ms)
 
     top = make(base, max_ratio, quant)
     ok_top, why = check(max_ratio)
     if not ok_top and measure is None:
-        raise _unreachable(family, max_ratio, top, predict(top, quant, profile), why)
+        raise _unreachable(family, max_ratio, top, calibration.apply(predict(top, quant, profile)), why)
     if not ok_top:  # the roofline may be pessimistic for this device: measurements decide
         ratio, measured, steps = _confirm_up(make, base, quant, 0.0, max_ratio, measure, check)
         st = make(base, ratio, quant)

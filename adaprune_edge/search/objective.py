@@ -19,7 +19,7 @@ from adaprune_edge.search.trials import TrialRecord
 from adaprune_edge import models
 from adaprune_edge.data import textsets
 from adaprune_edge.data.calibration import CalibrationPool
-from adaprune_edge.latency.budget import budget_ok, ffn_align
+from adaprune_edge.latency.budget import Calibration, budget_ok, ffn_align
 from adaprune_edge.prune.engine import MAX_RATIO, PruneConfig, prune
 from adaprune_edge.prune.probe import StructureProbe
 from adaprune_edge.search.ratio import RatioSolution, predicted_fit, solve_ratio
@@ -134,7 +134,8 @@ class SearchContext:
         the predictor calibrated for that recipe."""
         quant = quant or self.spec.quant
         probe = StructureProbe(self.model, calib, recipe, self.cache)
-        fits = predicted_fit(self.device, self.profile, quant, self.spec.latency_scale_of(quant), self.spec.budget_ms)
+        fits = predicted_fit(self.device, self.profile, quant, self.spec.latency_scale_of(quant), self.spec.budget_ms,
+                             self.spec.prefill_scale)
         return solve_ratio(probe.at, fits, min(self.bounds.r_max, MAX_RATIO))
 
     def _latency(self, structure: Any, quant: str) -> Any:
@@ -142,12 +143,8 @@ class SearchContext:
         else predicted by the roofline times the recipe's latency scale (calibrated to a measurement)."""
         if self.spec.measure_trials:
             return self.device.latency_of(structure, quant)
-        report = self.device.predict(structure, quant)
-        scale = self.spec.latency_scale_of(quant)
-        if not report.measured and scale != 1.0:
-            report = dataclasses.replace(report, decode_ms_per_token=report.decode_ms_per_token * scale,
-                                         prefill_tps=report.prefill_tps / scale)
-        return report
+        cal = Calibration(self.spec.latency_scale_of(quant), self.spec.prefill_scale)
+        return cal.apply(self.device.predict(structure, quant))
 
     def reprune(self, record: TrialRecord, progress: Any = None) -> tuple[PruneConfig, Any]:
         """(config, prune result) of a finished trial's recipe pruned again at the ratio its trial solved,

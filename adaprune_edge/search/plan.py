@@ -30,11 +30,13 @@ class SearchPlan:
     r_min: float
     latency_scale: float
     bounds: SpaceBounds
+    prefill_scale: float = 1.0  # measured / predicted prompt tokens/s at the solution
 
     def to_dict(self) -> dict[str, Any]:
         return {"device": self.device, "quant": self.quant, "budget_ms": self.budget_ms,
                 "dense_predicted": self.dense.to_dict(), "solution": self.solution.to_dict(),
-                "r_min": self.r_min, "latency_scale": self.latency_scale, "bounds": self.bounds.to_dict()}
+                "r_min": self.r_min, "latency_scale": self.latency_scale, "prefill_scale": self.prefill_scale,
+                "bounds": self.bounds.to_dict()}
 
 
 def decoder_ratio(base: Structure, st: Structure) -> float:
@@ -55,17 +57,18 @@ def make_plan(base: Structure, device: Device, quant: str, budget_ms: float | No
         raise ConfigError(f"--budget-ms must be positive, got {budget_ms}")
     profile = device.profile
     measure = device.measurer(quant) if confirm else None
-    limit = budget_ms if budget_ms is not None else profile.budget.decode_ms_per_token
+    limit = budget_ms if budget_ms is not None else profile.budget.decode_limit_ms
     target = limit * (1 - MEASURE_MARGIN) if measure is not None and limit is not None else budget_ms
-    sol = budget.solve(base, profile, quant, "uniform", max_ratio=0.9, decode_ms=target, measure=measure)
+    solving = budget.tightened(profile, MEASURE_MARGIN) if measure is not None else profile
+    sol = budget.solve(base, solving, quant, "uniform", max_ratio=0.9, decode_ms=target, measure=measure)
     r_min = decoder_ratio(base, sol.structure)
     # measured / predicted at the solution: the search screens trials with the roofline times this factor
-    scale = sol.measured.decode_ms_per_token / sol.predicted.decode_ms_per_token if sol.measured else 1.0
+    cal = budget.Calibration.of(sol.measured, sol.predicted) if sol.measured else budget.Calibration()
     if r_min >= max_ratio:
         raise ConfigError(f"the budget needs at least {r_min:.1%} of the decoder pruned, above --max-ratio "
                           f"{max_ratio:.0%}: raise --max-ratio or relax the budget")
-    return SearchPlan(profile.name, quant, limit, device.predict(base, quant), sol, r_min, scale,
-                      SpaceBounds(r_min=round(r_min, 4), r_max=round(max_ratio, 4), **bounds))
+    return SearchPlan(profile.name, quant, limit, device.predict(base, quant), sol, r_min, cal.decode,
+                      SpaceBounds(r_min=round(r_min, 4), r_max=round(max_ratio, 4), **bounds), cal.prefill)
 
 
 def with_bounds(plan: SearchPlan, **changes: Any) -> SearchPlan:

@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from adaprune_edge.latency.budget import budget_ok
+from adaprune_edge.latency.budget import Calibration, budget_ok
 from adaprune_edge.structure import Structure
 
 TOL = 0.0025  # decoder share; finer than one 256-wide FFN step of one layer of the default model
@@ -35,15 +35,13 @@ class RatioSolution:
 
 
 def predicted_fit(device: Any, profile: Any, quant: str, latency_scale: float = 1.0,
-                  decode_ms: float | None = None) -> Callable[[Structure], tuple[bool, str]]:
-    """(fits, reason) of a Structure on the roofline scaled by `latency_scale` (measured / predicted)."""
+                  decode_ms: float | None = None, prefill_scale: float = 1.0) -> Callable[[Structure], tuple[bool, str]]:
+    """(fits, reason) of a Structure on the roofline calibrated by measured / predicted factors: decode
+    ms/token x `latency_scale`, prompt tokens/s x `prefill_scale`."""
+    cal = Calibration(latency_scale, prefill_scale)
 
     def fits(st: Structure) -> tuple[bool, str]:
-        report = device.predict(st, quant)
-        if latency_scale != 1.0:
-            report = dataclasses.replace(report, decode_ms_per_token=report.decode_ms_per_token * latency_scale,
-                                         prefill_tps=report.prefill_tps / latency_scale)
-        return budget_ok(st, profile, quant, report, decode_ms)
+        return budget_ok(st, profile, quant, cal.apply(device.predict(st, quant)), decode_ms)
 
     return fits
 

@@ -65,6 +65,7 @@ class SearchSpec:
     warm_start: bool = True
     budget_ms: float | None = None
     latency_scale: float = 1.0
+    prefill_scale: float = 1.0  # measured / predicted prompt tokens/s (trials' first-token screen)
     measure_trials: bool = False
     n_trials: int = 20
     walltime_s: float | None = None
@@ -95,7 +96,7 @@ class SearchSpec:
     def from_plan(cls, plan: Any, profile: DeviceProfile, model: str, **options: Any) -> "SearchSpec":
         """The spec of a search over `plan` (search.plan.SearchPlan: quant, bounds, latency scale)."""
         return cls(model=model, profile=profile, quant=plan.quant, bounds=family_bounds(plan.bounds, model),
-                   latency_scale=plan.latency_scale, **options)
+                   latency_scale=plan.latency_scale, prefill_scale=plan.prefill_scale, **options)
 
     def check(self) -> None:
         if self.objective not in OBJECTIVES:
