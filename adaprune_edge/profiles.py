@@ -12,6 +12,8 @@ from typing import Any
 import yaml
 
 from adaprune_edge.errors import ConfigError, ProfileError
+from adaprune_edge.latency import kvcache
+from adaprune_edge.quant import FTYPES
 from adaprune_edge.latency.backends import backend_names, get_backend
 from adaprune_edge.registry import unknown_name_message
 
@@ -38,6 +40,19 @@ class Budget:
         limits = [x for x in (self.decode_ms_per_token, 1000.0 / self.decode_tps if self.decode_tps else None) if x]
         return min(limits) if limits else None
 
+    def describe(self, decode_ms: float | None = None) -> str:
+        """The limits in the user's units, e.g. '>= 10 tok/s decode; first token <= 1 s after 128 tokens'."""
+        out, decode = [], decode_ms if decode_ms is not None else self.decode_limit_ms
+        if decode:
+            out.append(f">= {1000 / decode:.3g} tok/s decode ({decode:.3g} ms/token)")
+        if self.ttft_s:
+            out.append(f"first token <= {self.ttft_s:g} s after {self.prompt_tokens} tokens")
+        if self.prefill_tps:
+            out.append(f">= {self.prefill_tps:g} tok/s prompt")
+        if self.ram_mb:
+            out.append(f"<= {self.ram_mb:g} MiB")
+        return "; ".join(out)
+
     def states_latency(self) -> bool:
         return any(x is not None for x in (self.decode_ms_per_token, self.decode_tps, self.prefill_tps, self.ttft_s))
 
@@ -63,8 +78,10 @@ class DeviceProfile:
     overhead_ms_per_layer: float = 0.02  # fixed per-layer cost per decoded token, ms
     overhead_ms_per_token: float = 0.0  # fixed cost per decoded token (graph, logits), ms
     decode_gflops: float = 0.0  # effective dequantize+dot rate while decoding, GFLOP/s; 0 = memory-bound only
+    type_rates: dict[str, list[float]] | None = None  # file type -> [decode GFLOP/s, prompt GFLOP/s] (`profile`)
     quant: str = "Q4_K_M"
     context_length: int = 2048
+    kv_cache_type: str = "F16"  # llama.cpp's K/V cache type the RAM check assumes (F16, Q8_0, Q4_0)
     budget: Budget = field(default_factory=Budget)
     backend: str = "predict"
     ssh_host: str | None = None
@@ -106,8 +123,10 @@ _FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "overhead_ms_per_layer": ((int, float), False),
     "overhead_ms_per_token": ((int, float), False),
     "decode_gflops": ((int, float), False),
+    "type_rates": ((dict,), False),
     "quant": ((str,), False),
     "context_length": ((int,), False),
+    "kv_cache_type": ((str,), False),
     "budget": ((dict,), True),
     "backend": ((str,), False),
     "ssh_host": ((str,), False),
@@ -242,6 +261,13 @@ def _check_values(p: DeviceProfile, path: Path) -> None:
     for key in ("ram_gb", "mem_bandwidth_gbs", "compute_gflops", "threads", "context_length"):
         if getattr(p, key) <= 0:
             raise ProfileError(f"{path}: field {key!r} must be positive")
+    for ftype, rates in (p.type_rates or {}).items():
+        if ftype not in FTYPES or not (isinstance(rates, list) and len(rates) == 2
+                                       and all(isinstance(x, (int, float)) and x > 0 for x in rates)):
+            raise ProfileError(f"{path}: type_rates needs <file type>: [decode GFLOP/s, prompt GFLOP/s] with known "
+                               f"types and positive rates, got {ftype}: {rates!r}")
+    if p.kv_cache_type.upper() not in kvcache.TYPES:
+        raise ProfileError(f"{path}: field 'kv_cache_type' must be one of {', '.join(kvcache.ORDER)}, got {p.kv_cache_type!r}")
     if not 0 < p.usable_ram_share <= 1:
         raise ProfileError(f"{path}: field 'usable_ram_share' must be in (0, 1]")
     if not p.budget.states_latency():
@@ -274,6 +300,7 @@ class BudgetOverrides:
     context_length: int | None = None
     ram_share: float | None = None
     ram_mb: float | None = None
+    kv_cache: str | None = None  # K/V cache type (F16, Q8_0, Q4_0)
 
     def check(self) -> "BudgetOverrides":
         """One-line errors naming the option, before anything is loaded or written."""
@@ -284,6 +311,8 @@ class BudgetOverrides:
                 raise ConfigError(f"{option} must be a positive number, got {value}")
         if self.ram_share is not None and not (math.isfinite(self.ram_share) and 0 < self.ram_share <= 1):
             raise ConfigError(f"--ram-share must be in (0, 1], got {self.ram_share}")
+        if self.kv_cache is not None:
+            kvcache.check(self.kv_cache)
         return self
 
     def apply(self, p: DeviceProfile) -> DeviceProfile:
@@ -300,7 +329,8 @@ class BudgetOverrides:
         if self.ram_mb is not None:
             b = dataclasses.replace(b, ram_mb=self.ram_mb)
         out = dataclasses.replace(p, budget=b, context_length=self.context_length or p.context_length,
-                                  usable_ram_share=self.ram_share or p.usable_ram_share)
+                                  usable_ram_share=self.ram_share or p.usable_ram_share,
+                                  kv_cache_type=kvcache.check(self.kv_cache) if self.kv_cache else p.kv_cache_type)
         try:
             _check_values(out, Path("the command line"))
         except ProfileError as e:

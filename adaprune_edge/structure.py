@@ -120,7 +120,7 @@ class Structure:
         return total + self.norm_bytes()
 
     def kv_cache_bytes(self, n_ctx: int, bytes_per_elem: int = 2) -> int:
-        """F16 KV cache bytes at context length n_ctx."""
+        """KV cache bytes at context length n_ctx (F16 by default; 1: elements)."""
         return sum(2 * n_ctx * s.n_head_kv * self.head_dim * bytes_per_elem for s in self.layers)
 
     def fallbacks(self, quant: str) -> list[GGUFTensor]:

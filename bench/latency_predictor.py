@@ -56,7 +56,10 @@ def main() -> None:
 
 
 def _rows(probes, result) -> list[dict]:
+    import dataclasses
+
     rf, rows = result.roofline, []
+    one = dataclasses.replace(rf, type_rates=())  # one compute rate for every file type (before per-type rates)
     dense = {p.quant: p for p in probes if p.label == "uniform 0.0"}
     for i, p in enumerate(probes):
         r, d = p.report, dense[p.quant]
@@ -67,17 +70,26 @@ def _rows(probes, result) -> list[dict]:
                      "error": (pred - r.decode_ms_per_token) / r.decode_ms_per_token,
                      "speedup": d.report.decode_ms_per_token / r.decode_ms_per_token,
                      "bytes_ratio": d.workload.decode_bytes / p.workload.decode_bytes,
-                     "prefill_tps": r.prefill_tps, "peak_rss_mb": (r.peak_rss_bytes or 0) / 2**20})
+                     "prefill_tps": r.prefill_tps, "peak_rss_mb": (r.peak_rss_bytes or 0) / 2**20,
+                     "predicted_prefill_tps": rf.prefill_tps(p.workload, r.n_prompt),
+                     "prefill_error": rf.prefill_tps(p.workload, r.n_prompt) / r.prefill_tps - 1,
+                     "error_one_rate": one.decode_ms(p.workload, r.n_prompt + r.n_gen / 2) / r.decode_ms_per_token - 1,
+                     "prefill_error_one_rate": one.prefill_tps(p.workload, r.n_prompt) / r.prefill_tps - 1})
     return rows
 
 
 def _print(rows, result, probes, load0, secs) -> None:
-    print(f"\n| shape | quant | set | layers | MB/token | measured ms/token | predicted | error | speed-up vs dense | bytes ratio | prefill tok/s |")
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print(f"\n| shape | quant | set | layers | MB/token | measured ms/token | predicted | error | speed-up vs dense | bytes ratio | prompt tok/s | predicted | error |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['shape']} | {r['quant']} | {r['set']} | {r['n_layer']} | {r['decode_mb']:.1f} | "
               f"{r['measured_ms']:.2f} ± {r['spread_ms'] / 2:.2f} | {r['predicted_ms']:.2f} | {100 * r['error']:+.1f}% | "
-              f"{r['speedup']:.2f}x | {r['bytes_ratio']:.2f}x | {r['prefill_tps']:.0f} |")
+              f"{r['speedup']:.2f}x | {r['bytes_ratio']:.2f}x | {r['prefill_tps']:.0f} | {r['predicted_prefill_tps']:.0f} | "
+              f"{100 * r['prefill_error']:+.1f}% |")
+    held = [r for r in rows if r["set"] == "held-out"]
+    for key, one, what in (("error", "error_one_rate", "decode"), ("prefill_error", "prefill_error_one_rate", "prompt")):
+        print(f"held-out {what} |error|: max {100 * max(abs(r[key]) for r in held):.1f}% with per-type rates, "
+              f"{100 * max(abs(r[one]) for r in held):.1f}% with one rate for every type")
     rf, s = result.roofline, result.summary()
     print(f"\nfit: bandwidth {rf.mem_bandwidth_gbs:.2f} GB/s, per-layer {rf.overhead_ms_per_layer:.4f} ms, per-token "
           f"{rf.overhead_ms_per_token:.3f} ms, decode compute {rf.decode_gflops:.1f} GFLOP/s, prefill compute {rf.compute_gflops:.1f} GFLOP/s")

@@ -9,7 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from adaprune_edge.cli.common import (BUDGET_MS, CONTEXT, PROMPT_TOKENS, RAM_MB, RAM_SHARE, TARGET_TPS, TTFT_S,
+from adaprune_edge.cli.common import (BUDGET_MS, CONTEXT, KV_CACHE, PROMPT_TOKENS, RAM_MB, RAM_SHARE, TARGET_TPS, TTFT_S,
                                       budget_overrides, cli_errors, console, recipe_names, say_uniform_only)
 
 DEVICE_HELP = "Device profile: a shipped name (see `devices list`) or a path to a .yaml profile."
@@ -64,6 +64,7 @@ def build_cmd(
     context: Optional[int] = CONTEXT,
     ram_share: Optional[float] = RAM_SHARE,
     ram_mb: Optional[float] = RAM_MB,
+    kv_cache: Optional[str] = KV_CACHE,
     quant: Optional[str] = typer.Option(None, "--quant", "-q", help="Force one quant recipe FTYPE[:fb=TYPE][:out=TYPE] (e.g. Q4_K_M, Q4_K_M:fb=IQ4_NL:out=Q5_0). Default: the plan tries 13 llama.cpp recipes and ships the best (quant, pruning) pair that meets the budget; dense quantized if that wins."),
     imatrix: bool = typer.Option(True, "--imatrix/--no-imatrix", help="Give llama.cpp's quantizer an importance matrix computed on the calibration windows."),
     trials: int = typer.Option(20, "--trials", "-n", min=1, help="SMAC trials."),
@@ -102,12 +103,12 @@ def build_cmd(
     from adaprune_edge import profiles
     from adaprune_edge.device import Device
 
-    limits = budget_overrides(budget_ms, target_tps, ttft_s, prompt_tokens, context, ram_share, ram_mb)
+    limits = budget_overrides(budget_ms, target_tps, ttft_s, prompt_tokens, context, ram_share, ram_mb, kv_cache)
     dev = Device.resolve(device, budget=limits)  # before anything is loaded or written
     profile = dev.profile
     spec = BuildSpec(device=device, model=model, budget_ms=limits.decode_ms, ttft_s=limits.ttft_s,
                      prompt_tokens=limits.prompt_tokens, context=limits.context_length, ram_share=limits.ram_share,
-                     ram_mb=limits.ram_mb, quant=quant, trials=trials, rescore_top=rescore_top, workers=workers,
+                     ram_mb=limits.ram_mb, kv_cache=limits.kv_cache, quant=quant, trials=trials, rescore_top=rescore_top, workers=workers,
                      scheduler=scheduler, seed=seed, calib=tuple(calib), val=val, data_dir=data_dir,
                      tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()), eval_limit=eval_limit,
                      max_ratio=max_ratio, max_samples=max_samples, max_seq_len=max_seq_len, imatrix=imatrix,
@@ -134,6 +135,12 @@ def build_cmd(
                   + (", trials.csv" if rep["trials"] else ""))
 
 
+def _limits(profile, budget_ms) -> str:
+    """The stated limits in force, in the user's units."""
+    return (f"{profile.budget.describe(budget_ms)}; RAM <= {profile.usable_ram_bytes / 2**20:.0f} MiB at a "
+            f"{profile.context_length}-token context")
+
+
 def _dry_run(spec, dev, out: Path) -> None:
     from adaprune_edge import models
     from adaprune_edge.build import quant_options
@@ -151,12 +158,15 @@ def _dry_run(spec, dev, out: Path) -> None:
     names = quant_options.recipes(spec.quant, spec.imatrix)
     opts = quant_options.options(base, dev, names, spec.budget_ms, spec.max_ratio, measure=False)
     t = Table(title="quant recipes (predicted; the build measures perplexity of the promising ones)")
-    for col in ("recipe", "bits/weight", "tensor MB", "dense decode ms/token", "decoder share to prune"):
+    for col in ("recipe", "bits/weight", "tensor MB", "dense decode ms/token", "dense prompt tok/s",
+                "tightest limit, dense", "decoder share to prune"):
         t.add_column(col)
     for o in opts:
         need = "unreachable" if o.r_min is None else ("0 (quantization alone)" if o.quant_only else f"{o.r_min:.1%}")
-        t.add_row(o.recipe, f"{o.bits_per_weight:.2f}", f"{o.file_bytes / 1e6:.1f}", f"{o.decode_ms:.2f}", need)
+        t.add_row(o.recipe, f"{o.bits_per_weight:.2f}", f"{o.file_bytes / 1e6:.1f}", f"{o.decode_ms:.2f}",
+                  f"{o.prefill_tps:.0f}", o.binding, need)
     console.print(t)
+    console.print("limits: " + _limits(profile, spec.budget_ms), highlight=False)
     prunable = sorted((o for o in opts if o.r_min), key=lambda o: o.r_min)
     if prunable:
         q = prunable[0].recipe

@@ -82,14 +82,16 @@ PROMPT_TOKENS = typer.Option(None, "--prompt-tokens", help="Prompt length of the
 CONTEXT = typer.Option(None, "--context", help="Context length the memory check is made at (the KV cache grows with it; default: the profile's).")
 RAM_SHARE = typer.Option(None, "--ram-share", help="Share of the device's RAM the model may use, in (0, 1] (default: the profile's).")
 RAM_MB = typer.Option(None, "--ram-mb", help="Memory limit of the llama.cpp process in MiB (weights + KV cache at --context + runtime), e.g. what an app leaves free.")
+KV_CACHE = typer.Option(None, "--kv-cache", help="K/V cache type the memory check starts from: F16 (llama.cpp's default), Q8_0 or Q4_0 (quantized V needs flash attention; the report says how to set it in llama.cpp, llama-cpp-python and Ollama). build moves to a quantized cache when that lets a larger weight type fit.")
 
 
 def budget_overrides(budget_ms: Any = None, target_tps: Any = None, ttft_s: Any = None, prompt_tokens: Any = None,
-                     context: Any = None, ram_share: Any = None, ram_mb: Any = None) -> Any:
+                     context: Any = None, ram_share: Any = None, ram_mb: Any = None, kv_cache: Any = None) -> Any:
     """The budget options as profiles.BudgetOverrides, checked (one-line ConfigError) before anything loads;
     --target-tps is folded into decode_ms."""
     from adaprune_edge import profiles
 
     decode_ms = profiles.budget_override(budget_ms, target_tps)
     return profiles.BudgetOverrides(decode_ms=decode_ms, ttft_s=ttft_s, prompt_tokens=prompt_tokens,
-                                    context_length=context, ram_share=ram_share, ram_mb=ram_mb).check()
+                                    context_length=context, ram_share=ram_share, ram_mb=ram_mb,
+                                    kv_cache=kv_cache).check()

@@ -24,11 +24,9 @@ def list_cmd() -> None:
     """Table of every shipped device profile (after `extends:` inheritance)."""
     table = Table(title="Device profiles")
     for col in ("name", "RAM", "GB/s", "GFLOP/s", "threads", "quant", "budget", "backend"):
-        table.add_column(col, no_wrap=col in ("name", "budget"))
+        table.add_column(col, no_wrap=col == "name")
     for p in profiles.list_profiles():
-        b = p.budget
-        budget = " / ".join(x for x in (f"{b.decode_ms_per_token:g} ms/tok" if b.decode_ms_per_token else "",
-                                        f"≥{b.prefill_tps:g} pp tok/s" if b.prefill_tps else "") if x)
+        budget = p.budget.describe()
         table.add_row(p.name, f"{p.ram_gb:g} GB", f"{p.mem_bandwidth_gbs:g}", f"{p.compute_gflops:g}",
                       str(p.threads), p.quant, budget, p.backend)
     console.print(table)

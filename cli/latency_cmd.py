@@ -13,7 +13,7 @@ from rich.table import Table
 from adaprune_edge import models, profiles
 from adaprune_edge.latency import budget
 from adaprune_edge.latency import backends as latency
-from adaprune_edge.cli.common import (BUDGET_MS, CONTEXT, PROMPT_TOKENS, RAM_MB, RAM_SHARE, TARGET_TPS, TTFT_S,
+from adaprune_edge.cli.common import (BUDGET_MS, CONTEXT, KV_CACHE, PROMPT_TOKENS, RAM_MB, RAM_SHARE, TARGET_TPS, TTFT_S,
                                       budget_overrides, cli_errors, console, err_console, fail, human_bytes,
                                       recipe_names)
 from adaprune_edge.errors import ConfigError
@@ -63,10 +63,7 @@ def _table(title: str, reports: list[LatencyReport], profile: profiles.DevicePro
         t.add_column(col, justify="right" if "/" in col or "RSS" in col else "left")
     for r in reports:
         t.add_row(*_row(r))
-    b = profile.budget
-    limits = [f"decode ≤ {b.decode_ms_per_token:g} ms/token" if b.decode_ms_per_token else "",
-              f"prefill ≥ {b.prefill_tps:g} tok/s" if b.prefill_tps else ""]
-    t.caption = f"budget: {', '.join(x for x in limits if x)}; ± is half the min–max spread over repetitions"
+    t.caption = f"budget: {profile.budget.describe()}; ± is half the min–max spread over repetitions"
     return t
 
 
@@ -121,6 +118,7 @@ def fit_cmd(
     context: Optional[int] = CONTEXT,
     ram_share: Optional[float] = RAM_SHARE,
     ram_mb: Optional[float] = RAM_MB,
+    kv_cache: Optional[str] = KV_CACHE,
     quant: Optional[str] = typer.Option(None, "--quant", "-q", help="Quant type (default: the profile's)."),
     family: str = typer.Option("uniform", "--family", help=f"Recipe family: {', '.join(budget.RECIPES.names())}."),
     max_ratio: float = typer.Option(0.9, "--max-ratio", min=0.05, max=0.95, help="Largest pruning ratio to consider."),
@@ -129,7 +127,7 @@ def fit_cmd(
 ) -> None:
     """The smallest pruning ratio whose structure meets every limit of the device's budget (decode, first
     token, prompt speed, RAM at the context length)."""
-    limits = budget_overrides(budget_ms, target_tps, ttft_s, prompt_tokens, context, ram_share, ram_mb)
+    limits = budget_overrides(budget_ms, target_tps, ttft_s, prompt_tokens, context, ram_share, ram_mb, kv_cache)
     budget_ms = limits.decode_ms
     dev = Device.resolve(device, budget=limits)
     profile = dev.profile
@@ -152,13 +150,14 @@ def _print_solution(sol: budget.Solution, profile: profiles.DeviceProfile, quant
     rows = [("ratio", f"{sol.ratio:.3f}"), ("structure", st.condensed()),
             ("parameters", f"{st.params():,} (decoder {st.decoder_params():,})"),
             ("GGUF size", human_bytes(st.gguf_bytes(quant))),
-            ("RAM incl. KV @ ctx", f"{human_bytes(budget.ram_bytes(st, quant, profile.context_length))} @ {profile.context_length}"),
+            ("RAM incl. KV @ ctx", f"{human_bytes(budget.ram_of(st, quant, profile))} @ {profile.context_length} "
+                                   f"({profile.kv_cache_type} K/V cache)"),
             ("predicted", f"decode {sol.predicted.decode_ms_per_token:.2f} ms/token, prefill {sol.predicted.prefill_tps:.0f} tok/s")]
     if sol.measured:
         m = sol.measured
         rows.append(("measured", f"decode {m.decode_ms_per_token:.2f} ms/token, prefill {m.prefill_tps:.0f} tok/s ({m.backend})"))
     report = sol.measured or sol.predicted
-    checks = budget.constraints(report, budget.ram_bytes(st, quant, profile.context_length), profile, budget_ms)
+    checks = budget.constraints(report, budget.ram_of(st, quant, profile), profile, budget_ms)
     rows += [("limit" if c.ok else "limit MISSED", c.describe()) for c in checks]
     rows.append(("binds", budget.binding(checks).name))
     for k, v in rows:
@@ -170,7 +169,7 @@ def _print_solution(sol: budget.Solution, profile: profiles.DeviceProfile, quant
 def profile_cmd(
     device: str = typer.Option("this-host", "--device", "-d", help="Profile to start from (its threads, budget, RAM are kept)."),
     model: str = typer.Option("default", "--model", "-m", help="Model whose shapes are measured."),
-    quants: str = typer.Option("Q4_K_M,Q8_0", "--quants", help="Comma-separated quant types to measure."),
+    quants: str = typer.Option("Q4_K_M,Q8_0,Q4_0", "--quants", help="Comma-separated quant types to measure (each gets its own decode and prompt compute rate in the profile: type_rates)."),
     shapes: int = typer.Option(6, "--shapes", min=4, max=12, help="Shapes per quant type (uniform, tapered, fewer layers)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Profile YAML to write (default: ./<device>.yaml)."),
     force: bool = typer.Option(False, "--force", help="Overwrite --out if it exists."),

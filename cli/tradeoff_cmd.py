@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from adaprune_edge.cli.common import (BUDGET_MS, CONTEXT, PROMPT_TOKENS, RAM_MB, RAM_SHARE, TARGET_TPS, TTFT_S,
+from adaprune_edge.cli.common import (BUDGET_MS, CONTEXT, KV_CACHE, PROMPT_TOKENS, RAM_MB, RAM_SHARE, TARGET_TPS, TTFT_S,
                                       budget_overrides, cli_errors, console, recipe_names)
 from adaprune_edge.cli.sampling_bar import sampling_bar
 from adaprune_edge.runs import atomic_path, check_writable, write_json
@@ -41,6 +41,7 @@ def tradeoff_cmd(
     context: Optional[int] = CONTEXT,
     ram_share: Optional[float] = RAM_SHARE,
     ram_mb: Optional[float] = RAM_MB,
+    kv_cache: Optional[str] = KV_CACHE,
 ) -> None:
     """Sweep one pruning recipe over ratios: held-out perplexity vs decode latency per device, with the
     budget line and the chosen point (lowest perplexity within the budget of --device)."""
@@ -51,7 +52,7 @@ def tradeoff_cmd(
     from adaprune_edge.latency.budget import ffn_align
     from adaprune_edge.data.calibration import BUILTIN_DEFAULT, CalibrationPool
 
-    limits = budget_overrides(budget_ms, target_tps, ttft_s, prompt_tokens, context, ram_share, ram_mb)
+    limits = budget_overrides(budget_ms, target_tps, ttft_s, prompt_tokens, context, ram_share, ram_mb, kv_cache)
     main = Device.resolve(device, budget=limits)
     profs = [main] + [Device.resolve(d.strip()) for d in (devices or "").split(",") if d.strip()]
     q = quant or main.profile.quant

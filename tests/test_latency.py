@@ -178,3 +178,31 @@ def test_decode_time_falls_with_ratio_on_default_model():
         assert w.decode_bytes == pytest.approx(Workload.from_structure(st, "Q4_K_M").decode_bytes, rel=0.002)
     assert ms[1] < ms[0] * 1.05 and ms[2] < ms[1] * 1.05, ms  # within 5% noise step to step
     assert ms[2] < ms[0] * 0.9, ms  # 0.6 reads ~30% fewer bytes: clearly faster overall
+
+
+def test_fit_recovers_a_compute_rate_per_file_type():
+    """Two file types whose kernels run at different rates (ggml's K-quants vs legacy types): one shared
+    rate cannot fit both; per-type rates (`profile` writes them as type_rates) reproduce every point."""
+    import dataclasses
+
+    from adaprune_edge.latency.roofline import Roofline, Workload, fit, prompt_gflop
+
+    truth = Roofline(1000.0, 100.0, 0.01, 0.0, 40.0, (("Q4_K_M", 40.0, 100.0), ("Q8_0", 60.0, 140.0)))
+    points = []
+    for ftype in ("Q4_K_M", "Q8_0"):
+        for k, layers in enumerate((30, 24, 20, 16)):
+            flops = int(2e8 * (1 - 0.15 * k))
+            w = Workload(decode_bytes=int(1e8), n_layer=layers, kv_bytes_per_pos=0, matmul_flops=flops,
+                         attn_flops_per_pos=0, decode_flops=flops + int(5e7), ftype=ftype)
+            rep = LatencyReport("local", True, truth.prefill_tps(w, 128), truth.decode_ms(w, 160), 128, 64, 2)
+            points.append((w, rep))
+    rf = fit(points)
+    rates = {t: (d, c) for t, d, c in rf.type_rates}
+    assert rates["Q4_K_M"][1] == pytest.approx(100.0, rel=1e-3) and rates["Q8_0"][1] == pytest.approx(140.0, rel=1e-3)
+    for w, r in points:
+        assert rf.decode_ms(w, 160) == pytest.approx(r.decode_ms_per_token, rel=0.02)
+        assert rf.prefill_tps(w, 128) == pytest.approx(r.prefill_tps, rel=1e-3)
+    one = dataclasses.replace(rf, type_rates=())
+    worst = max(abs(one.prefill_tps(w, 128) / r.prefill_tps - 1) for w, r in points)
+    assert worst > 0.1  # one shared prompt rate misses one of the types by more than 10%
+    assert prompt_gflop(points[0][0], 128) == pytest.approx(0.2)

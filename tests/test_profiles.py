@@ -13,7 +13,7 @@ def test_every_shipped_profile_loads():
     assert SHIPPED <= set(profiles.builtin_names())
     for p in profiles.list_profiles():
         assert p.mem_bandwidth_gbs > 0 and p.threads > 0
-        assert p.budget.decode_ms_per_token or p.budget.prefill_tps
+        assert p.budget.states_latency() and p.budget.decode_tps == 10 and p.budget.ttft_s == 1.0  # README "Budgets"
 
 
 def test_extends_inherits_and_overrides():
@@ -21,7 +21,7 @@ def test_extends_inherits_and_overrides():
     pi5 = profiles.load_profile("raspberry-pi-5")
     assert pi4.threads == pi5.threads == 4  # inherited
     assert pi4.ram_gb == 4 and pi4.mem_bandwidth_gbs == 4.0  # overridden
-    assert pi4.budget.decode_ms_per_token == 25.9
+    assert pi4.budget == pi5.budget and pi4.budget.prompt_tokens == 128  # the budget is inherited
 
 
 def test_roundtrip_json():

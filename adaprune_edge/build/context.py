@@ -70,6 +70,11 @@ class BuildContext:
                     self._cache[key].forget_statistics()
         heap.release()
 
+    def use_kv_cache(self, kv: str) -> None:
+        """Check RAM (and run llama.cpp) with the K/V cache type the candidates stage chose from now on."""
+        if self.profile.kv_cache_type != kv:
+            self.device = dataclasses.replace(self.device, profile=dataclasses.replace(self.profile, kv_cache_type=kv))
+
     def quant_only(self) -> bool:
         """True when the shipped model is the dense one (the plan said so, or export replaced the pruned file)."""
         ex = self.results.get("export")

@@ -97,7 +97,7 @@ def measured(ctx: BuildContext, path: Path, st: Structure, recipe: str) -> tuple
     """The file measured afresh (cached for validate) and every stated limit checked on it."""
     gc.collect()  # measure while this process holds no llama.cpp model
     lat = ctx.device.latency_of_file(path, st, recipe, fresh=True)
-    ram = budget.ram_bytes(st, recipe, ctx.profile.context_length)
+    ram = budget.ram_of(st, recipe, ctx.profile)
     return lat, budget.constraints(lat, ram, ctx.profile, ctx.spec.budget_ms)
 
 

@@ -63,12 +63,14 @@ class BuildSpec:
     context: int | None = None  # context length RAM is checked at (profile's if None)
     ram_share: float | None = None  # share of the device's RAM the model may use (profile's if None)
     ram_mb: float | None = None  # memory limit of the llama.cpp process, MiB
+    kv_cache: str | None = None  # K/V cache type the memory check starts from (profile's if None)
     kind: str = "adaprune-edge/build-v2"  # v2: quant recipes are planned (candidates stage)
 
     def budget(self) -> BudgetOverrides:
         """The budget figures this build states beside (or instead of) its profile's."""
         return BudgetOverrides(decode_ms=self.budget_ms, ttft_s=self.ttft_s, prompt_tokens=self.prompt_tokens,
-                               context_length=self.context, ram_share=self.ram_share, ram_mb=self.ram_mb)
+                               context_length=self.context, ram_share=self.ram_share, ram_mb=self.ram_mb,
+                               kv_cache=self.kv_cache)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -188,6 +190,8 @@ def run_build(spec: BuildSpec, out: Path, *, resume: bool = False, force: bool =
         if name in state["done"]:
             hooks.stage(name, "done earlier")
             ctx.results[name] = RESULT_TYPES[name].from_dict(state["done"][name])
+            if name == "candidates":
+                ctx.use_kv_cache(ctx.results[name].kv_cache)
             continue
         hooks.stage(name, "running")
         t0 = time.perf_counter()

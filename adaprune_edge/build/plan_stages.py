@@ -10,6 +10,7 @@ and export checks the shipped file against quant-only again."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from adaprune_edge.build.results import Candidates, Plan
 from adaprune_edge.errors import LatencyError
 from adaprune_edge.exporters import gguf, vocab
 from adaprune_edge.imatrix import Imatrix
+from adaprune_edge.latency import budget, kvcache
 from adaprune_edge.recover import estimate
 from adaprune_edge.search.plan import SearchPlan, make_plan
 from adaprune_edge.search.run import warm_start_configs
@@ -51,6 +53,7 @@ def stage_candidates(ctx: BuildContext) -> Candidates:
     pruning makes room for the next one)."""
     base = Structure.from_model(ctx.dense.model)
     names = quant_options.recipes(ctx.spec.quant, ctx.spec.imatrix)
+    ctx.use_kv_cache(kv_cache_for(base, names, ctx.profile))
     opts = quant_options.options(base, ctx.device, names, ctx.spec.budget_ms, ctx.spec.max_ratio)
     if all(o.r_min is None for o in opts):
         raise LatencyError(quant_options.unreachable_message(opts, ctx.spec.max_ratio))
@@ -67,7 +70,24 @@ def stage_candidates(ctx: BuildContext) -> Candidates:
     if all(o.r_min is None for o in opts):
         raise LatencyError(quant_options.unreachable_message(opts, ctx.spec.max_ratio))
     return Candidates(tuple(opts), str(f16), round(quant_options.gguf_ppl(f16, windows), 4),
-                      str(ctx.run.file("imatrix.gguf")) if im is not None else None, base, tuple(windows.shape))
+                      str(ctx.run.file("imatrix.gguf")) if im is not None else None, base, tuple(windows.shape),
+                      kv_cache=ctx.profile.kv_cache_type)
+
+
+def kv_cache_for(base: Structure, names: list[str], profile: Any) -> str:
+    """The K/V cache type (from the profile's on: F16 → Q8_0 → Q4_0) under which the largest dense recipe
+    fits the memory limit at the context length; the least aggressive one among equals. Weight bits go
+    before cache bits: a quantized cache costs less quality than a smaller weight type (bench/kv_cache.py),
+    and it is the only lever for memory at long context short of removing layers or KV groups. The
+    profile's type when nothing fits (the plan then names the best reachable figure)."""
+    start = kvcache.ORDER.index(kvcache.check(profile.kv_cache_type))
+    best, largest = kvcache.check(profile.kv_cache_type), -1
+    for kv in kvcache.ORDER[start:]:
+        p = dataclasses.replace(profile, kv_cache_type=kv)
+        fits = [base.gguf_bytes(n) for n in names if budget.ram_of(base, n, p) <= p.usable_ram_bytes]
+        if fits and max(fits) > largest:
+            best, largest = kv, max(fits)
+    return best
 
 
 def dense_f16(ctx: BuildContext) -> Path:

@@ -58,6 +58,7 @@ class QuantOption:
     real_file: bool = False  # measured on the real dense quantized file (not a shape-only stand-in)
     floor_margin: float | None = None  # headroom of the binding limit with max_ratio pruned (< 0: unreachable)
     floor_binding: str | None = None  # that limit, described
+    binding: str | None = None  # the dense file's tightest limit, described (headroom or miss)
 
     @property
     def quant_only(self) -> bool:
@@ -95,13 +96,15 @@ def option(base: Structure, device: Device, name: str, lat: LatencyReport | None
     cal = budget.Calibration.of(lat, pred)
     top = budget.uniform(base, max_ratio, name)
     floor = cal.apply(device.predict(top, name))
-    worst = budget.binding(budget.constraints(floor, budget.ram_bytes(top, name, device.profile.context_length),
+    worst = budget.binding(budget.constraints(floor, budget.ram_of(top, name, device.profile),
                                               device.profile, budget_ms))
+    now = budget.binding(budget.constraints(lat, budget.ram_of(base, name, device.profile),
+                                            device.profile, budget_ms))
     return QuantOption(name, round(lat.decode_ms_per_token, 4), lat.measured,
                        _r_min(base, device.profile, name, budget_ms, max_ratio, cal, lat), base.gguf_bytes(name),
                        round(8 * base.gguf_bytes(name) / base.params(), 3), floor_ms=round(floor.decode_ms_per_token, 4),
                        prefill_tps=round(lat.prefill_tps, 2), floor_margin=round(worst.margin, 4),
-                       floor_binding=worst.describe())
+                       floor_binding=worst.describe(), binding=now.describe())
 
 
 def remeasured(opts: Sequence[QuantOption], base: Structure, device: Device, folder: Path, budget_ms: float | None,

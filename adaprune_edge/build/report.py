@@ -9,6 +9,7 @@ from typing import Any
 from adaprune_edge.build import plots
 from adaprune_edge.build.prune_stages import nothing_pruned
 from adaprune_edge.build.results import Reported
+from adaprune_edge.latency import budget, kvcache
 from adaprune_edge.runs import write_json, write_text
 from adaprune_edge.search.trials import TrialStore
 
@@ -35,10 +36,16 @@ def build_report(results: dict[str, Any], spec: Any) -> dict[str, Any]:
         "ppl": (q["reference_ppl"], q["ppl"]),
     }
     acc = {t: (r["dense"]["acc"], r["pruned"]["acc"]) for t, r in val.zero_shot.items() if "dense" in r}
+    checks = budget.constraints(lat, val.ram_bytes, plan.profile, spec.budget_ms)
     return {
         "device": plan.device, "quant": ex.quant, "model": spec.model, "budget_ms_per_token": plan.budget_ms,
         "latency_source": "measured" if lat.measured else "predicted",
         "latency_backend": lat.backend, "budget_met": val.budget_met, "budget_reason": val.budget_reason,
+        "budget": {**plan.profile.budget.to_dict(), "context_length": plan.profile.context_length,
+                   "ram_limit_mib": round(plan.profile.usable_ram_bytes / 2**20, 1)},
+        "constraints": [c.to_dict() for c in checks], "binding": budget.binding(checks).to_dict(),
+        "fallbacks": list(ex.fallbacks),
+        "kv_cache": {"type": plan.profile.kv_cache_type, "apply": kvcache.how_to_apply(plan.profile.kv_cache_type)},
         "r_min": plan.r_min, "decoder_ratio": pr.decoder_ratio, "total_ratio": pr.total_ratio,
         "structure": ex.structure.to_dict(), "arch": ex.arch, "gguf": ex.gguf,
         "recipe": search.best.values if ex.pruned and search.best else None,
@@ -111,6 +118,11 @@ def summary_rows(rep: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
         ("KL vs dense (nats/token)", "0", q("kl_vs_dense", ".3f"), f"{rep['kl_vs_dense']:.3f}",
          f"top-1 agreement {rep['top1_vs_dense']:.1%}"),
     ]
+    if rep.get("binding"):
+        b = rep["binding"]
+        rows.append(("binding limit", "", "", b["name"], f"{b['value']:.4g} {b['unit']} against {b['limit']:.4g} "
+                     f"({abs(b['margin']):.1%} {'headroom' if b['ok'] else 'MISSED'}; {src}); "
+                     f"{len(rep['constraints'])} limits checked"))
     rec = rep.get("recovery") or {}
     if rec.get("skipped"):
         rows.append(("recovery", "", "", "none", rec["skipped"]))

@@ -32,11 +32,12 @@ def stage_validate(ctx: BuildContext) -> Validated:
     step = lambda n: ctx.hooks.progress("validate", n, 0, "windows")  # noqa: E731
     f16 = validation.validate(ex.f16, windows, torch_model=pruned_model(ctx), threads=ctx.device.local_threads or 2,
                               progress=step)
+    kv = ctx.profile.kv_cache_type
     q = validation.validate(ex.gguf, windows, torch_model=ctx.dense.model, tokenizer=ctx.dense.tokenizer,
-                            threads=2, progress=step)
+                            threads=2, progress=step, kv_cache=kv)
     ok, why = budget.budget_ok(st, ctx.profile, recipe, lat, ctx.spec.budget_ms)
-    ram_bytes = budget.ram_bytes(st, recipe, n_ctx)
-    ram = measure_runtime_ram(ex.gguf, n_ctx=n_ctx, threads=2, predicted_bytes=ram_bytes)
+    ram_bytes = budget.ram_of(st, recipe, ctx.profile)
+    ram = measure_runtime_ram(ex.gguf, n_ctx=n_ctx, threads=2, predicted_bytes=ram_bytes, kv_cache=kv)
     model_rss = ram.peak_rss_bytes - ram.baseline_rss_bytes  # llama.cpp's own, without the Python interpreter
     if not ok or model_rss > ctx.profile.usable_ram_bytes:
         raise LatencyError(f"the shipped file {Path(ex.gguf).name} misses the budget as measured: "
@@ -58,7 +59,8 @@ def quant_only_row(ctx: BuildContext, windows: Any, shipped_q: dict[str, Any], s
     if ctx.quant_only():
         q, lat = shipped_q, shipped_lat
     else:
-        q = validation.validate(path, windows, torch_model=ctx.dense.model, threads=2).to_dict()
+        q = validation.validate(path, windows, torch_model=ctx.dense.model, threads=2,
+                                kv_cache=ctx.profile.kv_cache_type).to_dict()
         lat = ctx.device.latency_of_file(path, cand.base_structure, best.recipe)
     return {"recipe": best.recipe, "file_bytes": path.stat().st_size, "decode_ms_per_token": lat.decode_ms_per_token,
             "measured": lat.measured, "ppl": q["ppl"], "kl_vs_dense": q["kl_mean"], "top1": q["top1"],

@@ -29,8 +29,12 @@ def _quiet_stderr() -> Iterator[None]:
         os.close(devnull)
 
 
-def open_gguf(path: str | Path, n_ctx: int = 1024, threads: int | None = None, logits_all: bool = True) -> Any:
-    """Load a GGUF with llama-cpp-python (CPU). Raises ExportError if llama.cpp cannot load it."""
+def open_gguf(path: str | Path, n_ctx: int = 1024, threads: int | None = None, logits_all: bool = True,
+              kv_cache: str = "F16") -> Any:
+    """Load a GGUF with llama-cpp-python (CPU) with a K/V cache of type kv_cache (latency/kvcache.py).
+    Raises ExportError if llama.cpp cannot load it."""
+    from adaprune_edge.latency import kvcache
+
     import llama_cpp
 
     path = Path(path)
@@ -40,7 +44,8 @@ def open_gguf(path: str | Path, n_ctx: int = 1024, threads: int | None = None, l
     try:
         with _quiet_stderr():
             return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_batch=min(n_ctx, 512), n_threads=threads,
-                                   n_threads_batch=threads, logits_all=logits_all, verbose=False)
+                                   n_threads_batch=threads, logits_all=logits_all, verbose=False,
+                                   **kvcache.llama_kwargs(kv_cache))
     except (ValueError, RuntimeError) as e:
         raise ExportError(f"llama.cpp cannot load {path} ({e})") from None
 

@@ -49,18 +49,19 @@ def _rss() -> int:
     return int(psutil.Process().memory_info().rss)
 
 
-def load_and_eval(gguf: str, n_ctx: int, threads: int) -> dict[str, int]:
-    """In this process (the child): RSS before loading, after loading + a short eval, and the peak."""
+def load_and_eval(gguf: str, n_ctx: int, threads: int, kv_cache: str = "F16", fill: int = 0) -> dict[str, int]:
+    """In this process (the child): RSS before loading, after loading + an eval of max(fill, N_EVAL_TOKENS)
+    tokens (fill the context to touch every K/V page), and the peak."""
 
     before = _rss()
-    llm = open_gguf(gguf, n_ctx=n_ctx, threads=threads, logits_all=False)
-    llm.eval(_tokens(N_EVAL_TOKENS, llm.n_vocab()))
+    llm = open_gguf(gguf, n_ctx=n_ctx, threads=threads, logits_all=False, kv_cache=kv_cache)
+    llm.eval(_tokens(min(max(fill, N_EVAL_TOKENS), n_ctx), llm.n_vocab()))
     after = _rss()
     return {"baseline_rss_bytes": before, "rss_bytes": after, "peak_rss_bytes": max(peak_rss_bytes(), after)}
 
 
 def measure_runtime_ram(gguf: str | Path, n_ctx: int = 2048, threads: int = 2, predicted_bytes: int | None = None,
-                        timeout_s: float = 300.0) -> RuntimeRam:
+                        timeout_s: float = 300.0, kv_cache: str = "F16", fill: int = 0) -> RuntimeRam:
     """Measure the RSS of a fresh llama.cpp process (llama-cpp-python in a child) that loads `gguf` with a
     context of `n_ctx` tokens and evaluates a few tokens. `predicted_bytes` (e.g. budget.ram_bytes of the
     structure at the profile's context length) is carried along for the report. Raises ExportError for a
@@ -69,7 +70,7 @@ def measure_runtime_ram(gguf: str | Path, n_ctx: int = 2048, threads: int = 2, p
     path = Path(gguf)
     read_header(path)  # a missing or cut-off file is one clear error here, not a child's stack trace
     argv = [sys.executable, "-m", "adaprune_edge.evaluate.runtime_ram", str(path), "--n-ctx", str(n_ctx),
-            "--threads", str(threads)]
+            "--threads", str(threads), "--kv-cache", kv_cache, "--fill", str(fill)]
     data = worker.run_json(argv, timeout_s, "runtime RAM worker")
     return RuntimeRam(str(path), n_ctx, predicted_bytes, data["rss_bytes"], data["peak_rss_bytes"],
                       data["baseline_rss_bytes"], path.stat().st_size)
@@ -80,7 +81,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("gguf")
     ap.add_argument("--n-ctx", type=int, default=2048)
     ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
-    worker.child_main(ap, lambda a: load_and_eval(a.gguf, a.n_ctx, a.threads), argv)
+    ap.add_argument("--kv-cache", default="F16")
+    ap.add_argument("--fill", type=int, default=0, help="tokens to evaluate (touches the K/V cache pages)")
+    worker.child_main(ap, lambda a: load_and_eval(a.gguf, a.n_ctx, a.threads, a.kv_cache, a.fill), argv)
 
 
 if __name__ == "__main__":

@@ -188,13 +188,15 @@ def gate(ftype: str, ppl: float, torch_ppl: float | None) -> tuple[bool | None, 
 
 def validate(path: str | Path, windows: np.ndarray, *, torch_model: Any = None, tokenizer: Any = None,
              reference_gguf: str | Path | None = None, threads: int = 2, prompt: str = "The capital of France is",
-             sample_text: str = "", progress: Callable[[int], None] | None = None) -> ValidationReport:
-    """Score `path` on `windows` (token ids [n, seq_len]) against the reference GGUF if given, else torch.
+             sample_text: str = "", progress: Callable[[int], None] | None = None,
+             kv_cache: str = "F16") -> ValidationReport:
+    """Score `path` on `windows` (token ids [n, seq_len]) against the reference GGUF if given, else torch,
+    with llama.cpp's K/V cache of type kv_cache (the way the device will run it).
 
     With both, torch is scored separately for the gate. `progress` is called once per window scored."""
     seq_len = int(windows.shape[1])
     ftype = file_type(path)
-    llm = llama_runner.open_gguf(path, n_ctx=seq_len, threads=threads)
+    llm = llama_runner.open_gguf(path, n_ctx=seq_len, threads=threads, kv_cache=kv_cache)
     ref_llm = llama_runner.open_gguf(reference_gguf, n_ctx=seq_len, threads=threads) if reference_gguf else None
     try:
         ref_fn = gguf_logits_fn(ref_llm) if ref_llm else (torch_logits_fn(torch_model) if torch_model is not None else None)

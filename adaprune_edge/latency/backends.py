@@ -74,6 +74,7 @@ class BenchSettings:
     overhead_ms_per_layer: float = 0.02
     overhead_ms_per_token: float = 0.0
     decode_gflops: float = 0.0
+    type_rates: tuple = ()  # ((file type, decode GFLOP/s, prompt GFLOP/s), ...) fitted by `profile`
 
     def key(self) -> str:
         """What a measurement depends on (cache key part): backend, threads, token counts, remote binary."""
@@ -85,6 +86,8 @@ class BenchSettings:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "BenchSettings":
+        d = dict(d)
+        d["type_rates"] = tuple(tuple(r) for r in d.get("type_rates") or ())
         return cls(**d)
 
     @classmethod
@@ -94,7 +97,8 @@ class BenchSettings:
                     llama_bench=profile.llama_bench, mem_bandwidth_gbs=profile.mem_bandwidth_gbs,
                     compute_gflops=profile.compute_gflops, overhead_ms_per_layer=profile.overhead_ms_per_layer,
                     overhead_ms_per_token=getattr(profile, "overhead_ms_per_token", 0.0),
-                    decode_gflops=getattr(profile, "decode_gflops", 0.0))
+                    decode_gflops=getattr(profile, "decode_gflops", 0.0),
+                    type_rates=tuple((t, float(r[0]), float(r[1])) for t, r in sorted((getattr(profile, "type_rates", None) or {}).items())))
         if getattr(profile, "n_prompt", None):  # a first-token budget is measured at its prompt length
             base["n_prompt"] = profile.n_prompt
         base.update({k: v for k, v in overrides.items() if v is not None})

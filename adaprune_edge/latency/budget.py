@@ -13,6 +13,7 @@ from typing import Any, Callable
 from gguf import GGML_QUANT_SIZES
 
 from adaprune_edge.errors import LatencyError
+from adaprune_edge.latency import kvcache
 from adaprune_edge.latency.backends import LatencyReport
 from adaprune_edge.registry import Registry
 from adaprune_edge.latency.roofline import predict
@@ -46,9 +47,15 @@ def uniform(base: Structure, ratio: float, quant: str) -> Structure:
     return dataclasses.replace(base, layers=layers)
 
 
-def ram_bytes(structure: Structure, quant: str, context_length: int) -> int:
-    """Memory to run: GGUF weights + F16 KV cache at context_length + RUNTIME_BYTES, bytes."""
-    return structure.gguf_bytes(quant) + structure.kv_cache_bytes(context_length) + RUNTIME_BYTES
+def ram_bytes(structure: Structure, quant: str, context_length: int, kv_cache: str = "F16") -> int:
+    """Memory to run: GGUF weights + the K/V cache (of type kv_cache) at context_length + RUNTIME_BYTES, bytes."""
+    kv = structure.kv_cache_bytes(context_length, 1) * kvcache.bytes_per_elem(kv_cache)
+    return structure.gguf_bytes(quant) + int(kv) + RUNTIME_BYTES
+
+
+def ram_of(structure: Structure, quant: str, profile: Any) -> int:
+    """ram_bytes at the profile's context length and K/V cache type."""
+    return ram_bytes(structure, quant, profile.context_length, profile.kv_cache_type)
 
 
 def ttft_s(report: LatencyReport, prompt_tokens: int) -> float:
@@ -115,7 +122,7 @@ def budget_ok(structure: Structure, profile: Any, quant: str | None = None, repo
     (measured) `report` is given; `decode_ms` replaces the profile's decode limit."""
     quant = quant or profile.quant
     report = report or predict(structure, quant, profile)
-    checks = constraints(report, ram_bytes(structure, quant, profile.context_length), profile, decode_ms)
+    checks = constraints(report, ram_of(structure, quant, profile), profile, decode_ms)
     bad = [c.describe() for c in checks if not c.ok]
     if bad:
         return False, "; ".join(bad)

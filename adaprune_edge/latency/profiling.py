@@ -86,7 +86,8 @@ def fitted_profile(profile: Any, result: FitResult) -> Any:
                                compute_gflops=round(rf.compute_gflops, 1),
                                overhead_ms_per_layer=round(rf.overhead_ms_per_layer, 4),
                                overhead_ms_per_token=round(rf.overhead_ms_per_token, 3),
-                               decode_gflops=round(rf.decode_gflops, 1))
+                               decode_gflops=round(rf.decode_gflops, 1),
+                               type_rates={t: [d, c] for t, d, c in rf.type_rates} or None)
 
 
 def profile_yaml(profile: Any, result: FitResult, n_probes: int) -> str:

@@ -17,6 +17,7 @@ costs 1/bandwidth ms — the fitted slope is read off directly."""
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from adaprune_edge.latency.backends import BenchSettings, LatencyReport, registe
 from adaprune_edge.structure import Structure
 from adaprune_edge.errors import AdapruneError
 from adaprune_edge.gguf.header import read_header
+from adaprune_edge.quant import FTYPES, QuantRecipe
 
 KV_BYTES_PER_ELEM = 2  # llama.cpp's default F16 KV cache
 
@@ -45,6 +47,7 @@ class Workload:
     matmul_flops: int
     attn_flops_per_pos: int
     decode_flops: int = 0  # FLOP per decoded token in all matmuls incl. the output projection
+    ftype: str = ""  # llama.cpp file type (Q4_K_M, Q8_0, ...): which per-type rates apply
 
 
     def to_dict(self) -> dict[str, Any]:
@@ -57,7 +60,7 @@ class Workload:
         return cls(decode_bytes=st.decode_bytes_per_token(quant), n_layer=st.n_layer,
                    kv_bytes_per_pos=sum(2 * s.n_head_kv * d * KV_BYTES_PER_ELEM for s in st.layers),
                    matmul_flops=matmul, attn_flops_per_pos=sum(4 * s.n_head * d for s in st.layers),
-                   decode_flops=matmul + 2 * st.vocab * st.hidden)
+                   decode_flops=matmul + 2 * st.vocab * st.hidden, ftype=QuantRecipe.parse(quant).ftype)
 
 
 @dataclass(frozen=True)
@@ -69,26 +72,38 @@ class Roofline:
     overhead_ms_per_layer: float = 0.0
     overhead_ms_per_token: float = 0.0
     decode_gflops: float = 0.0  # effective dequantize+dot rate while decoding; 0 = not a limit
+    type_rates: tuple[tuple[str, float, float], ...] = ()  # (file type, decode GFLOP/s, prompt GFLOP/s)
 
     @classmethod
     def from_settings(cls, s: BenchSettings) -> "Roofline":
         return cls(s.mem_bandwidth_gbs, s.compute_gflops, s.overhead_ms_per_layer, s.overhead_ms_per_token,
-                   s.decode_gflops)
+                   s.decode_gflops, tuple(tuple(r) for r in s.type_rates))
+
+    def rates(self, ftype: str) -> tuple[float, float]:
+        """(decode, prompt) GFLOP/s for a file type: its own fitted rates where `profile` measured the type,
+        else the device-wide ones (ggml's kernels differ by type: K-quants, legacy and float types)."""
+        own = next(((d, c) for t, d, c in self.type_rates if t == ftype), None)
+        return own or (self.decode_gflops, self.compute_gflops)
 
     def decode_ms(self, w: Workload, position: float) -> float:
         mb_read = (w.decode_bytes + w.kv_bytes_per_pos * position) / 1e6
-        dot = w.decode_flops / 1e6 / self.decode_gflops if self.decode_gflops > 0 else 0.0  # GFLOP / (GFLOP/s) in ms
+        rate = self.rates(w.ftype)[0]
+        dot = w.decode_flops / 1e6 / rate if rate > 0 else 0.0  # GFLOP / (GFLOP/s) in ms
         return mb_read / self.mem_bandwidth_gbs + dot + w.n_layer * self.overhead_ms_per_layer + self.overhead_ms_per_token
 
     def prefill_tps(self, w: Workload, n_prompt: int) -> float:
-        gflop_per_token = (w.matmul_flops + w.attn_flops_per_pos * n_prompt / 2) / 1e9
-        return self.compute_gflops / gflop_per_token
+        return self.rates(w.ftype)[1] / prompt_gflop(w, n_prompt)
 
     def report(self, w: Workload, s: BenchSettings) -> LatencyReport:
         """Predicted figures for settings s (decode at the mean position n_prompt + n_gen/2)."""
         return LatencyReport(backend="predict", measured=False, prefill_tps=self.prefill_tps(w, s.n_prompt),
                              decode_ms_per_token=self.decode_ms(w, s.n_prompt + s.n_gen / 2), n_prompt=s.n_prompt,
                              n_gen=s.n_gen, threads=s.threads, tool="roofline")
+
+
+def prompt_gflop(w: Workload, n_prompt: int) -> float:
+    """GFLOP per prompt token, averaged over a prompt of n_prompt tokens (matmuls + attention)."""
+    return (w.matmul_flops + w.attn_flops_per_pos * n_prompt / 2) / 1e9
 
 
 def predict(structure: Structure, quant: str, profile: Any, settings: BenchSettings | None = None) -> LatencyReport:
@@ -101,7 +116,7 @@ def workload_from_gguf(path: Path) -> Workload:
     """Workload of a GGUF file from its tensor table (any llama-family architecture, uniform or not)."""
 
     try:
-        _, tensors = read_header(path)
+        meta, tensors = read_header(path)
     except AdapruneError as e:
         raise LatencyError(str(e)) from None
     t = {x.name: x for x in tensors}
@@ -116,13 +131,14 @@ def workload_from_gguf(path: Path) -> Workload:
     attn = sum(4 * t[f"blk.{i}.attn_q.weight"].rows for i in blocks)
     params = sum(int(np.prod(x.shape)) for n, x in t.items() if n.startswith("blk.") and len(x.shape) == 2)
     output = int(np.prod(t.get("output.weight", embd).shape))
-    return Workload(decode, len(blocks), kv, 2 * params, attn, 2 * (params + output))
+    ftype = next((n for n, (i, _) in FTYPES.items() if i == meta.get("general.file_type")), "")
+    return Workload(decode, len(blocks), kv, 2 * params, attn, 2 * (params + output), ftype)
 
 
 def _constants(s: BenchSettings) -> list:
     """The roofline constants a prediction depends on (cache key part)."""
     return ([s.mem_bandwidth_gbs, s.compute_gflops, s.overhead_ms_per_layer, s.overhead_ms_per_token]
-            + ([s.decode_gflops] if s.decode_gflops else []))
+            + ([s.decode_gflops] if s.decode_gflops else []) + ([list(map(list, s.type_rates))] if s.type_rates else []))
 
 
 @register_backend("predict", measures=False, on_this_host=False, key_fields=_constants)
@@ -172,7 +188,27 @@ def fit(points: Sequence[tuple[Workload, LatencyReport]]) -> Roofline:
     compute = float(gflop @ gflop / (gflop @ secs))  # least squares through the origin: s = gflop / compute
     bandwidth = float(1.0 / coef[0]) if coef[0] > 0 else NOT_LIMITING_GBS
     decode_gflops = float(1e3 / coef[1]) if coef[1] > 0 else 0.0
-    return Roofline(bandwidth, compute, float(coef[2]), float(coef[3]) if vary else 0.0, decode_gflops)
+    rf = Roofline(bandwidth, compute, float(coef[2]), float(coef[3]) if vary else 0.0, decode_gflops)
+    return dataclasses.replace(rf, type_rates=_type_rates(rf, points))
+
+
+def _type_rates(rf: Roofline, points: Sequence[tuple[Workload, LatencyReport]]) -> tuple[tuple[str, float, float], ...]:
+    """Per file type with >= 2 points: the decode compute rate fitted to what the shared terms (bytes,
+    overheads) leave of its decode times, and its prompt rate (least squares through the origin)."""
+    out = []
+    for ftype in sorted({w.ftype for w, _ in points if w.ftype}):
+        pts = [(w, r) for w, r in points if w.ftype == ftype]
+        if len(pts) < 2:
+            continue
+        base = dataclasses.replace(rf, decode_gflops=0.0, type_rates=())
+        rest = np.array([r.decode_ms_per_token - base.decode_ms(w, r.n_prompt + r.n_gen / 2) for w, r in pts])
+        gflop = np.array([w.decode_flops / 1e9 for w, _ in pts])
+        slope = float(gflop @ rest / (gflop @ gflop))  # s/GFLOP x 1e3 (ms)
+        decode = 1e3 / slope if slope > 0 else rf.decode_gflops
+        pg = np.array([prompt_gflop(w, r.n_prompt) for w, r in pts])
+        secs = np.array([1.0 / r.prefill_tps for _, r in pts])
+        out.append((ftype, round(decode, 2), round(float(pg @ pg / (pg @ secs)), 2)))
+    return tuple(out)
 
 
 def rel_errors(rf: Roofline, points: Sequence[tuple[Workload, LatencyReport]]) -> tuple[float, ...]:
@@ -183,7 +219,7 @@ def rel_errors(rf: Roofline, points: Sequence[tuple[Workload, LatencyReport]]) -
 
 def fit_and_score(train: Sequence[tuple[Workload, LatencyReport]],
                   test: Sequence[tuple[Workload, LatencyReport]]) -> FitResult:
-    """Fit on `train`, report relative decode (and prefill) errors on `test`."""
+    """Fit on `train`, report relative decode (and prompt) errors on `test`."""
     rf = fit(train)
     pre = tuple(abs(rf.prefill_tps(w, r.n_prompt) - r.prefill_tps) / r.prefill_tps for w, r in test)
     return FitResult(rf, rel_errors(rf, train), rel_errors(rf, test), pre)

@@ -1,0 +1,86 @@
+"""Memory at long context: the K/V cache type as a lever, measured on the default model at 8192 positions.
+
+For one dense quantized file of the default model and each K/V cache type llama.cpp offers on CPU (F16,
+Q8_0, Q4_0; quantized V needs flash attention): perplexity on wikitext-2 valid (2 windows of 4096 tokens,
+never calibrated on) and the runtime RSS of a fresh llama.cpp process with an 8192-token context filled,
+against the RAM the plan predicts (weights + cache + runtime allowance). Then the plan's choice
+(plan_stages.kv_cache_for) under a few memory limits at 8192 positions, and what pruning alone would need
+(`fit` at F16 K/V: the uniform family keeps every KV group, so it cannot shrink the cache).
+Writes bench/results/kv_cache.json.
+
+    python3 bench/kv_cache.py [--gguf runs/th/dense-Q8_0_imatrix.gguf --recipe Q8_0:imatrix]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+OUT = ROOT / "bench" / "results" / "kv_cache.json"
+CTX = 8192
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--gguf", required=True, help="a dense quantized GGUF of the default model")
+    ap.add_argument("--recipe", required=True, help="its recipe (for the predicted bytes)")
+    ap.add_argument("--limits-mib", default="330,380,420,600", help="memory limits at 8192 positions")
+    args = ap.parse_args()
+
+    from adaprune_edge import models
+    from adaprune_edge.build import quant_options
+    from adaprune_edge.build.plan_stages import kv_cache_for
+    from adaprune_edge.evaluate import validation
+    from adaprune_edge.evaluate.perplexity import read_text, token_windows
+    from adaprune_edge.evaluate.runner import open_gguf
+    from adaprune_edge.evaluate.runtime_ram import measure_runtime_ram
+    from adaprune_edge.latency import budget, kvcache
+    from adaprune_edge.profiles import BudgetOverrides, load_profile
+    from adaprune_edge.structure import Structure
+
+    lm = models.load("default")
+    base = Structure.from_model(lm.model)
+    windows = token_windows(lm.tokenizer, read_text(DATA / "wikitext-2" / "valid.txt"), 4096, 2).numpy()
+    rows = []
+    for kv in kvcache.ORDER:
+        llm = open_gguf(args.gguf, n_ctx=4096, threads=2, kv_cache=kv)
+        try:
+            ppl = validation.score_windows(validation.gguf_logits_fn(llm), windows).ppl
+        finally:
+            llm.close()
+        ram = measure_runtime_ram(args.gguf, n_ctx=CTX, threads=2, kv_cache=kv, fill=CTX, timeout_s=900)
+        pred = budget.ram_bytes(base, args.recipe, CTX, kv)
+        model_rss = ram.rss_bytes - ram.baseline_rss_bytes
+        rows.append({"kv_cache": kv, "wikitext_ppl_4096": round(ppl, 4), "kv_bytes": int(pred - budget.ram_bytes(base, args.recipe, 0, kv)),
+                     "predicted_ram_mib": round(pred / 2**20, 1), "runtime_rss_mib": round(model_rss / 2**20, 1),
+                     "rss_vs_predicted": round(model_rss / pred - 1, 4), "apply": kvcache.how_to_apply(kv)})
+        print(rows[-1], flush=True)
+    f16 = rows[0]["wikitext_ppl_4096"]
+    for r in rows:
+        r["ppl_cost"] = round(r["wikitext_ppl_4096"] / f16 - 1, 5)
+    host = BudgetOverrides(context_length=CTX).apply(load_profile("this-host"))
+    names = quant_options.recipes(None, True)
+    choices = []
+    for mib in (float(x) for x in args.limits_mib.split(",")):
+        p = dataclasses.replace(host, budget=dataclasses.replace(host.budget, ram_mb=mib))
+        kv = kv_cache_for(base, names, p)
+        q = dataclasses.replace(p, kv_cache_type=kv)
+        fits = sorted((n for n in names if budget.ram_of(base, n, q) <= q.usable_ram_bytes), key=base.gguf_bytes)
+        choices.append({"ram_mb": mib, "kv_cache": kv, "largest_recipe_that_fits": fits[-1] if fits else None,
+                        "recipes_that_fit": len(fits),
+                        "f16_cache_largest": next((n for n in sorted(names, key=base.gguf_bytes, reverse=True)
+                                                   if budget.ram_bytes(base, n, CTX) <= p.usable_ram_bytes), None)})
+        print(choices[-1], flush=True)
+    doc = {"command": f"python3 bench/kv_cache.py --gguf {args.gguf} --recipe {args.recipe}", "context": CTX,
+           "recipe": args.recipe, "rows": rows, "plan_choices": choices,
+           "pruning_note": "the uniform family keeps every KV group, so pruning does not shrink the K/V cache; "
+                           "only removing layers or KV groups would"}
+    OUT.write_text(json.dumps(doc, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
