@@ -18,7 +18,8 @@ from typing import Any, Callable
 from adaprune_edge.latency.backends import Backend, BenchSettings, LatencyReport, get_backend
 from adaprune_edge.latency.roofline import predict
 from adaprune_edge.latency.shape import file_latency, structure_latency
-from adaprune_edge.profiles import BudgetOverrides, DeviceProfile, load_profile
+from adaprune_edge.overrides import BudgetOverrides
+from adaprune_edge.profiles import DeviceProfile, load_profile
 from adaprune_edge.structure import Structure
 
 

@@ -64,6 +64,20 @@ def plan_row(name: str) -> dict:
             "source": "plan (bench/budgets.py)"}
 
 
+def _prompt_flop_ratio(rep: dict, prompt: int | None) -> float | None:
+    """Dense / shipped GFLOP per prompt token at the budget's prompt length (matmuls + attention)."""
+    from adaprune_edge import models
+    from adaprune_edge.latency.roofline import Workload, prompt_gflop
+    from adaprune_edge.structure import Structure
+
+    if not prompt:
+        return None
+    base = Structure.from_model(models.load(rep["model"]).model)
+    shipped = Structure.from_dict(rep["structure"])
+    return round(prompt_gflop(Workload.from_structure(base, rep["quant"]), prompt)
+                 / prompt_gflop(Workload.from_structure(shipped, rep["quant"]), prompt), 3)
+
+
 def build_row(path: Path) -> dict:
     """A finished build's measured figures (report.json)."""
     rep = json.loads(Path(path).read_text())
@@ -80,7 +94,7 @@ def build_row(path: Path) -> dict:
                         "all_met": all(c["ok"] for c in rep["constraints"])},
             "report_ppl": {"dense": rep["dense"]["ppl"], "shipped": rep["pruned"]["ppl"]},
             "prompt_speedup": round(lat["prefill_tps"] / rep["dense"]["prefill_tps"], 3),
-            "flop_ratio": round(rep["dense"]["params"] / rep["pruned"]["params"], 3)}
+            "prompt_flop_ratio": _prompt_flop_ratio(rep, b.get("prompt_tokens"))}
 
 
 def _describe(b: dict) -> str:

@@ -8,7 +8,8 @@ against the RAM the plan predicts (weights + cache + runtime allowance). Then th
 (`fit` at F16 K/V: the uniform family keeps every KV group, so it cannot shrink the cache).
 Writes bench/results/kv_cache.json.
 
-    python3 bench/kv_cache.py [--gguf runs/th/dense-Q8_0_imatrix.gguf --recipe Q8_0:imatrix]
+    python3 bench/kv_cache.py --gguf runs/th/dense-Q8_0_imatrix.gguf --recipe Q8_0:imatrix
+    python3 bench/kv_cache.py --repredict   # today's RAM model against the measured rows (no measuring)
 """
 
 from __future__ import annotations
@@ -26,20 +27,22 @@ CTX = 8192
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--gguf", required=True, help="a dense quantized GGUF of the default model")
-    ap.add_argument("--recipe", required=True, help="its recipe (for the predicted bytes)")
+    ap.add_argument("--gguf", help="a dense quantized GGUF of the default model")
+    ap.add_argument("--recipe", help="its recipe (for the predicted bytes)")
+    ap.add_argument("--repredict", action="store_true", help="recompute the predictions of the measured rows")
     ap.add_argument("--limits-mib", default="330,380,420,600", help="memory limits at 8192 positions")
     args = ap.parse_args()
+    if args.repredict:
+        return repredict()
+    if not (args.gguf and args.recipe):
+        ap.error("--gguf and --recipe are required (or --repredict)")
 
     from adaprune_edge import models
-    from adaprune_edge.build import quant_options
-    from adaprune_edge.build.plan_stages import kv_cache_for
     from adaprune_edge.evaluate import validation
     from adaprune_edge.evaluate.perplexity import read_text, token_windows
     from adaprune_edge.evaluate.runner import open_gguf
     from adaprune_edge.evaluate.runtime_ram import measure_runtime_ram
     from adaprune_edge.latency import budget, kvcache
-    from adaprune_edge.profiles import BudgetOverrides, load_profile
     from adaprune_edge.structure import Structure
 
     lm = models.load("default")
@@ -62,24 +65,67 @@ def main() -> None:
     f16 = rows[0]["wikitext_ppl_4096"]
     for r in rows:
         r["ppl_cost"] = round(r["wikitext_ppl_4096"] / f16 - 1, 5)
-    host = BudgetOverrides(context_length=CTX).apply(load_profile("this-host"))
-    names = quant_options.recipes(None, True)
-    choices = []
-    for mib in (float(x) for x in args.limits_mib.split(",")):
-        p = dataclasses.replace(host, budget=dataclasses.replace(host.budget, ram_mb=mib))
-        kv = kv_cache_for(base, names, p)
-        q = dataclasses.replace(p, kv_cache_type=kv)
-        fits = sorted((n for n in names if budget.ram_of(base, n, q) <= q.usable_ram_bytes), key=base.gguf_bytes)
-        choices.append({"ram_mb": mib, "kv_cache": kv, "largest_recipe_that_fits": fits[-1] if fits else None,
-                        "recipes_that_fit": len(fits),
-                        "f16_cache_largest": next((n for n in sorted(names, key=base.gguf_bytes, reverse=True)
-                                                   if budget.ram_bytes(base, n, CTX) <= p.usable_ram_bytes), None)})
-        print(choices[-1], flush=True)
+    choices = plan_choices(base, [float(x) for x in args.limits_mib.split(",")])
     doc = {"command": f"python3 bench/kv_cache.py --gguf {args.gguf} --recipe {args.recipe}", "context": CTX,
            "recipe": args.recipe, "rows": rows, "plan_choices": choices,
            "pruning_note": "the uniform family keeps every KV group, so pruning does not shrink the K/V cache; "
                            "only removing layers or KV groups would"}
     OUT.write_text(json.dumps(doc, indent=1) + "\n")
+    print(table(doc))
+
+
+def table(doc: dict) -> str:
+    """The README's table of cache types (markdown)."""
+    out = ["| K/V cache | wikitext-2 PPL (2x4096) | vs F16 | cache at 8192 | RSS measured | RAM predicted | set it with |",
+           "|---|---|---|---|---|---|---|"]
+    for r in doc["rows"]:
+        how = r["apply"].get("llama.cpp", "default")
+        out.append(f"| {r['kv_cache']} | {r['wikitext_ppl_4096']:.2f} | {r['ppl_cost']:+.2%} | {r['kv_bytes'] / 2**20:.0f} MiB "
+                   f"| {r['runtime_rss_mib']:.0f} MiB | {r['predicted_ram_mib']:.0f} MiB ({r['rss_vs_predicted']:+.1%}) | `{how}` |")
+    return "\n".join(out)
+
+
+def plan_choices(base, limits_mib: list[float]) -> list[dict]:
+    """The plan's K/V cache choice (plan_stages.kv_cache_for) under each memory limit at CTX positions."""
+    from adaprune_edge.build import quant_options
+    from adaprune_edge.build.plan_stages import kv_cache_for
+    from adaprune_edge.latency import budget
+    from adaprune_edge.overrides import BudgetOverrides
+    from adaprune_edge.profiles import load_profile
+
+    host = BudgetOverrides(context_length=CTX).apply(load_profile("this-host"))
+    names = quant_options.recipes(None, True)
+    out = []
+    for mib in limits_mib:
+        p = dataclasses.replace(host, budget=dataclasses.replace(host.budget, ram_mb=mib))
+        kv = kv_cache_for(base, names, p)
+        q = dataclasses.replace(p, kv_cache_type=kv)
+        fits = sorted((n for n in names if budget.ram_of(base, n, q) <= q.usable_ram_bytes), key=base.gguf_bytes)
+        out.append({"ram_mb": mib, "kv_cache": kv, "largest_recipe_that_fits": fits[-1] if fits else None,
+                    "recipes_that_fit": len(fits),
+                    "f16_cache_largest": next((n for n in sorted(names, key=base.gguf_bytes, reverse=True)
+                                               if budget.ram_bytes(base, n, CTX) <= p.usable_ram_bytes), None)})
+        print(out[-1], flush=True)
+    return out
+
+
+def repredict() -> None:
+    """budget.ram_bytes of today's code for every measured row of kv_cache.json (the measurements stay)."""
+    from adaprune_edge import models
+    from adaprune_edge.latency import budget
+    from adaprune_edge.structure import Structure
+
+    doc = json.loads(OUT.read_text())
+    base = Structure.from_model(models.load("default").model)
+    for r in doc["rows"]:
+        pred = budget.ram_bytes(base, doc["recipe"], doc["context"], r["kv_cache"])
+        r["predicted_ram_mib"] = round(pred / 2**20, 1)
+        r["rss_vs_predicted"] = round(r["runtime_rss_mib"] / r["predicted_ram_mib"] - 1, 4)
+        print(r["kv_cache"], r["runtime_rss_mib"], r["predicted_ram_mib"], r["rss_vs_predicted"])
+    doc["plan_choices"] = plan_choices(base, [c["ram_mb"] for c in doc["plan_choices"]])
+    doc["repredicted"] = "python3 bench/kv_cache.py --repredict"
+    OUT.write_text(json.dumps(doc, indent=1) + "\n")
+    print(table(doc))
 
 
 if __name__ == "__main__":

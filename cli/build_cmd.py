@@ -100,7 +100,6 @@ def build_cmd(
     and predicted (roofline) otherwise; the report says which."""
     from adaprune_edge.build.pipeline import BuildSpec, run_build
 
-    from adaprune_edge import profiles
     from adaprune_edge.device import Device
 
     limits = budget_overrides(budget_ms, target_tps, ttft_s, prompt_tokens, context, ram_share, ram_mb, kv_cache)

@@ -87,11 +87,11 @@ KV_CACHE = typer.Option(None, "--kv-cache", help="K/V cache type the memory chec
 
 def budget_overrides(budget_ms: Any = None, target_tps: Any = None, ttft_s: Any = None, prompt_tokens: Any = None,
                      context: Any = None, ram_share: Any = None, ram_mb: Any = None, kv_cache: Any = None) -> Any:
-    """The budget options as profiles.BudgetOverrides, checked (one-line ConfigError) before anything loads;
+    """The budget options as overrides.BudgetOverrides, checked (one-line ConfigError) before anything loads;
     --target-tps is folded into decode_ms."""
-    from adaprune_edge import profiles
+    from adaprune_edge import overrides
 
-    decode_ms = profiles.budget_override(budget_ms, target_tps)
-    return profiles.BudgetOverrides(decode_ms=decode_ms, ttft_s=ttft_s, prompt_tokens=prompt_tokens,
+    decode_ms = overrides.budget_override(budget_ms, target_tps)
+    return overrides.BudgetOverrides(decode_ms=decode_ms, ttft_s=ttft_s, prompt_tokens=prompt_tokens,
                                     context_length=context, ram_share=ram_share, ram_mb=ram_mb,
                                     kv_cache=kv_cache).check()

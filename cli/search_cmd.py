@@ -97,7 +97,7 @@ def search_cmd(
     each trial at the smallest ratio whose structure meets the device budget (solved per recipe on the
     calibrated predictor); every trial's structure is checked against the budget (latency + RAM),
     violators are penalised, never accepted."""
-    from adaprune_edge import models, profiles
+    from adaprune_edge import models
     from adaprune_edge.device import Device
     from adaprune_edge.search.plan import make_plan
     from adaprune_edge.search.spec import SearchSpec

@@ -13,7 +13,8 @@ from adaprune_edge import models
 from adaprune_edge.build.plan_stages import kv_cache_for
 from adaprune_edge.errors import ConfigError
 from adaprune_edge.latency import budget, kvcache
-from adaprune_edge.profiles import BudgetOverrides, load_profile
+from adaprune_edge.overrides import BudgetOverrides
+from adaprune_edge.profiles import load_profile
 from adaprune_edge.structure import Structure
 
 
@@ -27,11 +28,15 @@ def smollm():
 
 
 def test_cache_bytes_follow_the_ggml_block_sizes(smollm):
-    kv16 = budget.ram_bytes(smollm, "Q8_0", 8192) - budget.ram_bytes(smollm, "Q8_0", 0)
+    kv16 = budget.kv_bytes(smollm, 8192)
     assert kv16 == smollm.kv_cache_bytes(8192) == 30 * 2 * 3 * 64 * 2 * 8192
     for name, ratio in (("Q8_0", 34 / 64), ("Q4_0", 18 / 64)):
-        kv = budget.ram_bytes(smollm, "Q8_0", 8192, name) - budget.ram_bytes(smollm, "Q8_0", 0, name)
-        assert kv == pytest.approx(kv16 * ratio, abs=1)
+        assert budget.kv_bytes(smollm, 8192, name) == pytest.approx(kv16 * ratio, abs=1)
+        assert budget.scratch_bytes(smollm, 8192, name) == 0  # flash attention holds no K·Q scores
+    # without flash attention (F16 cache) a 512-token micro-batch's K·Q scores: 8192 x 512 x 9 heads x F32
+    scores = int(budget.SCRATCH_FACTOR * 8192 * 512 * 9 * 4)
+    assert budget.scratch_bytes(smollm, 8192) == scores
+    assert budget.ram_bytes(smollm, "Q8_0", 8192) == smollm.gguf_bytes("Q8_0") + kv16 + scores + budget.RUNTIME_BYTES
 
 
 def test_the_plan_quantizes_the_cache_before_the_weights(smollm):
@@ -76,8 +81,9 @@ def test_llama_cpp_runs_a_quantized_cache(tiny_llama, tmp_path):
         llm.close()
     diff = np.abs(out["F16"] - out["Q8_0"]).max()
     assert 0 < diff < 0.05 * np.abs(out["F16"]).max()  # quantized, not ignored, and close
-    rss = {kv: measure_runtime_ram(path, n_ctx=8192, threads=1, kv_cache=kv, fill=8192) for kv in ("F16", "Q8_0")}
+    rss = {kv: measure_runtime_ram(path, n_ctx=4096, threads=1, kv_cache=kv, fill=4096) for kv in ("F16", "Q8_0")}
     saved = rss["F16"].rss_bytes - rss["Q8_0"].rss_bytes
     st = Structure.from_model(model)
-    expect = budget.ram_bytes(st, "F16", 8192) - budget.ram_bytes(st, "F16", 8192, "Q8_0")  # 2 layers x 4 heads
+    # the cache's bytes and, without flash attention, the K·Q scratch (budget.scratch_bytes)
+    expect = budget.ram_bytes(st, "F16", 4096) - budget.ram_bytes(st, "F16", 4096, "Q8_0")
     assert saved == pytest.approx(expect, rel=0.25)

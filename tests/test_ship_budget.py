@@ -16,7 +16,8 @@ from adaprune_edge.build.results import Exported
 from adaprune_edge.device import Device
 from adaprune_edge.errors import LatencyError
 from adaprune_edge.latency.backends import LatencyReport
-from adaprune_edge.profiles import BudgetOverrides, load_profile
+from adaprune_edge.overrides import BudgetOverrides
+from adaprune_edge.profiles import load_profile
 from adaprune_edge.structure import Structure
 
 BUDGET = 6.1  # --budget-ms of the case (this-host's decode budget then), ms/token
@@ -146,3 +147,21 @@ def test_every_stated_limit_binds_not_only_decode(base):
     assert budget.binding(checks).name.startswith("time to first token")
     assert budget.binding(checks).margin == pytest.approx(0.5 / 0.645 - 1, abs=1e-3)
     assert Device.of(prof).settings.n_prompt == 512  # latency is measured at the budget's prompt length
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--ttft-s", "-1"], "--ttft-s must be a positive number, got -1.0"),
+    (["--context", "0"], "--context must be a positive number, got 0"),
+    (["--ttft-s", "1", "--prompt-tokens", "4096"], "budget prompt_tokens 4096 must be below context_length 2048"),
+    (["--ram-share", "1.5"], "--ram-share must be in (0, 1], got 1.5"),
+    (["--kv-cache", "q6"], "unknown K/V cache type 'q6'; known: F16, Q8_0, Q4_0"),
+])
+def test_budget_options_fail_in_one_line_before_anything_loads(args, message, tmp_path):
+    from typer.testing import CliRunner
+
+    from adaprune_edge.cli.app import app
+
+    for cmd in (["build", "--out", str(tmp_path / "run")], ["fit"], ["search", "--out", str(tmp_path / "s")]):
+        r = CliRunner().invoke(app, cmd + ["--device", "this-host"] + args, env={"COLUMNS": "300"})
+        assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output, (cmd, r.output)
+    assert not (tmp_path / "run").exists()

@@ -10,7 +10,9 @@ from typing import Any, Callable
 from adaprune_edge import heap, models
 from adaprune_edge.build.results import Plan
 from adaprune_edge.device import Device
+from adaprune_edge.latency import budget
 from adaprune_edge.quant import QuantRecipe
+from adaprune_edge.search.plan import MEASURE_MARGIN
 from adaprune_edge.search.objective import SearchContext
 from adaprune_edge.search.space import SpaceBounds
 from adaprune_edge.search.spec import SearchSpec, family_bounds
@@ -80,15 +82,22 @@ class BuildContext:
         ex = self.results.get("export")
         return self.plan.mode == "quant-only" or (ex is not None and not ex.pruned)
 
-    def search_spec_for(self, quant: str, r_min: float, r_max: float, latency_scale: float = 1.0) -> SearchSpec:
+    def search_spec_for(self, quant: str, r_min: float, r_max: float, latency_scale: float = 1.0,
+                        prefill_scale: float = 1.0) -> SearchSpec:
         """The search's spec at `quant` with the ratio in [r_min, r_max] (at least 0.01 wide)."""
         s = self.spec
         bounds = SpaceBounds(r_min=r_min, r_max=max(r_max, r_min + 0.01), max_samples=s.max_samples,
                              max_seq_len=s.max_seq_len)
         bounds = family_bounds(bounds, s.model)
-        return SearchSpec(model=s.model, profile=self.profile, quant=quant, bounds=bounds, calib=s.calib, val=s.val,
+        # where the device measures, trials are screened against limits MEASURE_MARGIN stricter (as r_min is
+        # solved): a trial right at a limit on the calibrated roofline misses it measured about half the time
+        margin = MEASURE_MARGIN if self.device.measures else 0.0
+        profile = budget.tightened(self.profile, margin) if margin else self.profile
+        budget_ms = s.budget_ms * (1 - margin) if s.budget_ms is not None else None
+        return SearchSpec(model=s.model, profile=profile, quant=quant, bounds=bounds, calib=s.calib, val=s.val,
                           val_windows=s.val_windows, val_seq_len=s.val_seq_len, report_windows=s.report_windows,
-                          objective=s.objective, budget_ms=s.budget_ms, latency_scale=latency_scale,
+                          objective=s.objective, budget_ms=budget_ms, latency_scale=latency_scale,
+                          prefill_scale=prefill_scale,
                           measure_trials=False,  # screened by the calibrated roofline; the incumbent is measured
                           n_trials=s.trials, rescore_top=s.rescore_top, workers=s.workers, seed=s.seed)
 

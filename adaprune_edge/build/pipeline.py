@@ -19,7 +19,7 @@ from adaprune_edge.build.context import BuildContext
 from adaprune_edge.build.results import RESULT_TYPES
 from adaprune_edge.device import Device
 from adaprune_edge.errors import ConfigError, OutputExistsError
-from adaprune_edge.profiles import BudgetOverrides
+from adaprune_edge.overrides import BudgetOverrides
 from adaprune_edge.runs import write_json
 
 STAGES = ("candidates", "plan", "search", "prune", "recover", "export", "validate", "report")

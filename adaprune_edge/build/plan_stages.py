@@ -35,6 +35,7 @@ SCORE_QUANT_ONLY = 6  # quant-only recipes scored (most bytes first; bytes alone
 # on SmolLM2 Q4_0 with an imatrix (90.1 MB) and Q4_K_M:fb=IQ4_NL:out=Q5_0 (82.5 MB) are close)
 SCORE_PRUNABLE = 3  # recipes that need pruning scored (smallest r_min first, >= 4 bits/weight)
 IMATRIX_WINDOWS = 16  # x max_seq_len (256) tokens: ~10 s of torch forwards on the default model here
+SCORING_ROUNDS = 3  # score, measure the real files, score what their figures make promising: at most 3 times
 TRY_PRUNED = 1  # of those, how many get a warm-start pruning trial in `plan` (~1 min each here)
 PRIOR_NATS_PER_RATIO = 2.0  # ranking prior only: log-PPL cost of pruning a unit share of the decoder
 
@@ -60,7 +61,7 @@ def stage_candidates(ctx: BuildContext) -> Candidates:
     f16 = dense_f16(ctx)
     im = dense_imatrix(ctx) if ctx.spec.imatrix else None
     windows = ctx.objective_windows().numpy()
-    for _ in range(len(opts)):  # until every recipe worth scoring is scored (and measured on its file)
+    for _ in range(SCORING_ROUNDS):  # until every recipe worth scoring is scored (and measured on its file)
         keep = _worth_scoring(opts)
         opts = quant_options.score(opts, f16, ctx.run.path, windows, im, lambda o: o.recipe in keep,
                                    progress=lambda r: ctx.hooks.progress("candidates", 1, 0, f"scoring {r}"))
@@ -126,7 +127,11 @@ def pruned_estimate(ctx: BuildContext, o: QuantOption, f16_ppl: float) -> dict[s
     """The warm-start recipe (taylor/uniform + least-squares reconstruction) at r_min for recipe o: torch
     perplexity on the objective windows, after the build's recovery allowance as the measured gap-closure
     curve predicts it (recover/estimate.py), x o's measured quantization factor."""
-    spec = ctx.search_spec_for(o.recipe, o.r_min, min(0.9, o.r_min + 0.1))  # the solver's ceiling
+    # the trial solves its own ratio on the roofline calibrated by o's dense measurement (uncalibrated, the
+    # roofline can put it far below r_min: on this host's slower-than-profiled days, near 0)
+    pred = ctx.device.predict(ctx.results["candidates"].base_structure, o.recipe)
+    spec = ctx.search_spec_for(o.recipe, o.r_min, min(0.9, o.r_min + 0.1), o.decode_ms / pred.decode_ms_per_token,
+                               (o.prefill_tps or pred.prefill_tps) / pred.prefill_tps)  # the solver's ceiling
     sctx = ctx.data_context().derive(spec)  # the same data: calibration is not tokenized twice
     space = build_space(spec.bounds, ctx.spec.seed)  # uniform-only families cannot reconstruct
     values = plain(warm_start_configs(space, spec.bounds, ("taylor-uniform+lsq", "taylor-uniform"))[0])
@@ -134,7 +139,7 @@ def pruned_estimate(ctx: BuildContext, o: QuantOption, f16_ppl: float) -> dict[s
     unrecovered = rec.ppl * o.ppl / f16_ppl if rec.feasible and rec.ppl else math.inf
     recovery = estimate.recovered(ctx.spec, rec.ppl, f16_ppl) if rec.feasible and rec.ppl else None
     est = recovery["ppl"] * o.ppl / f16_ppl if recovery else unrecovered
-    return {"recipe": o.recipe, "r_min": o.r_min, "torch_ppl": rec.ppl, "quant_factor": o.ppl / f16_ppl,
+    return {"recipe": o.recipe, "r_min": o.r_min, "trial_ratio": rec.decoder_ratio, "torch_ppl": rec.ppl, "quant_factor": o.ppl / f16_ppl,
             "unrecovered_ppl": unrecovered, "recovery": recovery, "estimated_ppl": est, "feasible": rec.feasible,
             "reason": rec.budget_reason}
 
@@ -173,6 +178,9 @@ def stage_plan(ctx: BuildContext) -> Plan:
     dense model's latency at the chosen recipe."""
     cand: Candidates = ctx.results["candidates"]
     choice = decide(ctx, list(cand.options), cand.dense_f16_ppl)
+    if cand.kv_cache != "F16":
+        choice["reason"] += (f"; K/V cache {cand.kv_cache}: it lets larger weights fit "
+                             f"{ctx.profile.usable_ram_bytes / 2**20:.0f} MiB at {ctx.profile.context_length} tokens")
     base = cand.base_structure
     common = dict(mode=choice["mode"], quant=choice["quant"], reason=choice["reason"],
                   pruned_estimates=tuple(choice["pruned_estimates"]), device=ctx.device.name, profile=ctx.profile,

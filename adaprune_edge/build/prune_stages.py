@@ -51,13 +51,14 @@ def confirmed_best(ctx: BuildContext, ranked: list[TrialRecord]) -> tuple[TrialR
         lat = ctx.device.latency_of(st, quant)
         ok, why = budget.budget_ok(st, ctx.profile, quant, lat, ctx.spec.budget_ms)
         checked.append({"trial": rec.index, "quant": quant, "decode_ms": lat.decode_ms_per_token,
-                        "measured": lat.measured, "ok": ok})
+                        "prefill_tps": lat.prefill_tps, "measured": lat.measured, "ok": ok, "reason": why})
         if ok:
             return rec, checked
         if len(checked) >= CONFIRM_AT_MOST:
             break
-    raise LatencyError(f"none of {len(ranked)} trials met the budget when measured ({checked[-1] if checked else 'no feasible trial'}); "
-                       "raise --trials or --max-ratio")
+    last = f"the last measured, trial {checked[-1]['trial']}: {checked[-1]['reason']}" if checked else "no feasible trial"
+    raise LatencyError(f"none of the {len(checked)} best of {len(ranked)} trials met the budget when measured ({last}); "
+                       "raise --trials or --max-ratio, or relax the budget")
 
 
 def stage_prune(ctx: BuildContext) -> Pruned:

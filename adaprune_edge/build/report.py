@@ -123,6 +123,10 @@ def summary_rows(rep: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
         rows.append(("binding limit", "", "", b["name"], f"{b['value']:.4g} {b['unit']} against {b['limit']:.4g} "
                      f"({abs(b['margin']):.1%} {'headroom' if b['ok'] else 'MISSED'}; {src}); "
                      f"{len(rep['constraints'])} limits checked"))
+    kv = rep.get("kv_cache") or {}
+    if kv.get("type") not in (None, "F16"):
+        rows.append(("K/V cache", "F16", "", kv["type"], "a runtime setting: " + kv["apply"]["llama.cpp"]
+                     + "; see report.json kv_cache.apply for llama-cpp-python and Ollama"))
     rec = rep.get("recovery") or {}
     if rec.get("skipped"):
         rows.append(("recovery", "", "", "none", rec["skipped"]))
@@ -141,9 +145,11 @@ def summary_rows(rep: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
         rows.append((f"{task} acc", f"{a['dense']:.3f}", "", f"{a['pruned']:.3f}", f"retention {a['retention_pct']:.1f}%"))
     ram = rep.get("runtime_ram") or {}
     if ram:
-        rows.append(("runtime RAM", "", "", f"{ram['rss_bytes'] / 2**20:.0f} MiB",
-                     f"RSS of llama.cpp at n_ctx {ram['n_ctx']} (predicted {ram['predicted_bytes'] / 2**20:.0f} MiB); "
-                     f"build peak {rep['build_peak_rss_bytes'] / 2**30:.1f} GiB"))
+        own = ram["rss_bytes"] - ram["baseline_rss_bytes"]
+        rows.append(("runtime RAM", "", "", f"{own / 2**20:.0f} MiB",
+                     f"llama.cpp's RSS with n_ctx {ram['n_ctx']} filled, without the Python interpreter "
+                     f"({ram['baseline_rss_bytes'] / 2**20:.0f} MiB); predicted {ram['predicted_bytes'] / 2**20:.0f} MiB "
+                     f"({own / ram['predicted_bytes'] - 1:+.0%}); build peak {rep['build_peak_rss_bytes'] / 2**30:.1f} GiB"))
     g = rep["parity_gate"]
     rows.append(("F16 GGUF PPL vs torch", f"{g['torch_ppl']:.3f} (torch)", "", f"{g['f16_gguf_ppl']:.3f} (F16 GGUF)",
                  f"{g['rel_diff']:+.2%} → " + ("[green]pass[/]" if g["passed"] else "[red]FAIL[/]")))

@@ -37,7 +37,9 @@ def stage_validate(ctx: BuildContext) -> Validated:
                             threads=2, progress=step, kv_cache=kv)
     ok, why = budget.budget_ok(st, ctx.profile, recipe, lat, ctx.spec.budget_ms)
     ram_bytes = budget.ram_of(st, recipe, ctx.profile)
-    ram = measure_runtime_ram(ex.gguf, n_ctx=n_ctx, threads=2, predicted_bytes=ram_bytes, kv_cache=kv)
+    # the context filled, so the K/V cache and attention scratch are resident as on the device at that context
+    ram = measure_runtime_ram(ex.gguf, n_ctx=n_ctx, threads=2, predicted_bytes=ram_bytes, kv_cache=kv, fill=n_ctx,
+                              timeout_s=900)
     model_rss = ram.peak_rss_bytes - ram.baseline_rss_bytes  # llama.cpp's own, without the Python interpreter
     if not ok or model_rss > ctx.profile.usable_ram_bytes:
         raise LatencyError(f"the shipped file {Path(ex.gguf).name} misses the budget as measured: "

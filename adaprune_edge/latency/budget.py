@@ -20,7 +20,10 @@ from adaprune_edge.latency.roofline import predict
 from adaprune_edge.quant import QuantRecipe
 from adaprune_edge.structure import LayerShape, Structure
 
-RUNTIME_BYTES = 128 * 1024**2  # llama.cpp compute buffers + runtime beyond weights and KV cache (allowance)
+RUNTIME_BYTES = 64 * 1024**2  # llama.cpp buffers beyond weights, K/V cache and K·Q scratch: 53 MiB measured
+# with an 8192-token context filled (bench/kv_cache.py, Q8_0 cache), plus headroom
+SCRATCH_FACTOR = 1.5  # K·Q scores and their softmax, which ggml's allocator overlaps in part (fitted there)
+UBATCH = 512  # llama.cpp's default micro-batch (n_ubatch): prompt tokens processed at once
 RECIPES: Registry[Callable[[Structure, float, str], Structure]] = Registry("recipe family")
 
 
@@ -47,10 +50,27 @@ def uniform(base: Structure, ratio: float, quant: str) -> Structure:
     return dataclasses.replace(base, layers=layers)
 
 
+def kv_bytes(structure: Structure, context_length: int, kv_cache: str = "F16") -> int:
+    """The K/V cache at context_length in the cache type's bytes."""
+    return int(structure.kv_cache_bytes(context_length, 1) * kvcache.bytes_per_elem(kv_cache))
+
+
+def scratch_bytes(structure: Structure, context_length: int, kv_cache: str = "F16") -> int:
+    """Attention scratch: without flash attention (llama.cpp's default with an F16 cache) the K·Q scores of
+    a micro-batch are materialised, context x min(context, UBATCH) x heads in F32; flash attention (needed
+    by a quantized V cache) never holds them. Fitted by bench/kv_cache.py: at 8192 positions the F16 row's
+    measured RSS matches weights + cache + this + RUNTIME_BYTES."""
+    if kvcache.check(kv_cache) != "F16":
+        return 0
+    heads = max((s.n_head for s in structure.layers), default=0)
+    return int(SCRATCH_FACTOR * context_length * min(context_length, UBATCH) * heads * 4)
+
+
 def ram_bytes(structure: Structure, quant: str, context_length: int, kv_cache: str = "F16") -> int:
-    """Memory to run: GGUF weights + the K/V cache (of type kv_cache) at context_length + RUNTIME_BYTES, bytes."""
-    kv = structure.kv_cache_bytes(context_length, 1) * kvcache.bytes_per_elem(kv_cache)
-    return structure.gguf_bytes(quant) + int(kv) + RUNTIME_BYTES
+    """Memory to run with the context filled: GGUF weights + the K/V cache (of type kv_cache) at
+    context_length + attention scratch + RUNTIME_BYTES, bytes."""
+    return (structure.gguf_bytes(quant) + kv_bytes(structure, context_length, kv_cache)
+            + scratch_bytes(structure, context_length, kv_cache) + RUNTIME_BYTES)
 
 
 def ram_of(structure: Structure, quant: str, profile: Any) -> int:
