@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,7 +85,8 @@ def build_row(path: Path) -> dict:
     b, lat = rep["budget"], rep["pruned"]
     return {"profile": rep["device"], "limits": rep.get("limits") or _describe(b), "context_length": b["context_length"],
             "ram_limit_mib": b["ram_limit_mib"], "recipe": rep["quant"],
-            "lever": "quantization alone" if rep["mode"] == "quant-only" else f"pruning {rep['decoder_ratio']:.1%} of the decoder",
+            "lever": ("quantization alone" if rep["mode"] == "quant-only" else f"pruning {rep['decoder_ratio']:.1%} of the decoder")
+                     + (f" + {kv} K/V cache" if (kv := (rep.get("kv_cache") or {}).get("type", "F16")) != "F16" else ""),
             "decision": rep["decision"], "source": f"build ({path})",
             "shipped": {"decode_tps": round(1000 / lat["decode_ms_per_token"], 1), "prefill_tps": round(lat["prefill_tps"], 1),
                         "ttft_s": next((c["value"] for c in rep["constraints"] if c["name"].startswith("time to first")), None),
@@ -109,25 +111,32 @@ def table(rows: list[dict]) -> str:
     for r in rows:
         s, b = r["shipped"], r["shipped"]["binding"]
         kind = "measured" if s["measured"] else "predicted"
+        ttft = f"{s['ttft_s']:.3f}" if s["ttft_s"] is not None else "-"
         out.append(f"| {r['profile']} | {r['limits']} | {b['name']} ({b['margin']:+.0%}) | {r['lever']} | {r['recipe']} "
-                   f"| {s['decode_tps']:.0f} | {s['ttft_s'] if s['ttft_s'] is not None else '-'} | {s['ram_mib']:.0f} "
-                   f"({r['ram_limit_mib']}) | {kind}, {r['source'].split(' ')[0]} |")
+                   f"| {s['decode_tps']:.0f} | {ttft} | {s['ram_mib']:.0f} ({r['ram_limit_mib']:.0f}) | {kind}, "
+                   f"{r['source'].split(' ')[0]} |")
     return "\n".join(out)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--profiles", default="", help="comma-separated (default: every bundled profile)")
+    ap.add_argument("--profiles", default="", help="comma-separated (default: every bundled profile; '-': none, "
+                    "only the --build-report rows are redone)")
     ap.add_argument("--build-report", action="append", default=[], help="report.json of a finished build")
+    ap.add_argument("--table", action="store_true", help="print the table of budgets.json and exit")
     args = ap.parse_args()
+    if args.table:
+        print(table(json.loads(OUT.read_text())["rows"]))
+        return
     from adaprune_edge import profiles
 
-    names = [n for n in args.profiles.split(",") if n] or profiles.builtin_names()
+    names = [] if args.profiles == "-" else [n for n in args.profiles.split(",") if n] or profiles.builtin_names()
     doc = json.loads(OUT.read_text()) if OUT.is_file() else {"rows": []}
-    keep = [r for r in doc["rows"] if r["profile"] not in names and r["source"].startswith("plan")]
+    keep = [r for r in doc["rows"] if r["profile"] not in names and r["source"].startswith("plan")]  # earlier plans
     rows = keep + [plan_row(n) for n in names]
     rows = sorted(rows, key=lambda r: r["profile"]) + [build_row(Path(p)) for p in args.build_report]
-    doc = {"command": "python3 bench/budgets.py " + " ".join(f"--build-report {p}" for p in args.build_report),
+    command = "python3 bench/budgets.py " + " ".join(sys.argv[1:])
+    doc = {"commands": [c for c in doc.get("commands", []) if c != command] + [command],
            "model": "default (SmolLM2-135M-Instruct)", "rows": rows}
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(doc, indent=1) + "\n")

@@ -131,3 +131,27 @@ def test_recovery_tables_and_curve():
         assert len(shares) == 2 and abs(sum(shares) / 2 - closure) < 0.0015, tokens
     best = max(speed["rows"], key=lambda r: r["tokens_per_s"] if r["row"] == "bf16, decoder, 4x256" else 0)
     assert estimate.CPU_TOKENS_PER_S == best["tokens_per_s"]
+
+
+def test_budgets_and_kv_cache_tables_are_the_benches_output():
+    """README "Budgets": the per-profile table is bench/budgets.py's own table of budgets.json, the K/V cache
+    table bench/kv_cache.py's; the first-token build's figures are its report's."""
+    doc = json.loads((RESULTS / "budgets.json").read_text())
+    assert _bench("budgets").table(doc["rows"]) in README
+    kv = json.loads((RESULTS / "kv_cache.json").read_text())
+    assert _bench("kv_cache").table(kv) in README
+    ttft = next(r for r in doc["rows"] if r["source"].startswith("build") and "2.5 s" in r["limits"])
+    assert ttft["shipped"]["all_met"] and ttft["shipped"]["measured"]
+    assert ttft["prompt_speedup"] >= 0.9 * ttft["prompt_flop_ratio"]  # the issue's bar
+    _in_readme(f"a {ttft['prompt_speedup']:.2f}x speed-up for {ttft['prompt_flop_ratio']:.2f}x fewer prompt FLOPs")
+    for r in kv["rows"]:
+        assert abs(r["rss_vs_predicted"]) < 0.10  # runtime RSS within 10% of the RAM model at 8192 positions
+
+
+def test_per_type_rates_figures():
+    d = json.loads((RESULTS / "latency_types.json").read_text())
+    held = [r for r in d["rows"] if r["set"] == "held-out"]
+    mx = lambda k: 100 * max(abs(r[k]) for r in held)  # noqa: E731
+    _in_readme(f"error is at most {mx('prefill_error'):.1f}% with per-type rates against {mx('prefill_error_one_rate'):.1f}% with one rate")
+    _in_readme(f"error at most {mx('error'):.1f}% ({mx('error_one_rate'):.1f}% with one rate")
+    assert mx("prefill_error") < 10 < mx("prefill_error_one_rate")  # per-type rates: prompt within 10%
