@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from adaprune_edge.cli.common import (BUDGET_MS, CONTEXT, KV_CACHE, PROMPT_TOKENS, RAM_MB, RAM_SHARE, TARGET_TPS, TTFT_S,
-                                      budget_overrides, cli_errors, console, recipe_names, say_uniform_only)
+from adaprune_edge.cli.common import budget_options, cli_errors, console, recipe_names, say_uniform_only
 
 DEVICE_HELP = "Device profile: a shipped name (see `devices list`) or a path to a .yaml profile."
 
@@ -54,17 +53,11 @@ def _hooks(progress: Progress, trials: int):
 
 
 @cli_errors
+@budget_options
 def build_cmd(
+    limits: Any,
     device: str = typer.Option(..., "--device", "-d", help=DEVICE_HELP),
     model: str = typer.Option("default", "--model", "-m", help="'default' (embedded SmolLM2-135M-Instruct), a local HF folder, a .gguf, or a hub id."),
-    budget_ms: Optional[float] = BUDGET_MS,
-    target_tps: Optional[float] = TARGET_TPS,
-    ttft_s: Optional[float] = TTFT_S,
-    prompt_tokens: Optional[int] = PROMPT_TOKENS,
-    context: Optional[int] = CONTEXT,
-    ram_share: Optional[float] = RAM_SHARE,
-    ram_mb: Optional[float] = RAM_MB,
-    kv_cache: Optional[str] = KV_CACHE,
     quant: Optional[str] = typer.Option(None, "--quant", "-q", help="Force one quant recipe FTYPE[:fb=TYPE][:out=TYPE] (e.g. Q4_K_M, Q4_K_M:fb=IQ4_NL:out=Q5_0). Default: the plan tries 13 llama.cpp recipes and ships the best (quant, pruning) pair that meets the budget; dense quantized if that wins."),
     imatrix: bool = typer.Option(True, "--imatrix/--no-imatrix", help="Give llama.cpp's quantizer an importance matrix computed on the calibration windows."),
     trials: int = typer.Option(20, "--trials", "-n", min=1, help="SMAC trials."),
@@ -102,7 +95,6 @@ def build_cmd(
 
     from adaprune_edge.device import Device
 
-    limits = budget_overrides(budget_ms, target_tps, ttft_s, prompt_tokens, context, ram_share, ram_mb, kv_cache)
     dev = Device.resolve(device, budget=limits)  # before anything is loaded or written
     profile = dev.profile
     spec = BuildSpec(device=device, model=model, budget_ms=limits.decode_ms, ttft_s=limits.ttft_s,

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import typer
 from rich.console import Console
@@ -75,14 +76,36 @@ def say_uniform_only(spec: Any) -> None:
 
 
 # -- budget options shared by build, search, fit and tradeoff (the profile's figures where not given) ----
-BUDGET_MS = typer.Option(None, "--budget-ms", help="Decode budget: at most this many ms per generated token (default: the profile's).")
-TARGET_TPS = typer.Option(None, "--target-tps", help="Decode budget as at least this many generated tokens/s (= 1000 / --budget-ms).")
-TTFT_S = typer.Option(None, "--ttft-s", help="First-token budget: the first token within this many seconds after a prompt of --prompt-tokens tokens (prompt processing is FLOP-bound: pruning shortens it, quantization barely does).")
-PROMPT_TOKENS = typer.Option(None, "--prompt-tokens", help="Prompt length of the first-token budget (default: the profile's, else 512); latency is measured at this prompt length.")
-CONTEXT = typer.Option(None, "--context", help="Context length the memory check is made at (the KV cache grows with it; default: the profile's).")
-RAM_SHARE = typer.Option(None, "--ram-share", help="Share of the device's RAM the model may use, in (0, 1] (default: the profile's).")
-RAM_MB = typer.Option(None, "--ram-mb", help="Memory limit of the llama.cpp process in MiB (weights + KV cache at --context + runtime), e.g. what an app leaves free.")
-KV_CACHE = typer.Option(None, "--kv-cache", help="K/V cache type the memory check starts from: F16 (llama.cpp's default), Q8_0 or Q4_0 (quantized V needs flash attention; the report says how to set it in llama.cpp, llama-cpp-python and Ollama). build moves to a quantized cache when that lets a larger weight type fit.")
+_BUDGET_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
+    ("budget_ms", Optional[float], typer.Option(None, "--budget-ms", help="Decode budget: at most this many ms per generated token (default: the profile's).")),
+    ("target_tps", Optional[float], typer.Option(None, "--target-tps", help="Decode budget as at least this many generated tokens/s (= 1000 / --budget-ms).")),
+    ("ttft_s", Optional[float], typer.Option(None, "--ttft-s", help="First-token budget: the first token within this many seconds after a prompt of --prompt-tokens tokens (prompt processing is FLOP-bound: pruning shortens it, quantization barely does).")),
+    ("prompt_tokens", Optional[int], typer.Option(None, "--prompt-tokens", help="Prompt length of the first-token budget (default: the profile's, else 512); latency is measured at this prompt length.")),
+    ("context", Optional[int], typer.Option(None, "--context", help="Context length the memory check is made at (the KV cache grows with it; default: the profile's).")),
+    ("ram_share", Optional[float], typer.Option(None, "--ram-share", help="Share of the device's RAM the model may use, in (0, 1] (default: the profile's).")),
+    ("ram_mb", Optional[float], typer.Option(None, "--ram-mb", help="Memory limit of the llama.cpp process in MiB (weights + KV cache at --context + runtime), e.g. what an app leaves free.")),
+    ("kv_cache", Optional[str], typer.Option(None, "--kv-cache", help="K/V cache type the memory check starts from: F16 (llama.cpp's default), Q8_0 or Q4_0 (quantized V needs flash attention; the report says how to set it in llama.cpp, llama-cpp-python and Ollama). build moves to a quantized cache when that lets a larger weight type fit.")),
+)
+
+
+def budget_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Give a typer command the budget options; it receives them as `limits` (overrides.BudgetOverrides),
+    checked (one-line ConfigError) before its body runs, so before anything is loaded or written."""
+    sig = inspect.signature(fn)
+    names = [n for n, _, _ in _BUDGET_OPTIONS]
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        values = {n: kwargs.pop(n, None) for n in names}
+        return fn(*args, limits=budget_overrides(**values), **kwargs)
+
+    params = [p for p in sig.parameters.values() if p.name != "limits"]
+    params += [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=opt, annotation=ann)
+               for n, ann, opt in _BUDGET_OPTIONS]
+    wrapper.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {**{k: v for k, v in fn.__annotations__.items() if k != "limits"},
+                               **{n: ann for n, ann, _ in _BUDGET_OPTIONS}}
+    return wrapper
 
 
 def budget_overrides(budget_ms: Any = None, target_tps: Any = None, ttft_s: Any = None, prompt_tokens: Any = None,

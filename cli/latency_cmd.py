@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -13,8 +13,7 @@ from rich.table import Table
 from adaprune_edge import models, profiles
 from adaprune_edge.latency import budget
 from adaprune_edge.latency import backends as latency
-from adaprune_edge.cli.common import (BUDGET_MS, CONTEXT, KV_CACHE, PROMPT_TOKENS, RAM_MB, RAM_SHARE, TARGET_TPS, TTFT_S,
-                                      budget_overrides, cli_errors, console, err_console, fail, human_bytes,
+from adaprune_edge.cli.common import (budget_options, cli_errors, console, err_console, fail, human_bytes,
                                       recipe_names)
 from adaprune_edge.errors import ConfigError
 from adaprune_edge.device import Device
@@ -108,17 +107,11 @@ def bench_cmd(
 
 
 @cli_errors
+@budget_options
 def fit_cmd(
+    limits: Any,
     device: str = typer.Option(..., "--device", "-d", help=DEVICE_HELP),
     model: str = typer.Option("default", "--model", "-m", help="Model spec whose shape is pruned."),
-    budget_ms: Optional[float] = BUDGET_MS,
-    target_tps: Optional[float] = TARGET_TPS,
-    ttft_s: Optional[float] = TTFT_S,
-    prompt_tokens: Optional[int] = PROMPT_TOKENS,
-    context: Optional[int] = CONTEXT,
-    ram_share: Optional[float] = RAM_SHARE,
-    ram_mb: Optional[float] = RAM_MB,
-    kv_cache: Optional[str] = KV_CACHE,
     quant: Optional[str] = typer.Option(None, "--quant", "-q", help="Quant type (default: the profile's)."),
     family: str = typer.Option("uniform", "--family", help=f"Recipe family: {', '.join(budget.RECIPES.names())}."),
     max_ratio: float = typer.Option(0.9, "--max-ratio", min=0.05, max=0.95, help="Largest pruning ratio to consider."),
@@ -127,7 +120,6 @@ def fit_cmd(
 ) -> None:
     """The smallest pruning ratio whose structure meets every limit of the device's budget (decode, first
     token, prompt speed, RAM at the context length)."""
-    limits = budget_overrides(budget_ms, target_tps, ttft_s, prompt_tokens, context, ram_share, ram_mb, kv_cache)
     budget_ms = limits.decode_ms
     dev = Device.resolve(device, budget=limits)
     profile = dev.profile

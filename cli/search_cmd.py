@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
 from rich.live import Live
 from rich.table import Table
 
-from adaprune_edge.cli.common import (BUDGET_MS, CONTEXT, KV_CACHE, PROMPT_TOKENS, RAM_MB, RAM_SHARE, TARGET_TPS, TTFT_S,
-                                      budget_overrides, cli_errors, console, recipe_names, say_uniform_only)
+from adaprune_edge.cli.common import budget_options, cli_errors, console, recipe_names, say_uniform_only
 from adaprune_edge.cli.sampling_bar import sampling_bar
 from adaprune_edge.search.trials import TrialRecord
 
@@ -56,17 +55,11 @@ def rescored_table(outcome) -> Table:
 
 
 @cli_errors
+@budget_options
 def search_cmd(
+    limits: Any,
     device: str = typer.Option(..., "--device", "-d", help=DEVICE_HELP),
     model: str = typer.Option("default", "--model", "-m", help="'default', a local HF folder, a .gguf, or a hub id."),
-    budget_ms: Optional[float] = BUDGET_MS,
-    target_tps: Optional[float] = TARGET_TPS,
-    ttft_s: Optional[float] = TTFT_S,
-    prompt_tokens: Optional[int] = PROMPT_TOKENS,
-    context: Optional[int] = CONTEXT,
-    ram_share: Optional[float] = RAM_SHARE,
-    ram_mb: Optional[float] = RAM_MB,
-    kv_cache: Optional[str] = KV_CACHE,
     quant: Optional[str] = typer.Option(None, "--quant", "-q", help="GGUF quant type the budget applies to (default: the profile's)."),
     trials: int = typer.Option(20, "--trials", "-n", min=1, help="Number of trials (in total, counting resumed ones)."),
     walltime: Optional[float] = typer.Option(None, "--walltime", help="Stop asking for new trials after this many seconds (re-scoring follows)."),
@@ -104,7 +97,6 @@ def search_cmd(
     from adaprune_edge.search.space import build_space
     from adaprune_edge.structure import Structure
 
-    limits = budget_overrides(budget_ms, target_tps, ttft_s, prompt_tokens, context, ram_share, ram_mb, kv_cache)
     budget_ms = limits.decode_ms
     dev = Device.resolve(device, budget=limits)
     profile = dev.profile

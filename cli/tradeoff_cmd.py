@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from adaprune_edge.cli.common import (BUDGET_MS, CONTEXT, KV_CACHE, PROMPT_TOKENS, RAM_MB, RAM_SHARE, TARGET_TPS, TTFT_S,
-                                      budget_overrides, cli_errors, console, recipe_names)
+from adaprune_edge.cli.common import budget_options, cli_errors, console, recipe_names
 from adaprune_edge.cli.sampling_bar import sampling_bar
 from adaprune_edge.runs import atomic_path, check_writable, write_json
 
 
 @cli_errors
+@budget_options
 def tradeoff_cmd(
+    limits: Any,
     device: str = typer.Option(..., "--device", "-d", help="Device profile whose budget line and chosen point are drawn."),
     devices: Optional[str] = typer.Option(None, "--devices", help="More devices (comma-separated) on the same figure; predicted where not measurable."),
     model: str = typer.Option("default", "--model", "-m", help="Model spec."),
@@ -34,14 +35,6 @@ def tradeoff_cmd(
     measure: bool = typer.Option(True, "--measure/--predict", help="Measure on devices whose backend can (local/ssh) or predict everywhere."),
     out: Path = typer.Option(Path("runs/tradeoff"), "--out", "-o", help="Folder for tradeoff.png, tradeoff.json, tradeoff.csv."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
-    budget_ms: Optional[float] = BUDGET_MS,
-    target_tps: Optional[float] = TARGET_TPS,
-    ttft_s: Optional[float] = TTFT_S,
-    prompt_tokens: Optional[int] = PROMPT_TOKENS,
-    context: Optional[int] = CONTEXT,
-    ram_share: Optional[float] = RAM_SHARE,
-    ram_mb: Optional[float] = RAM_MB,
-    kv_cache: Optional[str] = KV_CACHE,
 ) -> None:
     """Sweep one pruning recipe over ratios: held-out perplexity vs decode latency per device, with the
     budget line and the chosen point (lowest perplexity within the budget of --device)."""
@@ -52,7 +45,6 @@ def tradeoff_cmd(
     from adaprune_edge.latency.budget import ffn_align
     from adaprune_edge.data.calibration import BUILTIN_DEFAULT, CalibrationPool
 
-    limits = budget_overrides(budget_ms, target_tps, ttft_s, prompt_tokens, context, ram_share, ram_mb, kv_cache)
     main = Device.resolve(device, budget=limits)
     profs = [main] + [Device.resolve(d.strip()) for d in (devices or "").split(",") if d.strip()]
     q = quant or main.profile.quant
