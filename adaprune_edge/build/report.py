@@ -50,7 +50,7 @@ def build_report(results: dict[str, Any], spec: Any) -> dict[str, Any]:
         "structure": ex.structure.to_dict(), "arch": ex.arch, "gguf": ex.gguf,
         "recipe": search.best.values if ex.pruned and search.best else None,
         "mode": "pruned" if ex.pruned else "quant-only",
-        "decision": ex.replaced_pruned or plan.reason, "quant_only": val.quant_only,
+        "decision": _decision(ex, plan), "quant_only": val.quant_only,
         "quant_options": [o.to_dict() for o in results["candidates"].options],
         "trials": search.n_trials, "feasible_trials": search.feasible, "rescored_trials": list(search.rescored),
         "dense": {k: v[0] for k, v in rows.items()}, "pruned": {k: v[1] for k, v in rows.items()},
@@ -65,6 +65,15 @@ def build_report(results: dict[str, Any], spec: Any) -> dict[str, Any]:
         "recovery": _recovery(results.get("recover"), ex.pruned),
         "stage_seconds": {k: v.seconds for k, v in results.items()},
     }
+
+
+def _decision(ex: Any, plan: Any) -> str:
+    """The plan's reason, or why export shipped another file (lost on quality, or missed the budget as measured)."""
+    if ex.replaced_pruned:
+        return ex.replaced_pruned
+    if ex.fallbacks:
+        return f"{plan.reason}; that file missed the budget as measured, so {ex.quant} ships ({'; '.join(ex.fallbacks)})"
+    return plan.reason
 
 
 def _data_sets(sets: dict[str, Any], rec: Any) -> dict[str, Any]:
