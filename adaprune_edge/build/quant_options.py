@@ -98,13 +98,19 @@ def option(base: Structure, device: Device, name: str, lat: LatencyReport | None
     floor = cal.apply(device.predict(top, name))
     worst = budget.binding(budget.constraints(floor, budget.ram_of(top, name, device.profile),
                                               device.profile, budget_ms))
-    now = budget.binding(budget.constraints(lat, budget.ram_of(base, name, device.profile),
-                                            device.profile, budget_ms))
-    return QuantOption(name, round(lat.decode_ms_per_token, 4), lat.measured,
-                       _r_min(base, device.profile, name, budget_ms, max_ratio, cal, lat), base.gguf_bytes(name),
+    dense = budget.constraints(lat, budget.ram_of(base, name, device.profile), device.profile, budget_ms)
+    now = budget.binding(dense)
+    r_min = 0.0 if all(c.ok for c in dense) else _r_min(base, device.profile, name, budget_ms, max_ratio, cal)
+    return QuantOption(name, round(lat.decode_ms_per_token, 4), lat.measured, r_min, base.gguf_bytes(name),
                        round(8 * base.gguf_bytes(name) / base.params(), 3), floor_ms=round(floor.decode_ms_per_token, 4),
                        prefill_tps=round(lat.prefill_tps, 2), floor_margin=round(worst.margin, 4),
                        floor_binding=worst.describe(), binding=now.describe())
+
+
+def calibration(o: QuantOption, base: Structure, device: Device) -> budget.Calibration:
+    """measured / predicted decode and prompt factors of o's dense figures (1.0 where they are predicted)."""
+    pred = device.predict(base, o.recipe)
+    return budget.Calibration(o.decode_ms / pred.decode_ms_per_token, (o.prefill_tps or pred.prefill_tps) / pred.prefill_tps)
 
 
 def remeasured(opts: Sequence[QuantOption], base: Structure, device: Device, folder: Path, budget_ms: float | None,
@@ -125,11 +131,9 @@ def remeasured(opts: Sequence[QuantOption], base: Structure, device: Device, fol
 
 
 def _r_min(base: Structure, profile: Any, name: str, budget_ms: float | None, max_ratio: float,
-           cal: budget.Calibration, dense: LatencyReport) -> float | None:
-    """The smallest uniform share of the decoder to prune for every limit to hold (0: the dense file
-    `dense` already meets them; None: even max_ratio does not)."""
-    if budget.budget_ok(base, profile, name, dense, budget_ms)[0]:
-        return 0.0
+           cal: budget.Calibration) -> float | None:
+    """The smallest uniform share of the decoder to prune for every limit to hold, for a dense model that
+    misses one (> 0; None: even max_ratio does not)."""
     try:
         sol = budget.solve(base, profile, name, "uniform", max_ratio=max_ratio, decode_ms=budget_ms, calibration=cal)
     except LatencyError:
