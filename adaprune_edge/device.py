@@ -20,7 +20,7 @@ from adaprune_edge.latency.roofline import predict
 from adaprune_edge.latency.shape import file_latency, structure_latency
 from adaprune_edge.overrides import BudgetOverrides
 from adaprune_edge.profiles import DeviceProfile, load_profile
-from adaprune_edge.structure import Structure
+from adaprune_edge.archs.structure import Structure
 
 
 @dataclass(frozen=True)

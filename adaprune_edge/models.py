@@ -15,8 +15,8 @@ from adaprune_edge import archs
 from adaprune_edge.errors import ModelError
 from adaprune_edge.errors import ExportError
 from adaprune_edge.gguf.header import read_header
-from adaprune_edge.prune.slicing import load_pruned  # issue: pruning engine
-from adaprune_edge.structure import Structure
+from adaprune_edge.archs.slicing import load_pruned  # issue: pruning engine
+from adaprune_edge.archs.structure import Structure
 
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 ALIASES = {"default": "smollm2-135m", "smollm2-135m": "smollm2-135m"}

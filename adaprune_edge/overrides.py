@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from adaprune_edge.errors import ConfigError, ProfileError
-from adaprune_edge.latency import kvcache
+from adaprune_edge.runtime import kvcache
 from adaprune_edge.profiles import DeviceProfile, check_values
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from adaprune_edge.errors import ProfileError
-from adaprune_edge.latency import kvcache
+from adaprune_edge.runtime import kvcache
 from adaprune_edge.quant import FTYPES
 from adaprune_edge.latency.backends import backend_names, get_backend
 from adaprune_edge.registry import unknown_name_message

@@ -31,11 +31,12 @@ import torch
 from adaprune_edge import archs, models
 from adaprune_edge.archs.tiny import tiny_model
 from adaprune_edge.errors import AdapruneError
-from adaprune_edge.evaluate import runner, validation
+from adaprune_edge.evaluate import validation
+from adaprune_edge.runtime import llamacpp as runner
 from adaprune_edge.evaluate.perplexity import read_text, token_windows
 from adaprune_edge.exporters import gguf, vocab
 from adaprune_edge.prune.engine import PruneConfig, prune
-from adaprune_edge.structure import Structure
+from adaprune_edge.archs.structure import Structure
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikitext-2" / "valid.txt"
 FAMILIES = ("llama", "llama3", "mistral", "qwen2", "qwen3", "gemma3_text", "smollm3")

@@ -36,9 +36,9 @@ def _figures(lat, ram: int, profile, budget_ms=None) -> dict:
 
 def plan_row(name: str) -> dict:
     """The plan of `build --device name` on the default model, and the chosen file's figures."""
-    from adaprune_edge.build import plan_stages
-    from adaprune_edge.build.context import BuildContext
-    from adaprune_edge.build.pipeline import BuildSpec, Hooks, RunDir
+    from adaprune_edge.pipeline import plan_stages
+    from adaprune_edge.pipeline.context import BuildContext
+    from adaprune_edge.pipeline.build import BuildSpec, Hooks, RunDir
     from adaprune_edge.latency import budget
 
     WORK.mkdir(parents=True, exist_ok=True)
@@ -69,7 +69,7 @@ def _prompt_flop_ratio(rep: dict, prompt: int | None) -> float | None:
     """Dense / shipped GFLOP per prompt token at the budget's prompt length (matmuls + attention)."""
     from adaprune_edge import models
     from adaprune_edge.latency.roofline import Workload, prompt_gflop
-    from adaprune_edge.structure import Structure
+    from adaprune_edge.archs.structure import Structure
 
     if not prompt:
         return None

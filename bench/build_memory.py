@@ -94,7 +94,7 @@ class Sampler:
 
 
 def hooks(sampler: Sampler):
-    from adaprune_edge.build.pipeline import Hooks
+    from adaprune_edge.pipeline.build import Hooks
 
     t0 = {}
 
@@ -123,7 +123,7 @@ def main() -> None:
     ap.add_argument("--tag", default="")
     args = ap.parse_args()
 
-    from adaprune_edge.build.pipeline import BuildSpec, run_build
+    from adaprune_edge.pipeline.build import BuildSpec, run_build
     from adaprune_edge.device import Device
 
     if not _reset_hwm():

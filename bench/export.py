@@ -26,7 +26,7 @@ from adaprune_edge import models
 from adaprune_edge.evaluate import validation
 from adaprune_edge.exporters import gguf, quantize, vocab
 from adaprune_edge.evaluate.perplexity import perplexity, read_text, token_windows
-from adaprune_edge.structure import Structure
+from adaprune_edge.archs.structure import Structure
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikitext-2" / "valid.txt"
 

@@ -21,10 +21,10 @@ def main() -> None:
     from adaprune_edge import models
     from adaprune_edge.data.calibration import CalibrationPool
     from adaprune_edge.exporters import gguf, quantize, vocab
-    from adaprune_edge.imatrix import collect
+    from adaprune_edge.exporters.imatrix import collect
     from adaprune_edge.evaluate.perplexity import read_text, token_windows
-    from adaprune_edge.build.quant_options import gguf_ppl
-    from adaprune_edge.structure import Structure
+    from adaprune_edge.pipeline.quant_options import gguf_ppl
+    from adaprune_edge.archs.structure import Structure
 
     lm = models.load("default")
     st = Structure.from_model(lm.model)

@@ -40,10 +40,11 @@ def main() -> None:
     from adaprune_edge import models
     from adaprune_edge.evaluate import validation
     from adaprune_edge.evaluate.perplexity import read_text, token_windows
-    from adaprune_edge.evaluate.runner import open_gguf
+    from adaprune_edge.runtime.llamacpp import open_gguf
     from adaprune_edge.evaluate.runtime_ram import measure_runtime_ram
-    from adaprune_edge.latency import budget, kvcache
-    from adaprune_edge.structure import Structure
+    from adaprune_edge.latency import budget
+    from adaprune_edge.runtime import kvcache
+    from adaprune_edge.archs.structure import Structure
 
     lm = models.load("default")
     base = Structure.from_model(lm.model)
@@ -87,8 +88,8 @@ def table(doc: dict) -> str:
 
 def plan_choices(base, limits_mib: list[float]) -> list[dict]:
     """The plan's K/V cache choice (plan_stages.kv_cache_for) under each memory limit at CTX positions."""
-    from adaprune_edge.build import quant_options
-    from adaprune_edge.build.plan_stages import kv_cache_for
+    from adaprune_edge.pipeline import quant_options
+    from adaprune_edge.pipeline.plan_stages import kv_cache_for
     from adaprune_edge.latency import budget
     from adaprune_edge.overrides import BudgetOverrides
     from adaprune_edge.profiles import load_profile
@@ -113,7 +114,7 @@ def repredict() -> None:
     """budget.ram_bytes of today's code for every measured row of kv_cache.json (the measurements stay)."""
     from adaprune_edge import models
     from adaprune_edge.latency import budget
-    from adaprune_edge.structure import Structure
+    from adaprune_edge.archs.structure import Structure
 
     doc = json.loads(OUT.read_text())
     base = Structure.from_model(models.load("default").model)

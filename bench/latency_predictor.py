@@ -21,7 +21,7 @@ from adaprune_edge import models
 from adaprune_edge.device import Device
 from adaprune_edge.latency import profiling
 from adaprune_edge.runs import write_json
-from adaprune_edge.structure import Structure
+from adaprune_edge.archs.structure import Structure
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

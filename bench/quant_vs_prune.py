@@ -51,7 +51,7 @@ def windows(lm, path: Path, n: int, second_half: bool):
 
 def score(path: Path, lm, wiki, ptb) -> dict:
     from adaprune_edge.evaluate import validation
-    from adaprune_edge.build.quant_options import gguf_ppl
+    from adaprune_edge.pipeline.quant_options import gguf_ppl
 
     v = validation.validate(path, wiki, torch_model=lm.model, threads=2)
     return {"file_bytes": path.stat().st_size, "wikitext_ppl": round(v.ppl, 3), "kl_vs_dense": round(v.kl_mean, 4),
@@ -64,7 +64,7 @@ def before(lm, base, profile, budget_ms: float, folder: Path, calib) -> tuple[Pa
     from adaprune_edge.exporters import gguf, quantize, vocab
     from adaprune_edge.prune.engine import PruneConfig, prune
     from adaprune_edge.latency.roofline import predict
-    from adaprune_edge.structure import Structure
+    from adaprune_edge.archs.structure import Structure
 
     sol = budget.solve(base, profile, "Q4_K_M", "uniform", max_ratio=0.9, decode_ms=budget_ms)
     r = 1 - sol.structure.decoder_params() / base.decoder_params()
@@ -99,10 +99,10 @@ def main() -> None:
 
     from adaprune_edge import models, profiles
     from adaprune_edge.data.calibration import CalibrationPool
-    from adaprune_edge.build.pipeline import BuildSpec, run_build
-    from adaprune_edge.build.quant_options import dense_file
+    from adaprune_edge.pipeline.build import BuildSpec, run_build
+    from adaprune_edge.pipeline.quant_options import dense_file
     from adaprune_edge.latency.roofline import predict
-    from adaprune_edge.structure import Structure
+    from adaprune_edge.archs.structure import Structure
 
     lm = models.load("default")
     profile = profiles.load_profile(args.device)

@@ -32,7 +32,7 @@ class Scores:
 
 def export(model, lm, base, recipe: str, calib, name: str) -> Path:
     """F16 GGUF of `model`, quantized with `recipe` and an imatrix of `model` on the calibration windows."""
-    from adaprune_edge import imatrix
+    from adaprune_edge.exporters import imatrix
     from adaprune_edge.exporters import gguf, quantize, vocab
     from adaprune_edge.quant import file_label
 
@@ -57,7 +57,7 @@ def pruned_and_recovered(lm, base, device, recipe: str, r_min: float, calib, sel
     from adaprune_edge.data.calibration import CalibrationPool
     from adaprune_edge.latency.budget import ffn_align
     from adaprune_edge.prune.engine import PruneConfig, prune
-    from adaprune_edge.prune.slicing import load_pruned, save_pruned
+    from adaprune_edge.archs.slicing import load_pruned, save_pruned
     from adaprune_edge.recover.config import RecoverConfig
     from adaprune_edge.recover.distill import recover
 
@@ -79,11 +79,11 @@ def pruned_and_recovered(lm, base, device, recipe: str, r_min: float, calib, sel
 
 def main(args, windows, score) -> None:
     from adaprune_edge import models
-    from adaprune_edge.build import quant_options
+    from adaprune_edge.pipeline import quant_options
     from adaprune_edge.data.calibration import CalibrationPool
     from adaprune_edge.device import Device
     from adaprune_edge.recover.text import recovery_windows
-    from adaprune_edge.structure import Structure
+    from adaprune_edge.archs.structure import Structure
 
     WORK.mkdir(parents=True, exist_ok=True)
     lm = models.load("default")
@@ -140,7 +140,7 @@ def pareto(points: list[dict]) -> list[dict]:
 
 
 def plot(result: dict, path: Path) -> None:
-    from adaprune_edge.build import plots
+    from adaprune_edge.pipeline import plots
 
     rows = [r for r in result["rows"] if "file_bytes" in r]
     series = [{"label": "dense, 13 quant recipes (imatrix)", "ms": [d["decode_ms"] for d in result["dense"]],

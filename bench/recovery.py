@@ -57,7 +57,7 @@ def pruned_model(lm, ratio: float, work: Path, n_samples: int):
     """The pruned student (cached in work/pruned-<ratio>); OBS sequential on builtin:self calibration."""
     from adaprune_edge.data.calibration import CalibrationPool
     from adaprune_edge.prune.engine import PruneConfig, prune
-    from adaprune_edge.prune.slicing import load_pruned, save_pruned
+    from adaprune_edge.archs.slicing import load_pruned, save_pruned
 
     folder = work / f"pruned-{ratio}"
     if not (folder / "structure.json").is_file():

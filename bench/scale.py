@@ -71,7 +71,7 @@ def run_case(case: str, n_samples: int, seq_len: int, threads: int, extra: dict)
 
     from adaprune_edge.prune.engine import prune
     from adaprune_edge.prune.footprint import estimate
-    from adaprune_edge.structure import Structure
+    from adaprune_edge.archs.structure import Structure
 
     torch.set_num_threads(threads)
     t0 = time.perf_counter()

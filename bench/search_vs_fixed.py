@@ -214,7 +214,7 @@ def _ms(xs):
 def measure(rows, profile, rounds):
     """Measured decode ms/token of every distinct structure (shape-only GGUF, interleaved rounds, median)."""
     from adaprune_edge.device import Device
-    from adaprune_edge.structure import Structure
+    from adaprune_edge.archs.structure import Structure
 
     device = Device.of(profile)
     sts = {json.dumps(r["_structure"], sort_keys=True): Structure.from_dict(r["_structure"]) for r in rows}
@@ -253,7 +253,7 @@ def main() -> None:
 
     from adaprune_edge import models, profiles
     from adaprune_edge.data.calibration import CalibrationPool
-    from adaprune_edge.structure import Structure
+    from adaprune_edge.archs.structure import Structure
 
     torch.manual_seed(0)
     lm = models.load("default")

@@ -18,12 +18,12 @@ OUT = ROOT / "bench" / "results" / "shipped_vs_q4_0.json"
 
 
 def main() -> None:
-    from adaprune_edge.build.context import BuildContext
+    from adaprune_edge.pipeline.context import BuildContext
     from adaprune_edge.data.calibration import split_text
     from adaprune_edge.exporters import quantize
     from adaprune_edge.evaluate.perplexity import read_text, token_windows
-    from adaprune_edge.build.pipeline import BuildSpec, Hooks, RunDir
-    from adaprune_edge.build.quant_options import gguf_ppl
+    from adaprune_edge.pipeline.build import BuildSpec, Hooks, RunDir
+    from adaprune_edge.pipeline.quant_options import gguf_ppl
 
     run = Path(sys.argv[1])
     spec = BuildSpec.from_dict(json.loads((run / "state.json").read_text())["spec"])

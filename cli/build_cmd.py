@@ -15,7 +15,7 @@ DEVICE_HELP = "Device profile: a shipped name (see `devices list`) or a path to 
 
 
 def summary_table(rep: dict) -> Table:
-    from adaprune_edge.build.report import summary_rows
+    from adaprune_edge.pipeline.report import summary_rows
 
     t = Table(title=f"{rep['model']} → {rep['device']} ({rep['quant']})")
     for col in ("", "dense", "quantize only", "shipped", "note"):
@@ -26,7 +26,7 @@ def summary_table(rep: dict) -> Table:
 
 
 def _hooks(progress: Progress, trials: int):
-    from adaprune_edge.build.pipeline import Hooks
+    from adaprune_edge.pipeline.build import Hooks
 
     tasks: dict[str, int] = {}
 
@@ -91,7 +91,7 @@ def build_cmd(
     Modelfile, report.json/.md (always with the best quantize-only file beside the shipped one),
     tradeoff.png and the search state. Latency is measured where the profile's backend can (local, ssh)
     and predicted (roofline) otherwise; the report says which."""
-    from adaprune_edge.build.pipeline import BuildSpec, run_build
+    from adaprune_edge.pipeline.build import BuildSpec, run_build
 
     from adaprune_edge.device import Device
 
@@ -105,7 +105,7 @@ def build_cmd(
                      max_ratio=max_ratio, max_samples=max_samples, max_seq_len=max_seq_len, imatrix=imatrix,
                      recover_minutes=recover_minutes, recover_tokens=recover_tokens, recover_text=tuple(recover_text),
                      recover_self_tokens=recover_self_tokens, recover_train=recover_train)
-    from adaprune_edge.build.recover_stage import recover_config
+    from adaprune_edge.pipeline.recover_stage import recover_config
     from adaprune_edge.recover.text import check_disjoint
 
     if recover_minutes or recover_tokens:  # bad recovery options fail before anything is loaded
@@ -134,13 +134,13 @@ def _limits(profile, budget_ms) -> str:
 
 def _dry_run(spec, dev, out: Path) -> None:
     from adaprune_edge import models
-    from adaprune_edge.build import quant_options
+    from adaprune_edge.pipeline import quant_options
     from adaprune_edge.cli.search_cmd import print_plan
-    from adaprune_edge.build.pipeline import planned_outputs
+    from adaprune_edge.pipeline.build import planned_outputs
     from adaprune_edge.search.plan import make_plan
     from adaprune_edge.search.spec import SearchSpec
     from adaprune_edge.search.space import build_space
-    from adaprune_edge.structure import Structure
+    from adaprune_edge.archs.structure import Structure
 
     profile = dev.profile
     console.print_json(data=profile.to_dict())

@@ -74,7 +74,7 @@ def export_cmd(
     quant = quantize.check_quant(quant)
     im = None
     if imatrix is not None:
-        from adaprune_edge.imatrix import Imatrix
+        from adaprune_edge.exporters.imatrix import Imatrix
         from adaprune_edge.quant import QuantRecipe
 
         im, quant = Imatrix.load(imatrix), QuantRecipe.parse(quant).with_imatrix().name

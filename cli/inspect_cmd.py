@@ -10,7 +10,7 @@ from rich.table import Table
 from adaprune_edge import models
 from adaprune_edge.cli.common import cli_errors, console, human_bytes, human_count
 from adaprune_edge.quant import FTYPES
-from adaprune_edge.structure import Structure
+from adaprune_edge.archs.structure import Structure
 
 
 @cli_errors

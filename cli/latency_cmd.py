@@ -18,7 +18,7 @@ from adaprune_edge.cli.common import (budget_options, cli_errors, console, err_c
 from adaprune_edge.errors import ConfigError
 from adaprune_edge.device import Device
 from adaprune_edge.latency.backends import LatencyReport
-from adaprune_edge.structure import Structure
+from adaprune_edge.archs.structure import Structure
 
 DEVICE_HELP = "Device profile: a shipped name (see `devices list`) or a path to your .yaml."
 
@@ -26,7 +26,7 @@ DEVICE_HELP = "Device profile: a shipped name (see `devices list`) or a path to 
 def _structure(spec: str) -> Structure:
     resolved = models.resolve(spec)
     if resolved.kind == "gguf":  # metadata only: no torch load
-        from adaprune_edge.gguf.structure import structure_of_gguf
+        from adaprune_edge.archs.gguf_structure import structure_of_gguf
 
         return structure_of_gguf(resolved.path)
     if resolved.kind == "pruned_dir":

@@ -37,7 +37,7 @@ def _check_ratio(ratio: float) -> None:
 
 def _save_atomically(model, tokenizer, out: Path, recipe: dict, force: bool) -> None:
     """Write into a temp folder next to `out`, then rename it onto `out` (replacing it only with --force)."""
-    from adaprune_edge.prune.slicing import save_pruned
+    from adaprune_edge.archs.slicing import save_pruned
     from adaprune_edge.runs import check_writable
 
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -106,7 +106,7 @@ def recover_cmd(
 
 def _recipe(student, teacher: str, res, ts, before, after, eval_file) -> dict:
     """The pruned folder's recipe with a `recovery` entry (what trained, on what, how long, with what result)."""
-    from adaprune_edge.prune.slicing import read_recipe
+    from adaprune_edge.archs.slicing import read_recipe
 
     return {**read_recipe(student.spec.path), "recovery": {"teacher": teacher, "text": ts.to_dict(), **res.to_dict(),
                                 "eval": {"file": str(eval_file), "ppl_before": before, "ppl_after": after} if eval_file else None}}

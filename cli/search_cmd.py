@@ -95,7 +95,7 @@ def search_cmd(
     from adaprune_edge.search.plan import make_plan
     from adaprune_edge.search.spec import SearchSpec
     from adaprune_edge.search.space import build_space
-    from adaprune_edge.structure import Structure
+    from adaprune_edge.archs.structure import Structure
 
     budget_ms = limits.decode_ms
     dev = Device.resolve(device, budget=limits)

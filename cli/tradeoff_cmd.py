@@ -41,7 +41,7 @@ def tradeoff_cmd(
     from adaprune_edge import models
     from adaprune_edge.device import Device
     from adaprune_edge.data import textsets
-    from adaprune_edge.build import tradeoff
+    from adaprune_edge.pipeline import tradeoff
     from adaprune_edge.latency.budget import ffn_align
     from adaprune_edge.data.calibration import BUILTIN_DEFAULT, CalibrationPool
 

@@ -28,11 +28,11 @@ from adaprune_edge.exporters.gguf_plan import (FLOAT_TYPES, ExportPlan, TensorSo
                                                random_source, torch_source)
 from adaprune_edge.exporters.vocab import TokenizerMeta
 from adaprune_edge.gguf.tensor import GGUFTensor
-from adaprune_edge.structure import Structure
+from adaprune_edge.archs.structure import Structure
 from adaprune_edge import models
 from adaprune_edge.exporters import quantize
 from adaprune_edge.exporters import vocab
-from adaprune_edge.imatrix import flat_imatrix
+from adaprune_edge.exporters.imatrix import flat_imatrix
 from adaprune_edge.quant import file_label
 from adaprune_edge.runs import atomic_path
 

@@ -21,7 +21,7 @@ from adaprune_edge.archs import ARCHS, HParams, adapter_for
 from adaprune_edge.archs.base import OUTPUT, OUTPUT_NORM, ROPE_FREQS, TOKEN_EMBD, permute_qk
 from adaprune_edge.errors import ExportError
 from adaprune_edge.gguf.tensor import GGUFTensor
-from adaprune_edge.structure import Structure
+from adaprune_edge.archs.structure import Structure
 
 __all__ = ["FLOAT_TYPES", "ExportPlan", "HParams", "TensorSource", "iter_plan_rows",
            "model_biases", "permute_qk", "plan", "plan_for_model", "random_source", "torch_source"]

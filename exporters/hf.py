@@ -9,10 +9,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from adaprune_edge.prune import slicing as pruning
+from adaprune_edge.archs import slicing as pruning
 from adaprune_edge.errors import ExportError
 from adaprune_edge.runs import check_writable
-from adaprune_edge.structure import Structure
+from adaprune_edge.archs.structure import Structure
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,9 @@ from typing import Any, Callable
 
 from adaprune_edge.errors import ConfigError, ExportError
 from adaprune_edge.quant import FTYPES, QuantRecipe, check_installed, check_output_type
-from adaprune_edge.structure import Structure
-from adaprune_edge.evaluate.runner import _quiet_stderr
-from adaprune_edge.gguf.structure import structure_of_gguf
+from adaprune_edge.archs.structure import Structure
+from adaprune_edge.runtime.llamacpp import _quiet_stderr
+from adaprune_edge.archs.gguf_structure import structure_of_gguf
 from adaprune_edge.runs import atomic_path
 
 KNOWN = tuple(FTYPES)

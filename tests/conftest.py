@@ -79,7 +79,7 @@ def tiny_model_with_budget(root: Path) -> tuple[Path, Path, float]:
     from adaprune_edge.device import Device
     from adaprune_edge.latency.budget import uniform
     from adaprune_edge.models import load
-    from adaprune_edge.structure import Structure
+    from adaprune_edge.archs.structure import Structure
 
     model = save_tiny_model(root / "tiny", hidden=128, heads=4, kv_heads=2, ffn=1024, layers=4)
     dev = root / "host.yaml"

@@ -13,10 +13,10 @@ import torch
 from adaprune_edge import archs, models
 from adaprune_edge.archs.tiny import tiny_model
 from adaprune_edge.errors import ConfigError, ExportError, ModelError
-from adaprune_edge.evaluate import runner as llama_runner
+from adaprune_edge.runtime import llamacpp as llama_runner
 from adaprune_edge.evaluate import validation
 from adaprune_edge.exporters import gguf, vocab
-from adaprune_edge.prune import slicing
+from adaprune_edge.archs import slicing
 from adaprune_edge.prune.engine import PruneConfig, prune
 
 VOCAB = 49152  # the default model's tokenizer, so llama.cpp gets a real vocabulary; widths stay tiny
@@ -181,7 +181,7 @@ def test_unsupported_architecture_lists_the_supported_ones():
 def test_adapter_tensor_names_exist_in_gguf_for_their_arch():
     from gguf import MODEL_ARCH_NAMES, MODEL_TENSORS, TENSOR_NAMES
 
-    from adaprune_edge.structure import LayerShape
+    from adaprune_edge.archs.structure import LayerShape
 
     by_name = {v: k for k, v in MODEL_ARCH_NAMES.items()}
     for name in archs.supported():

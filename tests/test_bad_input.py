@@ -46,7 +46,7 @@ def base_inputs(tmp_path_factory):
     from conftest import save_tiny_model
 
     from adaprune_edge import models
-    from adaprune_edge.prune import slicing as pruning
+    from adaprune_edge.archs import slicing as pruning
 
     root = tmp_path_factory.mktemp("bad")
     tiny = save_tiny_model(root / "tiny", hidden=64, heads=4, kv_heads=2, ffn=128, layers=2)
@@ -82,7 +82,7 @@ def _resume_state(state: object) -> Callable[[Inputs], list[str]]:
 
 
 def _other_run_state(i: Inputs) -> list[str]:
-    from adaprune_edge.build.pipeline import BuildSpec
+    from adaprune_edge.pipeline.build import BuildSpec
 
     spec = BuildSpec(device="raspberry-pi-5", model=str(i.tiny), trials=7)
     return _resume_state({"spec": spec.to_dict(), "done": {}})(i)
@@ -218,7 +218,7 @@ def test_atomic_path_turns_disk_full_into_a_typed_error(inputs):
 
 
 def test_force_replaces_a_corrupt_state(inputs):
-    from adaprune_edge.build.pipeline import BuildSpec, RunDir
+    from adaprune_edge.pipeline.build import BuildSpec, RunDir
 
     run = inputs.tmp / "run"
     run.mkdir()

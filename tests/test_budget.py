@@ -13,7 +13,7 @@ from adaprune_edge.latency import budget
 from adaprune_edge.errors import LatencyError
 from adaprune_edge.latency.backends import LatencyReport
 from adaprune_edge.latency.roofline import predict
-from adaprune_edge.structure import Structure
+from adaprune_edge.archs.structure import Structure
 
 DENSE = Structure.dense(576, 64, 49152, 30, 9, 3, 1536)  # SmolLM2-135M's shape
 
@@ -95,7 +95,7 @@ def test_shipped_profiles_state_user_budgets_the_plan_meets_by_whatever_wins():
     """User-level budgets (10 tok/s, first token within 1 s after a chat or RAG prompt) are not tuned to a
     model: on the default model the first-token limit binds everywhere; where the dense model misses it, no
     quant type helps (prompt processing is FLOP-bound: all recipes within 2%) and pruning reaches it."""
-    from adaprune_edge.build.quant_options import CANDIDATES
+    from adaprune_edge.pipeline.quant_options import CANDIDATES
 
     needs_pruning = set()
     for p in profiles.list_profiles():

@@ -32,7 +32,7 @@ def test_build_tiny_meets_measured_budget_and_matches_validate(tiny_dir, shared_
     from adaprune_edge.latency.budget import uniform
     from adaprune_edge.models import load
     from adaprune_edge.latency.roofline import predict
-    from adaprune_edge.structure import Structure
+    from adaprune_edge.archs.structure import Structure
 
     # this host's figures with the roofline backend: a tiny model's ~0.5 ms/token is too close to this VM's
     # run-to-run noise for a measured budget to be a stable test (the real model is measured in bench/)
@@ -65,8 +65,8 @@ def test_build_tiny_meets_measured_budget_and_matches_validate(tiny_dir, shared_
         assert (out / name).is_file(), name
     assert _png_size(out / "tradeoff.png")[0] > 400
     # a separate `validate` of the shipped file gives the same perplexity on the same windows
-    from adaprune_edge.build.context import BuildContext
-    from adaprune_edge.build.pipeline import BuildSpec, RunDir
+    from adaprune_edge.pipeline.context import BuildContext
+    from adaprune_edge.pipeline.build import BuildSpec, RunDir
     from adaprune_edge.evaluate.validation import validate
 
     spec = BuildSpec.from_dict(json.loads((out / "state.json").read_text())["spec"])
@@ -103,7 +103,7 @@ def test_build_bad_input_is_one_line(tmp_path):
     assert r.exit_code == 2 and "not both" in r.output
     (tmp_path / "x").mkdir()
     (tmp_path / "x" / "keep.txt").write_text("mine")
-    from adaprune_edge.build.pipeline import BuildSpec, RunDir
+    from adaprune_edge.pipeline.build import BuildSpec, RunDir
     from adaprune_edge.errors import OutputExistsError, ConfigError
 
     with pytest.raises(OutputExistsError):
@@ -118,7 +118,7 @@ def test_build_ships_the_dense_quantized_file_when_a_smaller_quant_meets_the_bud
     from adaprune_edge import profiles
     from adaprune_edge.models import load
     from adaprune_edge.latency.roofline import predict
-    from adaprune_edge.structure import Structure
+    from adaprune_edge.archs.structure import Structure
 
     prof = profiles.load_profile("raspberry-pi-5")  # bandwidth-bound: fewer bytes per token decode faster
     base = Structure.from_model(load(str(tiny_dir)).model)
@@ -157,8 +157,8 @@ def test_statistics_are_dropped_once_no_stage_reads_them(mode, releases_after):
     validate: they are forgotten after the plan when it ships the dense model, else after the prune."""
     from types import SimpleNamespace
 
-    from adaprune_edge.build.context import BuildContext
-    from adaprune_edge.build.pipeline import STAGES, BuildSpec
+    from adaprune_edge.pipeline.context import BuildContext
+    from adaprune_edge.pipeline.build import STAGES, BuildSpec
 
     forgotten: list[str] = []
     ctx = BuildContext(BuildSpec(device="raspberry-pi-5"), run=None, hooks=None)

@@ -10,11 +10,11 @@ import torch
 
 from adaprune_edge import models
 from adaprune_edge.gguf import keys as gguf_keys
-from adaprune_edge.evaluate import runner as llama_runner
-from adaprune_edge.prune import slicing as pruning
+from adaprune_edge.runtime import llamacpp as llama_runner
+from adaprune_edge.archs import slicing as pruning
 from adaprune_edge.errors import ConfigError, ExportError
 from adaprune_edge.exporters import gguf, quantize, vocab
-from adaprune_edge.structure import LayerShape, Structure
+from adaprune_edge.archs.structure import LayerShape, Structure
 
 PROMPT = [1, 400, 2000, 31, 5, 9000, 77, 123, 4567, 12, 48000, 3]
 VOCAB = 49152  # the default model's tokenizer, so llama.cpp gets a real vocabulary; hidden stays tiny

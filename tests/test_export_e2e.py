@@ -7,12 +7,12 @@ import copy
 
 import pytest
 
-from adaprune_edge.evaluate import runner as llama_runner
-from adaprune_edge.prune import slicing as pruning
+from adaprune_edge.runtime import llamacpp as llama_runner
+from adaprune_edge.archs import slicing as pruning
 from adaprune_edge.evaluate import validation
 from adaprune_edge.exporters import gguf, quantize, vocab
 from adaprune_edge.evaluate.perplexity import perplexity, read_text, token_windows
-from adaprune_edge.structure import Structure
+from adaprune_edge.archs.structure import Structure
 
 pytestmark = pytest.mark.e2e
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from adaprune_edge.build.pipeline import STAGES
+from adaprune_edge.pipeline.build import STAGES
 from conftest import SHARED_DATA
 
 TRIALS = 4

@@ -10,18 +10,19 @@ import numpy as np
 import pytest
 
 from adaprune_edge import models
-from adaprune_edge.build.plan_stages import kv_cache_for
+from adaprune_edge.pipeline.plan_stages import kv_cache_for
 from adaprune_edge.errors import ConfigError
-from adaprune_edge.latency import budget, kvcache
+from adaprune_edge.latency import budget
+from adaprune_edge.runtime import kvcache
 from adaprune_edge.overrides import BudgetOverrides
 from adaprune_edge.profiles import load_profile
-from adaprune_edge.structure import Structure
+from adaprune_edge.archs.structure import Structure
 
 
 @pytest.fixture(scope="module")
 def smollm():
     """The default model's shape (30 layers x 3 KV heads x 64): ~23 KB of F16 K/V per position."""
-    from adaprune_edge.structure import LayerShape
+    from adaprune_edge.archs.structure import LayerShape
 
     return Structure(hidden=576, head_dim=64, vocab=49152, n_layer_orig=30, kept_layers=tuple(range(30)),
                      layers=tuple(LayerShape(9, 3, 1536) for _ in range(30)))
@@ -66,7 +67,7 @@ def test_bad_cache_type_is_one_line():
 
 def test_llama_cpp_runs_a_quantized_cache(tiny_llama, tmp_path):
     """Same logits within quantization noise with a Q8_0 cache; less memory once a long context is filled."""
-    from adaprune_edge.evaluate import runner
+    from adaprune_edge.runtime import llamacpp as runner
     from adaprune_edge.evaluate.runtime_ram import measure_runtime_ram
     from adaprune_edge.exporters import gguf, vocab
 

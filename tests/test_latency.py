@@ -17,7 +17,7 @@ from adaprune_edge.errors import ExportError, LatencyError
 from adaprune_edge.latency.backends import BenchSettings, LatencyReport
 from adaprune_edge.latency.cache import LatencyCache, cache_key
 from adaprune_edge.latency.roofline import Roofline, Workload, fit, fit_and_score, predict, workload_from_gguf
-from adaprune_edge.structure import Structure
+from adaprune_edge.archs.structure import Structure
 
 DENSE = Structure.dense(576, 64, 49152, 30, 9, 3, 1536)  # SmolLM2-135M's shape
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from adaprune_edge import models
-from adaprune_edge.prune import slicing as pruning
-from adaprune_edge.gguf.structure import structure_of_gguf
-from adaprune_edge.structure import Structure
+from adaprune_edge.archs import slicing as pruning
+from adaprune_edge.archs.gguf_structure import structure_of_gguf
+from adaprune_edge.archs.structure import Structure
 
 gguf_export = pytest.importorskip("adaprune_edge.exporters.gguf")
 
@@ -23,7 +23,7 @@ def _tensors(path):
 @pytest.mark.parametrize("quant", ["Q8_0"])  # F16 is its intermediate
 def test_shape_only_matches_real_export(tiny_llama, tmp_path, quant):
     from adaprune_edge.exporters import vocab
-    from adaprune_edge.evaluate.runner import open_gguf
+    from adaprune_edge.runtime.llamacpp import open_gguf
 
     meta = vocab.from_gguf(models.default_gguf_path())  # a real tokenizer: 49152 tokens
     model = tiny_llama(layers=4, hidden=128, heads=4, kv_heads=2, ffn=256, vocab=meta.n_vocab)

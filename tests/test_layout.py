@@ -1,5 +1,5 @@
 """The layout the README and docs/architecture.md describe is the tree: subpackages listed, no module over
-300 lines, no import cycles between modules."""
+300 lines, at most 10 top-level modules, no import cycles between modules nor between packages."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ("adaprune_edge", "cli", "exporters")
 MAX_LINES = 300
+MAX_TOP_LEVEL = 10  # modules directly in adaprune_edge/ besides __init__.py
 
 
 def _modules() -> dict[str, Path]:
@@ -40,6 +41,60 @@ def test_readme_layout_lists_every_subpackage_and_nothing_else():
 def test_no_module_over_300_lines():
     long = {str(p.relative_to(ROOT)): n for p in _modules().values() if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert long == {}
+
+
+def test_at_most_ten_top_level_modules():
+    top = sorted(p.name for p in (ROOT / "adaprune_edge").glob("*.py") if p.name != "__init__.py")
+    assert len(top) <= MAX_TOP_LEVEL, top
+
+
+def _package(module: str) -> str:
+    """adaprune_edge.prune.obs → 'prune'; a top-level module is its own node ('models')."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "<root>"
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle of a directed graph as [a, b, ..., a], or None."""
+    state: dict[str, int] = {}
+
+    def visit(n: str, path: list[str]) -> list[str] | None:
+        state[n] = 1
+        for d in sorted(graph[n]):
+            if state.get(d) == 1:
+                return path[path.index(d):] + [n, d] if d in path else path + [n, d]
+            if d not in state and (found := visit(d, path + [n])):
+                return found
+        state[n] = 2
+        return None
+
+    for n in sorted(graph):
+        if n not in state and (found := visit(n, [])):
+            return found
+    return None
+
+
+def test_packages_have_no_import_cycles():
+    """Every import (lazy ones inside functions too) between packages: the package graph is a DAG, so a
+    low-level package (runtime, gguf, archs) never reaches up into a high-level one (evaluate, pipeline)."""
+    mods = _modules()
+    graph: dict[str, set[str]] = {}
+    for m, p in mods.items():
+        src = _package(m)
+        graph.setdefault(src, set())
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("adaprune_edge"):
+                for a in node.names:
+                    dep = f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in mods else node.module
+                    if dep in mods and (d := _package(dep)) not in (src, "<root>"):
+                        graph[src].add(d)
+                        graph.setdefault(d, set())
+    assert _cycle(graph) is None, "package import cycle: " + " -> ".join(_cycle(graph) or [])
+
+
+def test_cycle_finder_finds_a_cycle():
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set()}) is None
 
 
 def test_module_level_imports_have_no_cycles():

@@ -12,7 +12,7 @@ from adaprune_edge.prune.importance import ImportanceCache
 from adaprune_edge.prune.probe import StructureProbe
 from adaprune_edge.prune.profile import depth_weights, layer_shares
 from adaprune_edge.search.space import N_KNOTS, build_space, SpaceBounds, to_prune_config
-from adaprune_edge.structure import Structure
+from adaprune_edge.archs.structure import Structure
 
 ALIGN = 32
 

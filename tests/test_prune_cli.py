@@ -47,7 +47,7 @@ def test_prune_writes_loadable_folder(tiny_dir, tmp_path, shared_data):
     assert "decoder params" in r.output and "asked -30.0%" in r.output
     meta = json.loads((out / "structure.json").read_text())
     assert abs(meta["recipe"]["decoder_ratio"] - 0.3) <= 0.02 and meta["recipe"]["config"]["metric"] == "wanda"
-    from adaprune_edge.prune.slicing import load_pruned
+    from adaprune_edge.archs.slicing import load_pruned
     model, tok = load_pruned(out)
     assert tok is not None and model.model.layers[0].mlp.gate_proj.out_features < 128
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folder left behind
@@ -104,6 +104,6 @@ def test_prune_sequential_obs(tiny_dir, tmp_path, shared_data):
     meta = json.loads((out / "structure.json").read_text())
     cfg = meta["recipe"]["config"]
     assert cfg["sequential"] and cfg["metric"] == "obs" and abs(meta["recipe"]["decoder_ratio"] - 0.3) <= 0.03
-    from adaprune_edge.prune.slicing import load_pruned
+    from adaprune_edge.archs.slicing import load_pruned
     model, _ = load_pruned(out)
     assert [l.self_attn.q_proj.out_features // 16 for l in model.model.layers] == [2, 2, 2]

@@ -9,12 +9,12 @@ import pytest
 
 import torch
 
-from adaprune_edge.prune import slicing as pruning
+from adaprune_edge.archs import slicing as pruning
 from adaprune_edge.prune.allocation import ALLOCATIONS
 from adaprune_edge.errors import ConfigError, DataError, ModelError
 from adaprune_edge.prune.importance import AGGREGATIONS, METRICS, ImportanceCache
 from adaprune_edge.prune.engine import PruneConfig, PruneResult, prune
-from adaprune_edge.structure import Structure
+from adaprune_edge.archs.structure import Structure
 
 
 def _logits(m, ids):

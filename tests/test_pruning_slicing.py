@@ -1,7 +1,7 @@
 import torch
 
-from adaprune_edge.prune import slicing as pruning
-from adaprune_edge.structure import LayerShape, Structure
+from adaprune_edge.archs import slicing as pruning
+from adaprune_edge.archs.structure import LayerShape, Structure
 
 
 def _logits(m, ids):

@@ -9,14 +9,14 @@ import pytest
 import torch
 
 from adaprune_edge.device import Device
-from adaprune_edge.build import plan_stages
-from adaprune_edge.build import quant_options
+from adaprune_edge.pipeline import plan_stages
+from adaprune_edge.pipeline import quant_options
 from adaprune_edge.errors import ConfigError
 from adaprune_edge.exporters import gguf, quantize
-from adaprune_edge.imatrix import Imatrix, collect, flat_imatrix
+from adaprune_edge.exporters.imatrix import Imatrix, collect, flat_imatrix
 from adaprune_edge.quant import FTYPES, QuantRecipe
-from adaprune_edge.build.quant_options import QuantOption
-from adaprune_edge.structure import LayerShape, Structure
+from adaprune_edge.pipeline.quant_options import QuantOption
+from adaprune_edge.archs.structure import LayerShape, Structure
 
 
 def _odd_structure(hidden: int) -> Structure:
@@ -166,7 +166,7 @@ def test_decide_ships_quant_only_unless_the_pruned_estimate_beats_it(monkeypatch
 
 
 def test_pareto_front_keeps_only_points_nothing_beats_on_both_axes():
-    from adaprune_edge.build.tradeoff import pareto
+    from adaprune_edge.pipeline.tradeoff import pareto
 
     pts = [(10.0, 20.0, "dense Q8_0"), (8.0, 21.0, "Q4_0"), (8.5, 25.0, "pruned 0.1"), (6.0, 30.0, "pruned 0.3"),
            (7.0, 35.0, "pruned 0.2")]

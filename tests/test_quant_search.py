@@ -10,10 +10,10 @@ from types import SimpleNamespace
 import pytest
 
 from adaprune_edge import profiles
-from adaprune_edge.build.context import BuildContext
-from adaprune_edge.build.plan_stages import quant_choices
-from adaprune_edge.build.prune_stages import confirmed_best
-from adaprune_edge.build.quant_options import QuantOption
+from adaprune_edge.pipeline.context import BuildContext
+from adaprune_edge.pipeline.plan_stages import quant_choices
+from adaprune_edge.pipeline.prune_stages import confirmed_best
+from adaprune_edge.pipeline.quant_options import QuantOption
 from adaprune_edge.device import Device
 from adaprune_edge.prune.engine import PruneConfig
 from adaprune_edge.search.evaluators import LocalEvaluator

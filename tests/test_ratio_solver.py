@@ -22,7 +22,7 @@ from adaprune_edge.search.ratio import TOL, predicted_fit, solve_ratio
 from adaprune_edge.search.run import run_search
 from adaprune_edge.search.space import SpaceBounds
 from adaprune_edge.search.spec import SearchSpec
-from adaprune_edge.structure import Structure
+from adaprune_edge.archs.structure import Structure
 
 N_TRIALS = 6
 

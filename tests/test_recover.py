@@ -153,7 +153,7 @@ def test_a_run_from_before_the_recover_stage_resumes(tmp_path):
     gets today's defaults and its recover stage is recorded as not run, so nothing is recovered after export."""
     import json
 
-    from adaprune_edge.build.pipeline import STATE_FILE, BuildSpec, RunDir
+    from adaprune_edge.pipeline.build import STATE_FILE, BuildSpec, RunDir
 
     spec = BuildSpec(device="this-host")
     old = {k: v for k, v in spec.to_dict().items() if not k.startswith("recover_")}

@@ -31,11 +31,11 @@ def pruned_dir(tmp_path_factory, shared_data):
 def test_recover_resumes_a_killed_run_and_writes_a_pruned_folder(pruned_dir, shared_data, tmp_path):
     from adaprune_edge import models
     from adaprune_edge.cli.recover_cmd import WORK
-    from adaprune_edge.prune.slicing import load_pruned
+    from adaprune_edge.archs.slicing import load_pruned
     from adaprune_edge.recover.config import RecoverConfig
     from adaprune_edge.recover.distill import recover
     from adaprune_edge.recover.text import recovery_windows
-    from adaprune_edge.structure import Structure
+    from adaprune_edge.archs.structure import Structure
 
     tiny, pruned = pruned_dir
     text = str(shared_data / "tinyshakespeare/input.txt")

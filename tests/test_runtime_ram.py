@@ -7,7 +7,7 @@ from adaprune_edge.latency import budget
 from adaprune_edge.errors import ExportError
 from adaprune_edge.exporters import gguf, vocab
 from adaprune_edge.evaluate.runtime_ram import measure_runtime_ram
-from adaprune_edge.structure import Structure
+from adaprune_edge.archs.structure import Structure
 
 
 

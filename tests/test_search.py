@@ -13,7 +13,7 @@ from adaprune_edge.search.spec import SearchSpec
 from adaprune_edge.search.objective import SearchContext
 from adaprune_edge.search.run import run_search
 from adaprune_edge.search.space import SpaceBounds
-from adaprune_edge.structure import Structure
+from adaprune_edge.archs.structure import Structure
 from adaprune_edge.search.trials import TrialStore
 
 

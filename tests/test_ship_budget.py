@@ -10,15 +10,15 @@ from types import SimpleNamespace
 
 import pytest
 
-from adaprune_edge.build import export_stage, quant_options
-from adaprune_edge.build.quant_options import QuantOption, best_quant_only, dense_file
-from adaprune_edge.build.results import Exported
+from adaprune_edge.pipeline import export_stage, quant_options
+from adaprune_edge.pipeline.quant_options import QuantOption, best_quant_only, dense_file
+from adaprune_edge.pipeline.results import Exported
 from adaprune_edge.device import Device
 from adaprune_edge.errors import LatencyError
 from adaprune_edge.latency.backends import LatencyReport
 from adaprune_edge.overrides import BudgetOverrides
 from adaprune_edge.profiles import load_profile
-from adaprune_edge.structure import Structure
+from adaprune_edge.archs.structure import Structure
 
 BUDGET = 6.1  # --budget-ms of the case (this-host's decode budget then), ms/token
 

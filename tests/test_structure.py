@@ -1,7 +1,7 @@
 import torch
 from gguf import GGMLQuantizationType as QT
 
-from adaprune_edge.structure import LayerShape, Structure
+from adaprune_edge.archs.structure import LayerShape, Structure
 
 
 def test_from_model_counts_params_exactly(tiny_llama):

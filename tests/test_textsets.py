@@ -74,7 +74,7 @@ def test_too_short_heldout_names_file_and_tokens(tmp_path):
 
 
 def test_report_names_the_sets():
-    from adaprune_edge.build import report
+    from adaprune_edge.pipeline import report
 
     sets = {"calibration": {"source": "builtin:self", "part": "records 0%-78%", "windows": 70, "seq_len": 256, "tokens": 17920},
             "objective": {"source": "builtin:self", "part": "records 78%-100%, windows 0-3", "windows": 4, "seq_len": 512, "tokens": 2048},

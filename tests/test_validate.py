@@ -10,7 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 from adaprune_edge import models
-from adaprune_edge.prune import slicing as pruning
+from adaprune_edge.archs import slicing as pruning
 from adaprune_edge.evaluate import validation
 from adaprune_edge.cli.app import app
 from adaprune_edge.exporters import gguf, hf, modelfile, vocab

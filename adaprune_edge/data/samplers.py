@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from adaprune_edge.errors import ModelError
-from adaprune_edge.evaluate.runner import _quiet_stderr
+from adaprune_edge.runtime.llamacpp import _quiet_stderr
 
 Progress = Callable[[int, int, str], None]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 from adaprune_edge.data.calibration import CalibrationPool
 from adaprune_edge.errors import DataError
-from adaprune_edge.evaluate import runner as llama_runner
+from adaprune_edge.runtime import llamacpp as llama_runner
 from adaprune_edge.evaluate import validation
 
 FILES = {"wikitext2_valid": "wikitext-2/valid.txt", "ptb_valid": "ptb/ptb.valid.txt"}

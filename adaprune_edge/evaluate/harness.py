@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from adaprune_edge.evaluate import runner as llama_runner
+from adaprune_edge.runtime import llamacpp as llama_runner
 from adaprune_edge.errors import DataError
 from adaprune_edge.evaluate.tasks import Doc, TaskData, subset
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from adaprune_edge import worker
 from adaprune_edge.latency.local import _tokens, peak_rss_bytes
-from adaprune_edge.evaluate.runner import open_gguf
+from adaprune_edge.runtime.llamacpp import open_gguf
 from adaprune_edge.gguf.header import read_header
 
 N_EVAL_TOKENS = 8  # enough to run the graph once for prompt and once for decode

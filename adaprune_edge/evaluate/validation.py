@@ -16,7 +16,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from adaprune_edge.evaluate import runner as llama_runner
+from adaprune_edge.runtime import llamacpp as llama_runner
 
 GATE_REL_PPL = 0.01  # F16 GGUF perplexity must be within 1% of torch
 LogitsFn = Callable[[Sequence[int]], np.ndarray]

@@ -13,12 +13,12 @@ from typing import Any, Callable
 from gguf import GGML_QUANT_SIZES
 
 from adaprune_edge.errors import LatencyError
-from adaprune_edge.latency import kvcache
+from adaprune_edge.runtime import kvcache
 from adaprune_edge.latency.backends import LatencyReport
 from adaprune_edge.registry import Registry
 from adaprune_edge.latency.roofline import predict
 from adaprune_edge.quant import QuantRecipe
-from adaprune_edge.structure import LayerShape, Structure
+from adaprune_edge.archs.structure import LayerShape, Structure
 
 RUNTIME_BYTES = 64 * 1024**2  # llama.cpp buffers beyond weights, K/V cache and K·Q scratch: 53 MiB measured
 # with an 8192-token context filled (bench/kv_cache.py, Q8_0 cache), plus headroom

@@ -18,7 +18,7 @@ from typing import Any
 from adaprune_edge.latency import llama_bench
 from adaprune_edge import worker
 from adaprune_edge.latency.backends import BenchSettings, LatencyReport, register_backend
-from adaprune_edge.evaluate.runner import open_gguf
+from adaprune_edge.runtime.llamacpp import open_gguf
 
 
 def _tokens(n: int, n_vocab: int) -> list[int]:

@@ -14,7 +14,7 @@ from adaprune_edge.latency import budget
 from adaprune_edge.latency.backends import BenchSettings, LatencyReport
 from adaprune_edge.latency.roofline import FitResult, Workload, fit_and_score
 from adaprune_edge.latency.shape import structure_latency
-from adaprune_edge.structure import Structure
+from adaprune_edge.archs.structure import Structure
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ import numpy as np
 
 from adaprune_edge.errors import LatencyError
 from adaprune_edge.latency.backends import BenchSettings, LatencyReport, register_backend
-from adaprune_edge.structure import Structure
+from adaprune_edge.archs.structure import Structure
 from adaprune_edge.errors import AdapruneError
 from adaprune_edge.gguf.header import read_header
 from adaprune_edge.quant import FTYPES, QuantRecipe

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from adaprune_edge.latency.backends import BenchSettings, LatencyReport, get_backend, measure
 from adaprune_edge.latency.cache import LatencyCache, cache_key
-from adaprune_edge.structure import Structure
+from adaprune_edge.archs.structure import Structure
 from adaprune_edge.exporters import gguf as gguf_export
 from adaprune_edge.latency.roofline import Roofline, Workload
 

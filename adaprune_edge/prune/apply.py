@@ -14,7 +14,7 @@ from torch import nn
 from adaprune_edge.prune import obs
 from adaprune_edge.prune.allocation import LayerPlan
 from adaprune_edge.prune.compensation import compensate, reconstruct
-from adaprune_edge.prune.slicing import prune_attention, prune_mlp
+from adaprune_edge.archs.slicing import prune_attention, prune_mlp
 
 OBS_METRIC = "obs"
 

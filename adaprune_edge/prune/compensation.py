@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from adaprune_edge.prune.slicing import add_output_bias
+from adaprune_edge.archs.slicing import add_output_bias
 
 
 def removed_columns(keep: list[int], n: int) -> torch.Tensor:

@@ -33,9 +33,9 @@ from adaprune_edge.errors import ConfigError, DataError
 from adaprune_edge.prune.calibration_pass import statistics_for
 from adaprune_edge.prune.importance import AGGREGATIONS, METRICS, ImportanceCache, needs
 from adaprune_edge.prune.sequential import apply_sequential
-from adaprune_edge.prune.slicing import drop_layers, sync_config
+from adaprune_edge.archs.slicing import drop_layers, sync_config
 from adaprune_edge.prune.workcopy import working_copy
-from adaprune_edge.structure import LayerShape, Structure
+from adaprune_edge.archs.structure import LayerShape, Structure
 
 MAX_RATIO = 0.9
 

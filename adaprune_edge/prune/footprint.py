@@ -15,7 +15,7 @@ from typing import Any
 
 from adaprune_edge.errors import ConfigError
 from adaprune_edge.prune.importance import needs, needs_gram
-from adaprune_edge.structure import Structure
+from adaprune_edge.archs.structure import Structure
 
 GIB = 2**30
 OVERHEAD = 0.6 * GIB        # python, torch, transformers and the tokenizer once imported (measured ~0.5 GiB)

@@ -13,7 +13,7 @@ from adaprune_edge.prune.engine import PrunePlan, PruneConfig, calibration_windo
 from adaprune_edge.prune.calibration_pass import statistics_for
 from adaprune_edge.prune.importance import ImportanceCache
 from adaprune_edge.data.calibration import windows_key
-from adaprune_edge.structure import LayerShape, Structure
+from adaprune_edge.archs.structure import LayerShape, Structure
 
 PROBE_RATIO = 0.5  # any ratio > 0: makes needs_calibration reflect the recipe, not the ratio
 

@@ -24,7 +24,7 @@ from adaprune_edge.prune import allocation as alloc
 from adaprune_edge.prune.apply import OBS_METRIC, apply_layer
 from adaprune_edge.prune.importance import METRICS, LayerScores, layer_scores, needs_gram
 from adaprune_edge.prune.layerwise import capture, dense_pass
-from adaprune_edge.prune.slicing import drop_layers
+from adaprune_edge.archs.slicing import drop_layers
 from adaprune_edge.prune.statistics import CalibStats, LayerStats
 
 Progress = Callable[[int, int], None]

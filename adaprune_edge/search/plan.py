@@ -15,7 +15,7 @@ from adaprune_edge.errors import ConfigError
 from adaprune_edge.device import Device
 from adaprune_edge.latency.backends import LatencyReport
 from adaprune_edge.search.space import SpaceBounds
-from adaprune_edge.structure import Structure
+from adaprune_edge.archs.structure import Structure
 
 
 @dataclass(frozen=True)

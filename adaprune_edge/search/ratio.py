@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from adaprune_edge.latency.budget import Calibration, budget_ok
-from adaprune_edge.structure import Structure
+from adaprune_edge.archs.structure import Structure
 
 TOL = 0.0025  # decoder share; finer than one 256-wide FFN step of one layer of the default model
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from adaprune_edge.structure import Structure
+from adaprune_edge.archs.structure import Structure
 from adaprune_edge.errors import ConfigError, OutputExistsError
 from adaprune_edge.runs import append_json_line, atomic_path, write_json
 

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import shutil
 
-from adaprune_edge.build.context import BuildContext
-from adaprune_edge.build.results import Plan, Pruned, SearchDone
+from adaprune_edge.pipeline.context import BuildContext
+from adaprune_edge.pipeline.results import Plan, Pruned, SearchDone
 from adaprune_edge.errors import LatencyError
 from adaprune_edge.latency import budget
-from adaprune_edge.prune.slicing import save_pruned
+from adaprune_edge.archs.slicing import save_pruned
 from adaprune_edge.search.cluster import dask_client
 from adaprune_edge.search.evaluators import DaskEvaluator, LocalEvaluator
 from adaprune_edge.search.run import run_search

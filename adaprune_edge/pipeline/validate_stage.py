@@ -9,10 +9,10 @@ import gc
 from pathlib import Path
 from typing import Any
 
-from adaprune_edge.build.context import BuildContext
-from adaprune_edge.build.export_stage import pruned_model
-from adaprune_edge.build.quant_options import best_quant_only, dense_file
-from adaprune_edge.build.results import Validated
+from adaprune_edge.pipeline.context import BuildContext
+from adaprune_edge.pipeline.export_stage import pruned_model
+from adaprune_edge.pipeline.quant_options import best_quant_only, dense_file
+from adaprune_edge.pipeline.results import Validated
 from adaprune_edge.errors import DataError, LatencyError
 from adaprune_edge.evaluate import general_text as gt
 from adaprune_edge.evaluate import harness, tasks, validation

@@ -15,21 +15,22 @@ import math
 from pathlib import Path
 from typing import Any
 
-from adaprune_edge import imatrix
-from adaprune_edge.build import quant_options
-from adaprune_edge.build.context import BuildContext
-from adaprune_edge.build.quant_options import QuantOption
-from adaprune_edge.build.results import Candidates, Plan
+from adaprune_edge.exporters import imatrix
+from adaprune_edge.pipeline import quant_options
+from adaprune_edge.pipeline.context import BuildContext
+from adaprune_edge.pipeline.quant_options import QuantOption
+from adaprune_edge.pipeline.results import Candidates, Plan
 from adaprune_edge.errors import LatencyError
 from adaprune_edge.exporters import gguf, vocab
-from adaprune_edge.imatrix import Imatrix
-from adaprune_edge.latency import budget, kvcache
+from adaprune_edge.exporters.imatrix import Imatrix
+from adaprune_edge.latency import budget
+from adaprune_edge.runtime import kvcache
 from adaprune_edge.recover import estimate
 from adaprune_edge.search.plan import SearchPlan, make_plan
 from adaprune_edge.search.run import warm_start_configs
 from adaprune_edge.search.space import build_space, plain
 from adaprune_edge.search.spec import QuantChoice
-from adaprune_edge.structure import Structure
+from adaprune_edge.archs.structure import Structure
 
 SCORE_QUANT_ONLY = 6  # quant-only recipes scored (most bytes first; bytes alone do not rank quality:
 # on SmolLM2 Q4_0 with an imatrix (90.1 MB) and Q4_K_M:fb=IQ4_NL:out=Q5_0 (82.5 MB) are close)

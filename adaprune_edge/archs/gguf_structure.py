@@ -6,7 +6,7 @@ from pathlib import Path
 
 from adaprune_edge.errors import AdapruneError, LatencyError
 from adaprune_edge.gguf.header import read_header
-from adaprune_edge.structure import LayerShape, Structure
+from adaprune_edge.archs.structure import LayerShape, Structure
 
 
 def _per_layer(meta: dict, key: str, n: int) -> list[int]:

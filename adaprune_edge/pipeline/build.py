@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from adaprune_edge.build import export_stage, plan_stages, prune_stages, recover_stage, report, validate_stage
-from adaprune_edge.build.context import BuildContext
-from adaprune_edge.build.results import RESULT_TYPES
+from adaprune_edge.pipeline import export_stage, plan_stages, prune_stages, recover_stage, report, validate_stage
+from adaprune_edge.pipeline.context import BuildContext
+from adaprune_edge.pipeline.results import RESULT_TYPES
 from adaprune_edge.device import Device
 from adaprune_edge.errors import ConfigError, OutputExistsError
 from adaprune_edge.overrides import BudgetOverrides

@@ -22,9 +22,9 @@ from adaprune_edge.latency.backends import LatencyReport
 from adaprune_edge.errors import LatencyError
 from adaprune_edge.device import Device
 from adaprune_edge.quant import QuantRecipe, file_label
-from adaprune_edge.structure import Structure
+from adaprune_edge.archs.structure import Structure
 from adaprune_edge.data.calibration import windows_key
-from adaprune_edge.evaluate import runner as llama_runner
+from adaprune_edge.runtime import llamacpp as llama_runner
 from adaprune_edge.evaluate import validation
 from adaprune_edge.exporters import quantize
 from adaprune_edge.runs import write_json

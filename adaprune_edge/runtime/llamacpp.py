@@ -33,7 +33,7 @@ def open_gguf(path: str | Path, n_ctx: int = 1024, threads: int | None = None, l
               kv_cache: str = "F16") -> Any:
     """Load a GGUF with llama-cpp-python (CPU) with a K/V cache of type kv_cache (latency/kvcache.py).
     Raises ExportError if llama.cpp cannot load it."""
-    from adaprune_edge.latency import kvcache
+    from adaprune_edge.runtime import kvcache
 
     import llama_cpp
 

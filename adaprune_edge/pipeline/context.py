@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from adaprune_edge import heap, models
-from adaprune_edge.build.results import Plan
+from adaprune_edge.pipeline.results import Plan
 from adaprune_edge.device import Device
 from adaprune_edge.latency import budget
 from adaprune_edge.quant import QuantRecipe

@@ -16,19 +16,19 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from adaprune_edge.build.context import BuildContext
-from adaprune_edge.build.plan_stages import collect_imatrix
-from adaprune_edge.build.quant_options import best_quant_only, dense_file, gguf_ppl
-from adaprune_edge.build.results import Exported
+from adaprune_edge.pipeline.context import BuildContext
+from adaprune_edge.pipeline.plan_stages import collect_imatrix
+from adaprune_edge.pipeline.quant_options import best_quant_only, dense_file, gguf_ppl
+from adaprune_edge.pipeline.results import Exported
 from adaprune_edge.errors import LatencyError
 from adaprune_edge.exporters import gguf, modelfile, quantize, vocab
 from adaprune_edge.latency import budget
 from adaprune_edge.latency.backends import LatencyReport
 from adaprune_edge.latency.budget import Constraint
-from adaprune_edge.prune.slicing import load_pruned
+from adaprune_edge.archs.slicing import load_pruned
 from adaprune_edge.quant import QuantRecipe, file_label
 from adaprune_edge.runs import write_text
-from adaprune_edge.structure import Structure
+from adaprune_edge.archs.structure import Structure
 
 
 MAX_FALLBACKS = 4  # dense candidates measured after a miss before the build gives up

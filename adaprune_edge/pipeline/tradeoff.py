@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from adaprune_edge.errors import ConfigError
-from adaprune_edge.structure import Structure
-from adaprune_edge.build import plots
-from adaprune_edge.build.quant_options import gguf_ppl
+from adaprune_edge.archs.structure import Structure
+from adaprune_edge.pipeline import plots
+from adaprune_edge.pipeline.quant_options import gguf_ppl
 from adaprune_edge.evaluate.perplexity import perplexity
 from adaprune_edge.exporters import gguf, quantize
 from adaprune_edge.prune.engine import prune

@@ -9,10 +9,10 @@ import shutil
 import time
 from typing import Any
 
-from adaprune_edge.build.context import BuildContext
-from adaprune_edge.build.results import Recovered
+from adaprune_edge.pipeline.context import BuildContext
+from adaprune_edge.pipeline.results import Recovered
 from adaprune_edge.evaluate.perplexity import perplexity
-from adaprune_edge.prune.slicing import load_pruned, read_recipe, save_pruned
+from adaprune_edge.archs.slicing import load_pruned, read_recipe, save_pruned
 from adaprune_edge.recover.config import RecoverConfig
 from adaprune_edge.recover.distill import gap_closed, recover
 from adaprune_edge.recover.text import check_disjoint, recovery_windows

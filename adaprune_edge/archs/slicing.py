@@ -24,7 +24,7 @@ from torch import nn
 
 from adaprune_edge.archs import adapter_for
 from adaprune_edge.errors import ModelError
-from adaprune_edge.structure import Structure
+from adaprune_edge.archs.structure import Structure
 
 STRUCTURE_FILE = "structure.json"
 

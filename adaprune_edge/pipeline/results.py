@@ -7,13 +7,13 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from adaprune_edge.build.quant_options import QuantOption
+from adaprune_edge.pipeline.quant_options import QuantOption
 from adaprune_edge.latency.backends import LatencyReport
 from adaprune_edge.profiles import DeviceProfile
 from adaprune_edge.search.space import SpaceBounds
 from adaprune_edge.search.spec import QuantChoice
 from adaprune_edge.search.trials import TrialRecord
-from adaprune_edge.structure import Structure
+from adaprune_edge.archs.structure import Structure
 
 
 def _encode(v: Any) -> Any:

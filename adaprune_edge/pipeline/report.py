@@ -6,10 +6,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from adaprune_edge.build import plots
-from adaprune_edge.build.prune_stages import nothing_pruned
-from adaprune_edge.build.results import Reported
-from adaprune_edge.latency import budget, kvcache
+from adaprune_edge.pipeline import plots
+from adaprune_edge.pipeline.prune_stages import nothing_pruned
+from adaprune_edge.pipeline.results import Reported
+from adaprune_edge.latency import budget
+from adaprune_edge.runtime import kvcache
 from adaprune_edge.runs import write_json, write_text
 from adaprune_edge.search.trials import TrialStore
 
