@@ -21,6 +21,7 @@ from typing import Any
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as QT
 
 from adaprune_edge.errors import ConfigError
+from adaprune_edge.gguf.names import PROJECTIONS
 from adaprune_edge.registry import unknown_name_message
 
 # file type → (llama_ftype value in llama.h, default tensor type); F16/F32 are written, not quantized
@@ -36,7 +37,7 @@ STEERABLE = ("Q8_0", "Q6_K", "Q5_1", "Q5_0", "Q4_1", "Q4_0", "IQ4_NL", "Q5_K", "
 # llama.cpp's fall-back for a row that is not a multiple of the type's block (tensor_type_fallback)
 LLAMA_FALLBACK = {QT.IQ4_XS: QT.IQ4_NL, QT.Q2_K: QT.Q4_0, QT.Q3_K: QT.Q4_0, QT.Q4_K: QT.Q5_0,
                   QT.Q5_K: QT.Q5_1, QT.Q6_K: QT.Q8_0}
-ROLES = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
+ROLES = PROJECTIONS
 
 
 @dataclass(frozen=True)

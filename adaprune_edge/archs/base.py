@@ -17,30 +17,19 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import numpy as np
-from gguf import TENSOR_NAMES, GGUFWriter, MODEL_TENSOR as T, RopeScalingType
+from gguf import GGUFWriter, RopeScalingType
 
 from adaprune_edge.archs.hparams import HParams
 from adaprune_edge.errors import ConfigError, ExportError, ModelError
+from adaprune_edge.gguf.names import (ATTN_K, ATTN_K_NORM, ATTN_NORM, ATTN_OUT, ATTN_POST_NORM, ATTN_Q,  # noqa: F401
+                                        ATTN_Q_NORM, ATTN_V, FFN_DOWN, FFN_GATE, FFN_NORM, FFN_POST_NORM, FFN_UP,
+                                        OUTPUT, OUTPUT_NORM, QKV, ROPE_FREQS, TOKEN_EMBD)
 
-
-def _role(t: T) -> str:
-    """'blk.{bid}.attn_q' → 'attn_q' (gguf's own names, never typed by hand)."""
-    return TENSOR_NAMES[t].rsplit(".", 1)[-1]
-
-
-ATTN_Q, ATTN_K, ATTN_V, ATTN_OUT = _role(T.ATTN_Q), _role(T.ATTN_K), _role(T.ATTN_V), _role(T.ATTN_OUT)
-FFN_GATE, FFN_UP, FFN_DOWN = _role(T.FFN_GATE), _role(T.FFN_UP), _role(T.FFN_DOWN)
-ATTN_NORM, FFN_NORM = _role(T.ATTN_NORM), _role(T.FFN_NORM)
-ATTN_POST_NORM, FFN_POST_NORM = _role(T.ATTN_POST_NORM), _role(T.FFN_POST_NORM)
-ATTN_Q_NORM, ATTN_K_NORM = _role(T.ATTN_Q_NORM), _role(T.ATTN_K_NORM)
-TOKEN_EMBD, OUTPUT_NORM, OUTPUT = TENSOR_NAMES[T.TOKEN_EMBD], TENSOR_NAMES[T.OUTPUT_NORM], TENSOR_NAMES[T.OUTPUT]
-ROPE_FREQS = TENSOR_NAMES[T.ROPE_FREQS]
 
 # GGUF role → HF module path inside one decoder layer (every family here uses the Llama names)
 PROJECTIONS = {ATTN_Q: "self_attn.q_proj", ATTN_K: "self_attn.k_proj", ATTN_V: "self_attn.v_proj",
                ATTN_OUT: "self_attn.o_proj", FFN_GATE: "mlp.gate_proj", FFN_UP: "mlp.up_proj",
                FFN_DOWN: "mlp.down_proj"}
-QKV = (ATTN_Q, ATTN_K, ATTN_V)
 PER_LAYER_ARCH = "deci"
 NORM_ROPE_ARCHS = ("llama", "deci", "smollm3")  # rotate consecutive pairs: HF's rotate-half Q/K rows get permuted
 # biases each llama.cpp graph adds (optional tensors in src/models/<arch>.cpp of llama-cpp-python 0.3.36)
