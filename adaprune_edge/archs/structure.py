@@ -26,7 +26,8 @@ class LayerShape:
 
 @dataclass(frozen=True)
 class Structure:
-    """Shape of a Llama-family model. `kept_layers` index the original layers; `layers` align with it."""
+    """Shape of a decoder model of one family (`family`: the HF model_type of its adapter, archs.ARCHS).
+    `kept_layers` index the original layers; `layers` align with it."""
 
     hidden: int
     head_dim: int
@@ -35,6 +36,7 @@ class Structure:
     kept_layers: tuple[int, ...]
     layers: tuple[LayerShape, ...]
     tied_embeddings: bool = True
+    family: str = "llama"
 
     def __post_init__(self) -> None:
         if len(self.kept_layers) != len(self.layers):
@@ -162,9 +164,10 @@ class Structure:
 
     @classmethod
     def dense(cls, hidden: int, head_dim: int, vocab: int, n_layer: int, n_head: int, n_head_kv: int,
-              n_ff: int, tied_embeddings: bool = True) -> "Structure":
+              n_ff: int, tied_embeddings: bool = True, family: str = "llama") -> "Structure":
         shape = LayerShape(n_head, n_head_kv, n_ff)
-        return cls(hidden, head_dim, vocab, n_layer, tuple(range(n_layer)), (shape,) * n_layer, tied_embeddings)
+        return cls(hidden, head_dim, vocab, n_layer, tuple(range(n_layer)), (shape,) * n_layer, tied_embeddings,
+                   family)
 
     @classmethod
     def from_model(cls, model: Any) -> "Structure":
@@ -179,4 +182,4 @@ class Structure:
             kept = list(range(len(layers)))
         n_orig = getattr(model, "adaprune_n_layer_orig", None) or len(layers)
         tied = bool(getattr(cfg, "tie_word_embeddings", False))
-        return cls(cfg.hidden_size, head_dim, cfg.vocab_size, n_orig, tuple(kept), tuple(layers), tied)
+        return cls(cfg.hidden_size, head_dim, cfg.vocab_size, n_orig, tuple(kept), tuple(layers), tied, adapter.name)
