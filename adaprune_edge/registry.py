@@ -17,13 +17,16 @@ class Registry(Generic[T]):
         self.kind = kind
         self._items: dict[str, T] = {}
         self._baselines: set[str] = set()
+        self._help: dict[str, str] = {}
 
-    def register(self, name: str, baseline: bool = False) -> Callable[[T], T]:
-        """baseline=True: usable by name, but not a choice of the search space (e.g. `random`)."""
+    def register(self, name: str, baseline: bool = False, help: str = "") -> Callable[[T], T]:
+        """baseline=True: usable by name, but not a choice of the search space (e.g. `random`).
+        help: a few words `--help` shows after the name (`listing`)."""
         def deco(obj: T) -> T:
             if name in self._items:
                 raise ValueError(f"{self.kind} {name!r} registered twice")
             self._items[name] = obj
+            self._help[name] = help
             if baseline:
                 self._baselines.add(name)
             return obj
@@ -37,6 +40,14 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         return sorted(self._items)
+
+    def help(self, name: str) -> str:
+        """The registration's short description ('' when none was given)."""
+        return self._help.get(name, "")
+
+    def listing(self, described: bool = True) -> str:
+        """'a, b (what b does), c' in registration order, for a CLI option's help."""
+        return ", ".join(f"{n} ({h})" if described and (h := self._help[n]) else n for n in self._items)
 
     def searchable(self) -> tuple[str, ...]:
         """Names the search space chooses from, in registration order (baselines left out)."""

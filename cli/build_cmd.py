@@ -10,6 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from adaprune_edge.cli.common import budget_options, cli_errors, console, recipe_names, say_uniform_only
+from adaprune_edge.pipeline import quant_options
 
 DEVICE_HELP = "Device profile: a shipped name (see `devices list`) or a path to a .yaml profile."
 
@@ -58,7 +59,7 @@ def build_cmd(
     limits: Any,
     device: str = typer.Option(..., "--device", "-d", help=DEVICE_HELP),
     model: str = typer.Option("default", "--model", "-m", help="'default' (embedded SmolLM2-135M-Instruct), a local HF folder, a .gguf, or a hub id."),
-    quant: Optional[str] = typer.Option(None, "--quant", "-q", help="Force one quant recipe FTYPE[:fb=TYPE][:out=TYPE] (e.g. Q4_K_M, Q4_K_M:fb=IQ4_NL:out=Q5_0). Default: the plan tries 13 llama.cpp recipes and ships the best (quant, pruning) pair that meets the budget; dense quantized if that wins."),
+    quant: Optional[str] = typer.Option(None, "--quant", "-q", help=f"Force one quant recipe FTYPE[:fb=TYPE][:out=TYPE] (e.g. Q4_K_M, Q4_K_M:fb=IQ4_NL:out=Q5_0). Default: the plan tries {len(quant_options.CANDIDATES)} llama.cpp recipes ({', '.join(quant_options.CANDIDATES)}) and ships the best (quant, pruning) pair that meets the budget; dense quantized if that wins."),
     imatrix: bool = typer.Option(True, "--imatrix/--no-imatrix", help="Give llama.cpp's quantizer an importance matrix computed on the calibration windows."),
     trials: int = typer.Option(20, "--trials", "-n", min=1, help="SMAC trials."),
     rescore_top: int = typer.Option(3, "--rescore-top", min=0, help="Re-score this many of the best trials on up to 8 more held-out windows (after the report's) before choosing one; 0: choose on the trials' own objective windows."),
@@ -134,7 +135,6 @@ def _limits(profile, budget_ms) -> str:
 
 def _dry_run(spec, dev, out: Path) -> None:
     from adaprune_edge import models
-    from adaprune_edge.pipeline import quant_options
     from adaprune_edge.cli.search_cmd import print_plan
     from adaprune_edge.pipeline.build import planned_outputs
     from adaprune_edge.search.plan import make_plan

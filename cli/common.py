@@ -12,6 +12,7 @@ from rich.console import Console
 
 from adaprune_edge.errors import AdapruneError
 from adaprune_edge.quant import QuantRecipe, check_installed
+from adaprune_edge.runtime import kvcache
 
 console = Console()
 err_console = Console(stderr=True)
@@ -84,7 +85,7 @@ _BUDGET_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
     ("context", Optional[int], typer.Option(None, "--context", help="Context length the memory check is made at (the KV cache grows with it; default: the profile's).")),
     ("ram_share", Optional[float], typer.Option(None, "--ram-share", help="Share of the device's RAM the model may use, in (0, 1] (default: the profile's).")),
     ("ram_mb", Optional[float], typer.Option(None, "--ram-mb", help="Memory limit of the llama.cpp process in MiB (weights + KV cache at --context + runtime), e.g. what an app leaves free.")),
-    ("kv_cache", Optional[str], typer.Option(None, "--kv-cache", help="K/V cache type the memory check starts from: F16 (llama.cpp's default), Q8_0 or Q4_0 (quantized V needs flash attention; the report says how to set it in llama.cpp, llama-cpp-python and Ollama). build moves to a quantized cache when that lets a larger weight type fit.")),
+    ("kv_cache", Optional[str], typer.Option(None, "--kv-cache", help=f"K/V cache type the memory check starts from: {', '.join(kvcache.ORDER)} ({kvcache.ORDER[0]} is llama.cpp's default; quantized V needs flash attention; the report says how to set it in llama.cpp, llama-cpp-python and Ollama). build moves to a quantized cache when that lets a larger weight type fit.")),
 )
 
 

@@ -72,7 +72,7 @@ def bench_cmd(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model spec: its shape is measured on a shape-only GGUF at --quant."),
     gguf: Optional[Path] = typer.Option(None, "--gguf", help="Measure this GGUF file as it is (instead of --model)."),
     quant: Optional[str] = typer.Option(None, "--quant", "-q", help="Quant type for --model (default: the profile's)."),
-    backend: Optional[str] = typer.Option(None, "--backend", help="local | ssh | predict (default: the profile's)."),
+    backend: Optional[str] = typer.Option(None, "--backend", help=f"{' | '.join(latency.backend_names())} (default: the profile's)."),
     ssh: Optional[str] = typer.Option(None, "--ssh", help="user@host[:port] to measure on with llama-bench (implies --backend ssh)."),
     ssh_config: Optional[str] = typer.Option(None, "--ssh-config", help="ssh config file passed as `ssh -F` (keys, ports)."),
     llama_bench: Optional[str] = typer.Option(None, "--llama-bench", help="Path of llama-bench on the device (default: the profile's)."),

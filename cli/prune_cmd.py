@@ -15,7 +15,10 @@ from rich.table import Table
 
 from adaprune_edge.cli.common import cli_errors, console, err_console, human_count
 from adaprune_edge.cli.sampling_bar import sampling_bar
+from adaprune_edge.data.calibration import STRATEGIES
 from adaprune_edge.errors import ConfigError
+from adaprune_edge.prune.allocation import ALLOCATIONS
+from adaprune_edge.prune.importance import AGGREGATIONS, METRICS
 
 RANGE_HELP = "Use only this share of each calibration source's records, START:STOP in [0, 1] (e.g. 0:0.5 to keep the rest for evaluation)."
 
@@ -81,15 +84,15 @@ def prune_cmd(
     model: str = typer.Option("default", "--model", "-m", help="'default' (embedded SmolLM2-135M-Instruct), a local HF folder, a .gguf file, or a hub id."),
     ratio: float = typer.Option(..., "--ratio", "-r", help="Share of decoder-layer parameters to remove, in (0, 0.9] (embeddings are not pruned)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (safetensors + config + structure.json + tokenizer)."),
-    metric: str = typer.Option("taylor", "--metric", help="Importance metric: l1, l2, taylor, taylor2, wanda, fluctuation, obs (structured OBS: chooses units from the input Hessian and updates the kept weights optimally), random."),
-    aggregation: str = typer.Option("sum", "--aggregation", help="How a unit's component scores combine: sum, mean, max, prod, last."),
-    allocation: str = typer.Option("global", "--allocation", help="Per-layer allocation: uniform, global (FLAP-like ranking), owl (outlier-weighted)."),
+    metric: str = typer.Option("taylor", "--metric", help=f"Importance metric: {METRICS.listing()}."),
+    aggregation: str = typer.Option("sum", "--aggregation", help=f"How a unit's component scores combine: {AGGREGATIONS.listing()}."),
+    allocation: str = typer.Option("global", "--allocation", help=f"Per-layer allocation: {ALLOCATIONS.listing()}."),
     head_unit: str = typer.Option("none", "--head-unit", help="Attention pruning unit: none (FFN and layers only; best measured default), query (heads inside every KV group, all groups equal), group (whole KV groups)."),
     calib: Optional[List[str]] = typer.Option(None, "--calib", help="Calibration text: .txt/.jsonl/.parquet file (repeatable). Default: builtin:self (text sampled from the model itself, cached); builtin:pydoc = Python's help topics."),
     calib_range: str = typer.Option("0:1", "--calib-range", help=RANGE_HELP),
     n_samples: int = typer.Option(64, "--n-samples", min=1, help="Calibration windows."),
     seq_len: int = typer.Option(256, "--seq-len", min=2, help="Tokens per calibration window."),
-    sampling: str = typer.Option("random", "--sampling", help="Window sampling: random, length_stratified, hard (highest loss), diverse (hidden-state spread)."),
+    sampling: str = typer.Option("random", "--sampling", help=f"Window sampling: {STRATEGIES.listing()}."),
     protect_first: int = typer.Option(0, "--protect-first", min=0, help="Never prune the first N layers."),
     protect_last: int = typer.Option(0, "--protect-last", min=0, help="Never prune the last N layers."),
     depth_share: float = typer.Option(0.0, "--depth-share", help="Share of the removal done by dropping whole layers (block influence), 0..1."),

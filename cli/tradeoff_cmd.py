@@ -12,6 +12,8 @@ from rich.table import Table
 
 from adaprune_edge.cli.common import budget_options, cli_errors, console, recipe_names
 from adaprune_edge.cli.sampling_bar import sampling_bar
+from adaprune_edge.prune.allocation import ALLOCATIONS
+from adaprune_edge.prune.importance import METRICS
 from adaprune_edge.runs import atomic_path, check_writable, write_json
 
 
@@ -24,8 +26,8 @@ def tradeoff_cmd(
     model: str = typer.Option("default", "--model", "-m", help="Model spec."),
     ratios: str = typer.Option("0,0.1,0.2,0.3,0.4,0.5,0.6", "--ratios", help="Comma-separated shares of decoder parameters to remove."),
     from_run: Optional[Path] = typer.Option(None, "--from-run", help="A finished `search`/`build` run: use its best recipe (metric, allocation, calibration ...)."),
-    metric: str = typer.Option("taylor", "--metric", help="Recipe metric when no --from-run."),
-    allocation: str = typer.Option("global", "--allocation", help="Recipe allocation when no --from-run."),
+    metric: str = typer.Option("taylor", "--metric", help=f"Recipe metric when no --from-run: {METRICS.listing(described=False)}."),
+    allocation: str = typer.Option("global", "--allocation", help=f"Recipe allocation when no --from-run: {ALLOCATIONS.listing(described=False)}."),
     calib: List[str] = typer.Option([], "--calib", help="Calibration source(s). Default: builtin:self (text sampled from the model, cached)."),
     val: Optional[str] = typer.Option(None, "--val", help="Held-out text. Default: the tail (>= 20% of records) of the first --calib source."),
     windows: int = typer.Option(8, "--windows", min=1, help="Held-out windows of 512 tokens for perplexity."),

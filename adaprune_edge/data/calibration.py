@@ -263,7 +263,7 @@ def sample_random(pool: CalibrationPool, n: int, gen: torch.Generator, model: An
     return torch.randperm(len(pool), generator=gen)[:n].sort().values
 
 
-@STRATEGIES.register("length_stratified")
+@STRATEGIES.register("length_stratified", help="equal numbers per record-length bin")
 def sample_length_stratified(pool: CalibrationPool, n: int, gen: torch.Generator, model: Any = None) -> torch.Tensor:
     """Equal numbers of windows from each quantile bin of source-record length (short to long records)."""
     order = torch.argsort(pool.record_len, stable=True)
@@ -272,7 +272,7 @@ def sample_length_stratified(pool: CalibrationPool, n: int, gen: torch.Generator
     return torch.cat(picks)[:n].sort().values
 
 
-@STRATEGIES.register("hard")
+@STRATEGIES.register("hard", help="highest loss under the dense model")
 def sample_hard(pool: CalibrationPool, n: int, gen: torch.Generator, model: Any = None) -> torch.Tensor:
     """The highest-loss windows (under the dense model) among a seeded candidate subset."""
     _need_model(model, "hard")
@@ -281,7 +281,7 @@ def sample_hard(pool: CalibrationPool, n: int, gen: torch.Generator, model: Any 
     return cand[torch.argsort(loss, descending=True, stable=True)[:n]].sort().values
 
 
-@STRATEGIES.register("diverse")
+@STRATEGIES.register("diverse", help="hidden-state spread, k-center")
 def sample_diverse(pool: CalibrationPool, n: int, gen: torch.Generator, model: Any = None) -> torch.Tensor:
     """Farthest-point (k-center) windows in the dense model's mean-last-hidden-state space."""
     _need_model(model, "diverse")

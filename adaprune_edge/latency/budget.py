@@ -41,7 +41,7 @@ def _shrink(s: LayerShape, ratio: float, align: int) -> LayerShape:
     return LayerShape(q_per * s.n_head_kv, s.n_head_kv, min(n_ff, s.n_ff))
 
 
-@RECIPES.register("uniform")
+@RECIPES.register("uniform", help="every layer keeps the same share of heads and FFN width")
 def uniform(base: Structure, ratio: float, quant: str) -> Structure:
     """Every layer keeps (1 - ratio) of its query heads per KV group and of its FFN width (aligned)."""
     if not 0 <= ratio < 1:

@@ -1,1 +1,3 @@
-"""The pruning engine: statistics, importance, allocation, slicing, compensation, depth."""
+"""The pruning engine: statistics, importance, allocation, compensation, depth."""
+
+from adaprune_edge.prune import profile  # noqa: F401  (registers the 'profile' allocation: ALLOCATIONS is complete once prune is imported)

@@ -144,7 +144,7 @@ def _steps_result(ctx: AllocationContext, taken: dict[tuple[int, str], int]) -> 
     return {i: (taken.get((i, "head"), 0), taken.get((i, "ffn"), 0)) for i in ctx.layers}
 
 
-@ALLOCATIONS.register("global")
+@ALLOCATIONS.register("global", help="FLAP-like ranking across layers")
 def allocate_global(ctx: AllocationContext) -> dict[int, tuple[int, int]]:
     """FLAP-like: rank every step of every layer on the standardized scale, remove the lowest."""
     return _steps_result(ctx, greedy(_all_lanes(ctx), {}, ctx.target))
@@ -181,7 +181,7 @@ def by_fractions(ctx: AllocationContext, frac: dict[int, float],
     return _steps_result(ctx, taken)
 
 
-@ALLOCATIONS.register("uniform")
+@ALLOCATIONS.register("uniform", help="the same share of every layer")
 def allocate_uniform(ctx: AllocationContext) -> dict[int, tuple[int, int]]:
     """The same share of every width-prunable layer."""
     total = sum(ctx.layer_params[i] for i in ctx.layers)
@@ -209,7 +209,7 @@ def outlier_density(model: Any, stats: Any, layers: list[int], m: float) -> torc
     return torch.tensor(out, dtype=torch.float64)
 
 
-@ALLOCATIONS.register("owl")
+@ALLOCATIONS.register("owl", help="outlier-weighted: outlier-rich layers keep more")
 def allocate_owl(ctx: AllocationContext) -> dict[int, tuple[int, int]]:
     """Per-layer share f_i = f − λ·(2·minmax(LOD_i) − 1 − centring): outlier-rich layers keep more."""
     total = sum(ctx.layer_params[i] for i in ctx.layers)

@@ -22,7 +22,6 @@ from torch import nn
 
 from adaprune_edge import archs
 from adaprune_edge.prune import allocation as alloc
-from adaprune_edge.prune import profile as _profile  # noqa: F401  (registers the 'profile' allocation)
 from adaprune_edge.data.calibration import STRATEGIES, CalibrationPool, windows_key
 from adaprune_edge.prune.apply import apply_layer
 from adaprune_edge.prune.depth import layers_to_drop

@@ -111,22 +111,22 @@ def _fluctuation(w: torch.Tensor, comp: str, i: int, stats: CalibStats) -> torch
     return w * w * stats.var(i, SITE_OF[comp]).to(w.dtype)
 
 
-METRICS.register("l1")(_Elementwise(lambda w, c, i, s: w.abs()))
-METRICS.register("l2")(_Elementwise(lambda w, c, i, s: w * w))
-METRICS.register("wanda")(_Elementwise(_wanda, needs_act=True))
-METRICS.register("fluctuation")(_Elementwise(_fluctuation, needs_act=True))
-METRICS.register("taylor")(_FromGradients("taylor"))
-METRICS.register("taylor2")(_FromGradients("taylor2"))
-METRICS.register("random", baseline=True)(_Random())
-METRICS.register("obs")(ObsSaliency())
+METRICS.register("l1", help="sum of |w|")(_Elementwise(lambda w, c, i, s: w.abs()))
+METRICS.register("l2", help="sum of w²")(_Elementwise(lambda w, c, i, s: w * w))
+METRICS.register("wanda", help="|w|·‖x‖")(_Elementwise(_wanda, needs_act=True))
+METRICS.register("fluctuation", help="FLAP: input variance × ‖w‖²")(_Elementwise(_fluctuation, needs_act=True))
+METRICS.register("taylor", help="|w·∂L/∂w|, first order")(_FromGradients("taylor"))
+METRICS.register("taylor2", help="Taylor with the second-order term")(_FromGradients("taylor2"))
+METRICS.register("random", baseline=True, help="baseline")(_Random())
+METRICS.register("obs", help="structured OBS: units chosen from the input Hessian, kept weights updated optimally")(ObsSaliency())
 
 
 # -- aggregations over a unit's components: input [n_components, n_units] -> [n_units] --------------
 AGGREGATIONS.register("sum")(lambda x: x.sum(0))
 AGGREGATIONS.register("mean")(lambda x: x.mean(0))
 AGGREGATIONS.register("max")(lambda x: x.max(0).values)
-AGGREGATIONS.register("prod")(lambda x: torch.log(x.clamp_min(0.0) + 1e-30).sum(0))
-AGGREGATIONS.register("last")(lambda x: x[-1])
+AGGREGATIONS.register("prod", help="product, as a sum of logs")(lambda x: torch.log(x.clamp_min(0.0) + 1e-30).sum(0))
+AGGREGATIONS.register("last", help="the last component only")(lambda x: x[-1])
 
 
 def _combine(comps: dict[str, torch.Tensor], order: tuple[str, ...], agg: Callable) -> torch.Tensor:

@@ -47,7 +47,7 @@ def layer_shares(weights: dict[int, float], params: dict[int, int], target: floa
     return shares
 
 
-@ALLOCATIONS.register("profile")
+@ALLOCATIONS.register("profile", help="searched knots over depth and a heads-vs-FFN weight")
 def allocate_profile(ctx: AllocationContext) -> dict[int, tuple[int, int]]:
     """Per-layer shares from the knot profile over depth, heads vs FFN by `head_weight`."""
     if not ctx.layers:
