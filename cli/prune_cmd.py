@@ -97,7 +97,7 @@ def prune_cmd(
     protect_last: int = typer.Option(0, "--protect-last", min=0, help="Never prune the last N layers."),
     depth_share: float = typer.Option(0.0, "--depth-share", help="Share of the removal done by dropping whole layers (block influence), 0..1."),
     bias_compensation: bool = typer.Option(False, "--bias-compensation/--no-bias-compensation", help="FLAP bias compensation for removed channels."),
-    reconstruction: bool = typer.Option(False, "--reconstruction/--no-reconstruction", help="Least-squares refit of o_proj/down_proj's kept columns (and a bias) to the dense outputs on the calibration tokens; one-shot, no training. Subsumes --bias-compensation."),
+    reconstruction: bool = typer.Option(False, "--reconstruction/--no-reconstruction", help="Least-squares refit of the output projections' (attn_output/ffn_down) kept columns (and a bias) to the dense outputs on the calibration tokens; one-shot, no training. Subsumes --bias-compensation."),
     recon_damp: float = typer.Option(0.3, "--recon-damp", help="Ridge strength of --reconstruction towards the original weights (relative to the mean input variance; larger = closer to bias compensation only)."),
     align: int = typer.Option(32, "--align", min=1, help="FFN widths stay multiples of this: 256 for K-quants (Q4_K_M...), 32 otherwise, 1 = free."),
     min_keep: float = typer.Option(0.1, "--min-keep", help="Share of heads/channels every pruned layer keeps, in [0, 1)."),

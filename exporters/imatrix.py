@@ -14,11 +14,9 @@ import numpy as np
 import torch
 
 from adaprune_edge.archs import adapter_for
-from adaprune_edge.archs.base import PROJECTIONS
+from adaprune_edge.gguf.names import PROJECTIONS
 from adaprune_edge.errors import ConfigError, DataError
 from adaprune_edge.runs import atomic_path
-
-HF_TO_GGUF = {hf: role for role, hf in PROJECTIONS.items()}  # HF module path in a layer → GGUF role
 
 
 @dataclass(frozen=True)
@@ -103,10 +101,10 @@ def flat_imatrix(structure: Any) -> Imatrix:
 
 def gguf_names(model: Any) -> dict[str, str]:
     """HF module path → GGUF tensor name for every matrix llama.cpp multiplies by an activation."""
-    out = {}
-    for i, _ in enumerate(adapter_for(model).layers(model)):
-        for hf, gg in HF_TO_GGUF.items():
-            out[f"model.layers.{i}.{hf}"] = f"blk.{i}.{gg}.weight"
+    adapter, out = adapter_for(model), {}
+    for i, _ in enumerate(adapter.layers(model)):
+        for role in PROJECTIONS:
+            out[adapter.hf_module(i, role)] = f"blk.{i}.{role}.weight"
     tied = bool(getattr(model.config, "tie_word_embeddings", False))
     out["lm_head"] = "token_embd.weight" if tied else "output.weight"
     return out

@@ -105,8 +105,8 @@ def test_uniform_only_families_refuse_per_layer_widths(family, tok_meta, tmp_pat
         prune(model, None, PruneConfig(ratio=0.3, metric="l2", allocation="uniform", protect_first=1))
     with pytest.raises(ConfigError, match="bias compensation"):
         prune(model, None, PruneConfig(ratio=0.3, metric="l2", allocation="uniform", bias_compensation=True))
-    layer = archs.adapter_for(model).mlp(model.model.layers[0])
-    slicing.prune_mlp(layer, list(range(64)))  # by hand: layer 0 narrower than the others
+    adapter = archs.adapter_for(model)
+    slicing.prune_mlp(adapter, adapter.layers(model)[0], list(range(64)))  # by hand: layer 0 narrower than the others
     with pytest.raises(ExportError, match="can only be pruned uniformly"):
         gguf.write_model(model, tmp_path / "x.gguf", tok_meta)
     assert not (tmp_path / "x.gguf").exists()

@@ -11,10 +11,12 @@ import torch
 from adaprune_edge import models
 from adaprune_edge.gguf import keys as gguf_keys
 from adaprune_edge.runtime import llamacpp as llama_runner
-from adaprune_edge.archs import slicing as pruning
+from adaprune_edge.archs import ARCHS, slicing as pruning
 from adaprune_edge.errors import ConfigError, ExportError
 from adaprune_edge.exporters import gguf, quantize, vocab
 from adaprune_edge.archs.structure import LayerShape, Structure
+
+LLAMA = ARCHS.get("llama")  # the tiny test models are Llamas
 
 PROMPT = [1, 400, 2000, 31, 5, 9000, 77, 123, 4567, 12, 48000, 3]
 VOCAB = 49152  # the default model's tokenizer, so llama.cpp gets a real vocabulary; hidden stays tiny
@@ -27,17 +29,17 @@ def tok_meta() -> vocab.TokenizerMeta:
 
 def _nonuniform(model) -> None:
     layers = model.model.layers
-    pruning.prune_attention(layers[0].self_attn, [0, 1], [[1], [0]])     # 4h/2kv → 2h/2kv
-    pruning.prune_mlp(layers[1].mlp, list(range(0, 128, 2)))             # 128 → 64
-    pruning.prune_attention(layers[2].self_attn, [1], [[0, 1]])          # 4h/2kv → 2h/1kv
-    pruning.prune_mlp(layers[2].mlp, list(range(40)))                    # odd width
+    pruning.prune_attention(LLAMA, layers[0], [0, 1], [[1], [0]])     # 4h/2kv → 2h/2kv
+    pruning.prune_mlp(LLAMA, layers[1], list(range(0, 128, 2)))             # 128 → 64
+    pruning.prune_attention(LLAMA, layers[2], [1], [[0, 1]])          # 4h/2kv → 2h/1kv
+    pruning.prune_mlp(LLAMA, layers[2], list(range(40)))                    # odd width
     pruning.sync_config(model)
 
 
 def _uniform(model) -> None:
     for layer in model.model.layers:
-        pruning.prune_attention(layer.self_attn, [0, 1], [[1], [0]])
-        pruning.prune_mlp(layer.mlp, list(range(96)))
+        pruning.prune_attention(LLAMA, layer, [0, 1], [[1], [0]])
+        pruning.prune_mlp(LLAMA, layer, list(range(96)))
     pruning.drop_layers(model, [0, 2])
     pruning.sync_config(model)
 

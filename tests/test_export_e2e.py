@@ -8,11 +8,13 @@ import copy
 import pytest
 
 from adaprune_edge.runtime import llamacpp as llama_runner
-from adaprune_edge.archs import slicing as pruning
+from adaprune_edge.archs import ARCHS, slicing as pruning
 from adaprune_edge.evaluate import validation
 from adaprune_edge.exporters import gguf, quantize, vocab
 from adaprune_edge.evaluate.perplexity import perplexity, read_text, token_windows
 from adaprune_edge.archs.structure import Structure
+
+LLAMA = ARCHS.get("llama")  # the tiny test models are Llamas
 
 pytestmark = pytest.mark.e2e
 
@@ -26,8 +28,8 @@ def _prune_20(model) -> None:
     """First-k prune (no importance): FFN 1536→1280/1024 by depth, query heads 9→6 in every third layer."""
     for i, layer in enumerate(model.model.layers):
         if i % 3 == 1:
-            pruning.prune_attention(layer.self_attn, [0, 1, 2], [[0, 1]] * 3)
-        pruning.prune_mlp(layer.mlp, list(range(1280 if i < 15 else 1024)))
+            pruning.prune_attention(LLAMA, layer, [0, 1, 2], [[0, 1]] * 3)
+        pruning.prune_mlp(LLAMA, layer, list(range(1280 if i < 15 else 1024)))
     pruning.sync_config(model)
 
 

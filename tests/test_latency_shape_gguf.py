@@ -6,9 +6,11 @@ from __future__ import annotations
 import pytest
 
 from adaprune_edge import models
-from adaprune_edge.archs import slicing as pruning
+from adaprune_edge.archs import ARCHS, slicing as pruning
 from adaprune_edge.archs.gguf_structure import structure_of_gguf
 from adaprune_edge.archs.structure import Structure
+
+LLAMA = ARCHS.get("llama")  # the tiny test models are Llamas
 
 gguf_export = pytest.importorskip("adaprune_edge.exporters.gguf")
 
@@ -28,8 +30,8 @@ def test_shape_only_matches_real_export(tiny_llama, tmp_path, quant):
     meta = vocab.from_gguf(models.default_gguf_path())  # a real tokenizer: 49152 tokens
     model = tiny_llama(layers=4, hidden=128, heads=4, kv_heads=2, ffn=256, vocab=meta.n_vocab)
     # non-uniform: layer 1 loses query heads within its KV groups, layer 2 half its FFN, layer 3 is removed
-    pruning.prune_attention(model.model.layers[1].self_attn, [0, 1], [[0], [1]])
-    pruning.prune_mlp(model.model.layers[2].mlp, list(range(0, 256, 2)))
+    pruning.prune_attention(LLAMA, model.model.layers[1], [0, 1], [[0], [1]])
+    pruning.prune_mlp(LLAMA, model.model.layers[2], list(range(0, 256, 2)))
     pruning.drop_layers(model, [0, 1, 2])
     st = Structure.from_model(model)
     real = gguf_export.write_model(model, tmp_path / "real.gguf", meta, quant=quant)

@@ -127,3 +127,43 @@ def test_pyproject_lists_every_subpackage():
     for p in (ROOT / "adaprune_edge").glob("*/__init__.py"):
         if not p.parent.is_symlink():
             assert f'"adaprune_edge.{p.parent.name}"' in text, p.parent.name  # a wheel would leave it out
+
+
+HF_LAYOUT = ("self_attn", "mlp", "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def _layout_names(tree: ast.AST) -> list[tuple[int, str]]:
+    """(line, name) of every HF module-layout name in code: Name ids, attributes (and `model.model.layers`),
+    arguments and string constants that are not docstrings (comments are not in the AST)."""
+    word = re.compile(r"\b(" + "|".join(HF_LAYOUT) + r")\b")
+    docs = {id(n.body[0].value) for n in ast.walk(tree)
+            if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and n.body
+            and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+    found = []
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Name) and n.id in HF_LAYOUT:
+            found.append((n.lineno, n.id))
+        elif isinstance(n, ast.arg) and n.arg in HF_LAYOUT:
+            found.append((n.lineno, n.arg))
+        elif isinstance(n, ast.Attribute) and n.attr in HF_LAYOUT:
+            found.append((n.lineno, n.attr))
+        elif (isinstance(n, ast.Attribute) and n.attr == "layers" and isinstance(n.value, ast.Attribute)
+              and n.value.attr == "model"):
+            found.append((n.lineno, "model.model.layers"))
+        elif isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs and word.search(n.value):
+            found.append((n.lineno, repr(n.value[:40])))
+    return found
+
+
+def test_only_archs_knows_the_hf_module_layout():
+    """Outside adaprune_edge/archs/ code reaches decoder layers and projections through the family's adapter
+    (`layers`, `linear(layer, role)` with GGUF roles), so a family with another layout needs only an adapter."""
+    files = [p for p in _modules().values() if "archs" not in p.relative_to(ROOT).parts[:2]]
+    files += sorted((ROOT / "bench").rglob("*.py"))
+    leaks = [f"{p.relative_to(ROOT)}:{line}: {name}" for p in files for line, name in _layout_names(ast.parse(p.read_text()))]
+    assert leaks == []
+
+
+def test_layout_finder_sees_code_not_docstrings():
+    src = '"""self_attn in a docstring"""\n# q_proj in a comment\nx = layer.self_attn\ny = m.model.layers\nz = "mlp.up_proj"\n'
+    assert [name for _, name in _layout_names(ast.parse(src))] == ["self_attn", "model.model.layers", "'mlp.up_proj'"]

@@ -10,10 +10,12 @@ import torch
 from typer.testing import CliRunner
 
 from adaprune_edge import models
-from adaprune_edge.archs import slicing as pruning
+from adaprune_edge.archs import ARCHS, slicing as pruning
 from adaprune_edge.evaluate import validation
 from adaprune_edge.cli.app import app
 from adaprune_edge.exporters import gguf, hf, modelfile, vocab
+
+LLAMA = ARCHS.get("llama")  # the tiny test models are Llamas
 
 VOCAB = 49152
 runner = CliRunner()
@@ -28,14 +30,14 @@ def tok_meta():
 def tiny_pruned_dir(tiny_llama, default_model, tmp_path):
     """A non-uniform pruned tiny model saved with the default tokenizer (so the CLI can export it)."""
     model = tiny_llama(vocab=VOCAB)
-    pruning.prune_attention(model.model.layers[0].self_attn, [0], [[0, 1]])
-    pruning.prune_mlp(model.model.layers[1].mlp, list(range(64)))
+    pruning.prune_attention(LLAMA, model.model.layers[0], [0], [[0, 1]])
+    pruning.prune_mlp(LLAMA, model.model.layers[1], list(range(64)))
     return pruning.save_pruned(model, default_model.tokenizer, tmp_path / "tiny"), model
 
 
 def test_f16_export_passes_gate_and_kl_is_tiny(tiny_llama, tok_meta, tmp_path):
     model = tiny_llama(vocab=VOCAB)
-    pruning.prune_mlp(model.model.layers[0].mlp, list(range(32)))
+    pruning.prune_mlp(LLAMA, model.model.layers[0], list(range(32)))
     path = gguf.write_model(model, tmp_path / "m.gguf", tok_meta).path
     wins = torch.randint(0, VOCAB, (2, 32), generator=torch.Generator().manual_seed(0)).numpy()
     rep = validation.validate(path, wins, torch_model=model, threads=2)
@@ -129,13 +131,13 @@ def test_hf_export_uniform_loads_with_automodel_and_nonuniform_with_ours(tiny_ll
 
     model = tiny_llama()
     for layer in model.model.layers:
-        pruning.prune_mlp(layer.mlp, list(range(64)))
+        pruning.prune_mlp(LLAMA, layer, list(range(64)))
     assert hf.save(model, None, tmp_path / "u").layout == "hf"
     again = AutoModelForCausalLM.from_pretrained(tmp_path / "u").eval()
     x = torch.tensor([[1, 2, 3, 4]])
     with torch.no_grad():
         torch.testing.assert_close(again(x).logits, model(x).logits)
-    pruning.prune_attention(model.model.layers[0].self_attn, [1], [[0, 1]])
+    pruning.prune_attention(LLAMA, model.model.layers[0], [1], [[0, 1]])
     assert hf.save(model, None, tmp_path / "n").layout == "adaprune"
     loaded, _ = pruning.load_pruned(tmp_path / "n")
     with torch.no_grad():

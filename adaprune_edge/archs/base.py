@@ -17,17 +17,20 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import numpy as np
+from torch import nn
 from gguf import GGUFWriter, RopeScalingType
 
 from adaprune_edge.archs.hparams import HParams
 from adaprune_edge.errors import ConfigError, ExportError, ModelError
 from adaprune_edge.gguf.names import (ATTN_K, ATTN_K_NORM, ATTN_NORM, ATTN_OUT, ATTN_POST_NORM, ATTN_Q,  # noqa: F401
                                         ATTN_Q_NORM, ATTN_V, FFN_DOWN, FFN_GATE, FFN_NORM, FFN_POST_NORM, FFN_UP,
-                                        OUTPUT, OUTPUT_NORM, QKV, ROPE_FREQS, TOKEN_EMBD)
+                                        OUTPUT, OUTPUT_NORM, PROJECTIONS, QKV, ROPE_FREQS, TOKEN_EMBD,
+                                        tensor_name)
 
 
-# GGUF role → HF module path inside one decoder layer (every family here uses the Llama names)
-PROJECTIONS = {ATTN_Q: "self_attn.q_proj", ATTN_K: "self_attn.k_proj", ATTN_V: "self_attn.v_proj",
+# GGUF role → HF module path inside one decoder layer (the Llama names; a family with another layout
+# overrides the adapter methods that use it)
+HF_PATHS = {ATTN_Q: "self_attn.q_proj", ATTN_K: "self_attn.k_proj", ATTN_V: "self_attn.v_proj",
                ATTN_OUT: "self_attn.o_proj", FFN_GATE: "mlp.gate_proj", FFN_UP: "mlp.up_proj",
                FFN_DOWN: "mlp.down_proj"}
 PER_LAYER_ARCH = "deci"
@@ -62,22 +65,39 @@ class ArchAdapter:
     pruning = "heads, KV groups, FFN channels, layers; per-layer widths"
     deci_lacks = ""                    # what `deci` lacks for this family (uniform-only families)
 
-    # -- HF modules --------------------------------------------------------------------------------
+    # -- HF modules ---------------------------------------------------------------------------------
     def layers(self, model: Any) -> Any:
         """The decoder layers (an nn.ModuleList)."""
         return model.model.layers
 
+    def set_layers(self, model: Any, layers: Sequence[Any]) -> None:
+        """Replace the decoder layers (layer removal)."""
+        model.model.layers = nn.ModuleList(layers)
+
     def linear(self, layer: Any, role: str) -> Any:
         """The nn.Linear of a GGUF role ('attn_q', 'ffn_down', ...) in one decoder layer."""
-        return layer.get_submodule(PROJECTIONS[role])
+        return layer.get_submodule(HF_PATHS[role])
+
+    def linears(self, layer: Any) -> dict[str, Any]:
+        """GGUF role → nn.Linear of the seven projections of a layer (gguf.names.PROJECTIONS order)."""
+        return {role: self.linear(layer, role) for role in PROJECTIONS}
+
+    def set_linear(self, layer: Any, role: str, module: Any) -> None:
+        """Put `module` (a sliced nn.Linear, a LoRA wrapper ...) in the place of a role's projection."""
+        parent, _, attr = HF_PATHS[role].rpartition(".")
+        setattr(layer.get_submodule(parent), attr, module)
 
     def attention(self, layer: Any) -> Any:
-        """The attention module of a layer (holds q_proj/k_proj/v_proj/o_proj, head_dim)."""
-        return layer.get_submodule(PROJECTIONS[ATTN_Q].rsplit(".", 1)[0])
+        """The attention module of a layer (holds the Q/K/V/output projections, head_dim)."""
+        return layer.get_submodule(HF_PATHS[ATTN_Q].rsplit(".", 1)[0])
 
     def mlp(self, layer: Any) -> Any:
-        """The gated MLP of a layer (holds gate_proj/up_proj/down_proj)."""
-        return layer.get_submodule(PROJECTIONS[FFN_GATE].rsplit(".", 1)[0])
+        """The gated MLP of a layer (holds the gate/up/down projections)."""
+        return layer.get_submodule(HF_PATHS[FFN_GATE].rsplit(".", 1)[0])
+
+    def hf_module(self, layer_index: int, role: str) -> str:
+        """Module name of a role's projection in the model ('model.layers.3.self_attn.q_proj')."""
+        return self.hf_name(tensor_name(role, layer_index)).removesuffix(".weight")
 
     def restore_buffers(self, model: Any) -> None:
         """Recompute the buffers state dicts do not hold (RoPE tables) after building on the meta device."""
@@ -181,13 +201,13 @@ class ArchAdapter:
         if gguf_name == f"{OUTPUT}.weight":
             return "lm_head.weight"
         _, i, role, kind = gguf_name.split(".")
-        paths = {**PROJECTIONS, **{v: k for k, v in self.norms.items()},
+        paths = {**HF_PATHS, **{v: k for k, v in self.norms.items()},
                  **{v: f"self_attn.{k}" for k, v in self.head_norms.items()}}
         return f"model.layers.{i}.{paths[role]}.{kind}"
 
     def gguf_role(self, hf_module: str) -> str | None:
         """GGUF role of an HF module path inside a layer ('self_attn.q_proj' → 'attn_q'), None if unknown."""
-        inv = {v: k for k, v in PROJECTIONS.items()}
+        inv = {v: k for k, v in HF_PATHS.items()}
         return inv.get(hf_module) or self.norms.get(hf_module) or self.head_norms.get(hf_module.split(".")[-1])
 
     def to_gguf(self, gguf_name: str, arr: np.ndarray, structure: Any, arch: str) -> np.ndarray:

@@ -1,15 +1,14 @@
 """Physical structured pruning: slice attention heads, FFN channels and whole layers out of an HF decoder.
 
-Every registered family (archs) names its projections like Llama (attention: q_proj/k_proj/v_proj/o_proj,
-MLP: gate_proj/up_proj/down_proj, see archs.base.PROJECTIONS); layers and modules are found through the
-model's adapter. Q/K/V biases (Qwen2) are sliced with their rows; QK-norms (Qwen3, Gemma 3) act per head
-dimension and are shared by all heads, so they are never sliced.
+Layers and projections are found and replaced through the model's adapter (by GGUF role), so a family
+with another module layout overrides `layers`/`set_layers`/`linear`/`set_linear` in its adapter. Q/K/V
+biases (Qwen2) are sliced with their rows; QK-norms (Qwen3, Gemma 3) act per head dimension and are
+shared by all heads, so they are never sliced.
 
-Convention shared by every module (export, latency, search): a pruned model is still a
-`LlamaForCausalLM`; its layers hold smaller `nn.Linear`s, so per-layer shapes are read from the
-modules (`Structure.from_model`). Removed layers are gone from `model.model.layers`; the original
+Convention shared by every module (export, latency, search): a pruned model keeps its HF class; its
+layers hold smaller `nn.Linear`s, so per-layer shapes are read from the modules (`Structure.from_model`). Removed layers are gone from the decoder's layer list; the original
 indices of the kept ones are in `model.adaprune_kept_layers`. Bias compensation lives as a bias on
-`o_proj` / `down_proj`. The HF config is updated where the result is uniform.
+the output projections (attn_output / ffn_down). The HF config is updated where the result is uniform.
 """
 
 from __future__ import annotations
@@ -22,7 +21,8 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from adaprune_edge.archs import adapter_for
+from adaprune_edge.archs import ArchAdapter, adapter_for
+from adaprune_edge.archs.base import ATTN_K, ATTN_OUT, ATTN_Q, ATTN_V, FFN_DOWN, FFN_GATE, FFN_UP
 from adaprune_edge.errors import ModelError
 from adaprune_edge.archs.structure import Structure
 
@@ -51,12 +51,16 @@ def _head_rows(head_ids: Sequence[int], head_dim: int) -> torch.Tensor:
     return torch.cat([torch.arange(h * head_dim, (h + 1) * head_dim) for h in head_ids])
 
 
-def prune_attention(attn: nn.Module, kv_keep: Sequence[int], q_keep: Sequence[Sequence[int]]) -> None:
+def prune_attention(adapter: ArchAdapter, layer: nn.Module, kv_keep: Sequence[int],
+                    q_keep: Sequence[Sequence[int]]) -> None:
     """Keep KV heads `kv_keep` and, inside each kept group g, query heads q_keep[i] (offsets within the
-    group). Every kept group keeps the same number of query heads, so n_head stays a multiple of n_head_kv."""
+    group) of one decoder layer. Every kept group keeps the same number of query heads, so n_head stays a
+    multiple of n_head_kv."""
+    attn = adapter.attention(layer)
     d = attn.head_dim
-    n_kv = attn.k_proj.out_features // d
-    n_rep = (attn.q_proj.out_features // d) // n_kv
+    q, k, v, o = (adapter.linear(layer, r) for r in (ATTN_Q, ATTN_K, ATTN_V, ATTN_OUT))
+    n_kv = k.out_features // d
+    n_rep = (q.out_features // d) // n_kv
     if len(kv_keep) == 0 or len(q_keep) != len(kv_keep) or len({len(q) for q in q_keep}) != 1 or not q_keep[0]:
         raise ValueError("each kept KV group must keep the same, non-zero number of query heads")
     q_heads = [g * n_rep + j for g, offs in zip(kv_keep, q_keep) for j in sorted(offs)]
@@ -65,19 +69,21 @@ def prune_attention(attn: nn.Module, kv_keep: Sequence[int], q_keep: Sequence[Se
     order = sorted(range(len(kv_keep)), key=lambda i: kv_keep[i])
     if order != list(range(len(kv_keep))):
         raise ValueError("kv_keep must be sorted ascending")
-    attn.q_proj, attn.o_proj = _rows(attn.q_proj, q_rows), _cols(attn.o_proj, q_rows)
-    attn.k_proj, attn.v_proj = _rows(attn.k_proj, kv_rows), _rows(attn.v_proj, kv_rows)
+    for role, new in ((ATTN_Q, _rows(q, q_rows)), (ATTN_OUT, _cols(o, q_rows)), (ATTN_K, _rows(k, kv_rows)),
+                      (ATTN_V, _rows(v, kv_rows))):
+        adapter.set_linear(layer, role, new)
     attn.num_key_value_groups = len(q_heads) // len(kv_keep)
 
 
-def prune_mlp(mlp: nn.Module, keep: Sequence[int]) -> None:
-    """Keep FFN channels `keep` (rows of gate/up, columns of down)."""
+def prune_mlp(adapter: ArchAdapter, layer: nn.Module, keep: Sequence[int]) -> None:
+    """Keep FFN channels `keep` of one decoder layer (rows of gate/up, columns of down)."""
     if len(keep) == 0:
         raise ValueError("an FFN must keep at least one channel; remove the layer instead")
     idx = torch.as_tensor(sorted(keep), dtype=torch.long)
-    mlp.gate_proj, mlp.up_proj = _rows(mlp.gate_proj, idx), _rows(mlp.up_proj, idx)
-    mlp.down_proj = _cols(mlp.down_proj, idx)
-    mlp.intermediate_size = len(idx)
+    gate, up, down = (adapter.linear(layer, r) for r in (FFN_GATE, FFN_UP, FFN_DOWN))
+    for role, new in ((FFN_GATE, _rows(gate, idx)), (FFN_UP, _rows(up, idx)), (FFN_DOWN, _cols(down, idx))):
+        adapter.set_linear(layer, role, new)
+    adapter.mlp(layer).intermediate_size = len(idx)
 
 
 def add_output_bias(lin: nn.Linear, bias: torch.Tensor) -> None:
@@ -98,7 +104,7 @@ def drop_layers(model: nn.Module, keep: Sequence[int]) -> None:
         raise ValueError("at least one decoder layer must be kept")
     orig = list(getattr(model, "adaprune_kept_layers", range(len(layers))))
     model.adaprune_n_layer_orig = getattr(model, "adaprune_n_layer_orig", len(layers))
-    model.model.layers = nn.ModuleList([layers[i] for i in keep])
+    adapter.set_layers(model, [layers[i] for i in keep])
     model.adaprune_kept_layers = [orig[i] for i in keep]
     for new_idx, layer in enumerate(adapter.layers(model)):
         adapter.attention(layer).layer_idx = new_idx
@@ -123,14 +129,14 @@ def apply_structure(model: nn.Module, structure: Structure) -> None:
     drop_layers(model, list(structure.kept_layers))
     adapter = adapter_for(model)
     for layer, s in zip(adapter.layers(model), structure.layers):
-        attn, mlp = adapter.attention(layer), adapter.mlp(layer)
-        n_kv = attn.k_proj.out_features // attn.head_dim
-        n_rep = attn.q_proj.out_features // attn.head_dim // n_kv
+        d = adapter.attention(layer).head_dim
+        n_kv = adapter.linear(layer, ATTN_K).out_features // d
+        n_rep = adapter.linear(layer, ATTN_Q).out_features // d // n_kv
         q_per = s.n_head // s.n_head_kv
         if (s.n_head_kv, q_per) != (n_kv, n_rep):
-            prune_attention(attn, list(range(s.n_head_kv)), [list(range(q_per))] * s.n_head_kv)
-        if s.n_ff != mlp.gate_proj.out_features:
-            prune_mlp(mlp, list(range(s.n_ff)))
+            prune_attention(adapter, layer, list(range(s.n_head_kv)), [list(range(q_per))] * s.n_head_kv)
+        if s.n_ff != adapter.linear(layer, FFN_GATE).out_features:
+            prune_mlp(adapter, layer, list(range(s.n_ff)))
     sync_config(model)
 
 

@@ -23,7 +23,7 @@ from adaprune_edge.archs import adapter_for
 from adaprune_edge.prune.importance import LayerScores
 from adaprune_edge.registry import Registry
 from adaprune_edge.prune.importance import SITE_OF
-from adaprune_edge.prune.statistics import LINEARS
+from adaprune_edge.prune.statistics import COMPONENTS
 
 HEAD_UNITS = ("query", "group", "none")
 
@@ -196,13 +196,14 @@ def outlier_density(model: Any, stats: Any, layers: list[int], m: float) -> torc
     for the same densities at every bisection step of a trial, and every trial of a search shares them."""
     memo = stats.__dict__.setdefault("_outlier_density", {})
     out = []
+    adapter = adapter_for(model)
     for i in layers:
-        layer = adapter_for(model).layers(model)[i]
-        weights = [layer.get_submodule(p).weight for p in LINEARS.values()]
+        layer = adapter.layers(model)[i]
+        weights = [adapter.linear(layer, r).weight for r in COMPONENTS.values()]
         key = (i, m, tuple((id(w), w._version) for w in weights))
         if key not in memo:
             parts = [(w.detach().abs() * stats.sq_norm(i, SITE_OF[c]).sqrt().float()).flatten()
-                     for c, w in zip(LINEARS, weights)]
+                     for c, w in zip(COMPONENTS, weights)]
             allw = torch.cat(parts)
             memo[key] = float((allw > m * allw.mean()).float().mean())
         out.append(memo[key])

@@ -14,7 +14,9 @@ from torch import nn
 from adaprune_edge.prune import obs
 from adaprune_edge.prune.allocation import LayerPlan
 from adaprune_edge.prune.compensation import compensate, reconstruct
+from adaprune_edge.archs import ArchAdapter
 from adaprune_edge.archs.slicing import prune_attention, prune_mlp
+from adaprune_edge.gguf.names import ATTN_K, ATTN_OUT, ATTN_Q, FFN_DOWN, FFN_GATE
 
 OBS_METRIC = "obs"
 
@@ -25,24 +27,26 @@ def kept_columns(lp: LayerPlan, rep: int, head_dim: int) -> tuple[list[int], lis
     return heads, [h * head_dim + d for h in heads for d in range(head_dim)]
 
 
-def apply_layer(layer: nn.Module, lp: LayerPlan, stats: Any, i: int, head_dim: int, config: Any) -> LayerPlan:
+def apply_layer(adapter: ArchAdapter, layer: nn.Module, lp: LayerPlan, stats: Any, i: int, head_dim: int,
+                config: Any) -> LayerPlan:
     """Prune one layer to `lp` (statistics of this layer at index `i` of `stats`); with the `obs`
     metric, OBS re-chooses the units (same counts) and updates the kept columns. Returns the plan applied.
-    config: a PruneConfig (metric, head_unit, reconstruction, recon_damp, bias_compensation)."""
-    attn, mlp = layer.self_attn, layer.mlp
-    rep = attn.q_proj.out_features // attn.k_proj.out_features
+    adapter: the model's (archs); config: a PruneConfig (metric, head_unit, reconstruction, recon_damp,
+    bias_compensation)."""
+    q, k, o, gate, down = (adapter.linear(layer, r) for r in (ATTN_Q, ATTN_K, ATTN_OUT, FFN_GATE, FFN_DOWN))
+    rep = q.out_features // k.out_features
     if config.metric == OBS_METRIC:
-        lp = obs.refine_layer(layer, lp, stats, i, head_dim, config.head_unit)
+        lp = obs.refine_layer(adapter.linears(layer), lp, stats, i, head_dim, config.head_unit)
     heads, cols = kept_columns(lp, rep, head_dim)
     if config.metric != OBS_METRIC and config.reconstruction:
-        reconstruct(attn.o_proj, cols, stats.mean(i, "o_in"), stats.second_moment(i, "o_in"), config.recon_damp)
-        reconstruct(mlp.down_proj, list(lp.ff_keep), stats.mean(i, "down_in"), stats.second_moment(i, "down_in"),
+        reconstruct(o, cols, stats.mean(i, "o_in"), stats.second_moment(i, "o_in"), config.recon_damp)
+        reconstruct(down, list(lp.ff_keep), stats.mean(i, "down_in"), stats.second_moment(i, "down_in"),
                     config.recon_damp)
     elif config.metric != OBS_METRIC and config.bias_compensation:
-        compensate(attn.o_proj, cols, stats.mean(i, "o_in"))
-        compensate(mlp.down_proj, list(lp.ff_keep), stats.mean(i, "down_in"))
-    if len(heads) != attn.q_proj.out_features // head_dim:
-        prune_attention(attn, list(lp.kv_keep), [list(q) for q in lp.q_keep])
-    if len(lp.ff_keep) != mlp.gate_proj.out_features:
-        prune_mlp(mlp, list(lp.ff_keep))
+        compensate(o, cols, stats.mean(i, "o_in"))
+        compensate(down, list(lp.ff_keep), stats.mean(i, "down_in"))
+    if len(heads) != q.out_features // head_dim:
+        prune_attention(adapter, layer, list(lp.kv_keep), [list(offs) for offs in lp.q_keep])
+    if len(lp.ff_keep) != gate.out_features:
+        prune_mlp(adapter, layer, list(lp.ff_keep))
     return lp

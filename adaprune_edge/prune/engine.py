@@ -293,7 +293,7 @@ def apply_plan(model: nn.Module, plan: PrunePlan, stats: Any, config: PruneConfi
     head_dim = Structure.from_model(model).head_dim
     layers = adapter.layers(model)
     for i, lp in plan.layers.items():
-        apply_layer(layers[i], lp, stats, i, head_dim, config)
+        apply_layer(adapter, layers[i], lp, stats, i, head_dim, config)
     if plan.dropped:
         drop_layers(model, [i for i in range(len(layers)) if i not in plan.dropped])
     sync_config(model)

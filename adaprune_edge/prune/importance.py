@@ -1,8 +1,9 @@
 """Importance of prunable units: metrics (registry), aggregations (registry), and their cache.
 
-A metric scores the *components* of every unit: for each projection it gives a per-weight importance,
-summed over the weights a unit owns (q/k/v/gate/up rows, o/down columns) → one score per unit per
-component. An aggregation combines a unit's components (LLM-Pruner's group reduction) into one score:
+A metric scores the *components* of every unit from one layer's projections (GGUF role → nn.Linear,
+`ArchAdapter.linears`): for each projection it gives a per-weight importance, summed over the weights a
+unit owns (q/k/v/gate/up rows, o/down columns) → one score per unit per component. An aggregation
+combines a unit's components (LLM-Pruner's group reduction) into one score:
 
   unit          components (in order; `last` = the output projection)
   query head    q rows of the head, o_proj columns of the head
@@ -26,8 +27,8 @@ import torch
 from torch import nn
 
 from adaprune_edge.archs import adapter_for
-from adaprune_edge.archs.base import ATTN_K
-from adaprune_edge.prune.statistics import LINEARS, CalibStats, collect
+from adaprune_edge.gguf.names import ATTN_K
+from adaprune_edge.prune.statistics import COMPONENTS, CalibStats, Linears, collect
 from adaprune_edge.prune.units import FFN_COMPS, GROUP_COMPS, HEAD_COMPS, ROW_COMPONENTS, SITE_OF, reduce_component
 from adaprune_edge.prune.surgeon import ObsSaliency
 from adaprune_edge.registry import Registry
@@ -45,7 +46,7 @@ class Metric(Protocol):
     needs_grad: bool
     needs_act: bool
 
-    def __call__(self, layer: nn.Module, i: int, stats: CalibStats | None, head_dim: int,
+    def __call__(self, linears: Linears, i: int, stats: CalibStats | None, head_dim: int,
                  seed: int) -> dict[str, torch.Tensor]: ...
 
 
@@ -59,11 +60,11 @@ class _Elementwise:
     def __init__(self, fn: Callable[..., torch.Tensor | None], needs_act: bool = False) -> None:
         self.fn, self.needs_grad, self.needs_act = fn, False, needs_act
 
-    def __call__(self, layer: nn.Module, i: int, stats: CalibStats | None, head_dim: int,
+    def __call__(self, linears: Linears, i: int, stats: CalibStats | None, head_dim: int,
                  seed: int) -> dict[str, torch.Tensor]:
         out = {}
-        for comp, path in LINEARS.items():
-            elem = self.fn(layer.get_submodule(path).weight.detach(), comp, i, stats)
+        for comp, role in COMPONENTS.items():
+            elem = self.fn(linears[role].weight.detach(), comp, i, stats)
             if elem is not None:
                 out[comp] = reduce_component(comp, elem, head_dim)
         return out
@@ -77,7 +78,7 @@ class _FromGradients:
     def __init__(self, name: str) -> None:
         self.name = name
 
-    def __call__(self, layer: nn.Module, i: int, stats: CalibStats | None, head_dim: int,
+    def __call__(self, linears: Linears, i: int, stats: CalibStats | None, head_dim: int,
                  seed: int) -> dict[str, torch.Tensor]:
         assert stats is not None and stats.has_grad
         return dict(stats.layers[i].grad_units[self.name])
@@ -88,15 +89,15 @@ class _Random:
 
     needs_grad, needs_act = False, False
 
-    def __call__(self, layer: nn.Module, i: int, stats: CalibStats | None, head_dim: int,
+    def __call__(self, linears: Linears, i: int, stats: CalibStats | None, head_dim: int,
                  seed: int) -> dict[str, torch.Tensor]:
         gen = torch.Generator().manual_seed(seed * 100003 + i)
-        return {comp: torch.rand(_n_units(layer, comp, head_dim), generator=gen, dtype=torch.float64)
-                for comp in LINEARS}
+        return {comp: torch.rand(_n_units(linears, comp, head_dim), generator=gen, dtype=torch.float64)
+                for comp in COMPONENTS}
 
 
-def _n_units(layer: nn.Module, comp: str, head_dim: int) -> int:
-    w = layer.get_submodule(LINEARS[comp]).weight
+def _n_units(linears: Linears, comp: str, head_dim: int) -> int:
+    w = linears[COMPONENTS[comp]].weight
     n = w.shape[0] if comp in ROW_COMPONENTS else w.shape[1]
     return n // head_dim if comp in ("q", "k", "v", "o") else n
 
@@ -178,7 +179,7 @@ def model_scores(model: nn.Module, stats: CalibStats | None, metric: str, aggreg
     out = []
     for i, layer in enumerate(adapter.layers(model)):
         n_kv = adapter.linear(layer, ATTN_K).out_features // head_dim
-        out.append(layer_scores(m(layer, i, stats, head_dim, seed), aggregation, n_kv))
+        out.append(layer_scores(m(adapter.linears(layer), i, stats, head_dim, seed), aggregation, n_kv))
     return out
 
 

@@ -16,6 +16,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from adaprune_edge.archs import ArchAdapter, adapter_for
 from adaprune_edge.prune.statistics import ACT_SITES, CalibStats, LayerStats
 
 
@@ -25,10 +26,12 @@ class _Captured(Exception):
 
 @dataclass
 class LayerInputs:
-    """Per calibration batch: the current hidden states [b, seq, hidden] and the per-layer kwargs."""
+    """Per calibration batch: the current hidden states [b, seq, hidden] and the per-layer kwargs; the
+    model's adapter (archs) finds the projections whose inputs are recorded."""
 
     hidden: list[torch.Tensor]
     kwargs: list[dict[str, Any]]
+    adapter: ArchAdapter
 
     @property
     def n_tokens(self) -> int:
@@ -38,8 +41,8 @@ class LayerInputs:
         """Outputs of `layer` for every batch; with `stats`, record its statistics on the way."""
         handles = []
         if stats is not None:
-            for site, path in ACT_SITES.items():
-                handles.append(layer.get_submodule(path).register_forward_pre_hook(
+            for site, role in ACT_SITES.items():
+                handles.append(self.adapter.linear(layer, role).register_forward_pre_hook(
                     lambda m, args, site=site: stats.add(site, args[0])))
         outs = []
         try:
@@ -63,7 +66,7 @@ class LayerInputs:
 
 def capture(model: nn.Module, windows: torch.Tensor, batch_size: int = 1) -> LayerInputs:
     """Inputs of the first decoder layer for the windows [n, seq_len], in batches of `batch_size`."""
-    store = LayerInputs([], [])
+    store = LayerInputs([], [], adapter_for(model))
 
     def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
         kw = dict(kwargs)
@@ -72,7 +75,7 @@ def capture(model: nn.Module, windows: torch.Tensor, batch_size: int = 1) -> Lay
         store.kwargs.append(kw)
         raise _Captured
 
-    handle = model.model.layers[0].register_forward_pre_hook(hook, with_kwargs=True)
+    handle = store.adapter.layers(model)[0].register_forward_pre_hook(hook, with_kwargs=True)
     try:
         with torch.no_grad():
             for start in range(0, windows.shape[0], batch_size):
@@ -93,8 +96,9 @@ def dense_pass(model: nn.Module, windows: torch.Tensor, batch_size: int, need_gr
     the returned CalibStats has activation sums and block influence only. Returns (stats, reductions)."""
     inputs = capture(model, windows, batch_size)
     layers, reduced = [], []
-    n = len(model.model.layers)
-    for i, layer in enumerate(model.model.layers):
+    decoder = inputs.adapter.layers(model)
+    n = len(decoder)
+    for i, layer in enumerate(decoder):
         st = LayerStats(with_gram=need_gram)
         inputs.advance(inputs.run(layer, st))
         reduced.append(reduce(i, CalibStats([st], inputs.n_tokens, False, need_gram)))

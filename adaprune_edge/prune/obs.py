@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from adaprune_edge.prune.allocation import LayerPlan
-from adaprune_edge.prune.statistics import CalibStats
+from adaprune_edge.gguf.names import ATTN_K, ATTN_OUT, ATTN_Q, FFN_DOWN
+from adaprune_edge.prune.statistics import CalibStats, Linears
 from adaprune_edge.prune.surgeon import Surgeon, damped_inverse, head_units
 
 FFN_ROUNDS = 8       # greedy rounds for FFN channels (the total cost of the downdates does not depend on it)
@@ -43,17 +44,18 @@ def prune_ffn(down: nn.Linear, second_moment: torch.Tensor, n_remove: int, round
     return tuple(int(j) for j in torch.nonzero(sur.alive).flatten())
 
 
-def prune_heads(o_proj: nn.Linear, second_moment: torch.Tensor, lp: LayerPlan, n_kv: int, head_dim: int,
+def prune_heads(out: nn.Linear, second_moment: torch.Tensor, lp: LayerPlan, n_kv: int, head_dim: int,
                 unit: str) -> tuple[tuple[int, ...], tuple[tuple[int, ...], ...]]:
-    """Re-choose the heads `lp` removes (same counts) by OBS and update o_proj; returns (kv_keep, q_keep)."""
-    rep = o_proj.in_features // head_dim // n_kv
+    """Re-choose the heads `lp` removes (same counts) by OBS and update the attention output projection
+    `out`; returns (kv_keep, q_keep)."""
+    rep = out.in_features // head_dim // n_kv
     if unit == "group":
         n_remove, units = n_kv - len(lp.kv_keep), head_units(n_kv, rep * head_dim)
     else:
         n_remove, units = rep - len(lp.q_keep[0]), head_units(n_kv * rep, head_dim)
     if n_remove <= 0:
         return lp.kv_keep, lp.q_keep
-    sur = Surgeon(o_proj.weight, damped_inverse(second_moment), units)
+    sur = Surgeon(out.weight, damped_inverse(second_moment), units)
     for r in range(n_remove):  # one KV group, or one query head from every KV group, per round
         sal = sur.saliency()
         if unit == "group":
@@ -61,19 +63,20 @@ def prune_heads(o_proj: nn.Linear, second_moment: torch.Tensor, lp: LayerPlan, n
         else:
             sur.remove([g * rep + int(torch.argmin(sal[g * rep:(g + 1) * rep])) for g in range(n_kv)],
                        last=r == n_remove - 1)
-    sur.write(o_proj)
+    sur.write(out)
     if unit == "group":
         kv = tuple(g for g in range(n_kv) if sur.alive[g])
         return kv, tuple(tuple(range(rep)) for _ in kv)
     return tuple(range(n_kv)), tuple(tuple(j for j in range(rep) if sur.alive[g * rep + j]) for g in range(n_kv))
 
 
-def refine_layer(layer: nn.Module, lp: LayerPlan, stats: CalibStats, i: int, head_dim: int, unit: str) -> LayerPlan:
-    """OBS choice + update for layer `layer` (statistics index `i`) keeping the unit counts of `lp`."""
-    attn, mlp = layer.self_attn, layer.mlp
-    n_kv = attn.k_proj.out_features // head_dim
+def refine_layer(linears: Linears, lp: LayerPlan, stats: CalibStats, i: int, head_dim: int, unit: str) -> LayerPlan:
+    """OBS choice + update for one layer's projections (`linears`, statistics index `i`) keeping the unit
+    counts of `lp`."""
+    o, down = linears[ATTN_OUT], linears[FFN_DOWN]
+    n_kv = linears[ATTN_K].out_features // head_dim
     kv_keep, q_keep = lp.kv_keep, lp.q_keep
-    if unit != "none" and sum(map(len, q_keep)) < attn.q_proj.out_features // head_dim:
-        kv_keep, q_keep = prune_heads(attn.o_proj, stats.second_moment(i, "o_in"), lp, n_kv, head_dim, unit)
-    ff_keep = prune_ffn(mlp.down_proj, stats.second_moment(i, "down_in"), mlp.down_proj.in_features - len(lp.ff_keep))
+    if unit != "none" and sum(map(len, q_keep)) < linears[ATTN_Q].out_features // head_dim:
+        kv_keep, q_keep = prune_heads(o, stats.second_moment(i, "o_in"), lp, n_kv, head_dim, unit)
+    ff_keep = prune_ffn(down, stats.second_moment(i, "down_in"), down.in_features - len(lp.ff_keep))
     return LayerPlan(kv_keep, q_keep, ff_keep)

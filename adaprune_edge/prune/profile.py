@@ -11,6 +11,7 @@ structure keeps FFN widths on the `align` grid and equal query-head counts per K
 
 from __future__ import annotations
 
+from adaprune_edge.archs import adapter_for
 from adaprune_edge.prune.allocation import ALLOCATIONS, AllocationContext, by_fractions
 
 MAX_SHARE = 0.95
@@ -52,7 +53,7 @@ def allocate_profile(ctx: AllocationContext) -> dict[int, tuple[int, int]]:
     """Per-layer shares from the knot profile over depth, heads vs FFN by `head_weight`."""
     if not ctx.layers:
         return {}
-    n = len(ctx.model.model.layers) if ctx.model is not None else max(ctx.layers) + 1
+    n = len(adapter_for(ctx.model).layers(ctx.model)) if ctx.model is not None else max(ctx.layers) + 1
     depths = [i / max(1, n - 1) for i in ctx.layers]
     w = dict(zip(ctx.layers, depth_weights(ctx.knots or (1.0, 1.0), depths)))
     frac = layer_shares(w, ctx.layer_params, ctx.target)

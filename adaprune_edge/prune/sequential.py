@@ -20,32 +20,31 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from adaprune_edge.archs import adapter_for
+from adaprune_edge.gguf.names import ATTN_K, ATTN_Q, FFN_GATE
 from adaprune_edge.prune import allocation as alloc
 from adaprune_edge.prune.apply import OBS_METRIC, apply_layer
 from adaprune_edge.prune.importance import METRICS, LayerScores, layer_scores, needs_gram
 from adaprune_edge.prune.layerwise import capture, dense_pass
 from adaprune_edge.archs.slicing import drop_layers
-from adaprune_edge.prune.statistics import CalibStats, LayerStats
+from adaprune_edge.prune.statistics import CalibStats, LayerStats, Linears
 
 Progress = Callable[[int, int], None]
 
 
-def _head_dim(model: nn.Module) -> int:
-    cfg = model.config
-    return getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-
-
-def _scores(layer: nn.Module, stats: CalibStats, config: Any, head_dim: int) -> LayerScores:
-    comps = METRICS.get(config.metric)(layer, 0, stats, head_dim, config.seed)
-    return layer_scores(comps, config.aggregation, layer.self_attn.k_proj.out_features // head_dim)
+def _scores(linears: Linears, stats: CalibStats, config: Any, head_dim: int) -> LayerScores:
+    comps = METRICS.get(config.metric)(linears, 0, stats, head_dim, config.seed)
+    return layer_scores(comps, config.aggregation, linears[ATTN_K].out_features // head_dim)
 
 
 def dense_scores(model: nn.Module, windows: torch.Tensor, config: Any,
                  progress: Progress | None = None) -> tuple[CalibStats, list[LayerScores]]:
     """Unit scores of every layer of the dense model under a gradient-free metric, layer by layer."""
-    head_dim = _head_dim(model)
+    adapter = adapter_for(model)
+    head_dim = adapter.head_dim(model.config)
+    decoder = adapter.layers(model)
     return dense_pass(model, windows, config.batch_size, needs_gram(config.metric),
-                      lambda i, st: _scores(model.model.layers[i], st, config, head_dim), progress)
+                      lambda i, st: _scores(adapter.linears(decoder[i]), st, config, head_dim), progress)
 
 
 def needs_dense_pass(config: Any) -> bool:
@@ -63,15 +62,17 @@ def _ffn_steps(lane: alloc.Lane, n_removed: int) -> int:
     return k
 
 
-def rechoose(layer: nn.Module, lp: alloc.LayerPlan, stats: CalibStats, config: Any, head_dim: int) -> alloc.LayerPlan:
-    """Same unit counts as `lp`, chosen by an activation metric on this layer's fresh statistics."""
+def rechoose(linears: Linears, lp: alloc.LayerPlan, stats: CalibStats, config: Any,
+             head_dim: int) -> alloc.LayerPlan:
+    """Same unit counts as `lp`, chosen by an activation metric on this layer's fresh statistics
+    (`linears`: the layer's projections by GGUF role)."""
     metric = METRICS.get(config.metric)
     if metric.needs_grad or not metric.needs_act or config.metric == OBS_METRIC:
         return lp
-    attn = layer.self_attn
-    n_kv = attn.k_proj.out_features // head_dim
-    rep, n_ff, hidden = attn.q_proj.out_features // head_dim // n_kv, layer.mlp.gate_proj.out_features, attn.q_proj.in_features
-    sc = _scores(layer, stats, config, head_dim)
+    q = linears[ATTN_Q]
+    n_kv = linears[ATTN_K].out_features // head_dim
+    rep, n_ff, hidden = q.out_features // head_dim // n_kv, linears[FFN_GATE].out_features, q.in_features
+    sc = _scores(linears, stats, config, head_dim)
     heads = alloc.head_lane(sc, n_kv, hidden, head_dim, config.head_unit, config.min_keep)
     ffn = alloc.ffn_lane(sc, hidden, config.align, config.min_keep)
     k_head = {"group": n_kv - len(lp.kv_keep), "query": rep - len(lp.q_keep[0])}.get(config.head_unit, 0)
@@ -83,12 +84,14 @@ def apply_sequential(model: nn.Module, windows: torch.Tensor, plan: Any, config:
                      progress: Progress | None = None) -> dict[int, alloc.LayerPlan]:
     """Prune `model` in place to `plan` (engine.PrunePlan: dropped layers, per-layer kept units, whose
     counts are kept), one layer at a time on the pruned model's activations. Returns the applied plans."""
-    head_dim = _head_dim(model)
+    adapter = adapter_for(model)
+    head_dim = adapter.head_dim(model.config)
     need_gram = config.metric == OBS_METRIC or config.reconstruction
     inputs = capture(model, windows, config.batch_size)
     applied: dict[int, alloc.LayerPlan] = {}
-    n = len(model.model.layers)
-    for i, layer in enumerate(model.model.layers):
+    decoder = adapter.layers(model)
+    n = len(decoder)
+    for i, layer in enumerate(decoder):
         if i in plan.dropped:
             continue
         lp = plan.layers.get(i)
@@ -96,7 +99,8 @@ def apply_sequential(model: nn.Module, windows: torch.Tensor, plan: Any, config:
             st = LayerStats(with_gram=need_gram)
             inputs.run(layer, st)
             stats = CalibStats([st], inputs.n_tokens, False, need_gram)
-            applied[i] = apply_layer(layer, rechoose(layer, lp, stats, config, head_dim), stats, 0, head_dim, config)
+            lp = rechoose(adapter.linears(layer), lp, stats, config, head_dim)
+            applied[i] = apply_layer(adapter, layer, lp, stats, 0, head_dim, config)
             del st, stats
         if i < n - 1:
             inputs.advance(inputs.run(layer))

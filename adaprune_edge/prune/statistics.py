@@ -9,23 +9,23 @@ gradients themselves are not kept). One pass serves every metric, allocation and
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
 from adaprune_edge.prune.units import reduce_component
 
 from adaprune_edge.archs import adapter_for
-from adaprune_edge.archs.base import (ATTN_K, ATTN_OUT, ATTN_Q, ATTN_V, FFN_DOWN, FFN_GATE, FFN_UP,
-                                      PROJECTIONS)
+from adaprune_edge.gguf.names import ATTN_K, ATTN_OUT, ATTN_Q, ATTN_V, FFN_DOWN, FFN_GATE, FFN_UP
 
-# input-column groups: q/k/v share the attention input, gate/up the MLP input (HF paths: archs.base)
-ACT_SITES = {"attn_in": PROJECTIONS[ATTN_Q], "o_in": PROJECTIONS[ATTN_OUT], "mlp_in": PROJECTIONS[FFN_GATE],
-             "down_in": PROJECTIONS[FFN_DOWN]}
+# input-column groups → the GGUF role whose input is recorded: q/k/v share the attention input, gate/up
+# the MLP input (the modules come from the model's adapter)
+ACT_SITES = {"attn_in": ATTN_Q, "o_in": ATTN_OUT, "mlp_in": FFN_GATE, "down_in": FFN_DOWN}
 GRAD_METRICS = ("taylor", "taylor2")
 GRAM_SITES = ("o_in", "down_in")  # inputs of the output projections: least-squares reconstruction
-LINEARS = {"q": PROJECTIONS[ATTN_Q], "k": PROJECTIONS[ATTN_K], "v": PROJECTIONS[ATTN_V], "o": PROJECTIONS[ATTN_OUT],
-           "gate": PROJECTIONS[FFN_GATE], "up": PROJECTIONS[FFN_UP], "down": PROJECTIONS[FFN_DOWN]}
+# importance components (prune/units.py) → GGUF role of their projection
+Linears = Mapping[str, nn.Linear]  # GGUF role → projection of one layer (ArchAdapter.linears)
+COMPONENTS = {"q": ATTN_Q, "k": ATTN_K, "v": ATTN_V, "o": ATTN_OUT, "gate": FFN_GATE, "up": FFN_UP, "down": FFN_DOWN}
 
 
 @dataclass
@@ -90,9 +90,10 @@ class CalibStats:
 
 def _hooks(model: nn.Module, stats: list[LayerStats]) -> list[Any]:
     handles = []
-    for i, layer in enumerate(adapter_for(model).layers(model)):
-        for site, path in ACT_SITES.items():
-            mod = layer.get_submodule(path)
+    adapter = adapter_for(model)
+    for i, layer in enumerate(adapter.layers(model)):
+        for site, role in ACT_SITES.items():
+            mod = adapter.linear(layer, role)
             handles.append(mod.register_forward_pre_hook(
                 lambda m, args, st=stats[i], site=site: st.add(site, args[0])))
         handles.append(layer.register_forward_hook(_bi_hook(stats[i]), with_kwargs=True))
@@ -109,7 +110,8 @@ def _bi_hook(st: LayerStats) -> Callable[..., None]:
 
 
 def _decoder_linears(model: nn.Module) -> list[nn.Parameter]:
-    return [layer.get_submodule(p).weight for layer in adapter_for(model).layers(model) for p in LINEARS.values()]
+    adapter = adapter_for(model)
+    return [adapter.linear(layer, r).weight for layer in adapter.layers(model) for r in COMPONENTS.values()]
 
 
 def collect(model: nn.Module, windows: torch.Tensor, need_grad: bool, batch_size: int = 1,
@@ -169,12 +171,12 @@ def _run_batches(model: nn.Module, windows: torch.Tensor, need_grad: bool, batch
 def _grad_units(model: nn.Module, stats: list[LayerStats],
                 acc: dict[nn.Parameter, tuple[torch.Tensor, torch.Tensor]]) -> None:
 
-    head_dim = _head_dim(model)
-    for layer, st in zip(adapter_for(model).layers(model), stats):
+    head_dim, adapter = _head_dim(model), adapter_for(model)
+    for layer, st in zip(adapter.layers(model), stats):
         for metric in GRAD_METRICS:
             st.grad_units[metric] = {}
-        for comp, path in LINEARS.items():
-            w = layer.get_submodule(path).weight
+        for comp, role in COMPONENTS.items():
+            w = adapter.linear(layer, role).weight
             gsum, gsq = acc.pop(w)
             wd = w.detach()
             wg = wd * gsum

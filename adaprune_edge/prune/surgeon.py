@@ -8,7 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from adaprune_edge.prune.statistics import CalibStats
+from adaprune_edge.gguf.names import ATTN_OUT, FFN_DOWN
+from adaprune_edge.prune.statistics import CalibStats, Linears
 
 DAMP = 1e-2          # λ relative to the mean diagonal of H
 
@@ -78,10 +79,10 @@ class ObsSaliency:
 
     needs_grad, needs_act, needs_gram = False, True, True
 
-    def __call__(self, layer: nn.Module, i: int, stats: CalibStats | None, head_dim: int,
+    def __call__(self, linears: Linears, i: int, stats: CalibStats | None, head_dim: int,
                  seed: int) -> dict[str, torch.Tensor]:
         assert stats is not None and stats.has_gram
-        o, down = layer.self_attn.o_proj, layer.mlp.down_proj
+        o, down = linears[ATTN_OUT], linears[FFN_DOWN]
         heads = Surgeon(o.weight, damped_inverse(stats.second_moment(i, "o_in")),
                         head_units(o.in_features // head_dim, head_dim)).saliency()
         w = down.weight.detach().double()

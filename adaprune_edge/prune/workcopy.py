@@ -15,13 +15,17 @@ from typing import Iterable
 import torch
 from torch import nn
 
-WRITTEN = ("self_attn.o_proj", "mlp.down_proj")
+from adaprune_edge.archs import adapter_for
+from adaprune_edge.gguf.names import ATTN_OUT, FFN_DOWN
+
+WRITTEN = (ATTN_OUT, FFN_DOWN)  # GGUF roles of the projections written in place
 
 
 def working_copy(model: nn.Module, layers: Iterable[int]) -> nn.Module:
     """A copy of `model` sharing all tensors except the output projections of decoder `layers`."""
-    own = {id(p) for i in layers for path in WRITTEN
-           for p in model.model.layers[i].get_submodule(path).parameters()}
+    adapter = adapter_for(model)
+    decoder = adapter.layers(model)
+    own = {id(p) for i in layers for role in WRITTEN for p in adapter.linear(decoder[i], role).parameters()}
     memo = {id(t): t for t in list(model.parameters()) + list(model.buffers()) if id(t) not in own}
     with torch.no_grad():
         return copy.deepcopy(model, memo)

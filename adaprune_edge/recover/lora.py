@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from adaprune_edge.archs import adapter_for
-from adaprune_edge.archs.base import PROJECTIONS
+from adaprune_edge.gguf.names import PROJECTIONS
 
 
 class LoRALinear(nn.Module):
@@ -35,27 +35,26 @@ class LoRALinear(nn.Module):
 
 
 def projections(model: Any) -> list[tuple[nn.Module, str, nn.Linear]]:
-    """(parent module, attribute, linear) of every non-empty decoder projection."""
+    """(decoder layer, GGUF role, linear) of every non-empty decoder projection."""
     adapter = adapter_for(model)
     out = []
     for layer in adapter.layers(model):
-        for role, path in PROJECTIONS.items():
+        for role in PROJECTIONS:
             try:
                 lin = adapter.linear(layer, role)
             except AttributeError:  # a layer without attention or MLP (pruned away)
                 continue
             if isinstance(lin, nn.Linear) and lin.weight.numel() > 0:
-                parent_path, _, attr = path.rpartition(".")
-                out.append((layer.get_submodule(parent_path), attr, lin))
+                out.append((layer, role, lin))
     return out
 
 
 def attach(model: Any, rank: int) -> list[LoRALinear]:
     """Wrap every decoder projection in a LoRALinear (rank capped at the projection's smaller side)."""
-    wrapped = []
-    for parent, attr, lin in projections(model):
+    adapter, wrapped = adapter_for(model), []
+    for layer, role, lin in projections(model):
         w = LoRALinear(lin, min(rank, *lin.weight.shape))
-        setattr(parent, attr, w)
+        adapter.set_linear(layer, role, w)
         wrapped.append(w)
     return wrapped
 
