@@ -112,6 +112,20 @@ def test_uniform_only_families_refuse_per_layer_widths(family, tok_meta, tmp_pat
     assert not (tmp_path / "x.gguf").exists()
 
 
+@pytest.mark.parametrize("family", ["qwen3", "gemma3_text", "llama"])
+def test_structure_predicts_the_exported_tensor_bytes(family, tok_meta, tmp_path):
+    """Structure.gguf_bytes (projections and norms from the adapter: QK-norms, Gemma's post-norms) equals the
+    tensor data of the F16 file, dense and pruned."""
+    from adaprune_edge.archs.structure import Structure
+
+    dense = _model(family)
+    pruned = prune(dense, None, PruneConfig(ratio=0.3, metric="l2", allocation="uniform", align=32)).model
+    for tag, model in (("dense", dense), ("pruned", pruned)):
+        out = gguf.write_model(model, tmp_path / f"{tag}.gguf", tok_meta)
+        data = sum(int(t.n_bytes) for t in gguf_pkg.GGUFReader(out.path).tensors)
+        assert Structure.from_model(model).gguf_bytes("F16") == data, tag
+
+
 def test_qwen2_biases_are_carried_and_matter(tok_meta, tmp_path):
     model = _model("qwen2")
     out = gguf.write_model(model, tmp_path / "q.gguf", tok_meta)

@@ -39,3 +39,17 @@ def test_default_model_size_estimate_matches_published_q4_1_file():
     st = Structure.dense(576, 64, 49152, 30, 9, 3, 1536)
     assert st.params() == 134_515_008
     assert st.gguf_bytes("F16") == 2 * (st.params() - st.hidden * 61) + 4 * st.hidden * 61
+
+
+def test_params_and_norms_follow_the_family_adapter():
+    """Every family's layer tensors (QK-norms of Qwen3 and Gemma 3, Gemma's post-norms) come from its adapter:
+    the Structure counts the tiny model's parameters exactly."""
+    from adaprune_edge.archs.tiny import tiny_model
+
+    for family in ("llama", "qwen3", "gemma3_text", "smollm3"):
+        m = tiny_model(family)
+        st = Structure.from_model(m)
+        assert st.family == family and st.params() == sum(p.numel() for p in m.parameters()), family
+    qwen3, llama = (Structure.from_model(tiny_model(f)) for f in ("qwen3", "llama"))
+    assert qwen3.norm_bytes() == 4 * (qwen3.n_layer * (2 * 64 + 2 * 32) + 64)  # 2 hidden norms + q/k norms of head_dim
+    assert llama.norm_bytes() == 4 * 64 * (2 * llama.n_layer + 1)

@@ -1,17 +1,20 @@
-"""Structure: the per-layer shape of a (pruned) Llama-family model — all that size and latency depend on."""
+"""Structure: the per-layer shape of a (pruned) decoder model — all that size and latency depend on. Which
+tensors a layer has (projections, norms) comes from the family's adapter (archs.ArchAdapter.layer_tensors)."""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from typing import Any, Iterator
 
 from adaprune_edge.gguf.tensor import GGUFTensor
 
-from adaprune_edge.archs import adapter_for
+from adaprune_edge.archs import ARCHS, ArchAdapter, adapter_for
 from adaprune_edge.archs.base import ATTN_K, ATTN_Q, FFN_GATE
+from adaprune_edge.gguf.names import tensor_name
 from adaprune_edge.quant import QuantRecipe, layer_type, output_type
 
 
@@ -54,10 +57,18 @@ class Structure:
     def is_uniform(self) -> bool:
         return len(set(self.layers)) <= 1
 
+    @property
+    def adapter(self) -> ArchAdapter:
+        """The family's adapter (archs.ARCHS): which tensors a layer has."""
+        return ARCHS.get(self.family)
+
+    def layer_tensors(self, s: LayerShape) -> list[tuple[str, tuple[int, ...]]]:
+        """(GGUF role, shape) of one layer's tensors: projections (rows, cols) and 1-D norms."""
+        return self.adapter.layer_tensors(s, self.hidden, self.head_dim)
+
     def layer_params(self, s: LayerShape) -> int:
-        h, d = self.hidden, self.head_dim
-        attn = h * d * (2 * s.n_head + 2 * s.n_head_kv)
-        return attn + 3 * h * s.n_ff + 2 * h
+        """Weights of one layer: projections and norms (biases excluded)."""
+        return sum(math.prod(shape) for _, shape in self.layer_tensors(s))
 
     def decoder_params(self) -> int:
         """Parameters in the decoder layers (weights + norms), excluding embeddings."""
@@ -75,20 +86,15 @@ class Structure:
         type name or a QuantRecipe string such as 'Q4_K_M:fb=IQ4_NL')."""
         r = QuantRecipe.parse(quant)
         yield from self._embedding_tensors(r)
-        n, h, d = self.n_layer, self.hidden, self.head_dim
         gqa = self.layers[0].n_head // self.layers[0].n_head_kv if self.layers else 1
         # llama.cpp's mixture rules count the tensors of a role they have seen; a manual override skips
         # the rules and so does not advance that count
-        seen = dict.fromkeys(("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"), 0)
+        seen: dict[str, int] = {}
         for i, s in enumerate(self.layers):
-            for role, rows, cols in (
-                ("attn_q", s.n_head * d, h), ("attn_k", s.n_head_kv * d, h), ("attn_v", s.n_head_kv * d, h),
-                ("attn_output", h, s.n_head * d), ("ffn_gate", s.n_ff, h), ("ffn_up", s.n_ff, h),
-                ("ffn_down", h, s.n_ff),
-            ):
-                t, fell, over = layer_type(r, role, seen[role], n, cols, gqa)
-                seen[role] += not over
-                yield GGUFTensor(f"blk.{i}.{role}.weight", (rows, cols), t, fell, over)
+            for role, (rows, cols) in ((r, shape) for r, shape in self.layer_tensors(s) if len(shape) == 2):
+                t, fell, over = layer_type(r, role, seen.get(role, 0), self.n_layer, cols, gqa)
+                seen[role] = seen.get(role, 0) + (not over)
+                yield GGUFTensor(tensor_name(role, i), (rows, cols), t, fell, over)
 
     def _embedding_tensors(self, r: QuantRecipe) -> Iterator[GGUFTensor]:
         out, fell = output_type(r, self.hidden)
@@ -101,8 +107,9 @@ class Structure:
             yield GGUFTensor("output.weight", (self.vocab, self.hidden), out, fell, bool(r.output))
 
     def norm_bytes(self) -> int:
-        """F32 norm weights: two per layer plus the final norm."""
-        return 4 * self.hidden * (2 * self.n_layer + 1)
+        """F32 norm weights: each layer's (the family's adapter lists them) plus the final norm."""
+        per_layer = sum(math.prod(shape) for s in self.layers for _, shape in self.layer_tensors(s) if len(shape) == 1)
+        return 4 * (per_layer + self.hidden)
 
     def gguf_bytes(self, quant: str = "F16") -> int:
         """Tensor data bytes of the GGUF for `quant` (metadata and alignment padding excluded)."""
