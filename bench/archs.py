@@ -39,7 +39,7 @@ from adaprune_edge.prune.engine import PruneConfig, prune
 from adaprune_edge.archs.structure import Structure
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikitext-2" / "valid.txt"
-FAMILIES = ("llama", "llama3", "mistral", "qwen2", "qwen3", "gemma3_text", "smollm3")
+FAMILIES = ("llama", "llama3", "mistral", "qwen2", "qwen3", "gemma3_text", "smollm3", "phi3")
 LAYERS = {"gemma3_text": 7, "smollm3": 5}
 VOCAB = 49152
 

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from adaprune_edge.archs import slicing as pruning
+from adaprune_edge.archs import adapter_for, slicing as pruning
 from adaprune_edge.errors import ExportError
 from adaprune_edge.runs import check_writable
 from adaprune_edge.archs.structure import Structure
@@ -29,10 +29,12 @@ class HFExport:
 
 def standard_layout_ok(model: Any) -> bool:
     """True when HF's LlamaConfig can describe the model: uniform layers, hidden divisible by heads,
-    and no bias compensation (HF Llama has one attention_bias flag for q/k/v/o together)."""
+    no bias compensation (HF Llama has one attention_bias flag for q/k/v/o together), and a family whose
+    pruned modules transformers loads back (archs: `saves_as_hf`)."""
     st = Structure.from_model(model)
     has_bias = any(n.endswith(".bias") for n, _ in model.named_parameters())
-    return st.is_uniform and st.hidden % st.layers[0].n_head == 0 and not has_bias
+    return (st.is_uniform and st.hidden % st.layers[0].n_head == 0 and not has_bias
+            and adapter_for(model).saves_as_hf)
 
 
 def save(model: Any, tokenizer: Any, out: str | Path, recipe: dict[str, Any] | None = None,

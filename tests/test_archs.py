@@ -1,7 +1,8 @@
 """Architecture adapters end to end on tiny random models of each family (built from transformers configs):
 prune (uniform and, where llama.cpp allows, per-layer widths) → F16 GGUF → llama.cpp PPL within 1% of torch
 and logits close; Q8_0 loads and generates; the features each adapter carries (Qwen2 biases, Llama 3 RoPE
-factors, Gemma 3 sliding window and layer pattern) measurably matter; refusals are one clear line."""
+factors, Gemma 3 sliding window and layer pattern, Phi-3's fused projections) measurably matter; refusals are
+one clear line."""
 
 from __future__ import annotations
 
@@ -23,8 +24,8 @@ VOCAB = 49152  # the default model's tokenizer, so llama.cpp gets a real vocabul
 WINDOWS = np.random.default_rng(0).integers(3, VOCAB, (2, 48))
 LAYERS = {"gemma3_text": 7, "smollm3": 5}  # gemma3: full attention at 5 only; smollm3: no RoPE at 3
 NATIVE = {"llama": "llama", "llama3": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3",
-          "gemma3_text": "gemma3", "smollm3": "smollm3"}
-PER_LAYER = ("llama", "llama3", "mistral", "qwen2")
+          "gemma3_text": "gemma3", "smollm3": "smollm3", "phi3": "llama"}
+PER_LAYER = ("llama", "llama3", "mistral", "qwen2", "phi3")
 FAMILIES = list(NATIVE)
 
 
@@ -76,7 +77,7 @@ def test_uniform_prune_exports_with_ppl_parity(family, tok_meta, tmp_path):
     _check_parity(out.path, res.model)
 
 
-@pytest.mark.parametrize("family", ["llama3", "qwen2"])
+@pytest.mark.parametrize("family", ["llama3", "qwen2", "phi3"])
 def test_per_layer_prune_exports_as_deci_with_ppl_parity(family, tok_meta, tmp_path):
     res = prune(_model(family), None, PruneConfig(ratio=0.35, metric="l2", allocation="global", head_unit="query",
                                                   align=32))
@@ -112,7 +113,7 @@ def test_uniform_only_families_refuse_per_layer_widths(family, tok_meta, tmp_pat
     assert not (tmp_path / "x.gguf").exists()
 
 
-@pytest.mark.parametrize("family", ["qwen3", "gemma3_text", "llama"])
+@pytest.mark.parametrize("family", ["qwen3", "gemma3_text", "llama", "phi3"])
 def test_structure_predicts_the_exported_tensor_bytes(family, tok_meta, tmp_path):
     """Structure.gguf_bytes (projections and norms from the adapter: QK-norms, Gemma's post-norms) equals the
     tensor data of the F16 file, dense and pruned."""
@@ -124,6 +125,27 @@ def test_structure_predicts_the_exported_tensor_bytes(family, tok_meta, tmp_path
         out = gguf.write_model(model, tmp_path / f"{tag}.gguf", tok_meta)
         data = sum(int(t.n_bytes) for t in gguf_pkg.GGUFReader(out.path).tensors)
         assert Structure.from_model(model).gguf_bytes("F16") == data, tag
+
+
+def test_phi3_fused_projections_split_into_the_same_function(tmp_path):
+    """Phi-3's qkv_proj / gate_up_proj become separate Llama projections on first use, with identical logits;
+    a pruned Phi-3 goes to an adaprune folder (transformers would look for the fused tensors) and back."""
+    from adaprune_edge.exporters import hf
+
+    model = _model("phi3")
+    assert hasattr(model.model.layers[0].self_attn, "qkv_proj")
+    tokens = torch.tensor(WINDOWS[:1])
+    with torch.no_grad():
+        fused = model(tokens).logits
+        adapter = archs.adapter_for(model)
+        layer = adapter.layers(model)[0]
+        assert not hasattr(layer.self_attn, "qkv_proj") and adapter.linear(layer, "attn_k").out_features == 2 * 16
+        torch.testing.assert_close(model(tokens).logits, fused, rtol=0, atol=1e-5)
+    res = prune(model, None, PruneConfig(ratio=0.3, metric="l2", allocation="uniform", head_unit="query", align=32))
+    assert hf.save(res.model, None, tmp_path / "hf").layout == "adaprune"
+    back, _ = slicing.load_pruned(tmp_path / "hf")
+    with torch.no_grad():
+        torch.testing.assert_close(back(tokens).logits, res.model(tokens).logits)
 
 
 def test_qwen2_biases_are_carried_and_matter(tok_meta, tmp_path):
@@ -188,7 +210,7 @@ def test_q8_0_loads_and_generates(family, tok_meta, tmp_path):
 def test_unsupported_architecture_lists_the_supported_ones():
     cfg = type("Cfg", (), {"model_type": "qwen2_moe"})()
     with pytest.raises(ModelError, match=r"architecture 'qwen2_moe' \(did you mean 'qwen2'\?\); "
-                                         r"supported: llama, mistral, qwen2, qwen3, gemma3_text, smollm3$"):
+                                         r"supported: llama, mistral, qwen2, qwen3, gemma3_text, smollm3, phi3$"):
         archs.adapter_for(cfg)
 
 
@@ -248,7 +270,7 @@ def test_search_bounds_follow_the_model_family(tmp_path):
     assert search_bounds(SimpleNamespace(model="default", bounds=bounds)).uniform_only is False
 
 
-@pytest.mark.parametrize("family", ["qwen2", "qwen3", "gemma3_text", "llama3"])
+@pytest.mark.parametrize("family", ["qwen2", "qwen3", "gemma3_text", "llama3", "phi3"])
 def test_pruned_folder_round_trips(family, tmp_path):
     model = _model(family)
     res = prune(model, None, PruneConfig(ratio=0.3, metric="l2", allocation="uniform", head_unit="query", align=32))

@@ -8,6 +8,6 @@
 from adaprune_edge.archs.base import ArchAdapter
 from adaprune_edge.archs.hparams import HParams
 from adaprune_edge.archs.registry import ARCHS, adapter_for, is_supported, supported, unsupported_message
-from adaprune_edge.archs import gemma3, llama, qwen2, qwen3, smollm3  # noqa: F401  (register the families)
+from adaprune_edge.archs import gemma3, llama, phi3, qwen2, qwen3, smollm3  # noqa: F401  (register the families)
 
 __all__ = ["ARCHS", "ArchAdapter", "HParams", "adapter_for", "is_supported", "supported", "unsupported_message"]

@@ -64,6 +64,7 @@ class ArchAdapter:
     activation = ("hidden_act", ("silu",))
     pruning = "heads, KV groups, FFN channels, layers; per-layer widths"
     deci_lacks = ""                    # what `deci` lacks for this family (uniform-only families)
+    saves_as_hf = True                 # a uniform pruned model written by save_pretrained loads in transformers
 
     # -- HF modules ---------------------------------------------------------------------------------
     def layers(self, model: Any) -> Any:

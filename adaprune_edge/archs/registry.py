@@ -10,7 +10,7 @@ from adaprune_edge.errors import ModelError
 from adaprune_edge.registry import Registry
 
 ARCHS: Registry[ArchAdapter] = Registry("architecture")
-ORDER = ("llama", "mistral", "qwen2", "qwen3", "gemma3_text", "smollm3")  # how the supported list is shown
+ORDER = ("llama", "mistral", "qwen2", "qwen3", "gemma3_text", "smollm3", "phi3")  # how the supported list is shown
 
 
 def supported() -> list[str]:

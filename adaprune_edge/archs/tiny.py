@@ -14,7 +14,8 @@ LLAMA3_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "hi
 
 def tiny_config(family: str, vocab: int = 256, hidden: int = 64, heads: int = 4, kv_heads: int = 2,
                 ffn: int = 128, layers: int = 3, tied: bool = True) -> Any:
-    """A transformers config of `family` ('llama', 'llama3', 'mistral', 'qwen2', 'qwen3', 'gemma3_text', 'smollm3')."""
+    """A transformers config of `family` ('llama', 'llama3', 'mistral', 'qwen2', 'qwen3', 'gemma3_text', 'smollm3',
+    'phi3')."""
     import transformers as tf
 
     common = dict(vocab_size=vocab, hidden_size=hidden, intermediate_size=ffn, num_hidden_layers=layers,
@@ -33,6 +34,8 @@ def tiny_config(family: str, vocab: int = 256, hidden: int = 64, heads: int = 4,
     if family == "gemma3_text":  # a short window so the sliding layers matter on short texts
         d = hidden // heads
         return tf.Gemma3TextConfig(**common, head_dim=d, query_pre_attn_scalar=d, sliding_window=8)
+    if family == "phi3":  # fused qkv_proj / gate_up_proj; 4k-style (no RoPE scaling), no window
+        return tf.Phi3Config(**common, sliding_window=None)
     raise ValueError(f"no tiny config for {family!r}")
 
 
