@@ -31,8 +31,8 @@ from adaprune_edge.gguf.names import (ATTN_K, ATTN_K_NORM, ATTN_NORM, ATTN_OUT, 
 # GGUF role → HF module path inside one decoder layer (the Llama names; a family with another layout
 # overrides the adapter methods that use it)
 HF_PATHS = {ATTN_Q: "self_attn.q_proj", ATTN_K: "self_attn.k_proj", ATTN_V: "self_attn.v_proj",
-               ATTN_OUT: "self_attn.o_proj", FFN_GATE: "mlp.gate_proj", FFN_UP: "mlp.up_proj",
-               FFN_DOWN: "mlp.down_proj"}
+            ATTN_OUT: "self_attn.o_proj", FFN_GATE: "mlp.gate_proj", FFN_UP: "mlp.up_proj",
+            FFN_DOWN: "mlp.down_proj"}
 PER_LAYER_ARCH = "deci"
 NORM_ROPE_ARCHS = ("llama", "deci", "smollm3")  # rotate consecutive pairs: HF's rotate-half Q/K rows get permuted
 # biases each llama.cpp graph adds (optional tensors in src/models/<arch>.cpp of llama-cpp-python 0.3.36)
@@ -66,7 +66,7 @@ class ArchAdapter:
     deci_lacks = ""                    # what `deci` lacks for this family (uniform-only families)
     saves_as_hf = True                 # a uniform pruned model written by save_pretrained loads in transformers
 
-    # -- HF modules ---------------------------------------------------------------------------------
+    # -- HF modules --------------------------------------------------------------------------------
     def layers(self, model: Any) -> Any:
         """The decoder layers (an nn.ModuleList)."""
         return model.model.layers
