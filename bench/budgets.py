@@ -43,21 +43,20 @@ def plan_row(name: str) -> dict:
 
     WORK.mkdir(parents=True, exist_ok=True)
     ctx = BuildContext(BuildSpec(device=name), RunDir(WORK), Hooks())
-    ctx.results["candidates"] = plan_stages.stage_candidates(ctx)
-    plan = ctx.results["plan"] = plan_stages.stage_plan(ctx)
+    ctx.state = ctx.state.with_result("candidates", plan_stages.stage_candidates(ctx))
+    plan = plan_stages.stage_plan(ctx)
+    ctx.state = ctx.state.with_result("plan", plan)
     p, base = ctx.profile, plan.base_structure
     if plan.mode == "quant-only":
-        o = next(o for o in ctx.results["candidates"].options if o.recipe == plan.quant)
+        o = next(o for o in ctx.state.candidates.options if o.recipe == plan.quant)
         lat, st = ctx.device.latency_of_file(plan_stages.quant_options.dense_file(WORK, o.recipe), base, o.recipe), base
         lever = "quantization alone"
     else:
-        from adaprune_edge.latency.backends import LatencyReport
-
         sol = plan.solution
-        lat = LatencyReport.from_dict(sol["measured"] or sol["predicted"])
-        st = budget.uniform(base, sol["ratio"], plan.quant)
+        lat = sol.measured or sol.predicted
+        st = budget.uniform(base, sol.ratio, plan.quant)
         lever = f"pruning {plan.r_min:.1%} of the decoder"
-    best = min((o for o in ctx.results["candidates"].options if o.ppl), key=lambda o: o.ppl)
+    best = min((o for o in ctx.state.candidates.options if o.ppl), key=lambda o: o.ppl)
     return {"profile": name, "limits": p.budget.describe(), "context_length": p.context_length,
             "ram_limit_mib": round(p.usable_ram_bytes / 2**20), "lever": lever, "recipe": plan.quant,
             "decision": plan.reason, "shipped": _figures(lat, budget.ram_of(st, plan.quant, p), p),

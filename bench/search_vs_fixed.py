@@ -121,7 +121,7 @@ def run_target(target, seed, args, lm, base, profile, report, rows, out_json, ca
         dense.update({f"ppl_{k}": v for k, v in score(lm.model, test).items()}, _structure=base.to_dict(),
                      predicted_ms=predict(base, QUANT, profile).decode_ms_per_token)
         # the three disjoint sets; the same for every seed (a seed samples its calibration windows from the pool)
-        _save(out_json, rows, dense=dense, data_sets=ctx.data_sets())
+        _save(out_json, rows, dense=dense, data_sets={k: s.to_dict() for k, s in ctx.data_sets().items()})
     print(f"target {target} seed {seed}: budget {budget_ms:.3f} ms/token (predicted, uniform {target:.0%})", flush=True)
     done = {r["recipe"] for r in rows if (r["target"], r["seed"]) == (target, seed)}
     for name, kw in fixed_recipes().items():
@@ -140,7 +140,7 @@ def run_target(target, seed, args, lm, base, profile, report, rows, out_json, ca
     if resume and args.no_new_trials:  # re-score a finished search's top trials; run no new trial
         spec = dataclasses.replace(spec, n_trials=len(TrialStore(run_dir).records()))
     outcome = run_search(spec, run_dir, resume=resume, evaluator=LocalEvaluator(spec, ctx))
-    _save(out_json, rows, data_sets=ctx.data_sets(rescoring=args.rescore_top > 0))
+    _save(out_json, rows, data_sets={k: s.to_dict() for k, s in ctx.data_sets(rescoring=args.rescore_top > 0).items()})
     best = outcome.best
     cfg, _ = to_prune_config(best.values, 256, seed)
     sol, res = on_budget(ctx, cfg)

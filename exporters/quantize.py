@@ -38,6 +38,10 @@ class TensorType:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TensorType":
+        return cls(**d)
+
 
 @dataclass(frozen=True)
 class QuantReport:
@@ -60,6 +64,13 @@ class QuantReport:
                 "bits_per_weight": round(self.bits_per_weight, 3),
                 "fallbacks": [t.to_dict() for t in self.fallbacks],
                 "mismatches": [t.to_dict() for t in self.mismatches]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "QuantReport":
+        """bits_per_weight is derived from file_bytes and params."""
+        return cls(d["quant"], d["path"], d["file_bytes"], d["params"],
+                   tuple(TensorType.from_dict(t) for t in d["fallbacks"]),
+                   tuple(TensorType.from_dict(t) for t in d["mismatches"]))
 
 
 def quantize(src: str | Path, dst: str | Path, quant: "str | QuantRecipe", threads: int | None = None,

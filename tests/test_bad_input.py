@@ -88,6 +88,13 @@ def _other_run_state(i: Inputs) -> list[str]:
     return _resume_state({"spec": spec.to_dict(), "done": {}})(i)
 
 
+def _unreadable_state(i: Inputs) -> list[str]:
+    """A state whose plan this version cannot read (a field it needs is missing)."""
+    state = json.loads((Path(__file__).parent / "data" / "state-quant-only.json").read_text())
+    del state["done"]["plan"]["mode"]
+    return _resume_state(state)(i)
+
+
 def _existing_out(i: Inputs) -> list[str]:
     (i.tmp / "run").mkdir()
     (i.tmp / "run" / "mine.txt").write_text("keep me")
@@ -137,6 +144,7 @@ CASES: list[tuple[str, Callable[[Inputs], list[str]], tuple[str, ...]]] = [
     ("resume-wrong-shape", _resume_state({"spec": [], "done": 3}), ("not the state of an adaprune-edge build",)),
     ("resume-search-json", _resume_state({"kind": "adaprune-edge/search-v1", "n_trials": 3}),
      ("not the state of an adaprune-edge build",)),
+    ("resume-unreadable-stage", _unreadable_state, ("its plan stage cannot be read", "rerun with --force")),
     ("calib-empty", lambda i: ["prune", "--model", str(i.tiny), "--ratio", "0.2", "--calib", i.file("empty.txt", ""),
                                "--out", str(i.tmp / "p")], ("empty.txt is empty",)),
     ("calib-missing", lambda i: ["prune", "--model", str(i.tiny), "--ratio", "0.2", "--calib", str(i.tmp / "nope.txt"),
@@ -219,9 +227,10 @@ def test_atomic_path_turns_disk_full_into_a_typed_error(inputs):
 
 def test_force_replaces_a_corrupt_state(inputs):
     from adaprune_edge.pipeline.build import BuildSpec, RunDir
+    from adaprune_edge.pipeline.state import BuildState
 
     run = inputs.tmp / "run"
     run.mkdir()
     (run / "state.json").write_text("{not json")
     state = RunDir(run).open(BuildSpec(device="raspberry-pi-5"), resume=False, force=True)
-    assert state["done"] == {} and json.loads((run / "state.json").read_text())["spec"]["device"] == "raspberry-pi-5"
+    assert state == BuildState() and json.loads((run / "state.json").read_text())["spec"]["device"] == "raspberry-pi-5"

@@ -165,7 +165,7 @@ def test_statistics_are_dropped_once_no_stage_reads_them(mode, releases_after):
     ctx._cache["data_ctx"] = SimpleNamespace(forget_statistics=lambda: forgotten.append("data_ctx"))
     for stage in STAGES[: STAGES.index(releases_after) + 1]:
         if stage == "plan":
-            ctx.results["plan"] = SimpleNamespace(mode=mode)
+            ctx.state = ctx.state.with_result("plan", SimpleNamespace(mode=mode))
         assert forgotten == []
         ctx.release(stage)
     assert forgotten == ["data_ctx"]

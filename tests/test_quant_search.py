@@ -14,6 +14,7 @@ from adaprune_edge.pipeline.context import BuildContext
 from adaprune_edge.pipeline.plan_stages import quant_choices
 from adaprune_edge.pipeline.prune_stages import confirmed_best
 from adaprune_edge.pipeline.quant_options import QuantOption
+from adaprune_edge.pipeline.state import BuildState
 from adaprune_edge.device import Device
 from adaprune_edge.prune.engine import PruneConfig
 from adaprune_edge.search.evaluators import LocalEvaluator
@@ -106,7 +107,7 @@ def test_each_trial_meets_the_budget_at_its_own_quant_and_pays_its_penalty(tiny,
     bctx = SimpleNamespace(device=ctx.device, profile=spec.profile, spec=SimpleNamespace(budget_ms=BUDGET_MS),
                            plan=SimpleNamespace(quant="Q8_0"))
     best, checked = confirmed_best(bctx, out.ranked())
-    assert best == out.best and checked[0]["quant"] == best.quant
+    assert best == out.best and checked[0].quant == best.quant
 
 
 def _option(recipe, r_min, ppl):
@@ -131,8 +132,8 @@ def test_build_searches_over_the_candidates_that_can_win(tiny):
                            val_seq_len=64, report_windows=2, objective="loss", budget_ms=BUDGET_MS, trials=4,
                            rescore_top=3, workers=1, seed=0, quant=None)
     full = SimpleNamespace(quant="Q4_K_M", latency_scale=1.3, prefill_scale=1.0, bounds=_bounds(), quants=choices)
-    ctx = BuildContext(spec, None, None, device=Device.resolve(str(dev)), results={"plan": full})
+    ctx = BuildContext(spec, None, None, device=Device.resolve(str(dev)), state=BuildState(plan=full))
     sspec = ctx.search_spec()
     assert sspec.quants == choices and sspec.quant == "Q4_K_M" and ctx.quant == "Q4_K_M"
-    ctx.results["search"] = SimpleNamespace(best=SimpleNamespace(quant="Q8_0"))
+    ctx.state = ctx.state.with_result("search", SimpleNamespace(best=SimpleNamespace(quant="Q8_0")))
     assert ctx.quant == "Q8_0"  # export quantizes with the best trial's recipe

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -157,9 +158,11 @@ def test_a_run_from_before_the_recover_stage_resumes(tmp_path):
 
     spec = BuildSpec(device="this-host")
     old = {k: v for k, v in spec.to_dict().items() if not k.startswith("recover_")}
-    (tmp_path / STATE_FILE).write_text(json.dumps({"spec": old, "done": {"plan": {}, "prune": {}, "export": {}}}))
+    done = json.loads((Path(__file__).parent / "data" / "state-quant-only.json").read_text())["done"]
+    done = {k: done[k] for k in ("candidates", "plan", "search", "prune", "export")}
+    (tmp_path / STATE_FILE).write_text(json.dumps({"spec": old, "done": done}))
     state = RunDir(tmp_path).open(spec, resume=True, force=False)
-    assert state["done"]["recover"]["skipped"].startswith("this run was exported before")
+    assert state.recover.skipped.startswith("this run was exported before")
     changed = BuildSpec(device="this-host", recover_minutes=5.0)
     with pytest.raises(ConfigError, match="recover_minutes"):
         RunDir(tmp_path).open(changed, resume=True, force=False)
@@ -174,7 +177,7 @@ def test_plan_estimate_follows_the_measured_curve(monkeypatch):
     monkeypatch.setattr(estimate, "CPU_TOKENS_PER_S", 1.0)
     spec = SimpleNamespace(recover_tokens=0, recover_minutes=2.5)  # 150 tokens at 1 token/s
     est = estimate.recovered(spec, 40.0, 10.0)
-    assert est["tokens"] == 150 and est["closure"] == pytest.approx(0.55)
-    assert est["ppl"] == pytest.approx(math.exp(math.log(40) - 0.55 * math.log(4)))
-    assert estimate.recovered(SimpleNamespace(recover_tokens=1000, recover_minutes=0), 40.0, 10.0)["closure"] == 0.6
+    assert est.tokens == 150 and est.closure == pytest.approx(0.55)
+    assert est.ppl == pytest.approx(math.exp(math.log(40) - 0.55 * math.log(4)))
+    assert estimate.recovered(SimpleNamespace(recover_tokens=1000, recover_minutes=0), 40.0, 10.0).closure == 0.6
     assert estimate.recovered(SimpleNamespace(recover_tokens=0, recover_minutes=0), 40.0, 10.0) is None

@@ -36,8 +36,8 @@ def test_top_trials_are_rescored_once_on_unseen_windows(tiny_dir, shared_data, t
     # the re-scoring windows come after the report's: no window of the objective or the report among them
     seen = {tuple(w.tolist()) for w in torch.cat([ctx.val, ctx.report_windows])}
     assert len(ctx.rescore_windows) == 3 and not seen & {tuple(w.tolist()) for w in ctx.rescore_windows}
-    assert "re-scoring the top trials" in ctx.data_sets()["objective"]["part"]
-    assert ctx.data_sets()["objective"]["windows"] == 2 + 3 and ctx.data_sets(rescoring=False)["objective"]["windows"] == 2
+    assert "re-scoring the top trials" in ctx.data_sets()["objective"].part
+    assert ctx.data_sets()["objective"].windows == 2 + 3 and ctx.data_sets(rescoring=False)["objective"].windows == 2
 
     run = tmp_path / "run"
     Counting.calls = 0

@@ -82,7 +82,7 @@ def _ctx(tmp_path: Path, base: Structure, dev: Device, options: list[QuantOption
     run = SimpleNamespace(path=tmp_path, file=lambda n: tmp_path / n)
     cand = SimpleNamespace(options=tuple(options), base_structure=base, dense_f16=str(tmp_path / "dense-F16.gguf"))
     return SimpleNamespace(device=dev, profile=dev.profile, spec=SimpleNamespace(budget_ms=BUDGET), run=run,
-                           results={"candidates": cand})
+                           state=SimpleNamespace(candidates=cand))
 
 
 def _shipped(tmp_path: Path, base: Structure, recipe: str, pruned: bool) -> Exported:
@@ -96,7 +96,7 @@ def _fake_export_dense(ctx, why=None, recipe=None):
     path = ctx.run.file(f"model-{recipe}.gguf")
     path.write_bytes(b"x")
     return Exported(arch="llama", f16="f16", f16_bytes=1, gguf=str(path), quant=recipe, pruned=False,
-                    replaced_pruned=why, quant_report={}, structure=ctx.results["candidates"].base_structure)
+                    replaced_pruned=why, quant_report={}, structure=ctx.state.candidates.base_structure)
 
 
 def _opt(recipe: str, ppl: float) -> QuantOption:

@@ -60,8 +60,8 @@ def test_three_sets_with_val(tmp_path):
     assert not _windows(obj) & _windows(rep) and obj.shape[0] == 3 and rep.shape[0] == 5
     sets = textsets.describe(split, 40, 32, obj, rep)
     assert set(sets) == {"calibration", "objective", "report"}
-    assert sets["report"]["tokens"] == 5 * 64 and sets["objective"]["source"] == val and sets["calibration"]["tokens"] == 40 * 32
-    assert "windows 3-7" in sets["report"]["part"] and "windows 0-2" in sets["objective"]["part"]
+    assert sets["report"].tokens == 5 * 64 and sets["objective"].source == val and sets["calibration"].tokens == 40 * 32
+    assert "windows 3-7" in sets["report"].part and "windows 0-2" in sets["objective"].part
     with pytest.raises(ConfigError, match="also a calibration source"):
         textsets.plan_split([src], src, 0.2, tok, 0)
 
@@ -110,9 +110,9 @@ def test_general_text_dense_vs_gguf_and_skips(default_model, tmp_path):
     out = general_text.evaluate(models.default_gguf_path(), default_model.model, default_model.tokenizer, tmp_path,
                                 [], n_windows=2, seq_len=64, threads=1)
     w = out["wikitext2_valid"]
-    assert w["windows"] == 2 and w["seq_len"] == 64 and "records 50%-100%" in w["source"]
-    assert w["pruned_ppl"] == pytest.approx(w["dense_ppl"], rel=0.05)  # Q4_1 file vs its fp32 dequantization
-    assert "not found" in out["ptb_valid"]["skipped"]
+    assert w.windows == 2 and w.seq_len == 64 and "records 50%-100%" in w.source
+    assert w.pruned_ppl == pytest.approx(w.dense_ppl, rel=0.05)  # Q4_1 file vs its fp32 dequantization
+    assert "not found" in out["ptb_valid"].skipped
     again = general_text.evaluate(models.default_gguf_path(), default_model.model, default_model.tokenizer, tmp_path,
                                   [str(wiki)], n_windows=2, seq_len=64)
-    assert "is a calibration source" in again["wikitext2_valid"]["skipped"]
+    assert "is a calibration source" in again["wikitext2_valid"].skipped

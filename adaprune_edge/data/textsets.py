@@ -122,8 +122,8 @@ def _pct(r: tuple[float, float]) -> str:
 
 
 def describe(split: Split, calib_windows: int, calib_seq_len: int, objective: torch.Tensor,
-             report: torch.Tensor, rescore: int = 0) -> dict[str, dict[str, Any]]:
-    """The three sets as JSON-safe dicts (report.json's `data_sets`). `rescore`: windows after the report's
+             report: torch.Tensor, rescore: int = 0) -> dict[str, TextSet]:
+    """The three sets by name (report.json's `data_sets`). `rescore`: windows after the report's
     that re-scored the search's top trials (part of the objective set: they chose the recipe)."""
     n_obj, n_rep = int(objective.shape[0]), int(report.shape[0])
     obj_part = f"{_pct(split.heldout_range)}, windows 0-{n_obj - 1}"
@@ -135,4 +135,4 @@ def describe(split: Split, calib_windows: int, calib_seq_len: int, objective: to
             TextSet("objective", split.heldout, obj_part, n_obj + rescore, int(objective.shape[1])),
             TextSet("report", split.heldout, f"{_pct(split.heldout_range)}, windows {n_obj}-{n_obj + n_rep - 1}",
                     n_rep, int(report.shape[1]))]
-    return {s.name: s.to_dict() for s in sets}
+    return {s.name: s for s in sets}

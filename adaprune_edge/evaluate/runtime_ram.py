@@ -42,6 +42,10 @@ class RuntimeRam:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RuntimeRam":
+        return cls(**d)
+
 
 def _rss() -> int:
     import psutil

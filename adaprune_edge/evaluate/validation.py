@@ -56,6 +56,10 @@ class Speed:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Speed":
+        return cls(**d)
+
 
 @dataclass(frozen=True)
 class ValidationReport:
@@ -86,6 +90,14 @@ class ValidationReport:
         d["notes"] = list(self.notes)
         d["gate"] = f"F16/F32 GGUF perplexity within {GATE_REL_PPL:.0%} of torch on the same windows"
         return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ValidationReport":
+        """The report of to_dict() (its `gate` sentence is derived)."""
+        kw = {k: v for k, v in d.items() if k != "gate"}
+        kw["speed"] = Speed.from_dict(d["speed"]) if d.get("speed") else None
+        kw["notes"] = tuple(d.get("notes", ()))
+        return cls(**kw)
 
 
 def torch_logits_fn(model: Any) -> LogitsFn:

@@ -194,6 +194,12 @@ class Solution:
                 "measured": self.measured.to_dict() if self.measured else None, "reason": self.reason,
                 "steps": self.steps}
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Solution":
+        measured = LatencyReport.from_dict(d["measured"]) if d["measured"] else None
+        return cls(d["ratio"], Structure.from_dict(d["structure"]), LatencyReport.from_dict(d["predicted"]), measured,
+                   d["reason"], d["steps"])
+
 
 def _bisect(ok: Callable[[float], bool], lo: float, hi: float, tol: float) -> tuple[float, int]:
     """Smallest r in (lo, hi] with ok(r), given not ok(lo) and ok(hi); within tol. Returns (r, steps)."""

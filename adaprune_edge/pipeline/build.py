@@ -16,13 +16,13 @@ from typing import Any, Callable
 
 from adaprune_edge.pipeline import export_stage, plan_stages, prune_stages, recover_stage, report, validate_stage
 from adaprune_edge.pipeline.context import BuildContext
-from adaprune_edge.pipeline.results import RESULT_TYPES
+from adaprune_edge.pipeline.results import Recovered
+from adaprune_edge.pipeline.state import STAGES, BuildState
 from adaprune_edge.device import Device
 from adaprune_edge.errors import ConfigError, OutputExistsError
 from adaprune_edge.overrides import BudgetOverrides
 from adaprune_edge.runs import write_json
 
-STAGES = ("candidates", "plan", "search", "prune", "recover", "export", "validate", "report")
 LATER_THAN_RECOVER = STAGES[STAGES.index("recover") + 1:]
 STATE_FILE = "state.json"
 
@@ -103,23 +103,27 @@ class RunDir:
     def file(self, name: str) -> Path:
         return self.path / name
 
-    def state(self) -> dict[str, Any]:
+    def read(self) -> tuple[dict[str, Any], BuildState] | None:
+        """(stored spec, state) of state.json; None without one. ConfigError in one line when it cannot be read."""
         p = self.file(STATE_FILE)
         if not p.exists():
-            return {}
+            return None
         try:
-            state = json.loads(p.read_text(encoding="utf-8"))
+            raw = json.loads(p.read_text(encoding="utf-8"))
         except ValueError:  # also UnicodeDecodeError
-            raise ConfigError(f"{p} is corrupt; start over with --force") from None
-        _check_state_shape(state, p)
-        return state
+            raise ConfigError(f"{p} is corrupt; rerun with --force") from None
+        _check_state_shape(raw, p)
+        try:
+            return raw["spec"], BuildState.from_dict(raw["done"])
+        except ValueError as e:
+            raise ConfigError(f"{p}: {e}; rerun with --force") from None
 
-    def open(self, spec: BuildSpec, resume: bool, force: bool) -> dict[str, Any]:
+    def open(self, spec: BuildSpec, resume: bool, force: bool) -> BuildState:
         """Create, continue (--resume) or replace (--force) the run directory; returns the state."""
-        state = self.state() if resume else {}  # --force must also replace a corrupt state.json
-        if resume and state:
+        found = self.read() if resume else None  # --force must also replace a corrupt state.json
+        if found is not None:
             try:  # a run from before a new option has its default
-                old = BuildSpec.from_dict(state["spec"]).to_dict()
+                old = BuildSpec.from_dict(found[0]).to_dict()
             except TypeError:  # options this version does not know
                 raise ConfigError(f"--resume: {self.path} was built by another version of adaprune-edge; "
                                   "use another --out or --force") from None
@@ -128,9 +132,7 @@ class RunDir:
                 raise ConfigError(f"--resume: {self.path} was built with different options ({', '.join(changed)}); "
                                   "use the same options or another --out")
             self._remove_stale_temps()
-            state["spec"] = spec.to_dict()
-            _predates_recover(state)
-            return state
+            return _predates_recover(found[1])
         if self.path.exists() and any(self.path.iterdir()):
             if resume:
                 raise ConfigError(f"{self.path} is not an adaprune-edge build directory; nothing was changed")
@@ -138,8 +140,8 @@ class RunDir:
                 raise OutputExistsError(f"output directory {self.path} exists; pass --resume to continue it or --force to replace it")
             shutil.rmtree(self.path)
         self.path.mkdir(parents=True, exist_ok=True)
-        state = {"spec": spec.to_dict(), "done": {}}
-        write_json(self.file(STATE_FILE), state)
+        state = BuildState()
+        self.save(spec, state)
         return state
 
     def _remove_stale_temps(self) -> None:
@@ -148,9 +150,8 @@ class RunDir:
         for p in list(self.path.glob(".*.tmp")) + list(self.path.glob("*/.*.tmp")):
             shutil.rmtree(p) if p.is_dir() else p.unlink()
 
-    def finish(self, state: dict[str, Any], stage: str, result: dict[str, Any]) -> None:
-        state["done"][stage] = result
-        write_json(self.file(STATE_FILE), state)
+    def save(self, spec: BuildSpec, state: BuildState) -> None:
+        write_json(self.file(STATE_FILE), {"spec": spec.to_dict(), "done": state.to_dict()})
 
 
 def _check_state_shape(state: Any, path: Path) -> None:
@@ -163,12 +164,13 @@ def _check_state_shape(state: Any, path: Path) -> None:
                           "pass another --out, or --force to replace the directory")
 
 
-def _predates_recover(state: dict[str, Any]) -> None:
+def _predates_recover(state: BuildState) -> BuildState:
     """A run exported before the recover stage existed keeps what it shipped: its recover stage is recorded
     as not run (with the reason), so --resume finishes the remaining stages instead of recovering after export."""
-    done = state["done"]
+    done = state.finished()
     if "recover" not in done and any(k in done for k in LATER_THAN_RECOVER):
-        done["recover"] = {"skipped": "this run was exported before the recover stage existed"}
+        return state.with_result("recover", Recovered(skipped="this run was exported before the recover stage existed"))
+    return state
 
 
 def planned_outputs(spec: BuildSpec, quant: str) -> list[str]:
@@ -184,24 +186,21 @@ def run_build(spec: BuildSpec, out: Path, *, resume: bool = False, force: bool =
     CLI resolves it once; resolved here when not given)."""
     hooks = hooks or Hooks()
     run = RunDir(out)
-    state = run.open(spec, resume, force)
-    ctx = BuildContext(spec, run, hooks, device)
+    ctx = BuildContext(spec, run, hooks, device, state=run.open(spec, resume, force))
     for name in STAGES:
-        if name in state["done"]:
+        if name in ctx.state.finished():
             hooks.stage(name, "done earlier")
-            ctx.results[name] = RESULT_TYPES[name].from_dict(state["done"][name])
             if name == "candidates":
-                ctx.use_kv_cache(ctx.results[name].kv_cache)
+                ctx.use_kv_cache(ctx.state.candidates.kv_cache)
             continue
         hooks.stage(name, "running")
         t0 = time.perf_counter()
         result = STAGE_FUNCTIONS[name](ctx).timed(time.perf_counter() - t0)
-        ctx.results[name] = result
-        run.finish(state, name, result.to_dict())
+        ctx.state = ctx.state.with_result(name, result)
+        run.save(spec, ctx.state)
         ctx.release(name)
         hooks.stage(name, f"finished in {result.seconds:.0f} s")
-    return ctx.results["report"].report
-
+    return ctx.state.report.report
 
 STAGE_FUNCTIONS: dict[str, Callable[[BuildContext], Any]] = {
     "candidates": plan_stages.stage_candidates, "plan": plan_stages.stage_plan,

@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 from adaprune_edge import heap, models
 from adaprune_edge.pipeline.results import Plan
+from adaprune_edge.pipeline.state import BuildState
 from adaprune_edge.device import Device
 from adaprune_edge.latency import budget
 from adaprune_edge.quant import QuantRecipe
@@ -20,14 +21,14 @@ from adaprune_edge.search.spec import SearchSpec, family_bounds
 
 @dataclass
 class BuildContext:
-    """spec: pipeline.BuildSpec; run: pipeline.RunDir; hooks: pipeline.Hooks; results: stage name →
-    results.* dataclass of every finished stage."""
+    """spec: build.BuildSpec; run: build.RunDir; hooks: build.Hooks; state: the typed results of every
+    finished stage (a new BuildState after each stage)."""
 
     spec: Any
     run: Any
     hooks: Any
     device: Device | None = None
-    results: dict[str, Any] = field(default_factory=dict)
+    state: BuildState = field(default_factory=BuildState)
     _cache: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -40,16 +41,16 @@ class BuildContext:
 
     @property
     def plan(self) -> Plan:
-        return self.results["plan"]
+        return self.state.plan
 
     @property
     def quant(self) -> str:
         """The shipped quant recipe: the search's best trial's once searched (the quant is a dimension of the
         search: SearchSpec.quants), else the plan's choice once made, else --quant or the profile's."""
-        best = getattr(self.results.get("search"), "best", None)
+        best = getattr(self.state.search, "best", None)
         if best is not None and best.quant:
             return best.quant
-        if "plan" in self.results:
+        if self.state.plan is not None:
             return self.plan.quant
         return QuantRecipe.parse(self.spec.quant or self.profile.quant).name
 
@@ -79,7 +80,7 @@ class BuildContext:
 
     def quant_only(self) -> bool:
         """True when the shipped model is the dense one (the plan said so, or export replaced the pruned file)."""
-        ex = self.results.get("export")
+        ex = self.state.export
         return self.plan.mode == "quant-only" or (ex is not None and not ex.pruned)
 
     def search_spec_for(self, quant: str, r_min: float, r_max: float, latency_scale: float = 1.0,
@@ -122,7 +123,7 @@ class BuildContext:
 
     def data_context(self) -> SearchContext:
         """A search context before the plan exists: only its data (calibration pool, objective windows)."""
-        if "plan" in self.results:
+        if self.state.plan is not None:
             return self.search_context()
         spec = self.search_spec_for(self.quant, 0.0, 0.1)
         return self.memo("data_ctx", lambda: SearchContext(spec, self.dense, progress=self._step))

@@ -52,7 +52,7 @@ def pruned_model(ctx: BuildContext) -> Any:
     when quantization alone ships."""
     if ctx.quant_only():
         return ctx.dense.model
-    rec = ctx.results.get("recover")
+    rec = ctx.state.recover
     folder = "pruned" if rec is None or rec.skipped else "recovered"
     return ctx.memo("pruned", lambda: load_pruned(ctx.run.file(folder))[0])
 
@@ -60,14 +60,14 @@ def pruned_model(ctx: BuildContext) -> Any:
 def export_dense(ctx: BuildContext, why: str | None = None, recipe: str | None = None) -> Exported:
     """Ship the dense model quantized with the plan's quant-only recipe (already written by `candidates`),
     or with `recipe` / the best quant-only recipe when `why` says the planned file lost or missed."""
-    cand = ctx.results["candidates"]
+    cand = ctx.state.candidates
     recipe = recipe or (ctx.quant if why is None else best_quant_only(list(cand.options)).recipe)
     st = cand.base_structure
     f16, qpath = ctx.run.file("model-F16.gguf"), ctx.run.file(shipped_name(recipe))
     shutil.copyfile(cand.dense_f16, f16)
     shutil.copyfile(dense_file(ctx.run.path, recipe), qpath)
     return Exported(arch="llama", f16=str(f16), f16_bytes=f16.stat().st_size, gguf=str(qpath), quant=recipe,
-                    pruned=False, replaced_pruned=why, quant_report=quantize.report(qpath, st, recipe).to_dict(),
+                    pruned=False, replaced_pruned=why, quant_report=quantize.report(qpath, st, recipe),
                     structure=st)
 
 
@@ -77,19 +77,19 @@ def export_pruned(ctx: BuildContext, meta: Any) -> Exported:
     f16, qpath = ctx.run.file("model-F16.gguf"), ctx.run.file(shipped_name(ctx.quant))
     name = f"{Path(ctx.spec.model).stem}-adaprune-{ctx.device.name}"
     res = gguf.write_model(model, f16, meta, quant="F16", name=name, source_model=ctx.spec.model,
-                           recipe=ctx.results["prune"].config,
+                           recipe=ctx.state.prune.config.to_dict(),
                            progress=lambda n, d, t: ctx.hooks.progress("export", d, t, n))
     im = collect_imatrix(ctx, model) if QuantRecipe.parse(ctx.quant).imatrix else None
     quantize.quantize(f16, qpath, ctx.quant, threads=ctx.device.local_threads, imatrix=im)
     # the guarantee: measured on the objective windows, plain quantization must not win
     ppl = gguf_ppl(qpath, ctx.objective_windows().numpy())
-    best = best_quant_only(list(ctx.results["candidates"].options))
+    best = best_quant_only(list(ctx.state.candidates.options))
     if best is not None and ppl > best.ppl:
         qpath.unlink()
         return export_dense(ctx, f"the pruned {ctx.quant} file (objective PPL {ppl:.2f}) lost to "
                                  f"quantization alone ({best.recipe}, {best.ppl:.2f})")
     return Exported(arch=res.arch, f16=str(f16), f16_bytes=f16.stat().st_size, gguf=str(qpath), quant=ctx.quant,
-                    pruned=True, objective_ppl=ppl, quant_report=quantize.report(qpath, st, ctx.quant).to_dict(),
+                    pruned=True, objective_ppl=ppl, quant_report=quantize.report(qpath, st, ctx.quant),
                     structure=st)
 
 
@@ -109,7 +109,7 @@ def within_budget(ctx: BuildContext, out: Exported) -> Exported:
     if all(c.ok for c in checks):
         return dataclasses.replace(out, latency=lat, constraints=tuple(c.to_dict() for c in checks))
     missed.append((f"{'pruned ' if out.pruned else ''}{out.quant}", budget.binding(checks)))
-    cand = ctx.results["candidates"]
+    cand = ctx.state.candidates
     for o in _fallbacks(cand.options, out)[:MAX_FALLBACKS]:
         path = dense_file(ctx.run.path, o.recipe)
         lat, checks = measured(ctx, path, cand.base_structure, o.recipe)

@@ -19,7 +19,7 @@ from adaprune_edge.exporters import imatrix
 from adaprune_edge.pipeline import quant_options
 from adaprune_edge.pipeline.context import BuildContext
 from adaprune_edge.pipeline.quant_options import QuantOption
-from adaprune_edge.pipeline.results import Candidates, Plan
+from adaprune_edge.pipeline.results import Candidates, Plan, PrunedEstimate
 from adaprune_edge.errors import LatencyError
 from adaprune_edge.exporters import gguf, vocab
 from adaprune_edge.exporters.imatrix import Imatrix
@@ -130,7 +130,7 @@ def pruned_estimate(ctx: BuildContext, o: QuantOption, f16_ppl: float) -> dict[s
     curve predicts it (recover/estimate.py), x o's measured quantization factor."""
     # the trial solves its own ratio on the roofline calibrated by o's dense measurement (uncalibrated, the
     # roofline can put it far below r_min: on this host's slower-than-profiled days, near 0)
-    cal = quant_options.calibration(o, ctx.results["candidates"].base_structure, ctx.device)
+    cal = quant_options.calibration(o, ctx.state.candidates.base_structure, ctx.device)
     spec = ctx.search_spec_for(o.recipe, o.r_min, min(0.9, o.r_min + 0.1), cal.decode, cal.prefill)  # the solver's ceiling
     sctx = ctx.data_context().derive(spec)  # the same data: calibration is not tokenized twice
     space = build_space(spec.bounds, ctx.spec.seed)  # uniform-only families cannot reconstruct
@@ -138,7 +138,7 @@ def pruned_estimate(ctx: BuildContext, o: QuantOption, f16_ppl: float) -> dict[s
     rec = sctx.evaluate(0, values)
     unrecovered = rec.ppl * o.ppl / f16_ppl if rec.feasible and rec.ppl else math.inf
     recovery = estimate.recovered(ctx.spec, rec.ppl, f16_ppl) if rec.feasible and rec.ppl else None
-    est = recovery["ppl"] * o.ppl / f16_ppl if recovery else unrecovered
+    est = recovery.ppl * o.ppl / f16_ppl if recovery else unrecovered
     return {"recipe": o.recipe, "r_min": o.r_min, "trial_ratio": rec.decoder_ratio, "torch_ppl": rec.ppl, "quant_factor": o.ppl / f16_ppl,
             "unrecovered_ppl": unrecovered, "recovery": recovery, "estimated_ppl": est, "feasible": rec.feasible,
             "reason": rec.budget_reason}
@@ -170,22 +170,23 @@ def decide(ctx: BuildContext, opts: list[QuantOption], f16_ppl: float) -> dict[s
 
 def _after_recovery(pruned: dict[str, Any]) -> str:
     r = pruned.get("recovery")
-    return f" after recovery of ~{r['tokens'] // 1000}k tokens; {pruned['unrecovered_ppl']:.2f} without" if r else ""
+    return f" after recovery of ~{r.tokens // 1000}k tokens; {pruned['unrecovered_ppl']:.2f} without" if r else ""
 
 
 def stage_plan(ctx: BuildContext) -> Plan:
     """Decide quant-only vs prune; for prune, solve r_min at the chosen recipe and the search bounds; the
     dense model's latency at the chosen recipe."""
-    cand: Candidates = ctx.results["candidates"]
+    cand: Candidates = ctx.state.candidates
     choice = decide(ctx, list(cand.options), cand.dense_f16_ppl)
     if cand.kv_cache != "F16":
         choice["reason"] += (f"; K/V cache {cand.kv_cache}: it lets larger weights fit "
                              f"{ctx.profile.usable_ram_bytes / 2**20:.0f} MiB at {ctx.profile.context_length} tokens")
     base = cand.base_structure
     common = dict(mode=choice["mode"], quant=choice["quant"], reason=choice["reason"],
-                  pruned_estimates=tuple(choice["pruned_estimates"]), device=ctx.device.name, profile=ctx.profile,
+                  pruned_estimates=tuple(PrunedEstimate(**t) for t in choice["pruned_estimates"]),
+                  device=ctx.device.name, profile=ctx.profile,
                   base_structure=base, dense_params=base.params(), dense_decoder_params=base.decoder_params(),
-                  model_info=ctx.dense.info.to_dict(), dense_latency=ctx.device.latency_of(base, choice["quant"]),
+                  model_info=ctx.dense.info, dense_latency=ctx.device.latency_of(base, choice["quant"]),
                   recovery_estimate=next((t.get("recovery") for t in choice["pruned_estimates"]
                                           if t["recipe"] == choice["quant"]), None))
     if choice["mode"] == "quant-only":
@@ -195,7 +196,7 @@ def stage_plan(ctx: BuildContext) -> Plan:
                      max_samples=ctx.spec.max_samples, max_seq_len=ctx.spec.max_seq_len)
     quants = quant_choices(ctx, list(cand.options), cand.dense_f16_ppl, plan)
     return Plan(**common, budget_ms=plan.budget_ms, r_min=plan.r_min, latency_scale=plan.latency_scale,
-                bounds=plan.bounds, solution=plan.solution.to_dict(), quants=quants, prefill_scale=plan.prefill_scale)
+                bounds=plan.bounds, solution=plan.solution, quants=quants, prefill_scale=plan.prefill_scale)
 
 
 def quant_choices(ctx: BuildContext, opts: list[QuantOption], f16_ppl: float,
@@ -220,4 +221,4 @@ def _latency_scale(ctx: BuildContext, plan: SearchPlan, o: QuantOption) -> float
         return plan.latency_scale
     if not o.measured:
         return 1.0
-    return quant_options.calibration(o, ctx.results["candidates"].base_structure, ctx.device).decode
+    return quant_options.calibration(o, ctx.state.candidates.base_structure, ctx.device).decode

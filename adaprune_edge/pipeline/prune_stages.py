@@ -8,7 +8,7 @@ from __future__ import annotations
 import shutil
 
 from adaprune_edge.pipeline.context import BuildContext
-from adaprune_edge.pipeline.results import Plan, Pruned, SearchDone
+from adaprune_edge.pipeline.results import Confirmation, Plan, Pruned, SearchDone
 from adaprune_edge.errors import LatencyError
 from adaprune_edge.latency import budget
 from adaprune_edge.archs.slicing import save_pruned
@@ -38,25 +38,24 @@ def stage_search(ctx: BuildContext) -> SearchDone:
     shutil.copyfile(folder / "trials.csv", ctx.run.file("trials.csv"))
     return SearchDone(n_trials=len(out.records), feasible=sum(r.feasible for r in out.records), data_sets=data_sets,
                       best=best, confirmations=tuple(checked), pareto=tuple(r.index for r in out.pareto),
-                      rescored=tuple(r.to_dict() for r in out.rescored))
+                      rescored=tuple(out.rescored))
 
 
-def confirmed_best(ctx: BuildContext, ranked: list[TrialRecord]) -> tuple[TrialRecord, list[dict]]:
+def confirmed_best(ctx: BuildContext, ranked: list[TrialRecord]) -> tuple[TrialRecord, list[Confirmation]]:
     """The first of the ranked feasible trials (search/rescore.py: re-scored best first) whose structure also
     meets the budget when measured with the device's backend (trials are screened with the roofline; the
     incumbent is always re-measured)."""
-    checked: list[dict] = []
+    checked: list[Confirmation] = []
     for rec in ranked:
         st, quant = rec.structure, rec.quant or ctx.plan.quant  # each trial at its own quant recipe
         lat = ctx.device.latency_of(st, quant)
         ok, why = budget.budget_ok(st, ctx.profile, quant, lat, ctx.spec.budget_ms)
-        checked.append({"trial": rec.index, "quant": quant, "decode_ms": lat.decode_ms_per_token,
-                        "prefill_tps": lat.prefill_tps, "measured": lat.measured, "ok": ok, "reason": why})
+        checked.append(Confirmation(rec.index, quant, lat.decode_ms_per_token, lat.prefill_tps, lat.measured, ok, why))
         if ok:
             return rec, checked
         if len(checked) >= CONFIRM_AT_MOST:
             break
-    last = f"the last measured, trial {checked[-1]['trial']}: {checked[-1]['reason']}" if checked else "no feasible trial"
+    last = f"the last measured, trial {checked[-1].trial}: {checked[-1].reason}" if checked else "no feasible trial"
     raise LatencyError(f"none of the {len(checked)} best of {len(ranked)} trials met the budget when measured ({last}); "
                        "raise --trials or --max-ratio, or relax the budget")
 
@@ -65,7 +64,7 @@ def stage_prune(ctx: BuildContext) -> Pruned:
     """Prune the full model with the best trial's recipe (same calibration windows) and save it."""
     if ctx.quant_only():
         return nothing_pruned(ctx.plan)
-    best = ctx.results["search"].best
+    best = ctx.state.search.best
     cfg, res = ctx.search_context().reprune(best, progress=lambda d, t: ctx.hooks.progress("prune", d, t, "calibration batches"))
     tmp, final = ctx.run.file(".pruned.tmp"), ctx.run.file("pruned")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -43,7 +43,7 @@ def stage_recover(ctx: BuildContext) -> Recovered:
     _save(ctx, student, res, text)
     ctx._cache["pruned"] = student
     # the plan predicted a share of the log-PPL gap closed (recover/estimate.py); this is the share measured
-    return Recovered(result=res.to_dict(), text=text.to_dict(), report_ppl_before=round(before, 4),
+    return Recovered(result=res, text=text, report_ppl_before=round(before, 4),
                      report_ppl_after=round(after, 4), report_ppl_dense=round(dense, 4),
                      closure_measured=round(gap_closed(before, after, dense), 4), estimate=ctx.plan.recovery_estimate)
 

@@ -8,7 +8,9 @@ from typing import Any
 
 from adaprune_edge.pipeline import plots
 from adaprune_edge.pipeline.prune_stages import nothing_pruned
-from adaprune_edge.pipeline.results import Reported
+from adaprune_edge.pipeline.results import Recovered, Reported
+from adaprune_edge.pipeline.state import BuildState
+from adaprune_edge.data.textsets import TextSet
 from adaprune_edge.latency import budget
 from adaprune_edge.runtime import kvcache
 from adaprune_edge.runs import write_json, write_text
@@ -21,22 +23,22 @@ def _retention(pruned: float | None, dense: float | None, lower_is_better: bool 
     return 100.0 * (dense / pruned if lower_is_better else pruned / dense)
 
 
-def build_report(results: dict[str, Any], spec: Any) -> dict[str, Any]:
-    """Dense vs shipped on everything the stages measured (units in the key names); `results` holds the
-    results.* dataclass of every stage."""
-    plan, val, ex, pr, search = (results[k] for k in ("plan", "validate", "export", "prune", "search"))
+def build_report(state: BuildState, spec: Any) -> dict[str, Any]:
+    """Dense vs shipped on everything the stages measured (units in the key names), from the typed results of
+    every stage before the report."""
+    plan, val, ex, pr, search = state.plan, state.validate, state.export, state.prune, state.search
     q, lat, dense_lat = val.quant, val.latency, plan.dense_latency
     if not ex.pruned:  # the dense model ships: nothing of the prune stage applies
         pr = nothing_pruned(plan)
     rows = {
         "params": (plan.dense_params, pr.params_after),
         "decoder_params": (plan.dense_decoder_params, pr.decoder_params_after),
-        "file_bytes": (plan.base_structure.gguf_bytes(ex.quant), ex.quant_report["file_bytes"]),
+        "file_bytes": (plan.base_structure.gguf_bytes(ex.quant), ex.quant_report.file_bytes),
         "decode_ms_per_token": (dense_lat.decode_ms_per_token, lat.decode_ms_per_token),
         "prefill_tps": (dense_lat.prefill_tps, lat.prefill_tps),
-        "ppl": (q["reference_ppl"], q["ppl"]),
+        "ppl": (q.reference_ppl, q.ppl),
     }
-    acc = {t: (r["dense"]["acc"], r["pruned"]["acc"]) for t, r in val.zero_shot.items() if "dense" in r}
+    acc = {t: (r.dense.acc, r.pruned.acc) for t, r in val.zero_shot.items() if r.dense is not None}
     checks = budget.constraints(lat, val.ram_bytes, plan.profile, spec.budget_ms)
     return {
         "device": plan.device, "quant": ex.quant, "model": spec.model, "budget_ms_per_token": plan.budget_ms,
@@ -51,20 +53,23 @@ def build_report(results: dict[str, Any], spec: Any) -> dict[str, Any]:
         "structure": ex.structure.to_dict(), "arch": ex.arch, "gguf": ex.gguf,
         "recipe": search.best.values if ex.pruned and search.best else None,
         "mode": "pruned" if ex.pruned else "quant-only",
-        "decision": _decision(ex, plan), "quant_only": val.quant_only,
-        "quant_options": [o.to_dict() for o in results["candidates"].options],
-        "trials": search.n_trials, "feasible_trials": search.feasible, "rescored_trials": list(search.rescored),
+        "decision": _decision(ex, plan), "quant_only": val.quant_only.to_dict() if val.quant_only else {},
+        "quant_options": [o.to_dict() for o in state.candidates.options],
+        "trials": search.n_trials, "feasible_trials": search.feasible,
+        "rescored_trials": [r.to_dict() for r in search.rescored],
         "dense": {k: v[0] for k, v in rows.items()}, "pruned": {k: v[1] for k, v in rows.items()},
-        "kl_vs_dense": q["kl_mean"], "top1_vs_dense": q["top1"],
+        "kl_vs_dense": q.kl_mean, "top1_vs_dense": q.top1,
         "accuracy": {t: {"dense": d, "pruned": p, "retention_pct": _retention(p, d)} for t, (d, p) in acc.items()},
-        "ppl_retention_pct": _retention(q["ppl"], q["reference_ppl"], lower_is_better=True),
-        "parity_gate": {"f16_gguf_ppl": val.f16["ppl"], "torch_ppl": val.f16["torch_ppl"],
-                        "rel_diff": val.f16["ppl_rel_diff_vs_torch"], "passed": val.f16["passed"]},
-        "generation": q["generation"], "ram_bytes": val.ram_bytes, "runtime_ram": val.runtime_ram,
-        "build_peak_rss_bytes": _build_peak_rss(), "eval_windows": q["windows"], "eval_seq_len": q["seq_len"],
-        "data_sets": _data_sets(search.data_sets, results.get("recover")), "general_text": val.general_text,
-        "recovery": _recovery(results.get("recover"), ex.pruned),
-        "stage_seconds": {k: v.seconds for k, v in results.items()},
+        "ppl_retention_pct": _retention(q.ppl, q.reference_ppl, lower_is_better=True),
+        "parity_gate": {"f16_gguf_ppl": val.f16.ppl, "torch_ppl": val.f16.torch_ppl,
+                        "rel_diff": val.f16.ppl_rel_diff_vs_torch, "passed": val.f16.passed},
+        "generation": q.generation, "ram_bytes": val.ram_bytes,
+        "runtime_ram": val.runtime_ram.to_dict() if val.runtime_ram else {},
+        "build_peak_rss_bytes": _build_peak_rss(), "eval_windows": q.windows, "eval_seq_len": q.seq_len,
+        "data_sets": _data_sets(search.data_sets, state.recover),
+        "general_text": {k: g.to_dict() for k, g in val.general_text.items()},
+        "recovery": _recovery(state.recover, ex.pruned),
+        "stage_seconds": {k: v.seconds for k, v in state.finished().items()},
     }
 
 
@@ -77,12 +82,13 @@ def _decision(ex: Any, plan: Any) -> str:
     return plan.reason
 
 
-def _data_sets(sets: dict[str, Any], rec: Any) -> dict[str, Any]:
+def _data_sets(sets: dict[str, TextSet], rec: Recovered | None) -> dict[str, Any]:
     """The search's disjoint sets plus the recovery text when recovery ran."""
-    return {**sets, "recovery": rec.text} if rec is not None and rec.text else dict(sets)
+    out = {k: s.to_dict() for k, s in sets.items()}
+    return {**out, "recovery": rec.text.to_dict()} if rec is not None and rec.text else out
 
 
-def _recovery(rec: Any, pruned: bool) -> dict[str, Any] | None:
+def _recovery(rec: Recovered | None, pruned: bool) -> dict[str, Any] | None:
     """What recovery did and bought: report-set torch PPL before/after, tokens, minutes, the plan's estimate."""
     if rec is None or (rec.skipped and not pruned):
         return None
@@ -91,11 +97,11 @@ def _recovery(rec: Any, pruned: bool) -> dict[str, Any] | None:
     r = rec.result
     return {"shipped": pruned, "report_ppl_before": rec.report_ppl_before, "report_ppl_after": rec.report_ppl_after,
             "report_ppl_dense": rec.report_ppl_dense, "closure_measured": rec.closure_measured,
-            "closure_predicted": (rec.estimate or {}).get("closure"),
-            "tokens": r["tokens"], "epochs": r["epochs"], "minutes": round(r["seconds"] / 60, 2),
-            "tokens_per_s": r["tokens_per_s"], "device": r["device"], "bf16": r["bf16"], "train": r["config"]["train"],
-            "kl_first": r["kl_first"], "kl_last": r["kl_last"], "stopped": r["stopped"], "text": rec.text["source"],
-            "estimate": rec.estimate}
+            "closure_predicted": rec.estimate.closure if rec.estimate else None,
+            "tokens": r.tokens, "epochs": r.epochs, "minutes": round(r.seconds / 60, 2),
+            "tokens_per_s": r.tokens_per_s, "device": r.device, "bf16": r.bf16, "train": r.config["train"],
+            "kl_first": r.kl_first, "kl_last": r.kl_last, "stopped": r.stopped, "text": rec.text.source,
+            "estimate": rec.estimate.to_dict() if rec.estimate else None}
 
 
 def _build_peak_rss() -> int:
@@ -195,7 +201,7 @@ def markdown(rep: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def tradeoff_from_trials(path: Path, results: dict[str, Any], rep: dict[str, Any]) -> Path:
+def tradeoff_from_trials(path: Path, state: BuildState, rep: dict[str, Any]) -> Path:
     """Every trial (predicted ms vs held-out PPL), dense and the shipped model, budget line."""
     folder = Path(path).parent / "search"
     recs = [r for r in TrialStore(folder).records() if r.feasible] if folder.is_dir() else []
@@ -205,10 +211,10 @@ def tradeoff_from_trials(path: Path, results: dict[str, Any], rep: dict[str, Any
     if opts:  # dense quant recipes: llama.cpp PPL on the objective windows
         series.append({"label": "dense quant recipes (objective PPL)", "ms": [o["decode_ms"] for o in opts],
                        "quality": [o["ppl"] for o in opts], "style": "s"})
-    best = results["search"].best
+    best = state.search.best
     what = f"best trial ratio {best.prune_config['ratio']:.2f}" if best and rep["mode"] == "pruned" else "quantization only"
     # every point on the objective windows (the report set is not plotted: it must stay unseen by choices)
-    ex, cand = results["export"], results["candidates"]
+    ex, cand = state.export, state.candidates
     shipped = ex.objective_ppl or next((o["ppl"] for o in opts if o["recipe"] == rep["quant"]), None)
     chosen = {"ms": rep["pruned"]["decode_ms_per_token"], "quality": shipped,
               "label": f"shipped {rep['quant']} ({rep['latency_source']})"} if shipped else None
@@ -218,14 +224,14 @@ def tradeoff_from_trials(path: Path, results: dict[str, Any], rep: dict[str, Any
                               title=f"{rep['model']} on {rep['device']}: {what} (objective-window PPL)")
 
 
-def write_all(rep: dict[str, Any], run_dir: Path, results: dict[str, Any]) -> None:
+def write_all(rep: dict[str, Any], run_dir: Path, state: BuildState) -> None:
     write_json(run_dir / "report.json", rep)
     write_text(run_dir / "report.md", markdown(rep))
-    tradeoff_from_trials(run_dir / "tradeoff.png", results, rep)
+    tradeoff_from_trials(run_dir / "tradeoff.png", state, rep)
 
 
 def stage_report(ctx: Any) -> Reported:
     """report.json, report.md and tradeoff.png from the other stages' results."""
-    rep = build_report(ctx.results, ctx.spec)
-    write_all(rep, ctx.run.path, ctx.results)
+    rep = build_report(ctx.state, ctx.spec)
+    write_all(rep, ctx.run.path, ctx.state)
     return Reported(rep)

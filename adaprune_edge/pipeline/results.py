@@ -8,8 +8,20 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from adaprune_edge.pipeline.quant_options import QuantOption
+from adaprune_edge.data.textsets import TextSet
+from adaprune_edge.evaluate.general_text import TextScores
+from adaprune_edge.evaluate.harness import TaskResult
+from adaprune_edge.evaluate.runtime_ram import RuntimeRam
+from adaprune_edge.evaluate.validation import ValidationReport
+from adaprune_edge.exporters.quantize import QuantReport
 from adaprune_edge.latency.backends import LatencyReport
+from adaprune_edge.latency.budget import Solution
+from adaprune_edge.models import ModelInfo
 from adaprune_edge.profiles import DeviceProfile
+from adaprune_edge.prune.engine import PruneConfig
+from adaprune_edge.recover.distill import RecoverResult
+from adaprune_edge.recover.estimate import RecoveryEstimate
+from adaprune_edge.search.rescore import Rescored
 from adaprune_edge.search.space import SpaceBounds
 from adaprune_edge.search.spec import QuantChoice
 from adaprune_edge.search.trials import TrialRecord
@@ -21,6 +33,8 @@ def _encode(v: Any) -> Any:
         return v.to_dict()
     if isinstance(v, (list, tuple)):
         return [_encode(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _encode(x) for k, x in v.items()}
     return v
 
 
@@ -29,11 +43,14 @@ def _decode(kind: Any, v: Any) -> Any:
         return tuple(v) if isinstance(v, list) else v
     if isinstance(kind, tuple):  # (T,): a sequence of T
         return tuple(kind[0].from_dict(x) for x in v)
-    return kind.from_dict(v)
+    if isinstance(kind, dict):  # {str: T}: names → T
+        return {k: kind[str].from_dict(x) for k, x in v.items()}
+    return kind.from_dict(v) if v else None  # {}: what states before typed fields stored for "none"
 
 
 class StageResult:
-    """to_dict / from_dict for a frozen dataclass; NESTED names the fields holding typed values."""
+    """to_dict / from_dict for a frozen dataclass; NESTED names the fields holding typed values: T, (T,) for
+    a tuple of T, {str: T} for a mapping of names to T."""
 
     NESTED: ClassVar[dict[str, Any]] = {}
 
@@ -47,6 +64,64 @@ class StageResult:
 
     def timed(self, seconds: float) -> Any:
         return dataclasses.replace(self, seconds=round(seconds, 1))
+
+
+@dataclass(frozen=True)
+class PrunedEstimate(StageResult):
+    """The plan's warm-start trial at a recipe's r_min: torch PPL on the objective windows, x the recipe's
+    measured quantization factor, after the build's recovery allowance as recover/estimate.py predicts it."""
+
+    recipe: str
+    r_min: float
+    trial_ratio: float
+    torch_ppl: float | None
+    quant_factor: float
+    unrecovered_ppl: float
+    recovery: RecoveryEstimate | None
+    estimated_ppl: float
+    feasible: bool
+    reason: str
+    NESTED: ClassVar[dict[str, Any]] = {"recovery": RecoveryEstimate}
+
+
+@dataclass(frozen=True)
+class Confirmation(StageResult):
+    """One ranked trial re-measured with the device's backend before the search's best is declared."""
+
+    trial: int
+    quant: str
+    decode_ms: float
+    prefill_tps: float
+    measured: bool
+    ok: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class QuantOnly(StageResult):
+    """The best dense quantized file that meets the budget, scored like the shipped one (report windows)."""
+
+    recipe: str
+    file_bytes: int
+    decode_ms_per_token: float
+    measured: bool
+    ppl: float
+    kl_vs_dense: float | None
+    top1: float | None
+    objective_ppl: float | None
+
+
+@dataclass(frozen=True)
+class TaskScores(StageResult):
+    """One zero-shot task: the dense torch model's and the shipped GGUF's accuracy, or why it was skipped."""
+
+    dense: TaskResult | None = None
+    pruned: TaskResult | None = None
+    skipped: str | None = None
+    NESTED: ClassVar[dict[str, Any]] = {"dense": TaskResult, "pruned": TaskResult}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in super().to_dict().items() if v is not None}
 
 
 @dataclass(frozen=True)
@@ -72,26 +147,28 @@ class Plan(StageResult):
     mode: str
     quant: str
     reason: str
-    pruned_estimates: tuple[dict[str, Any], ...]
+    pruned_estimates: tuple[PrunedEstimate, ...]
     device: str
     profile: DeviceProfile
     base_structure: Structure
     dense_params: int
     dense_decoder_params: int
-    model_info: dict[str, Any]
+    model_info: ModelInfo
     budget_ms: float | None
     r_min: float
     latency_scale: float
     bounds: SpaceBounds | None
     dense_latency: LatencyReport
-    solution: dict[str, Any] | None = None  # budget.Solution.to_dict() of the uniform structure at r_min
+    solution: Solution | None = None  # the uniform structure at r_min
     quants: tuple[QuantChoice, ...] = ()  # the search's quant choices (SearchSpec.quants)
     prefill_scale: float = 1.0  # measured / predicted prompt tokens/s at r_min (SearchSpec.prefill_scale)
-    recovery_estimate: dict[str, Any] | None = None  # recover/estimate.py: the chosen pruned candidate after recovery
+    recovery_estimate: RecoveryEstimate | None = None  # the chosen pruned candidate after recovery
     seconds: float = 0.0
     NESTED: ClassVar[dict[str, Any]] = {"profile": DeviceProfile, "base_structure": Structure,
                                         "bounds": SpaceBounds, "dense_latency": LatencyReport,
-                                        "quants": (QuantChoice,)}
+                                        "quants": (QuantChoice,), "pruned_estimates": (PrunedEstimate,),
+                                        "model_info": ModelInfo, "solution": Solution,
+                                        "recovery_estimate": RecoveryEstimate}
 
 
 @dataclass(frozen=True)
@@ -100,14 +177,15 @@ class SearchDone(StageResult):
 
     n_trials: int
     feasible: int
-    data_sets: dict[str, Any]
+    data_sets: dict[str, TextSet]
     best: TrialRecord | None = None
-    confirmations: tuple[dict[str, Any], ...] = ()
+    confirmations: tuple[Confirmation, ...] = ()
     pareto: tuple[int, ...] = ()
     skipped: str | None = None
     seconds: float = 0.0
-    rescored: tuple[dict[str, Any], ...] = ()  # the top trials re-scored before the best was chosen
-    NESTED: ClassVar[dict[str, Any]] = {"best": TrialRecord}
+    rescored: tuple[Rescored, ...] = ()  # the top trials re-scored before the best was chosen
+    NESTED: ClassVar[dict[str, Any]] = {"best": TrialRecord, "data_sets": {str: TextSet},
+                                        "confirmations": (Confirmation,), "rescored": (Rescored,)}
 
 
 @dataclass(frozen=True)
@@ -120,7 +198,7 @@ class Pruned(StageResult):
     decoder_params_after: int
     decoder_ratio: float
     total_ratio: float
-    config: dict[str, Any] | None = None
+    config: PruneConfig | None = None
     decoder_params_before: int | None = None
     dropped_layers: tuple[int, ...] = ()
     calib_key: str | None = None
@@ -129,24 +207,25 @@ class Pruned(StageResult):
     matches_search_trial: bool | None = None
     skipped: str | None = None
     seconds: float = 0.0
-    NESTED: ClassVar[dict[str, Any]] = {"structure": Structure}
+    NESTED: ClassVar[dict[str, Any]] = {"structure": Structure, "config": PruneConfig}
 
 
 @dataclass(frozen=True)
 class Recovered(StageResult):
-    """Distillation of the pruned model from the dense one (recover/distill.py RecoverResult.to_dict() in
-    `result`), the recovery text set, torch perplexity on the report windows before and after, and the plan's
-    estimate of the recovered quality (None when the dense model ships or no allowance was given)."""
+    """Distillation of the pruned model from the dense one (`result`), the recovery text set, torch
+    perplexity on the report windows before and after, and the plan's estimate of the recovered quality
+    (None when the dense model ships or no allowance was given)."""
 
-    result: dict[str, Any] | None = None
-    text: dict[str, Any] | None = None
+    result: RecoverResult | None = None
+    text: TextSet | None = None
     report_ppl_before: float | None = None
     report_ppl_after: float | None = None
     report_ppl_dense: float | None = None
-    closure_measured: float | None = None  # share of the log-PPL gap to dense closed (estimate["closure"]: predicted)
-    estimate: dict[str, Any] | None = None
+    closure_measured: float | None = None  # share of the log-PPL gap to dense closed (estimate.closure: predicted)
+    estimate: RecoveryEstimate | None = None
     skipped: str | None = None
     seconds: float = 0.0
+    NESTED: ClassVar[dict[str, Any]] = {"result": RecoverResult, "text": TextSet, "estimate": RecoveryEstimate}
 
 
 @dataclass(frozen=True)
@@ -159,40 +238,43 @@ class Exported(StageResult):
     gguf: str
     quant: str
     pruned: bool
-    quant_report: dict[str, Any]
+    quant_report: QuantReport
     structure: Structure
     replaced_pruned: str | None = None
     objective_ppl: float | None = None
     latency: LatencyReport | None = None  # the shipped file, measured after it was written (or predicted)
-    constraints: tuple[dict[str, Any], ...] = ()  # budget.Constraint.to_dict() of every stated limit on `latency`
+    # budget.Constraint.to_dict() of every stated limit checked on `latency`: kept as written, because its
+    # value and limit are rounded there and a Constraint read back would recompute a different margin
+    constraints: tuple[dict[str, Any], ...] = ()
     fallbacks: tuple[str, ...] = ()  # files that missed the budget as measured, and why
     seconds: float = 0.0
-    NESTED: ClassVar[dict[str, Any]] = {"structure": Structure, "latency": LatencyReport}
+    NESTED: ClassVar[dict[str, Any]] = {"structure": Structure, "latency": LatencyReport, "quant_report": QuantReport}
 
 
 @dataclass(frozen=True)
 class Validated(StageResult):
     """Parity gate, quality vs dense, latency, RAM, zero-shot and general-text figures of the shipped file."""
 
-    f16: dict[str, Any]
-    quant: dict[str, Any]
+    f16: ValidationReport  # the F16 GGUF against the shipped torch model: the parity gate
+    quant: ValidationReport  # the shipped GGUF against the dense torch model on the report windows
     latency: LatencyReport
     budget_met: bool
     budget_reason: str
     ram_bytes: int
-    runtime_ram: dict[str, Any] = field(default_factory=dict)
-    quant_only: dict[str, Any] = field(default_factory=dict)
-    zero_shot: dict[str, Any] = field(default_factory=dict)
-    general_text: dict[str, Any] = field(default_factory=dict)
+    runtime_ram: RuntimeRam | None = None
+    quant_only: QuantOnly | None = None  # None when no quantized dense file meets the budget
+    zero_shot: dict[str, TaskScores] = field(default_factory=dict)
+    general_text: dict[str, TextScores] = field(default_factory=dict)
     seconds: float = 0.0
-    NESTED: ClassVar[dict[str, Any]] = {"latency": LatencyReport}
+    NESTED: ClassVar[dict[str, Any]] = {"latency": LatencyReport, "f16": ValidationReport, "quant": ValidationReport,
+                                        "runtime_ram": RuntimeRam, "quant_only": QuantOnly,
+                                        "zero_shot": {str: TaskScores}, "general_text": {str: TextScores}}
 
 
 @dataclass(frozen=True)
 class Reported(StageResult):
+    """report.json as written: a JSON document for people and scripts (its keys are the file's format)."""
+
     report: dict[str, Any]
     seconds: float = 0.0
 
-
-RESULT_TYPES: dict[str, type] = {"candidates": Candidates, "plan": Plan, "search": SearchDone, "prune": Pruned,
-                                 "recover": Recovered, "export": Exported, "validate": Validated, "report": Reported}

@@ -12,17 +12,18 @@ from typing import Any
 from adaprune_edge.pipeline.context import BuildContext
 from adaprune_edge.pipeline.export_stage import pruned_model
 from adaprune_edge.pipeline.quant_options import best_quant_only, dense_file
-from adaprune_edge.pipeline.results import Validated
+from adaprune_edge.pipeline.results import QuantOnly, TaskScores, Validated
 from adaprune_edge.errors import DataError, LatencyError
 from adaprune_edge.evaluate import general_text as gt
 from adaprune_edge.evaluate import harness, tasks, validation
 from adaprune_edge.evaluate.runtime_ram import measure_runtime_ram
+from adaprune_edge.evaluate.validation import ValidationReport
 from adaprune_edge.latency import budget
 from adaprune_edge.latency.backends import LatencyReport
 
 
 def stage_validate(ctx: BuildContext) -> Validated:
-    ex = ctx.results["export"]
+    ex = ctx.state.export
     st, recipe, n_ctx = ex.structure, ex.quant, ctx.profile.context_length
     # latency first, while the process is idle (a loaded Llama left from the PPL pass would hold RAM and
     # threads during the measurement)
@@ -45,35 +46,35 @@ def stage_validate(ctx: BuildContext) -> Validated:
         raise LatencyError(f"the shipped file {Path(ex.gguf).name} misses the budget as measured: "
                            + (why if not ok else f"runtime RSS {model_rss / 2**20:.0f} MiB > "
                               f"{ctx.profile.usable_ram_bytes / 2**20:.0f} MiB usable"))
-    return Validated(f16=f16.to_dict(), quant=q.to_dict(), latency=lat, budget_met=ok, budget_reason=why,
-                     ram_bytes=ram_bytes, runtime_ram=ram.to_dict(), quant_only=quant_only_row(ctx, windows, q.to_dict(), lat),
+    return Validated(f16=f16, quant=q, latency=lat, budget_met=ok, budget_reason=why, ram_bytes=ram_bytes,
+                     runtime_ram=ram, quant_only=quant_only_row(ctx, windows, q, lat),
                      zero_shot=zero_shot(ctx, ex.gguf), general_text=general_text(ctx, ex.gguf))
 
 
-def quant_only_row(ctx: BuildContext, windows: Any, shipped_q: dict[str, Any], shipped_lat: LatencyReport) -> dict[str, Any]:
+def quant_only_row(ctx: BuildContext, windows: Any, shipped_q: ValidationReport,
+                   shipped_lat: LatencyReport) -> QuantOnly | None:
     """The best dense quantized file that meets the budget, scored like the shipped one (report windows,
-    KL vs the dense torch model), so the report shows what pruning bought. {} when no recipe meets it."""
-    cand = ctx.results["candidates"]
+    KL vs the dense torch model), so the report shows what pruning bought. None when no recipe meets it."""
+    cand = ctx.state.candidates
     best = best_quant_only(list(cand.options))
     if best is None:
-        return {}
+        return None
     path = dense_file(ctx.run.path, best.recipe)
     if ctx.quant_only():
         q, lat = shipped_q, shipped_lat
     else:
         q = validation.validate(path, windows, torch_model=ctx.dense.model, threads=2,
-                                kv_cache=ctx.profile.kv_cache_type).to_dict()
+                                kv_cache=ctx.profile.kv_cache_type)
         lat = ctx.device.latency_of_file(path, cand.base_structure, best.recipe)
-    return {"recipe": best.recipe, "file_bytes": path.stat().st_size, "decode_ms_per_token": lat.decode_ms_per_token,
-            "measured": lat.measured, "ppl": q["ppl"], "kl_vs_dense": q["kl_mean"], "top1": q["top1"],
-            "objective_ppl": best.ppl}
+    return QuantOnly(recipe=best.recipe, file_bytes=path.stat().st_size, decode_ms_per_token=lat.decode_ms_per_token,
+                     measured=lat.measured, ppl=q.ppl, kl_vs_dense=q.kl_mean, top1=q.top1, objective_ppl=best.ppl)
 
 
-def zero_shot(ctx: BuildContext, gguf_path: str) -> dict[str, Any]:
+def zero_shot(ctx: BuildContext, gguf_path: str) -> dict[str, TaskScores]:
     """Accuracy of the dense torch model and of the shipped GGUF on the local tasks (seeded subset)."""
     if ctx.spec.data_dir is None or not ctx.spec.tasks or ctx.spec.eval_limit <= 0:
         return {}
-    out: dict[str, Any] = {}
+    out: dict[str, TaskScores] = {}
     scorer = harness.GGUFScorer.open(gguf_path, n_ctx=1024, threads=2)
     dense = harness.TorchScorer(ctx.dense.model, ctx.dense.tokenizer)
     try:
@@ -81,17 +82,17 @@ def zero_shot(ctx: BuildContext, gguf_path: str) -> dict[str, Any]:
             try:
                 data = tasks.load(name, ctx.spec.data_dir)
             except DataError as e:
-                out[name] = {"skipped": str(e)}
+                out[name] = TaskScores(skipped=str(e))
                 continue
             step = lambda n, name=name: ctx.hooks.progress("zero-shot", n, 0, name)  # noqa: E731
-            out[name] = {"dense": harness.evaluate_task(dense, data, ctx.spec.eval_limit, progress=step).to_dict(),
-                         "pruned": harness.evaluate_task(scorer, data, ctx.spec.eval_limit, progress=step).to_dict()}
+            out[name] = TaskScores(dense=harness.evaluate_task(dense, data, ctx.spec.eval_limit, progress=step),
+                                   pruned=harness.evaluate_task(scorer, data, ctx.spec.eval_limit, progress=step))
     finally:
         scorer.llm.close()
     return out
 
 
-def general_text(ctx: BuildContext, gguf_path: str) -> dict[str, Any]:
+def general_text(ctx: BuildContext, gguf_path: str) -> dict[str, gt.TextScores]:
     """wikitext-2 / PTB valid perplexity, dense vs shipped, when --data-dir is given (general_text.py)."""
     if ctx.spec.data_dir is None:
         return {}

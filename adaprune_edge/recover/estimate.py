@@ -13,7 +13,9 @@ in its report: `recovery.estimate` beside `report_ppl_before/after`."""
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import math
+from dataclasses import dataclass
 from typing import Any
 
 # (training tokens, share of the log-PPL gap closed), mean of the 25.3% and 44% rows of
@@ -41,12 +43,29 @@ def closure(tokens: int) -> float:
     return c0 + (c1 - c0) * (tokens - t0) / (t1 - t0)
 
 
-def recovered(spec: Any, pruned_ppl: float, dense_ppl: float) -> dict[str, Any] | None:
-    """{tokens, closure, ppl, curve} for the build's allowance; None when the build does not recover."""
+@dataclass(frozen=True)
+class RecoveryEstimate:
+    """A pruned candidate after `tokens` of recovery as the curve predicts it: the share of the log-PPL gap
+    closed, the resulting perplexity, and the curve's source."""
+
+    tokens: int
+    closure: float
+    ppl: float
+    curve: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RecoveryEstimate":
+        return cls(**d)
+
+
+def recovered(spec: Any, pruned_ppl: float, dense_ppl: float) -> RecoveryEstimate | None:
+    """The estimate for the build's allowance; None when the build does not recover."""
     tokens = allowance_tokens(spec)
     if tokens <= 0 or not math.isfinite(pruned_ppl):
         return None
     c = closure(tokens)
     gap = max(0.0, math.log(pruned_ppl) - math.log(dense_ppl))
-    return {"tokens": tokens, "closure": round(c, 4), "ppl": math.exp(math.log(pruned_ppl) - c * gap),
-            "curve": CURVE_SOURCE}
+    return RecoveryEstimate(tokens, round(c, 4), math.exp(math.log(pruned_ppl) - c * gap), CURVE_SOURCE)

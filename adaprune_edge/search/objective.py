@@ -82,7 +82,7 @@ class SearchContext:
         """Held-out windows after the report's that re-score the top trials (none when rescore_top is 0)."""
         return self.rest[: self.spec.rescore_windows if self.spec.rescore_top > 0 else 0]
 
-    def data_sets(self, rescoring: bool = True) -> dict[str, Any]:
+    def data_sets(self, rescoring: bool = True) -> dict[str, textsets.TextSet]:
         """The three disjoint sets (source, part, windows, tokens) for report.json; `rescoring`: the search
         re-scores its top trials (the re-scoring windows are then part of the objective set)."""
 
