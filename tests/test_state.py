@@ -85,3 +85,52 @@ def test_state_is_saved_after_each_stage_with_its_results(tmp_path):
     state = fresh.with_result("candidates", old.candidates).with_result("plan", old.plan)
     run.save(spec, state)
     assert run.read()[1] == state and tuple(state.finished()) == ("candidates", "plan")
+
+
+def test_the_typed_fields_of_a_pruned_build_round_trip_as_the_dicts_they_replace(tmp_path):
+    """The fields a quant-only build leaves empty: written with the keys the dicts had, read back equal."""
+    from adaprune_edge.data.textsets import TextSet
+    from adaprune_edge.evaluate.general_text import TextScores
+    from adaprune_edge.evaluate.harness import TaskResult
+    from adaprune_edge.latency.budget import Solution
+    from adaprune_edge.pipeline.results import Confirmation, PrunedEstimate, Recovered, SearchDone, TaskScores, Validated
+    from adaprune_edge.prune.engine import PruneConfig
+    from adaprune_edge.recover.distill import RecoverResult
+    from adaprune_edge.recover.estimate import RecoveryEstimate
+    from adaprune_edge.search.rescore import Rescored
+
+    old = _run(tmp_path)[1].read()[1]
+    est = RecoveryEstimate(tokens=4096, closure=0.25, ppl=21.5, curve="bench/results/recovery.json")
+    pe = PrunedEstimate(recipe="Q4_K_M", r_min=0.2, trial_ratio=0.21, torch_ppl=25.0, quant_factor=1.02,
+                        unrecovered_ppl=25.5, recovery=est, estimated_ppl=22.0, feasible=True, reason="ok")
+    assert list(pe.to_dict()) == ["recipe", "r_min", "trial_ratio", "torch_ppl", "quant_factor", "unrecovered_ppl",
+                                  "recovery", "estimated_ppl", "feasible", "reason"]
+    assert list(est.to_dict()) == ["tokens", "closure", "ppl", "curve"]
+    lat = old.plan.dense_latency
+    sol = Solution(0.2, old.plan.base_structure, lat, lat, "ok", 5)
+    plan = dataclasses.replace(old.plan, mode="prune", pruned_estimates=(pe,), solution=sol, recovery_estimate=est)
+    conf = Confirmation(trial=3, quant="Q4_K_M", decode_ms=9.5, prefill_tps=200.0, measured=True, ok=True, reason="ok")
+    assert list(conf.to_dict()) == ["trial", "quant", "decode_ms", "prefill_tps", "measured", "ok", "reason"]
+    text = TextSet("recovery", "input.txt", "records 0%-100%", 8, 256)
+    search = SearchDone(n_trials=4, feasible=3, data_sets=dict(old.search.data_sets), confirmations=(conf,),
+                        rescored=(Rescored(3, 3.1, 4, 3.2, 8, True, 1.5, 8),))
+    pruned = dataclasses.replace(old.prune, config=PruneConfig(ratio=0.2), skipped=None)
+    result = RecoverResult(steps=4, tokens=4096, epochs=0.5, seconds=60.0, tokens_per_s=68.3, kl_first=0.5,
+                           kl_last=0.3, curve=((1024, 0.5), (4096, 0.3)), stopped="tokens", device="cpu", bf16=True,
+                           trainable_params=1000, train_windows=16, config={"train": "decoder"})
+    rec = Recovered(result=result, text=text, report_ppl_before=30.0, report_ppl_after=25.0, report_ppl_dense=20.0,
+                    closure_measured=0.45, estimate=est)
+    task = TaskResult("piqa", "piqa.jsonl", 100, 0.6, 0.05, 0.62, 0.05, 3.0, "torch")
+    val = dataclasses.replace(old.validate, zero_shot={"piqa": TaskScores(dense=task, pruned=task),
+                                                       "arc_easy": TaskScores(skipped="not found")},
+                              general_text={"wikitext2_valid": TextScores(21.0, 22.0, 8, 512, "valid.txt records 50%-100%"),
+                                            "ptb_valid": TextScores(skipped="ptb.valid.txt not found")})
+    assert val.to_dict()["zero_shot"] == {"piqa": {"dense": task.to_dict(), "pruned": task.to_dict()},
+                                          "arc_easy": {"skipped": "not found"}}
+    assert list(val.to_dict()["general_text"]["wikitext2_valid"]) == [
+        "dense_ppl", "pruned_ppl", "windows", "seq_len", "source", "dense_backend", "pruned_backend"]
+    assert val.to_dict()["general_text"]["ptb_valid"] == {"skipped": "ptb.valid.txt not found"}
+    state = dataclasses.replace(old, plan=plan, search=search, prune=pruned, recover=rec, validate=val)
+    back = BuildState.from_dict(json.loads(json.dumps(state.to_dict())))
+    assert back == state
+    assert isinstance(back.validate, Validated) and back.recover.result.curve == ((1024, 0.5), (4096, 0.3))
