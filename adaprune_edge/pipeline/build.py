@@ -202,6 +202,7 @@ def run_build(spec: BuildSpec, out: Path, *, resume: bool = False, force: bool =
         hooks.stage(name, f"finished in {result.seconds:.0f} s")
     return ctx.state.report.report
 
+
 STAGE_FUNCTIONS: dict[str, Callable[[BuildContext], Any]] = {
     "candidates": plan_stages.stage_candidates, "plan": plan_stages.stage_plan,
     "search": prune_stages.stage_search, "prune": prune_stages.stage_prune,
