@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from adaprune_edge.archs import adapter_for
-from adaprune_edge.gguf.names import PROJECTIONS
 from adaprune_edge.errors import ConfigError, DataError
+from adaprune_edge.gguf.names import OUTPUT, PROJECTIONS, TOKEN_EMBD, tensor_name
 from adaprune_edge.runs import atomic_path
 
 
@@ -104,9 +104,9 @@ def gguf_names(model: Any) -> dict[str, str]:
     adapter, out = adapter_for(model), {}
     for i, _ in enumerate(adapter.layers(model)):
         for role in PROJECTIONS:
-            out[adapter.hf_module(i, role)] = f"blk.{i}.{role}.weight"
+            out[adapter.hf_module(i, role)] = tensor_name(role, i)
     tied = bool(getattr(model.config, "tie_word_embeddings", False))
-    out["lm_head"] = "token_embd.weight" if tied else "output.weight"
+    out["lm_head"] = tensor_name(TOKEN_EMBD if tied else OUTPUT)
     return out
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from adaprune_edge.errors import ConfigError, ExportError
+from adaprune_edge.gguf.names import parse_name
 from adaprune_edge.quant import FTYPES, QuantRecipe, check_installed, check_output_type
 from adaprune_edge.archs.structure import Structure
 from adaprune_edge.runtime.llamacpp import _quiet_stderr
@@ -111,7 +112,7 @@ def _steer(params: Any, r: QuantRecipe, st: Structure, imatrix: Any) -> list[Any
         typ = int(QT[r.output])
         params.token_embedding_type = typ if st.tied_embeddings else params.token_embedding_type
         params.output_tensor_type = typ
-    over = [t for t in st.tensors(r) if t.overridden and t.name.startswith("blk.")]
+    over = [t for t in st.tensors(r) if t.overridden and parse_name(t.name)[0] is not None]  # layer tensors
     if over:
         arr = (llama_cpp.llama_model_tensor_override * (len(over) + 1))()
         names = [f"^{t.name.replace('.', chr(92) + '.')}$".encode() for t in over]

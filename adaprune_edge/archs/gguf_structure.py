@@ -6,6 +6,7 @@ from pathlib import Path
 
 from adaprune_edge.errors import AdapruneError, LatencyError
 from adaprune_edge.gguf.header import read_header
+from adaprune_edge.gguf.names import OUTPUT, TOKEN_EMBD, tensor_name
 from adaprune_edge.archs.structure import LayerShape, Structure
 
 
@@ -26,9 +27,9 @@ def structure_of_gguf(path: str | Path) -> Structure:
         kv = _per_layer(meta, f"{arch}.attention.head_count_kv", n)
         ff = _per_layer(meta, f"{arch}.feed_forward_length", n)
         names = {t.name: t.shape for t in tensors}
-        vocab = int(names["token_embd.weight"][0])
+        vocab = int(names[tensor_name(TOKEN_EMBD)][0])
     except (KeyError, ValueError, TypeError, AdapruneError) as e:
         raise LatencyError(f"{path}: cannot read a llama-family shape from this GGUF ({e})") from None
     head_dim = int(meta.get(f"{arch}.attention.key_length") or hidden // max(heads))
     layers = tuple(LayerShape(h, k, f) for h, k, f in zip(heads, kv, ff))
-    return Structure(hidden, head_dim, vocab, n, tuple(range(n)), layers, "output.weight" not in names)
+    return Structure(hidden, head_dim, vocab, n, tuple(range(n)), layers, tensor_name(OUTPUT) not in names)

@@ -26,6 +26,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from adaprune_edge.errors import LatencyError
+from adaprune_edge.gguf.names import ATTN_K, ATTN_Q, OUTPUT, TOKEN_EMBD, parse_name, tensor_name
 from adaprune_edge.latency.backends import BenchSettings, LatencyReport, register_backend
 from adaprune_edge.archs.structure import Structure
 from adaprune_edge.errors import AdapruneError
@@ -120,17 +121,19 @@ def workload_from_gguf(path: Path) -> Workload:
     except AdapruneError as e:
         raise LatencyError(str(e)) from None
     t = {x.name: x for x in tensors}
-    if "token_embd.weight" not in t:
-        raise LatencyError(f"{path}: no token_embd.weight tensor; not a llama-family GGUF")
-    embd = t["token_embd.weight"]
+    embd_name, output_name = tensor_name(TOKEN_EMBD), tensor_name(OUTPUT)
+    if embd_name not in t:
+        raise LatencyError(f"{path}: no {embd_name} tensor; not a llama-family GGUF")
+    embd = t[embd_name]
     row = embd.n_bytes // embd.rows
-    weights = sum(x.n_bytes for n, x in t.items() if n != "token_embd.weight")
-    decode = weights + row + (0 if "output.weight" in t else embd.n_bytes)  # tied: the output reads it all
-    blocks = sorted({int(n.split(".")[1]) for n in t if n.startswith("blk.")})
-    kv = sum(2 * t[f"blk.{i}.attn_k.weight"].rows * KV_BYTES_PER_ELEM for i in blocks)
-    attn = sum(4 * t[f"blk.{i}.attn_q.weight"].rows for i in blocks)
-    params = sum(int(np.prod(x.shape)) for n, x in t.items() if n.startswith("blk.") and len(x.shape) == 2)
-    output = int(np.prod(t.get("output.weight", embd).shape))
+    weights = sum(x.n_bytes for n, x in t.items() if n != embd_name)
+    decode = weights + row + (0 if output_name in t else embd.n_bytes)  # tied: the output reads it all
+    layer_of = {n: parse_name(n)[0] for n in t}
+    blocks = sorted({i for i in layer_of.values() if i is not None})
+    kv = sum(2 * t[tensor_name(ATTN_K, i)].rows * KV_BYTES_PER_ELEM for i in blocks)
+    attn = sum(4 * t[tensor_name(ATTN_Q, i)].rows for i in blocks)
+    params = sum(int(np.prod(x.shape)) for n, x in t.items() if layer_of[n] is not None and len(x.shape) == 2)
+    output = int(np.prod(t.get(output_name, embd).shape))
     ftype = next((n for n, (i, _) in FTYPES.items() if i == meta.get("general.file_type")), "")
     return Workload(decode, len(blocks), kv, 2 * params, attn, 2 * (params + output), ftype)
 
