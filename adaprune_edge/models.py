@@ -15,7 +15,10 @@ from adaprune_edge import archs
 from adaprune_edge.errors import ModelError
 from adaprune_edge.errors import ExportError
 from adaprune_edge.gguf.header import read_header
-from adaprune_edge.archs.slicing import load_pruned  # issue: pruning engine
+from adaprune_edge.archs.base import PER_LAYER_ARCH
+from adaprune_edge.archs.gguf_model import load_gguf
+from adaprune_edge.archs.gguf_structure import family_of
+from adaprune_edge.archs.slicing import load_pruned, save_pruned  # issue: pruning engine
 from adaprune_edge.archs.structure import Structure
 
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -131,36 +134,30 @@ def _gguf_meta(path: Path) -> dict[str, Any]:
     return meta
 
 
-def _gguf_architecture(path: Path) -> str:
-    """general.architecture of a checked GGUF (_gguf_meta)."""
-    return str(_gguf_meta(path)["general.architecture"])
-
-
 def _load_gguf(spec: ModelSpec) -> tuple[Any, Any]:
-    """Dequantize a GGUF to float32 once, then reuse the cached safetensors folder (~25 s → ~3 s)."""
+    """Dequantize a GGUF of a supported family (by its general.architecture) to float32 once, then reuse the
+    cached safetensors folder (~25 s → ~3 s); per-layer (`deci`) files are cached as pruned folders."""
     path = Path(spec.path)
-    arch = _gguf_architecture(path)
-    if not archs.is_supported(arch):
-        raise ModelError(archs.unsupported_message(arch, f"GGUF {path.name}"))
+    meta = _gguf_meta(path)
+    family = family_of(meta, f"GGUF {path.name}")
     cached = cache_dir() / "gguf-as-hf" / f"{path.stem}-{_file_key(path)}"
+    if (cached / STRUCTURE_FILE).is_file():
+        return load_pruned(cached)
     if (cached / "config.json").is_file():
         return _load_hf_dir(str(cached), local_only=True)
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
-    tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-    if getattr(model, "hf_quantizer", None) is not None:
-        model.hf_quantizer.remove_quantization_config(model)
-    _save_cache(model, tok, cached)
+    model, tok = load_gguf(path, meta, family)
+    _save_cache(model, tok, cached, per_layer=meta["general.architecture"] == PER_LAYER_ARCH)
     return model, tok
 
 
-def _save_cache(model: Any, tok: Any, cached: Path) -> None:
+def _save_cache(model: Any, tok: Any, cached: Path, per_layer: bool) -> None:
     tmp = cached.with_name(cached.name + f".tmp{os.getpid()}")
     try:
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
+        if per_layer:
+            save_pruned(model, tok, tmp)
+        else:
+            model.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
         shutil.rmtree(cached, ignore_errors=True)
         os.replace(tmp, cached)
     except OSError:
@@ -246,7 +243,8 @@ def model_header(spec_str: str) -> tuple[str | None, int | None]:
         meta = _gguf_meta(Path(spec.path))
         arch = str(meta["general.architecture"])
         n_layer = meta.get(f"{arch}.block_count")
-        return arch, int(n_layer) if n_layer is not None else None
+        family = family_of(meta) if arch in archs.gguf_families() else arch  # (loading says why not)
+        return family, int(n_layer) if n_layer is not None else None
     if spec.kind in ("hf_dir", "pruned_dir"):
         try:
             config = json.loads((Path(spec.path) / "config.json").read_text(encoding="utf-8"))
