@@ -157,19 +157,21 @@ def write_shape_only(structure: Structure, path: str | Path, tokenizer_source: s
                      quant: str = "F16", hparams: HParams | None = None, seed: int = 0) -> ExportResult:
     """Write a SHAPE-ONLY GGUF: random weights with `structure`'s exact shapes, a real tokenizer, quantized.
 
-    structure: the per-layer shape (its vocab must equal the tokenizer's token count).
+    structure: the per-layer shape, written as its family's llama.cpp architecture (`deci` for per-layer
+        widths) with the family's tensors (QK-norms, post-norms ...) and exactly `structure.vocab` token rows.
     path: output .gguf (written atomically; overwritten if it exists).
     tokenizer_source: a GGUF path to copy tokenizer.* metadata from, a TokenizerMeta, or None for the
-        default model's GGUF (SmolLM2, 49152 tokens). Metadata is cached per GGUF file in memory.
+        default model's GGUF (SmolLM2, 49152 tokens); cut or padded to `structure.vocab` tokens
+        (vocab.resized). Metadata is cached per GGUF file in memory.
     quant: 'F32' | 'F16' | 'Q8_0' | 'Q6_K' | 'Q5_K_M' | 'Q4_K_M' | 'Q4_0' (llama.cpp's quantizer, so the
         tensor types and fall-backs are exactly those of a real export).
     hparams: context length / RoPE base / RMS eps (defaults: 8192, 1e4, 1e-5; latency does not depend on them
         except through the context you open it with).
-    Returns the ExportResult (path, arch 'llama'|'deci', tensor count, file bytes). A 135M-parameter F16
+    Returns the ExportResult (path, arch 'llama'|'qwen3'|...|'deci', tensor count, file bytes). A 135M-parameter F16
     file takes ~3 s; Q4_K_M adds a quantization pass. See `cached_shape_only` for a cache by structure key."""
     quant = quantize.check_quant(quant)
-    meta = _tokenizer_meta(tokenizer_source)
-    p = plan(structure, hparams or HParams(), quant if quant in FLOAT_TYPES else "F16")
+    meta = vocab.resized(_tokenizer_meta(tokenizer_source), structure.vocab)
+    p = plan(structure, hparams or HParams(), quant if quant in FLOAT_TYPES else "F16", family=structure.family)
     name = f"shape-only {structure.key()}"
 
     def write_float(dst: Path) -> ExportResult:

@@ -5,6 +5,7 @@ chat template). It is independent of the weights, so one copy serves every prune
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import tempfile
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gguf import GGUFValueType, GGUFWriter, TokenType
+from gguf import GGUFValueType, GGUFWriter, Keys, TokenType
 
 from adaprune_edge.gguf import keys as gguf_keys
 from adaprune_edge.errors import ExportError, ModelError
@@ -116,6 +117,28 @@ def from_hf(tokenizer: Any, n_vocab: int, pre: str = "default") -> TokenizerMeta
     fields = tuple(MetaField(k, v.value, v.type, v.sub_type) for k, v in writer.kv_data[0].items()
                    if k.startswith(gguf_keys.TOKENIZER_PREFIX))
     return TokenizerMeta(fields, f"hf:{getattr(tokenizer, 'name_or_path', '?')}")
+
+
+def resized(meta: TokenizerMeta, n_vocab: int) -> TokenizerMeta:
+    """`meta` with exactly `n_vocab` tokens, for shape-only files of another vocabulary size (only the
+    embedding's rows matter there): the last tokens cut, or unused '[PAD<i>]' tokens added as `from_hf` pads;
+    merges that would build a cut token and special-token ids past the end are dropped."""
+    if meta.n_vocab == n_vocab:
+        return meta
+    pad = {Keys.Tokenizer.LIST: lambda i: f"[PAD{i}]", Keys.Tokenizer.TOKEN_TYPE: lambda i: int(TokenType.UNUSED),
+           Keys.Tokenizer.SCORES: lambda i: -1000.0}  # the per-token arrays
+    tokens = set(meta.get(Keys.Tokenizer.LIST)[:n_vocab])
+    fields = []
+    for f in meta.fields:
+        value = f.value
+        if f.key in pad:
+            value = tuple(value[:n_vocab]) + tuple(pad[f.key](i) for i in range(len(value), n_vocab))
+        elif f.key == Keys.Tokenizer.MERGES:
+            value = tuple(m for m in value if m.replace(" ", "", 1) in tokens)
+        elif f.key.endswith("_token_id") and int(value) >= n_vocab:
+            continue
+        fields.append(dataclasses.replace(f, value=value))
+    return TokenizerMeta(tuple(fields), f"{meta.source} resized to {n_vocab}")
 
 
 def _hf_vocab(path: Path) -> Any:

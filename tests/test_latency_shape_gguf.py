@@ -42,3 +42,35 @@ def test_shape_only_matches_real_export(tiny_llama, tmp_path, quant):
     llm = open_gguf(probe.path, n_ctx=32, threads=1, logits_all=False)
     llm.eval([1, 2, 3])
     assert llm.n_tokens == 3
+
+
+@pytest.mark.parametrize("family, vocab_rows", [("qwen3", 256), ("llama", 50000)])
+def test_shape_only_file_has_the_family_and_its_vocabulary(family, vocab_rows, tmp_path, monkeypatch):
+    """A structure of another family and vocabulary is probed as that family's llama.cpp architecture with
+    exactly its vocabulary rows (the default tokenizer cut or padded), and llama.cpp loads it."""
+    import gguf
+
+    from adaprune_edge.archs import adapter_for
+    from adaprune_edge.archs.tiny import tiny_model
+    from adaprune_edge.latency.shape import shape_only_gguf
+    from adaprune_edge.runtime.llamacpp import open_gguf
+
+    monkeypatch.setenv("ADAPRUNE_CACHE", str(tmp_path))
+    model = tiny_model(family, vocab=vocab_rows)
+    st = Structure.from_model(model)
+    assert st.family == family and st.vocab == vocab_rows
+    path = shape_only_gguf(st, "Q8_0")
+    reader = gguf.GGUFReader(str(path))
+    assert reader.fields["general.architecture"].contents() == adapter_for(model).gguf_arch
+    assert len(reader.fields["tokenizer.ggml.tokens"].contents()) == vocab_rows
+    assert _tensors(path)["token_embd.weight"][0] == [st.hidden, vocab_rows]  # ggml order: row length first
+    assert {n for n in _tensors(path) if n.startswith("blk.0.")} == {
+        f"blk.0.{role}.weight" for role, _ in adapter_for(model).layer_tensors(st.layers[0], st.hidden, st.head_dim)}
+    assert structure_of_gguf(path) == st  # the header reads back the same family and shapes
+    llm = open_gguf(path, n_ctx=32, threads=1, logits_all=False)
+    try:
+        assert llm.n_vocab() == vocab_rows
+        llm.eval([1, 2, 3])
+        assert llm.n_tokens == 3
+    finally:
+        llm.close()
