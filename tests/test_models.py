@@ -78,17 +78,17 @@ def _assert_same_logits(got, want) -> None:
 def test_per_layer_deci_gguf_loads_back_with_its_shapes(tok_meta, tmp_path, monkeypatch):
     """The exporter's own `deci` output (per-layer widths; transformers cannot load it) is a valid --model:
     same shapes, kept layers and biases, logits equal to torch's at F16 precision, also from the cache."""
-    from adaprune_edge.archs import slicing
+    from adaprune_edge.archs import ARCHS, slicing
     from adaprune_edge.archs.structure import Structure
     from adaprune_edge.archs.tiny import tiny_model
     from adaprune_edge.exporters import gguf
 
     monkeypatch.setenv("ADAPRUNE_CACHE", str(tmp_path / "cache"))
-    model = tiny_model("llama", vocab=tok_meta.n_vocab, layers=4)
+    model, llama = tiny_model("llama", vocab=tok_meta.n_vocab, layers=4), ARCHS.get("llama")
     layers = model.model.layers
-    slicing.prune_attention(layers[0].self_attn, [0, 1], [[1], [0]])   # 4h/2kv → 2h/2kv
-    slicing.prune_mlp(layers[1].mlp, list(range(0, 128, 2)))           # 128 → 64
-    slicing.prune_attention(layers[3].self_attn, [1], [[0, 1]])        # 4h/2kv → 2h/1kv
+    slicing.prune_attention(llama, layers[0], [0, 1], [[1], [0]])   # 4h/2kv → 2h/2kv
+    slicing.prune_mlp(llama, layers[1], list(range(0, 128, 2)))     # 128 → 64
+    slicing.prune_attention(llama, layers[3], [1], [[0, 1]])        # 4h/2kv → 2h/1kv
     slicing.add_output_bias(layers[1].mlp.down_proj, torch.randn(64) * 0.1)
     slicing.drop_layers(model, [0, 1, 3])
     slicing.sync_config(model)
