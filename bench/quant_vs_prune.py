@@ -63,10 +63,11 @@ def before(lm, base, profile, budget_ms: float, folder: Path, calib) -> tuple[Pa
     from adaprune_edge.latency import budget
     from adaprune_edge.exporters import gguf, quantize, vocab
     from adaprune_edge.prune.engine import PruneConfig, prune
+    from adaprune_edge.latency.predictor import Predictor
     from adaprune_edge.latency.roofline import predict
     from adaprune_edge.archs.structure import Structure
 
-    sol = budget.solve(base, profile, "Q4_K_M", "uniform", max_ratio=0.9, decode_ms=budget_ms)
+    sol = budget.solve(base, profile, Predictor.of(profile, "Q4_K_M"), "uniform", max_ratio=0.9, decode_ms=budget_ms)
     r = 1 - sol.structure.decoder_params() / base.decoder_params()
     path = folder / "before-Q4_K_M.gguf"
     if not path.is_file():

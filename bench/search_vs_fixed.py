@@ -97,6 +97,7 @@ def on_budget(ctx, cfg):
 def run_target(target, seed, args, lm, base, profile, report, rows, out_json, caches, dense):
     from adaprune_edge.latency.budget import uniform
     from adaprune_edge.prune.engine import PruneConfig
+    from adaprune_edge.device import Device
     from adaprune_edge.search.evaluators import LocalEvaluator
     from adaprune_edge.search.objective import SearchContext
     from adaprune_edge.search.run import run_search
@@ -108,7 +109,7 @@ def run_target(target, seed, args, lm, base, profile, report, rows, out_json, ca
     bounds = SpaceBounds(r_min=target, r_max=min(0.9, round(target + 0.25, 4)), min_samples=SCALE["n_samples"],
                          max_samples=SCALE["n_samples"], min_seq_len=SCALE["seq_len"], max_seq_len=SCALE["seq_len"],
                          sampling="random")
-    spec = SearchSpec(model="default", profile=profile, quant=QUANT, bounds=bounds, calib=(str(WIKI),),
+    spec = SearchSpec(model="default", device=Device.of(profile), quant=QUANT, bounds=bounds, calib=(str(WIKI),),
                       val_windows=SCALE["val_windows"], val_seq_len=SCALE["val_seq_len"],
                       report_windows=SCALE["report_windows"], budget_ms=budget_ms, facade=args.facade,
                       n_trials=args.trials, walltime_s=args.walltime, seed=seed, rescore_top=args.rescore_top,

@@ -164,7 +164,7 @@ def _dry_run(spec, dev, out: Path) -> None:
         with console.status("solving the smallest ratio that meets the budget ..."):
             plan = make_plan(base, dev, q, spec.budget_ms, spec.max_ratio,
                              max_samples=spec.max_samples, max_seq_len=spec.max_seq_len)
-        sspec = SearchSpec.from_plan(plan, profile, spec.model, n_trials=spec.trials)
+        sspec = SearchSpec.from_plan(plan, dev, spec.model, n_trials=spec.trials)
         console.print(f"if pruning wins, e.g. at {q}:")
         print_plan(plan, sspec)
         console.print(str(build_space(sspec.bounds, spec.seed)))

@@ -86,20 +86,20 @@ def bench_cmd(
     if (model is None) == (gguf is None):
         fail("give exactly one of --model or --gguf")
     dev = _device(device, backend, ssh, ssh_config, llama_bench, n_prompt, n_gen, reps)
-    profile, predictor = dev.profile, dev.with_settings(backend="predict")
+    profile = dev.profile
 
     with console.status(f"measuring on {profile.name} with the {dev.settings.backend} backend ..."):
         if gguf is not None:
             main = dev.measure_file(gguf, "file", not no_cache)
-            pred = predictor.measure_file(gguf, "file")
+            pred = dev.predict_file(gguf)
             title = f"{gguf.name} on {profile.name}"
         else:
             q = recipe_names(quant or profile.quant)[0]
             st = _structure(model)
             main = dev.latency_of(st, q, not no_cache)
-            pred = predictor.latency_of(st, q)
+            pred = dev.predict(st, q)
             title = f"{model} ({st.condensed()}) {q} on {profile.name}"
-    reports = [main, pred] if dev.measures else [main]
+    reports = [main, pred] if main.measured else [main]
     if as_json:
         console.print_json(json.dumps([r.to_dict() for r in reports]))
     else:
@@ -125,9 +125,8 @@ def fit_cmd(
     profile = dev.profile
     q = recipe_names(quant or profile.quant)[0]
     base = _structure(model)
-    measure = dev.measurer(q) if confirm else None
     with console.status("solving (bisection on predicted latency, then a confirming measurement) ..."):
-        sol = budget.solve(base, profile, q, family, max_ratio, decode_ms=budget_ms, measure=measure)
+        sol = budget.solve(base, profile, dev.predictor(q), family, max_ratio, decode_ms=budget_ms, confirm=confirm)
     if as_json:
         console.print_json(json.dumps(sol.to_dict()))
         return

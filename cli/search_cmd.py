@@ -107,7 +107,7 @@ def search_cmd(
     with console.status("solving the smallest ratio that meets the budget ..."):
         plan = make_plan(base, dev, q, budget_ms, max_ratio, confirm,
                          max_samples=max_samples, max_seq_len=max_seq_len)
-    spec = SearchSpec.from_plan(plan, profile, model, calib=tuple(calib), val=val, val_windows=val_windows,
+    spec = SearchSpec.from_plan(plan, dev, model, calib=tuple(calib), val=val, val_windows=val_windows,
                                 val_seq_len=val_seq_len, objective=objective, facade=facade,
                                 multi_objective=multi_objective, warm_start=warm_start, budget_ms=budget_ms,
                                 measure_trials=measure_trials and dev.measures, n_trials=trials,
@@ -164,7 +164,7 @@ def _final(outcome, dev, quant: str) -> None:
         return
     console.print(f"best: trial {best.index} {best.summary()} ratio {_ratio(best):.3f}: held-out loss "
                   f"{best.loss:.4f} (ppl {best.ppl:.2f}), {best.decode_ms:.2f} ms/token on {dev.name} (screening)")
-    if dev.measures:  # the incumbent is always re-measured with the device's backend
-        rep = dev.latency_of(best.structure, quant)
+    rep = dev.latency_of(best.structure, quant)  # the incumbent is always re-measured where the backend measures
+    if rep.measured:
         console.print(f"measured with {rep.tool or rep.backend}: {rep.decode_ms_per_token:.2f} ms/token decode, "
                       f"{rep.prefill_tps:.0f} tok/s prefill")

@@ -12,6 +12,7 @@ from adaprune_edge.overrides import BudgetOverrides
 from adaprune_edge.latency import budget
 from adaprune_edge.errors import LatencyError
 from adaprune_edge.latency.backends import LatencyReport
+from adaprune_edge.latency.predictor import Predictor
 from adaprune_edge.latency.roofline import predict
 from adaprune_edge.archs.structure import Structure
 
@@ -82,12 +83,16 @@ def test_measured_confirmation_moves_ratio_up():
         pr = predict(st, "Q4_K_M", p)
         return dataclasses.replace(pr, backend="local", measured=True, decode_ms_per_token=pr.decode_ms_per_token * 1.25)
 
+    def measuring(measure):
+        return dataclasses.replace(Predictor.of(p), measurer=lambda st, use_cache=True: measure(st))
+
     predicted_only = budget.solve(DENSE, p)
-    sol = budget.solve(DENSE, p, decode_ms=11.0, measure=slow)
-    plain = budget.solve(DENSE, p, decode_ms=11.0)
+    sol = budget.solve(DENSE, p, measuring(slow), decode_ms=11.0, confirm=True)
+    plain = budget.solve(DENSE, p, measuring(slow), decode_ms=11.0)  # nothing measured without confirm
     assert sol.ratio > plain.ratio and sol.measured is not None and sol.measured.decode_ms_per_token <= 11.0
-    assert len(calls) >= 3 and predicted_only.ratio > 0
-    exact = budget.solve(DENSE, p, measure=lambda st: dataclasses.replace(predict(st, "Q4_K_M", p), measured=True))
+    assert len(calls) >= 3 and predicted_only.ratio > 0 and plain.measured is None
+    exact = budget.solve(DENSE, p, measuring(lambda st: dataclasses.replace(predict(st, "Q4_K_M", p), measured=True)),
+                         confirm=True)
     assert exact.ratio == predicted_only.ratio  # a confirming measurement keeps the answer
 
 

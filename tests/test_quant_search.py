@@ -48,7 +48,7 @@ def _bounds():
 def _spec(tiny, text, **kw):
     model, dev = tiny
     quants = tuple(QuantChoice(q, p) for q, p in PENALTY.items())
-    return SearchSpec(model=str(model), profile=profiles.load_profile(str(dev)), quant="Q8_0", bounds=_bounds(),
+    return SearchSpec(model=str(model), device=Device.resolve(str(dev)), quant="Q8_0", bounds=_bounds(),
                       calib=(str(text),), val_windows=2, val_seq_len=64, budget_ms=BUDGET_MS, warm_start=False,
                       n_trials=N_TRIALS, seed=1, quants=quants, **kw)
 
@@ -87,7 +87,7 @@ def test_each_trial_meets_the_budget_at_its_own_quant_and_pays_its_penalty(tiny,
     for r in out.records:
         assert r.quant == r.values["quant"]  # resumed records keep their own quant
     for r in ok:
-        fits = predicted_fit(ctx.device, spec.profile, r.quant, 1.0, BUDGET_MS)
+        fits = predicted_fit(ctx.device.predictor(r.quant), spec.profile, BUDGET_MS)
         assert r.decode_ms <= BUDGET_MS and fits(r.structure)[0]
         assert r.cost == r.loss + PENALTY[r.quant]  # the additive penalty, exactly
         cfg = PruneConfig.from_dict(r.prune_config)

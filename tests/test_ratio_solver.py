@@ -44,7 +44,7 @@ def _spec(tiny_dir, text, **kw):
     budget = floor_ms + 0.6 * (dense_ms - floor_ms)
     bounds = SpaceBounds(r_min=0.1, r_max=0.7, min_samples=2, max_samples=8, min_seq_len=16, max_seq_len=64,
                          max_protect_first=1, max_protect_last=1)
-    return SearchSpec(model=str(tiny_dir), profile=profile, quant="Q8_0", bounds=bounds, calib=(str(text),),
+    return SearchSpec(model=str(tiny_dir), device=Device.of(profile), quant="Q8_0", bounds=bounds, calib=(str(text),),
                       val_windows=2, val_seq_len=64, budget_ms=budget, n_trials=N_TRIALS, seed=5, **kw)
 
 
@@ -70,7 +70,7 @@ def test_every_trial_meets_the_budget_at_its_minimal_ratio(tiny_dir, shared_data
     ev = LocalEvaluator(spec)
     out = run_search(spec, tmp_path / "run", evaluator=ev)
     ctx = ev.context
-    fits = predicted_fit(ctx.device, spec.profile, spec.quant, spec.latency_scale, spec.budget_ms)
+    fits = predicted_fit(ctx.predictor(spec.quant), spec.profile, spec.budget_ms)
     assert len(out.records) == N_TRIALS
     ok = [r for r in out.records if r.feasible]
     assert len(ok) >= N_TRIALS - 1, [(r.budget_reason, r.values) for r in out.records]

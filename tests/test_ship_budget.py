@@ -39,7 +39,7 @@ class ScriptedDevice(Device):
     def measures(self) -> bool:
         return True
 
-    def latency_of(self, structure, quant, use_cache=True):
+    def measure(self, structure, use_cache=True, *, quant):
         return _report(self.stand_in[quant])
 
     def measure_file(self, path, quant, use_cache=True):

@@ -1,8 +1,9 @@
 """Latency budget: does a Structure fit a device, and what is the smallest pruning ratio that makes it fit.
 
 A recipe family maps a ratio in [0, max_ratio] to a Structure by shape arithmetic alone (no weights).
-The solver bisects the ratio on predicted latency (microseconds a step), then, when the device's backend
-can measure, confirms the answer on a shape-only GGUF and moves up by bisection on measurements if needed."""
+The solver bisects the ratio on a recipe's Predictor (the calibrated roofline, microseconds a step), then,
+when asked to confirm and the device's backend measures, confirms the answer on a shape-only GGUF and moves
+up by bisection on measurements if needed."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from adaprune_edge.errors import LatencyError
 from adaprune_edge.runtime import kvcache
 from adaprune_edge.latency.backends import LatencyReport
 from adaprune_edge.registry import Registry
+from adaprune_edge.latency.predictor import Predictor
 from adaprune_edge.latency.roofline import predict
 from adaprune_edge.quant import QuantRecipe
 from adaprune_edge.archs.structure import LayerShape, Structure
@@ -149,26 +151,6 @@ def budget_ok(structure: Structure, profile: Any, quant: str | None = None, repo
     return True, "ok: " + "; ".join(c.describe() for c in checks)
 
 
-@dataclass(frozen=True)
-class Calibration:
-    """measured / predicted factors of one recipe on one device: decode ms/token and prompt tokens/s. The
-    solver applies them to predicted figures, so every limit is checked in measured units."""
-
-    decode: float = 1.0
-    prefill: float = 1.0
-
-    @classmethod
-    def of(cls, measured: LatencyReport, predicted: LatencyReport) -> "Calibration":
-        return cls(measured.decode_ms_per_token / predicted.decode_ms_per_token,
-                   measured.prefill_tps / predicted.prefill_tps)
-
-    def apply(self, report: LatencyReport) -> LatencyReport:
-        if self == Calibration():
-            return report
-        return dataclasses.replace(report, decode_ms_per_token=report.decode_ms_per_token * self.decode,
-                                   prefill_tps=report.prefill_tps * self.prefill)
-
-
 def tightened(profile: Any, margin: float) -> Any:
     """The profile with every latency limit `margin` stricter (headroom for measurement noise)."""
     b = profile.budget
@@ -217,30 +199,31 @@ def _unreachable(family: str, ratio: float, st: Structure, report: LatencyReport
                         f"{report.prefill_tps:.0f} tok/s ({'measured' if report.measured else 'predicted'}; {reason})")
 
 
-def solve(base: Structure, profile: Any, quant: str | None = None, family: str = "uniform", max_ratio: float = 0.9,
-          tol: float = 0.005, decode_ms: float | None = None,
-          measure: Callable[[Structure], LatencyReport] | None = None,
-          calibration: Calibration = Calibration()) -> Solution:
+def solve(base: Structure, profile: Any, predictor: Predictor | None = None, family: str = "uniform",
+          max_ratio: float = 0.9, tol: float = 0.005, decode_ms: float | None = None,
+          confirm: bool = False) -> Solution:
     """Smallest ratio of `family` whose structure meets the profile's budget (or `decode_ms`).
 
-    Bisection on predicted latency (times `calibration`, measured / predicted); then, if `measure` is given, one measurement confirms it, and if the
-    measurement misses the budget, bisection on measured latency over [ratio, max_ratio] (tolerance 0.02).
+    Bisection on `predictor`'s calibrated roofline (default: the profile's roofline at its quant); then, with
+    `confirm` where the predictor measures, one measurement confirms it, and if the measurement misses the
+    budget, bisection on measured latency over [ratio, max_ratio] (tolerance 0.02).
     Raises LatencyError naming the best reachable figure when even max_ratio fails."""
-    quant = quant or profile.quant
-    make = RECIPES.get(family)
+    p = predictor or Predictor.of(profile)
+    quant, make = p.quant, RECIPES.get(family)
+    measure = p.measure if confirm and p.measures else None
 
     def check(r: float, report: LatencyReport | None = None) -> tuple[bool, str]:
         st = make(base, r, quant)
-        return budget_ok(st, profile, quant, report or calibration.apply(predict(st, quant, profile)), decode_ms)
+        return budget_ok(st, profile, quant, report or p.predict(st), decode_ms)
 
     top = make(base, max_ratio, quant)
     ok_top, why = check(max_ratio)
     if not ok_top and measure is None:
-        raise _unreachable(family, max_ratio, top, calibration.apply(predict(top, quant, profile)), why)
+        raise _unreachable(family, max_ratio, top, p.predict(top), why)
     if not ok_top:  # the roofline may be pessimistic for this device: measurements decide
         ratio, measured, steps = _confirm_up(make, base, quant, 0.0, max_ratio, measure, check)
         st = make(base, ratio, quant)
-        return Solution(ratio, st, predict(st, quant, profile), measured, check(ratio, measured)[1], steps)
+        return Solution(ratio, st, p.roofline(st), measured, check(ratio, measured)[1], steps)
     ratio, steps = (0.0, 0) if check(0.0)[0] else _bisect(lambda r: check(r)[0], 0.0, max_ratio, tol)
     measured = None
     if measure is not None:
@@ -249,7 +232,7 @@ def solve(base: Structure, profile: Any, quant: str | None = None, family: str =
             ratio, measured, more = _confirm_up(make, base, quant, ratio, max_ratio, measure, check)
             steps += more
     st = make(base, ratio, quant)
-    return Solution(ratio, st, predict(st, quant, profile), measured, check(ratio, measured)[1], steps)
+    return Solution(ratio, st, p.roofline(st), measured, check(ratio, measured)[1], steps)
 
 
 def _confirm_up(make: Callable, base: Structure, quant: str, ratio: float, max_ratio: float,

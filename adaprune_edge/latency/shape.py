@@ -1,16 +1,16 @@
-"""Latency of a Structure: predicted from its shape, or measured on a cached shape-only GGUF, with the
-per-device lookup table in front so the same (shape, quant, settings) is never measured twice."""
+"""Measured latency of a Structure (on a cached shape-only GGUF) or of a GGUF file, with the per-device
+lookup table in front so the same (shape, quant, settings) is never measured twice. Whether to measure at
+all is the device's predictor's call (latency/predictor.py), not this module's."""
 
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
 
-from adaprune_edge.latency.backends import BenchSettings, LatencyReport, get_backend, measure
+from adaprune_edge.latency.backends import BenchSettings, LatencyReport, measure
 from adaprune_edge.latency.cache import LatencyCache, cache_key
 from adaprune_edge.archs.structure import Structure
 from adaprune_edge.exporters import gguf as gguf_export
-from adaprune_edge.latency.roofline import Roofline, Workload
 
 
 def shape_only_gguf(structure: Structure, quant: str, tokenizer_source: str | Path | None = None) -> Path:
@@ -22,11 +22,8 @@ def shape_only_gguf(structure: Structure, quant: str, tokenizer_source: str | Pa
 
 def structure_latency(structure: Structure, quant: str, settings: BenchSettings, device: str,
                       use_cache: bool = True, tokenizer_source: str | Path | None = None) -> LatencyReport:
-    """Latency of `structure` at `quant` with `settings.backend`: `predict` from the shape alone, else a
-    measurement on a shape-only GGUF, looked up in / stored to the device's table unless use_cache=False."""
-    if not get_backend(settings.backend).measures:
-
-        return Roofline.from_settings(settings).report(Workload.from_structure(structure, quant), settings)
+    """Latency of `structure` at `quant` measured with `settings.backend` on a shape-only GGUF, looked up in /
+    stored to the device's table unless use_cache=False."""
     cache = LatencyCache(device)
     key = cache_key(structure.key(), quant, settings)
     if use_cache and (hit := cache.get(key)) is not None:
@@ -45,7 +42,7 @@ def _content_key(path: Path) -> str:
 def file_latency(path: Path, quant_label: str, settings: BenchSettings, device: str,
                  use_cache: bool = True) -> LatencyReport:
     """Latency of an existing GGUF file, cached under a key of its content (size + first MiB)."""
-    if not get_backend(settings.backend).measures or not Path(path).is_file():
+    if not Path(path).is_file():
         return measure(path, settings)  # (raises LatencyError for a missing file)
     cache = LatencyCache(device)
     key = cache_key(f"file-{_content_key(Path(path))}", quant_label, settings)

@@ -95,7 +95,8 @@ class BuildContext:
         margin = MEASURE_MARGIN if self.device.measures else 0.0
         profile = budget.tightened(self.profile, margin) if margin else self.profile
         budget_ms = s.budget_ms * (1 - margin) if s.budget_ms is not None else None
-        return SearchSpec(model=s.model, profile=profile, quant=quant, bounds=bounds, calib=s.calib, val=s.val,
+        device = dataclasses.replace(self.device, profile=profile)  # the build's Device, its settings included
+        return SearchSpec(model=s.model, device=device, quant=quant, bounds=bounds, calib=s.calib, val=s.val,
                           val_windows=s.val_windows, val_seq_len=s.val_seq_len, report_windows=s.report_windows,
                           objective=s.objective, budget_ms=budget_ms, latency_scale=latency_scale,
                           prefill_scale=prefill_scale,

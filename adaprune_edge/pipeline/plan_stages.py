@@ -130,7 +130,7 @@ def pruned_estimate(ctx: BuildContext, o: QuantOption, f16_ppl: float) -> dict[s
     curve predicts it (recover/estimate.py), x o's measured quantization factor."""
     # the trial solves its own ratio on the roofline calibrated by o's dense measurement (uncalibrated, the
     # roofline can put it far below r_min: on this host's slower-than-profiled days, near 0)
-    cal = quant_options.calibration(o, ctx.state.candidates.base_structure, ctx.device)
+    cal = quant_options.predictor(o, ctx.state.candidates.base_structure, ctx.device).calibration
     spec = ctx.search_spec_for(o.recipe, o.r_min, min(0.9, o.r_min + 0.1), cal.decode, cal.prefill)  # the solver's ceiling
     sctx = ctx.data_context().derive(spec)  # the same data: calibration is not tokenized twice
     space = build_space(spec.bounds, ctx.spec.seed)  # uniform-only families cannot reconstruct
@@ -221,4 +221,4 @@ def _latency_scale(ctx: BuildContext, plan: SearchPlan, o: QuantOption) -> float
         return plan.latency_scale
     if not o.measured:
         return 1.0
-    return quant_options.calibration(o, ctx.state.candidates.base_structure, ctx.device).decode
+    return quant_options.predictor(o, ctx.state.candidates.base_structure, ctx.device).calibration.decode

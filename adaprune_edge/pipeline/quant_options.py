@@ -19,6 +19,7 @@ import torch
 
 from adaprune_edge.latency import budget
 from adaprune_edge.latency.backends import LatencyReport
+from adaprune_edge.latency.predictor import Predictor
 from adaprune_edge.errors import LatencyError
 from adaprune_edge.device import Device
 from adaprune_edge.quant import QuantRecipe, file_label
@@ -91,26 +92,28 @@ def options(base: Structure, device: Device, names: Sequence[str], budget_ms: fl
 def option(base: Structure, device: Device, name: str, lat: LatencyReport | None, budget_ms: float | None,
            max_ratio: float) -> QuantOption:
     """One recipe's option from the dense model's figures `lat` (None: predicted)."""
-    pred = device.predict(base, name)
-    lat = lat or pred
-    cal = budget.Calibration.of(lat, pred)
+    pred = device.predictor(name).calibrated(lat, base)
+    lat = lat or pred.roofline(base)
     top = budget.uniform(base, max_ratio, name)
-    floor = cal.apply(device.predict(top, name))
+    floor = pred.predict(top)
     worst = budget.binding(budget.constraints(floor, budget.ram_of(top, name, device.profile),
                                               device.profile, budget_ms))
     dense = budget.constraints(lat, budget.ram_of(base, name, device.profile), device.profile, budget_ms)
     now = budget.binding(dense)
-    r_min = 0.0 if all(c.ok for c in dense) else _r_min(base, device.profile, name, budget_ms, max_ratio, cal)
+    r_min = 0.0 if all(c.ok for c in dense) else _r_min(base, device.profile, pred, budget_ms, max_ratio)
     return QuantOption(name, round(lat.decode_ms_per_token, 4), lat.measured, r_min, base.gguf_bytes(name),
                        round(8 * base.gguf_bytes(name) / base.params(), 3), floor_ms=round(floor.decode_ms_per_token, 4),
                        prefill_tps=round(lat.prefill_tps, 2), floor_margin=round(worst.margin, 4),
                        floor_binding=worst.describe(), binding=now.describe())
 
 
-def calibration(o: QuantOption, base: Structure, device: Device) -> budget.Calibration:
-    """measured / predicted decode and prompt factors of o's dense figures (1.0 where they are predicted)."""
-    pred = device.predict(base, o.recipe)
-    return budget.Calibration(o.decode_ms / pred.decode_ms_per_token, (o.prefill_tps or pred.prefill_tps) / pred.prefill_tps)
+def predictor(o: QuantOption, base: Structure, device: Device) -> Predictor:
+    """The device's predictor at o's recipe, calibrated by o's dense figures (measured once per recipe, by
+    options() or remeasured(); scale 1.0 up to o's rounding where they are predicted)."""
+    p = device.predictor(o.recipe)
+    dense = p.roofline(base)
+    figures = dataclasses.replace(dense, decode_ms_per_token=o.decode_ms, prefill_tps=o.prefill_tps or dense.prefill_tps)
+    return p.calibrated(figures, base)
 
 
 def remeasured(opts: Sequence[QuantOption], base: Structure, device: Device, folder: Path, budget_ms: float | None,
@@ -130,12 +133,11 @@ def remeasured(opts: Sequence[QuantOption], base: Structure, device: Device, fol
     return out
 
 
-def _r_min(base: Structure, profile: Any, name: str, budget_ms: float | None, max_ratio: float,
-           cal: budget.Calibration) -> float | None:
-    """The smallest uniform share of the decoder to prune for every limit to hold, for a dense model that
-    misses one (> 0; None: even max_ratio does not)."""
+def _r_min(base: Structure, profile: Any, pred: Predictor, budget_ms: float | None, max_ratio: float) -> float | None:
+    """The smallest uniform share of the decoder to prune for every limit to hold on the calibrated `pred`,
+    for a dense model that misses one (> 0; None: even max_ratio does not)."""
     try:
-        sol = budget.solve(base, profile, name, "uniform", max_ratio=max_ratio, decode_ms=budget_ms, calibration=cal)
+        sol = budget.solve(base, profile, pred, "uniform", max_ratio=max_ratio, decode_ms=budget_ms)
     except LatencyError:
         return None
     return max(round(1.0 - sol.structure.decoder_params() / base.decoder_params(), 4), 0.0001)

@@ -52,7 +52,7 @@ def parse_ratios(text: str) -> list[float]:
 
 def device_latency(structure: Any, quant: str, device: Any, measure: bool) -> tuple[float, bool]:
     """(decode ms/token, measured?) of a structure on a device.Device (measured only where its backend can)."""
-    rep = device.latency_of(structure, quant) if measure else device.predict(structure, quant)
+    rep = device.predictor(quant).latency(structure, measure)
     return rep.decode_ms_per_token, rep.measured
 
 

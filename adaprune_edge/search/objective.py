@@ -12,14 +12,14 @@ from typing import Any
 
 import torch
 
-from adaprune_edge.device import Device
 from adaprune_edge.search.space import to_prune_config
 from adaprune_edge.search.spec import PENALTY, SearchSpec
 from adaprune_edge.search.trials import TrialRecord
 from adaprune_edge import models
 from adaprune_edge.data import textsets
 from adaprune_edge.data.calibration import CalibrationPool
-from adaprune_edge.latency.budget import Calibration, budget_ok, ffn_align
+from adaprune_edge.latency.budget import budget_ok, ffn_align
+from adaprune_edge.latency.predictor import Predictor
 from adaprune_edge.prune.engine import MAX_RATIO, PruneConfig, prune
 from adaprune_edge.prune.probe import StructureProbe
 from adaprune_edge.search.ratio import RatioSolution, predicted_fit, solve_ratio
@@ -31,7 +31,7 @@ DATA_FIELDS = ("model", "calib", "val", "holdout", "val_windows", "val_seq_len",
 
 class SearchContext:
     """In-memory objects of one search process: dense model, calibration pools, validation windows,
-    dense reference log-probs (for KL), importance cache, device profile."""
+    dense reference log-probs (for KL), importance cache, and the spec's Device (settings included)."""
 
     def __init__(self, spec: SearchSpec, loaded: Any | None = None, progress: Any = None) -> None:
 
@@ -39,7 +39,7 @@ class SearchContext:
         self.loaded = loaded or models.load(spec.model)
         self.model = self.loaded.model
         self.profile = spec.profile
-        self.device = Device.of(spec.profile)
+        self.device = spec.device
         self.cache = ImportanceCache()
         self.bounds = spec.bounds
         self.progress = progress  # (done, total, note) while builtin:self generates (first time per model)
@@ -55,8 +55,7 @@ class SearchContext:
         if not all(same) or mine.bounds.max_seq_len != theirs.bounds.max_seq_len:
             raise ValueError("derive() needs the same data fields: " + ", ".join(DATA_FIELDS))
         other = copy.copy(self)
-        other.spec, other.bounds, other.profile = spec, spec.bounds, spec.profile
-        other.device = Device.of(spec.profile)
+        other.spec, other.bounds, other.profile, other.device = spec, spec.bounds, spec.profile, spec.device
         other._ref = self._ref if spec.objective == mine.objective else {}
         return other
 
@@ -134,17 +133,17 @@ class SearchContext:
         the predictor calibrated for that recipe."""
         quant = quant or self.spec.quant
         probe = StructureProbe(self.model, calib, recipe, self.cache)
-        fits = predicted_fit(self.device, self.profile, quant, self.spec.latency_scale_of(quant), self.spec.budget_ms,
-                             self.spec.prefill_scale)
+        fits = predicted_fit(self.predictor(quant), self.profile, self.spec.budget_ms)
         return solve_ratio(probe.at, fits, min(self.bounds.r_max, MAX_RATIO))
+
+    def predictor(self, quant: str) -> Predictor:
+        """The device's predictor at `quant`, calibrated by the spec's measured / predicted factors for it."""
+        return self.device.predictor(quant, self.spec.calibration_of(quant))
 
     def _latency(self, structure: Any, quant: str) -> Any:
         """Measured with the device's backend when measure_trials (shape-only GGUF, cached per structure),
-        else predicted by the roofline times the recipe's latency scale (calibrated to a measurement)."""
-        if self.spec.measure_trials:
-            return self.device.latency_of(structure, quant)
-        cal = Calibration(self.spec.latency_scale_of(quant), self.spec.prefill_scale)
-        return cal.apply(self.device.predict(structure, quant))
+        else predicted by the roofline times the recipe's calibration (measured / predicted)."""
+        return self.predictor(quant).latency(structure, measure=self.spec.measure_trials)
 
     def reprune(self, record: TrialRecord, progress: Any = None) -> tuple[PruneConfig, Any]:
         """(config, prune result) of a finished trial's recipe pruned again at the ratio its trial solved,

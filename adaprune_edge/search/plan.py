@@ -1,7 +1,7 @@
 """The plan of a search: device, quant, budget, and the pruning-ratio range it implies.
 
-r_min is the smallest ratio whose uniform structure meets the budget (budget.solve: bisection on predicted
-latency, confirmed by a measurement where the device's backend can measure), expressed as the share of
+r_min is the smallest ratio whose uniform structure meets the budget (budget.solve: bisection on the
+recipe's predictor, confirmed by a measurement where the device's backend can measure), expressed as the share of
 decoder parameters removed, the same unit as PruneConfig.ratio."""
 
 from __future__ import annotations
@@ -55,19 +55,19 @@ def make_plan(base: Structure, device: Device, quant: str, budget_ms: float | No
     ceiling of every trial's own ratio solve (search/ratio.py), decoder share."""
     if budget_ms is not None and budget_ms <= 0:
         raise ConfigError(f"--budget-ms must be positive, got {budget_ms}")
-    profile = device.profile
-    measure = device.measurer(quant) if confirm else None
+    profile, predictor = device.profile, device.predictor(quant)
+    confirming = confirm and predictor.measures
     limit = budget_ms if budget_ms is not None else profile.budget.decode_limit_ms
-    target = limit * (1 - MEASURE_MARGIN) if measure is not None and limit is not None else budget_ms
-    solving = budget.tightened(profile, MEASURE_MARGIN) if measure is not None else profile
-    sol = budget.solve(base, solving, quant, "uniform", max_ratio=0.9, decode_ms=target, measure=measure)
+    target = limit * (1 - MEASURE_MARGIN) if confirming and limit is not None else budget_ms
+    solving = budget.tightened(profile, MEASURE_MARGIN) if confirming else profile
+    sol = budget.solve(base, solving, predictor, "uniform", max_ratio=0.9, decode_ms=target, confirm=confirm)
     r_min = decoder_ratio(base, sol.structure)
     # measured / predicted at the solution: the search screens trials with the roofline times this factor
-    cal = budget.Calibration.of(sol.measured, sol.predicted) if sol.measured else budget.Calibration()
+    cal = predictor.calibrated(sol.measured, sol.structure).calibration
     if r_min >= max_ratio:
         raise ConfigError(f"the budget needs at least {r_min:.1%} of the decoder pruned, above --max-ratio "
                           f"{max_ratio:.0%}: raise --max-ratio or relax the budget")
-    return SearchPlan(profile.name, quant, limit, device.predict(base, quant), sol, r_min, cal.decode,
+    return SearchPlan(profile.name, quant, limit, predictor.roofline(base), sol, r_min, cal.decode,
                       SpaceBounds(r_min=round(r_min, 4), r_max=round(max_ratio, 4), **bounds), cal.prefill)
 
 

@@ -1,7 +1,7 @@
 """The ratio solver: for one recipe, the smallest pruning ratio whose structure meets the budget.
 
 Bisection on the decoder share in [0, hi] with a StructureProbe (allocation only, no slicing) and the
-calibrated roofline (Device.predict × the plan's latency_scale) plus RAM, via latency.budget.budget_ok.
+recipe's calibrated Predictor (the device's roofline × the plan's scale) plus RAM, via latency.budget.budget_ok.
 Structures move in whole steps (heads, `align`-wide FFN chunks), so the answer is the smallest ratio
 within `tol` whose structure fits: the structure at ratio − tol misses the budget."""
 
@@ -11,7 +11,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from adaprune_edge.latency.budget import Calibration, budget_ok
+from adaprune_edge.latency.budget import budget_ok
+from adaprune_edge.latency.predictor import Predictor
 from adaprune_edge.archs.structure import Structure
 
 TOL = 0.0025  # decoder share; finer than one 256-wide FFN step of one layer of the default model
@@ -34,14 +35,12 @@ class RatioSolution:
         return cls(**d)
 
 
-def predicted_fit(device: Any, profile: Any, quant: str, latency_scale: float = 1.0,
-                  decode_ms: float | None = None, prefill_scale: float = 1.0) -> Callable[[Structure], tuple[bool, str]]:
-    """(fits, reason) of a Structure on the roofline calibrated by measured / predicted factors: decode
-    ms/token x `latency_scale`, prompt tokens/s x `prefill_scale`."""
-    cal = Calibration(latency_scale, prefill_scale)
+def predicted_fit(predictor: Predictor, profile: Any,
+                  decode_ms: float | None = None) -> Callable[[Structure], tuple[bool, str]]:
+    """(fits, reason) of a Structure at the predictor's recipe on its calibrated roofline (never measured)."""
 
     def fits(st: Structure) -> tuple[bool, str]:
-        return budget_ok(st, profile, quant, cal.apply(device.predict(st, quant)), decode_ms)
+        return budget_ok(st, profile, predictor.quant, predictor.predict(st), decode_ms)
 
     return fits
 

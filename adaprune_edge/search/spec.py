@@ -7,7 +7,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from adaprune_edge import archs, models
+from adaprune_edge.device import Device
 from adaprune_edge.errors import ConfigError
+from adaprune_edge.latency.backends import BenchSettings
+from adaprune_edge.latency.predictor import Calibration
 from adaprune_edge.profiles import DeviceProfile
 from adaprune_edge.search.space import SpaceBounds
 
@@ -47,10 +50,11 @@ class SearchSpec:
     each trial solves its ratio at its own recipe and its cost adds that recipe's penalty (objective.py).
     With fewer, the search is the single-recipe search at `quant` (and search.json is the search-v2 one).
     rescore_top: the trials with the lowest cost that are pruned again and scored on up to rescore_windows
-    more held-out windows (after the report's) before the best is chosen (rescore.py; 0: none)."""
+    more held-out windows (after the report's) before the best is chosen (rescore.py; 0: none). device: the
+    Device the caller resolved (its settings included), the one every trial's latency comes from."""
 
     model: str
-    profile: DeviceProfile
+    device: Device
     quant: str
     bounds: SpaceBounds
     calib: tuple[str, ...] = ()
@@ -77,11 +81,13 @@ class SearchSpec:
     kind: str = "adaprune-edge/search-v2"  # v2: the ratio is solved per trial, not searched
 
     def to_dict(self) -> dict[str, Any]:
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d = {("profile" if f.name == "device" else f.name): getattr(self, f.name) for f in dataclasses.fields(self)}
         d.update(calib=list(self.calib), profile=self.profile.to_dict(), bounds=self.bounds.to_dict(),
                  quants=[q.to_dict() for q in self.quants])
         if not self.quants:  # a single-recipe spec reads (and resumes) as the search-v2 specs before quants
             del d["quants"]
+        if self.device.settings != BenchSettings.from_profile(self.profile):  # set on the command line
+            d["settings"] = self.device.settings.to_dict()
         return d
 
     @classmethod
@@ -89,14 +95,20 @@ class SearchSpec:
         d = dict(d)
         d["calib"] = tuple(d.get("calib", ()))
         d["quants"] = tuple(QuantChoice.from_dict(q) for q in d.get("quants", ()))
-        d["profile"], d["bounds"] = DeviceProfile.from_dict(d["profile"]), SpaceBounds.from_dict(d["bounds"])
+        profile, settings = DeviceProfile.from_dict(d.pop("profile")), d.pop("settings", None)
+        d["device"] = Device(profile, BenchSettings.from_dict(settings)) if settings else Device.of(profile)
+        d["bounds"] = SpaceBounds.from_dict(d["bounds"])
         return cls(**d)
 
     @classmethod
-    def from_plan(cls, plan: Any, profile: DeviceProfile, model: str, **options: Any) -> "SearchSpec":
-        """The spec of a search over `plan` (search.plan.SearchPlan: quant, bounds, latency scale)."""
-        return cls(model=model, profile=profile, quant=plan.quant, bounds=family_bounds(plan.bounds, model),
+    def from_plan(cls, plan: Any, device: Device, model: str, **options: Any) -> "SearchSpec":
+        """The spec of a search over `plan` (search.plan.SearchPlan: quant, bounds, latency scale) on `device`."""
+        return cls(model=model, device=device, quant=plan.quant, bounds=family_bounds(plan.bounds, model),
                    latency_scale=plan.latency_scale, prefill_scale=plan.prefill_scale, **options)
+
+    @property
+    def profile(self) -> DeviceProfile:
+        return self.device.profile
 
     def check(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -129,11 +141,11 @@ class SearchSpec:
             return 0.0
         return next(q.penalty for q in self.quants if q.recipe == quant)
 
-    def latency_scale_of(self, quant: str) -> float:
-        """measured / predicted decode latency used to screen trials at `quant` (the choice's own scale when
-        the quant is searched and the choice has one, else the spec's)."""
+    def calibration_of(self, quant: str) -> Calibration:
+        """measured / predicted factors that screen trials at `quant`: decode, the choice's own scale when the
+        quant is searched and the choice has one, else the spec's; prompt, the spec's."""
         own = next((q.latency_scale for q in self.quants if q.recipe == quant), None) if self.searched_quants() else None
-        return self.latency_scale if own is None else own
+        return Calibration(self.latency_scale if own is None else own, self.prefill_scale)
 
 
 def family_bounds(bounds: SpaceBounds, model: str) -> SpaceBounds:
