@@ -9,7 +9,6 @@ from types import SimpleNamespace
 
 import pytest
 
-from adaprune_edge import profiles
 from adaprune_edge.pipeline.context import BuildContext
 from adaprune_edge.pipeline.plan_stages import quant_choices
 from adaprune_edge.pipeline.prune_stages import confirmed_best
