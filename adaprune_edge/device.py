@@ -4,10 +4,10 @@ The backend decides predict vs measure; nothing else looks at backend names. Lat
 through the recipe's `Predictor` (latency/predictor.py), which carries this device's settings:
 
     device = Device.resolve("raspberry-pi-5")
-    device.predictor("Q4_K_M")                    # measure-or-predict, and the recipe's calibration
-    device.latency_of(structure, "Q4_K_M")        # measured on a cached shape-only GGUF, or predicted
-    device.measure_file(Path("model.gguf"), "Q4_K_M")
-    device.predict(structure, "Q4_K_M")           # always the roofline with this device's settings (microseconds)
+    device.predictor(recipe)                    # measure-or-predict, and the recipe's calibration
+    device.latency_of(structure, recipe)        # measured on a cached shape-only GGUF, or predicted
+    device.measure_file(Path("model.gguf"), recipe)
+    device.predict(structure, recipe)           # always the roofline with this device's settings (microseconds)
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from adaprune_edge.latency.predictor import Calibration, Predictor
 from adaprune_edge.latency.shape import file_latency, structure_latency
 from adaprune_edge.overrides import BudgetOverrides
 from adaprune_edge.profiles import DeviceProfile, load_profile
+from adaprune_edge.quant import QuantRecipe
 from adaprune_edge.archs.structure import Structure
 
 
@@ -67,36 +68,37 @@ class Device:
         """Threads for llama.cpp work on this machine: the profile's where it runs here, else None (default)."""
         return self.profile.threads if self.backend.on_this_host else None
 
-    def predictor(self, quant: str, calibration: Calibration = Calibration()) -> Predictor:
+    def predictor(self, quant: QuantRecipe, calibration: Calibration = Calibration()) -> Predictor:
         """Latency at `quant` on this device: measured where the backend measures, else the roofline with
         this device's settings x `calibration` (Predictor.calibrated sets it from one measurement)."""
         measurer = functools.partial(self.measure, quant=quant) if self.measures else None
         return Predictor(quant, self.settings, calibration, measurer)
 
-    def predict(self, structure: Structure, quant: str) -> LatencyReport:
+    def predict(self, structure: Structure, quant: QuantRecipe) -> LatencyReport:
         """The roofline's figures for `structure` at `quant` with this device's settings (uncalibrated)."""
         return self.predictor(quant).roofline(structure)
 
-    def measure(self, structure: Structure, use_cache: bool = True, *, quant: str) -> LatencyReport:
+    def measure(self, structure: Structure, use_cache: bool = True, *, quant: QuantRecipe) -> LatencyReport:
         """`structure` at `quant` measured with the backend on a shape-only GGUF, looked up in / stored to
         this device's table unless use_cache=False (only where the backend measures: see predictor())."""
         return structure_latency(structure, quant, self.settings, self.name, use_cache=use_cache)
 
-    def latency_of(self, structure: Structure, quant: str, use_cache: bool = True) -> LatencyReport:
+    def latency_of(self, structure: Structure, quant: QuantRecipe, use_cache: bool = True) -> LatencyReport:
         """Measured on a cached shape-only GGUF where the backend measures, else predicted."""
         return self.predictor(quant).latency(structure, use_cache=use_cache)
 
-    def measure_file(self, path: Path, quant: str, use_cache: bool = True) -> LatencyReport:
-        """Latency of an existing GGUF file (cached by content); predicted from its tensors for `predict`."""
+    def measure_file(self, path: Path, quant: QuantRecipe | None, use_cache: bool = True) -> LatencyReport:
+        """Latency of an existing GGUF file (cached by content and recipe; None: a file of unknown recipe);
+        predicted from its tensors for `predict`."""
         if not self.measures:
             return measure(Path(path), self.settings)
-        return file_latency(Path(path), quant, self.settings, self.name, use_cache=use_cache)
+        return file_latency(Path(path), quant.name if quant else "file", self.settings, self.name, use_cache=use_cache)
 
     def predict_file(self, path: Path) -> LatencyReport:
         """The roofline's figures for a GGUF file's tensors with this device's settings."""
         return measure(Path(path), dataclasses.replace(self.settings, backend="predict"))
 
-    def latency_of_file(self, path: Path, structure: Structure, quant: str, fresh: bool = False) -> LatencyReport:
+    def latency_of_file(self, path: Path, structure: Structure, quant: QuantRecipe, fresh: bool = False) -> LatencyReport:
         """The real file measured where the backend measures (fresh: measured again, and the cache updated),
         else `structure` predicted (the same figures latency_of gives, so a build's predicted rows agree)."""
         return self.measure_file(path, quant, use_cache=not fresh) if self.measures else self.predict(structure, quant)

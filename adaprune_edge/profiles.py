@@ -13,7 +13,7 @@ import yaml
 
 from adaprune_edge.errors import ProfileError
 from adaprune_edge.runtime import kvcache
-from adaprune_edge.quant import FTYPES
+from adaprune_edge.quant import FTYPES, QuantRecipe
 from adaprune_edge.latency.backends import backend_names, get_backend
 from adaprune_edge.registry import unknown_name_message
 
@@ -79,7 +79,7 @@ class DeviceProfile:
     overhead_ms_per_token: float = 0.0  # fixed cost per decoded token (graph, logits), ms
     decode_gflops: float = 0.0  # effective dequantize+dot rate while decoding, GFLOP/s; 0 = memory-bound only
     type_rates: dict[str, list[float]] | None = None  # file type -> [decode GFLOP/s, prompt GFLOP/s] (`profile`)
-    quant: str = "Q4_K_M"
+    quant: QuantRecipe = QuantRecipe("Q4_K_M")
     context_length: int = 2048
     kv_cache_type: str = "F16"  # llama.cpp's K/V cache type the RAM check assumes (F16, Q8_0, Q4_0)
     budget: Budget = field(default_factory=Budget)
@@ -101,13 +101,15 @@ class DeviceProfile:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        d["budget"] = self.budget.to_dict()
+        d["budget"], d["quant"] = self.budget.to_dict(), self.quant.name
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "DeviceProfile":
         d = dict(d)
         d["budget"] = Budget.from_dict(d.get("budget") or {})
+        if "quant" in d:
+            d["quant"] = QuantRecipe.parse(d["quant"])
         return cls(**d)
 
 
@@ -246,6 +248,8 @@ def load_profile(spec: str) -> DeviceProfile:
         raise ProfileError(f"{path}: missing required field(s): {', '.join(missing)}")
     raw.pop("extends", None)
     name = path.stem
+    if "quant" in raw:
+        raw["quant"] = QuantRecipe.parse(raw["quant"])  # ConfigError with did-you-mean for a bad recipe
     profile = DeviceProfile(name=name, **{k: v for k, v in raw.items() if k != "budget"}, budget=Budget(**raw["budget"]))
     check_values(profile, path)
     return profile

@@ -18,18 +18,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as QT
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as QT, LlamaFileType
 
 from adaprune_edge.errors import ConfigError
-from adaprune_edge.gguf.names import PROJECTIONS
+from adaprune_edge.gguf.names import ATTN_OUT, ATTN_V, FFN_DOWN
 from adaprune_edge.registry import unknown_name_message
 
-# file type → (llama_ftype value in llama.h, default tensor type); F16/F32 are written, not quantized
-FTYPES: dict[str, tuple[int, QT]] = {
-    "F32": (0, QT.F32), "F16": (1, QT.F16), "Q8_0": (7, QT.Q8_0), "Q6_K": (18, QT.Q6_K),
-    "Q5_K_M": (17, QT.Q5_K), "Q5_K_S": (16, QT.Q5_K), "Q5_0": (8, QT.Q5_0), "Q4_K_M": (15, QT.Q4_K),
-    "Q4_K_S": (14, QT.Q4_K), "Q4_0": (2, QT.Q4_0), "IQ4_NL": (25, QT.IQ4_NL), "IQ4_XS": (30, QT.IQ4_XS),
-    "Q3_K_M": (12, QT.Q3_K), "Q3_K_S": (11, QT.Q3_K), "Q2_K": (10, QT.Q2_K),
+# file types whose mixture rules `layer_type` reproduces → default tensor type; F16/F32 are written, not quantized
+FTYPES: dict[str, QT] = {
+    "F32": QT.F32, "F16": QT.F16, "Q8_0": QT.Q8_0, "Q6_K": QT.Q6_K, "Q5_K_M": QT.Q5_K, "Q5_K_S": QT.Q5_K,
+    "Q5_0": QT.Q5_0, "Q4_K_M": QT.Q4_K, "Q4_K_S": QT.Q4_K, "Q4_0": QT.Q4_0, "IQ4_NL": QT.IQ4_NL,
+    "IQ4_XS": QT.IQ4_XS, "Q3_K_M": QT.Q3_K, "Q3_K_S": QT.Q3_K, "Q2_K": QT.Q2_K,
 }
 FLOAT = ("F32", "F16")
 # tensor types a recipe may name for fb/out (32-value blocks fit any row that is a multiple of 32)
@@ -37,12 +36,22 @@ STEERABLE = ("Q8_0", "Q6_K", "Q5_1", "Q5_0", "Q4_1", "Q4_0", "IQ4_NL", "Q5_K", "
 # llama.cpp's fall-back for a row that is not a multiple of the type's block (tensor_type_fallback)
 LLAMA_FALLBACK = {QT.IQ4_XS: QT.IQ4_NL, QT.Q2_K: QT.Q4_0, QT.Q3_K: QT.Q4_0, QT.Q4_K: QT.Q5_0,
                   QT.Q5_K: QT.Q5_1, QT.Q6_K: QT.Q8_0}
-ROLES = PROJECTIONS
+
+
+def ftype_id(ftype: str) -> LlamaFileType:
+    """llama.h's llama_ftype of a file type name ('Q4_K_M' → MOSTLY_Q4_K_M = 15), from gguf-py."""
+    return LlamaFileType.ALL_F32 if ftype == "F32" else LlamaFileType[f"MOSTLY_{ftype}"]
+
+
+def ftype_name(file_type: int | None) -> str | None:
+    """The FTYPES name of a GGUF's general.file_type, or None when it is not one of them."""
+    return next((n for n in FTYPES if file_type is not None and ftype_id(n) == file_type), None)
 
 
 @dataclass(frozen=True)
 class QuantRecipe:
-    """A llama.cpp file type with deliberate fall-back (`fallback`) and output (`output`) tensor types."""
+    """A llama.cpp file type with deliberate fall-back (`fallback`) and output (`output`) tensor types.
+    Frozen and hashable; `name` is its one string form (what JSON files and cache keys hold)."""
 
     ftype: str
     fallback: str | None = None
@@ -55,32 +64,34 @@ class QuantRecipe:
         return ":".join(parts + (["imatrix"] if self.imatrix else []))
 
     @property
+    def label(self) -> str:
+        """The name as a file-name part: 'Q4_K_M:fb=IQ4_NL' → 'Q4_K_M_fb-IQ4_NL'."""
+        return self.name.replace(":", "_").replace("=", "-")
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
     def is_float(self) -> bool:
         return self.ftype in FLOAT
 
     @property
     def base_type(self) -> QT:
-        return FTYPES[self.ftype][1]
+        return FTYPES[self.ftype]
 
     @property
-    def ftype_id(self) -> int:
-        return FTYPES[self.ftype][0]
+    def ftype_id(self) -> LlamaFileType:
+        return ftype_id(self.ftype)
 
     def with_imatrix(self, on: bool = True) -> "QuantRecipe":
         if self.is_float:
             return self
         return QuantRecipe(self.ftype, self.fallback, self.output, on)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "ftype": self.ftype, "fallback": self.fallback, "output": self.output,
-                "imatrix": self.imatrix}
-
     @classmethod
-    def parse(cls, text: "str | QuantRecipe") -> "QuantRecipe":
+    def parse(cls, text: str) -> "QuantRecipe":
         """Parse `FTYPE[:fb=T][:out=T][:imatrix]`; ConfigError with did-you-mean for unknown names."""
-        if isinstance(text, QuantRecipe):
-            return text
-        head, *opts = str(text).strip().split(":")
+        head, *opts = text.strip().split(":")
         if head not in FTYPES:
             raise ConfigError(unknown_name_message("quant type", head, list(FTYPES)))
         kw: dict[str, Any] = {}
@@ -99,9 +110,7 @@ class QuantRecipe:
         return cls(head, **kw)
 
 
-def file_label(recipe: str) -> str:
-    """A recipe name as a file-name part: 'Q4_K_M:fb=IQ4_NL' → 'Q4_K_M_fb-IQ4_NL'."""
-    return recipe.replace(":", "_").replace("=", "-")
+F16 = QuantRecipe("F16")
 
 
 def block(t: QT) -> int:
@@ -115,7 +124,7 @@ def _more_bits(i: int, n: int) -> bool:
 
 def _mixture(f: str, role: str, i: int, n: int, n_gqa: int, imat: bool) -> QT | None:
     """llama.cpp's per-role choice (llama_tensor_get_type_impl) for file type f, or None = default type."""
-    if role == "attn_v":
+    if role == ATTN_V:
         if f == "Q2_K":
             return QT.Q4_K if n_gqa >= 4 else QT.Q3_K
         if f == "Q3_K_M":
@@ -126,7 +135,7 @@ def _mixture(f: str, role: str, i: int, n: int, n_gqa: int, imat: bool) -> QT | 
             return QT.Q6_K
         if f == "Q4_K_S" and i < 4:
             return QT.Q5_K
-    elif role == "ffn_down":
+    elif role == FFN_DOWN:
         if f == "Q2_K":
             return QT.Q3_K
         if f == "Q3_K_M":
@@ -141,7 +150,7 @@ def _mixture(f: str, role: str, i: int, n: int, n_gqa: int, imat: bool) -> QT | 
             return QT.Q5_K
         if f in ("Q4_0", "Q5_0") and imat and i < n // 8:
             return QT.Q4_1 if f == "Q4_0" else QT.Q5_1
-    elif role == "attn_output":
+    elif role == ATTN_OUT:
         if f == "Q2_K":
             return QT.Q3_K
         if f == "Q3_K_M":
@@ -193,7 +202,7 @@ def installed_ftypes() -> tuple[str, ...]:
     """File types the installed llama.cpp quantizer knows (its LLAMA_FTYPE_MOSTLY_* constants)."""
     import llama_cpp
 
-    return tuple(n for n, (v, _) in FTYPES.items() if n in FLOAT or getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{n}", None) == v)
+    return tuple(n for n in FTYPES if n in FLOAT or getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{n}", None) == ftype_id(n))
 
 
 def check_installed(r: QuantRecipe) -> QuantRecipe:

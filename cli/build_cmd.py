@@ -9,7 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from adaprune_edge.cli.common import budget_options, cli_errors, console, recipe_names, say_uniform_only
+from adaprune_edge.cli.common import budget_options, cli_errors, console, recipe, say_uniform_only
 from adaprune_edge.pipeline import quant_options
 
 DEVICE_HELP = "Device profile: a shipped name (see `devices list`) or a path to a .yaml profile."
@@ -59,7 +59,7 @@ def build_cmd(
     limits: Any,
     device: str = typer.Option(..., "--device", "-d", help=DEVICE_HELP),
     model: str = typer.Option("default", "--model", "-m", help="'default' (embedded SmolLM2-135M-Instruct), a local HF folder, a .gguf, or a hub id."),
-    quant: Optional[str] = typer.Option(None, "--quant", "-q", help=f"Force one quant recipe FTYPE[:fb=TYPE][:out=TYPE] (e.g. Q4_K_M, Q4_K_M:fb=IQ4_NL:out=Q5_0). Default: the plan tries {len(quant_options.CANDIDATES)} llama.cpp recipes ({', '.join(quant_options.CANDIDATES)}) and ships the best (quant, pruning) pair that meets the budget; dense quantized if that wins."),
+    quant: Optional[str] = typer.Option(None, "--quant", "-q", help=f"Force one quant recipe FTYPE[:fb=TYPE][:out=TYPE] (e.g. Q4_K_M, Q4_K_M:fb=IQ4_NL:out=Q5_0). Default: the plan tries {len(quant_options.CANDIDATES)} llama.cpp recipes ({', '.join(r.name for r in quant_options.CANDIDATES)}) and ships the best (quant, pruning) pair that meets the budget; dense quantized if that wins."),
     imatrix: bool = typer.Option(True, "--imatrix/--no-imatrix", help="Give llama.cpp's quantizer an importance matrix computed on the calibration windows."),
     trials: int = typer.Option(20, "--trials", "-n", min=1, help="SMAC trials."),
     rescore_top: int = typer.Option(3, "--rescore-top", min=0, help="Re-score this many of the best trials on up to 8 more held-out windows (after the report's) before choosing one; 0: choose on the trials' own objective windows."),
@@ -100,7 +100,7 @@ def build_cmd(
     profile = dev.profile
     spec = BuildSpec(device=device, model=model, budget_ms=limits.decode_ms, ttft_s=limits.ttft_s,
                      prompt_tokens=limits.prompt_tokens, context=limits.context_length, ram_share=limits.ram_share,
-                     ram_mb=limits.ram_mb, kv_cache=limits.kv_cache, quant=quant, trials=trials, rescore_top=rescore_top, workers=workers,
+                     ram_mb=limits.ram_mb, kv_cache=limits.kv_cache, quant=recipe(quant) if quant else None, trials=trials, rescore_top=rescore_top, workers=workers,
                      scheduler=scheduler, seed=seed, calib=tuple(calib), val=val, data_dir=data_dir,
                      tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()), eval_limit=eval_limit,
                      max_ratio=max_ratio, max_samples=max_samples, max_seq_len=max_seq_len, imatrix=imatrix,
@@ -112,8 +112,6 @@ def build_cmd(
     if recover_minutes or recover_tokens:  # bad recovery options fail before anything is loaded
         recover_config(spec).validate()
         check_disjoint(spec.recover_text, spec.calib, spec.val)
-    if quant is not None:
-        recipe_names(quant)
     out = out or Path("runs") / profile.name
     if dry_run:
         _dry_run(spec, dev, out)
@@ -154,7 +152,7 @@ def _dry_run(spec, dev, out: Path) -> None:
         t.add_column(col)
     for o in opts:
         need = "unreachable" if o.r_min is None else ("0 (quantization alone)" if o.quant_only else f"{o.r_min:.1%}")
-        t.add_row(o.recipe, f"{o.bits_per_weight:.2f}", f"{o.file_bytes / 1e6:.1f}", f"{o.decode_ms:.2f}",
+        t.add_row(o.recipe.name, f"{o.bits_per_weight:.2f}", f"{o.file_bytes / 1e6:.1f}", f"{o.decode_ms:.2f}",
                   f"{o.prefill_tps:.0f}", o.binding, need)
     console.print(t)
     console.print("limits: " + _limits(profile, spec.budget_ms), highlight=False)

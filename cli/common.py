@@ -60,10 +60,20 @@ def is_tty() -> bool:
     return sys.stderr.isatty()
 
 
-def recipe_names(text: str) -> list[str]:
-    """--quant / --quants values → canonical quant recipe names, each one checked against the installed
-    llama.cpp (ConfigError naming the types it has)."""
-    return [check_installed(QuantRecipe.parse(x.strip())).name for x in text.split(",") if x.strip()]
+def recipe(text: str) -> QuantRecipe:
+    """A --quant value → its QuantRecipe, checked against the installed llama.cpp (ConfigError naming the
+    types it has)."""
+    return check_installed(QuantRecipe.parse(text.strip()))
+
+
+def recipes(text: str) -> list[QuantRecipe]:
+    """A comma-separated --quants value → QuantRecipes, each checked as `recipe` does."""
+    return [recipe(x) for x in text.split(",") if x.strip()]
+
+
+def recipe_or(text: str | None, default: QuantRecipe) -> QuantRecipe:
+    """--quant (its first recipe) or `default` (the profile's), checked as `recipe` does."""
+    return recipes(text)[0] if text else check_installed(default)
 
 
 def say_uniform_only(spec: Any) -> None:

@@ -28,7 +28,7 @@ def list_cmd() -> None:
     for p in profiles.list_profiles():
         budget = p.budget.describe()
         table.add_row(p.name, f"{p.ram_gb:g} GB", f"{p.mem_bandwidth_gbs:g}", f"{p.compute_gflops:g}",
-                      str(p.threads), p.quant, budget, p.backend)
+                      str(p.threads), p.quant.name, budget, p.backend)
     console.print(table)
 
 

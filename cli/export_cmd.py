@@ -12,6 +12,7 @@ from rich.table import Table
 from adaprune_edge import models
 from adaprune_edge.cli.common import cli_errors, console, err_console, fail, human_bytes
 from adaprune_edge.exporters import gguf, hf, modelfile, quantize, vocab
+from adaprune_edge.quant import QuantRecipe
 from adaprune_edge.runs import check_writable, write_json, write_text
 
 
@@ -20,10 +21,10 @@ def outputs_for(out: Path) -> tuple[Path, Path]:
     return out.with_suffix(".export.json"), modelfile.path_for(out)
 
 
-def _plan_table(plan: gguf.ExportPlan, quant: str) -> Table:
+def _plan_table(plan: gguf.ExportPlan, quant: QuantRecipe) -> Table:
     types = {t.name: t for t in plan.structure.tensors(quant)}
     table = Table(title=f"tensor plan: arch {plan.arch}, {len(plan.tensors)} tensors, written as F16/F32 then {quant}")
-    for col in ("tensor", "shape", "written", "bytes", quant):
+    for col in ("tensor", "shape", "written", "bytes", quant.name):
         table.add_column(col, justify="right" if col == "bytes" else "left")
     for name, shape, qtype, n in gguf.iter_plan_rows(plan):
         t = types.get(name)
@@ -36,7 +37,7 @@ def _summary(res: gguf.ExportResult, rep: quantize.QuantReport, plan: gguf.Expor
     table = Table(title=f"exported {res.path}", show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value", overflow="fold")
-    rows = [("architecture", res.arch), ("structure", plan.structure.condensed()), ("quant", rep.quant),
+    rows = [("architecture", res.arch), ("structure", plan.structure.condensed()), ("quant", rep.quant.name),
             ("file size", f"{human_bytes(res.file_bytes)} ({res.file_bytes:,} B)"),
             ("bits/weight", f"{rep.bits_per_weight:.2f}"), ("parameters", f"{rep.params:,}"),
             ("fall-backs", _fallback_text(rep)),
@@ -71,13 +72,12 @@ def export_cmd(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the tensor plan (names, shapes, types, bytes) and write nothing."),
 ) -> None:
     """Export a model to GGUF for llama.cpp / Ollama: uniform → arch llama, per-layer shapes → arch deci."""
-    quant = quantize.check_quant(quant)
+    r = QuantRecipe.parse(quant)
     im = None
     if imatrix is not None:
         from adaprune_edge.exporters.imatrix import Imatrix
-        from adaprune_edge.quant import QuantRecipe
 
-        im, quant = Imatrix.load(imatrix), QuantRecipe.parse(quant).with_imatrix().name
+        im, r = Imatrix.load(imatrix), r.with_imatrix()
     if out.suffix != ".gguf":
         fail(f"--out must end in .gguf, got {out}")
     json_path, mf_path = outputs_for(out)
@@ -86,17 +86,17 @@ def export_cmd(
             check_writable(p, force)
     with console.status(f"loading {model} ..."):
         lm = models.load(model)
-    plan = gguf.plan_for_model(lm.model, quant if quant in gguf.FLOAT_TYPES else "F16")
+    plan = gguf.plan_for_model(lm.model, r.ftype if r.is_float else "F16")
     if dry_run:
-        console.print(_plan_table(plan, quant))
-        console.print(f"would write {out} (~{human_bytes(plan.structure.gguf_bytes(quant))} of tensor data), "
+        console.print(_plan_table(plan, r))
+        console.print(f"would write {out} (~{human_bytes(plan.structure.gguf_bytes(r))} of tensor data), "
                       f"{json_path.name}, {mf_path.name}")
         return
     meta = vocab.from_gguf(tokenizer_from) if tokenizer_from else vocab.for_model(lm, plan.structure.vocab)
     if im is not None:
         im.check(plan.structure)  # before anything is written
-    res = _write(lm, out, meta, quant, name or out.stem, threads, im)
-    rep = quantize.report(out, plan.structure, quant)
+    res = _write(lm, out, meta, r, name or out.stem, threads, im)
+    rep = quantize.report(out, plan.structure, r)
     write_text(mf_path, modelfile.render(out, meta.chat_template))
     extra = [("tokenizer", meta.source), ("Modelfile", str(mf_path)), ("JSON", str(json_path))]
     hf_res = None
@@ -111,7 +111,7 @@ def export_cmd(
     console.print(_summary(res, rep, plan, extra))
 
 
-def _write(lm: models.LoadedModel, out: Path, meta: vocab.TokenizerMeta, quant: str, name: str,
+def _write(lm: models.LoadedModel, out: Path, meta: vocab.TokenizerMeta, quant: QuantRecipe, name: str,
            threads: Optional[int], imatrix=None) -> gguf.ExportResult:
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("{task.fields[tensor]}"))
@@ -120,7 +120,7 @@ def _write(lm: models.LoadedModel, out: Path, meta: vocab.TokenizerMeta, quant: 
 
         def progress(tensor: str, i: int, n: int) -> None:
             bar.update(task, total=n, completed=i, tensor=tensor)
-            if i == n and quant not in gguf.FLOAT_TYPES:
+            if i == n and not quant.is_float:
                 bar.update(task, description=f"quantizing to {quant}", tensor="(llama.cpp)")
 
         return gguf.write_model(lm.model, out, meta, quant=quant, name=name, source_model=lm.spec.spec,

@@ -9,7 +9,7 @@ from rich.table import Table
 
 from adaprune_edge import models
 from adaprune_edge.cli.common import cli_errors, console, human_bytes, human_count
-from adaprune_edge.quant import FTYPES
+from adaprune_edge.quant import FTYPES, QuantRecipe
 from adaprune_edge.archs.structure import Structure
 
 
@@ -34,7 +34,7 @@ def inspect_cmd(
             ("parameters", f"{human_count(info.params)} ({info.params:,})"),
             ("decoder parameters", f"{human_count(st.decoder_params())} ({st.decoder_params():,})"),
             ("per-layer shapes", st.condensed())]
-    for quant in FTYPES:
+    for quant in map(QuantRecipe, FTYPES):
         fb, n = len(st.fallbacks(quant)), st.params()
         bpw = 8 * st.gguf_bytes(quant) / n
         rows.append((f"GGUF {quant}", f"{human_bytes(st.gguf_bytes(quant))}, {bpw:.2f} bits/weight"

@@ -14,10 +14,11 @@ from adaprune_edge import models, profiles
 from adaprune_edge.latency import budget
 from adaprune_edge.latency import backends as latency
 from adaprune_edge.cli.common import (budget_options, cli_errors, console, err_console, fail, human_bytes,
-                                      recipe_names)
+                                      recipe_or, recipes)
 from adaprune_edge.errors import ConfigError
 from adaprune_edge.device import Device
 from adaprune_edge.latency.backends import LatencyReport
+from adaprune_edge.quant import QuantRecipe
 from adaprune_edge.archs.structure import Structure
 
 DEVICE_HELP = "Device profile: a shipped name (see `devices list`) or a path to your .yaml."
@@ -90,11 +91,11 @@ def bench_cmd(
 
     with console.status(f"measuring on {profile.name} with the {dev.settings.backend} backend ..."):
         if gguf is not None:
-            main = dev.measure_file(gguf, "file", not no_cache)
+            main = dev.measure_file(gguf, None, not no_cache)
             pred = dev.predict_file(gguf)
             title = f"{gguf.name} on {profile.name}"
         else:
-            q = recipe_names(quant or profile.quant)[0]
+            q = recipe_or(quant, profile.quant)
             st = _structure(model)
             main = dev.latency_of(st, q, not no_cache)
             pred = dev.predict(st, q)
@@ -123,7 +124,7 @@ def fit_cmd(
     budget_ms = limits.decode_ms
     dev = Device.resolve(device, budget=limits)
     profile = dev.profile
-    q = recipe_names(quant or profile.quant)[0]
+    q = recipe_or(quant, profile.quant)
     base = _structure(model)
     with console.status("solving (bisection on predicted latency, then a confirming measurement) ..."):
         sol = budget.solve(base, profile, dev.predictor(q), family, max_ratio, decode_ms=budget_ms, confirm=confirm)
@@ -133,7 +134,7 @@ def fit_cmd(
     _print_solution(sol, profile, q, budget_ms)
 
 
-def _print_solution(sol: budget.Solution, profile: profiles.DeviceProfile, quant: str, budget_ms: Optional[float]) -> None:
+def _print_solution(sol: budget.Solution, profile: profiles.DeviceProfile, quant: QuantRecipe, budget_ms: Optional[float]) -> None:
     t = Table(title=f"minimum pruning ratio on {profile.name} ({quant})", show_header=False)
     t.add_column("field", style="bold")
     t.add_column("value", overflow="fold")
@@ -177,7 +178,7 @@ def profile_cmd(
     base_profile, s = dev.profile, dev.settings
     out = out or Path(f"{base_profile.name}.yaml")
     check_writable(out, force)
-    qs = recipe_names(quants)
+    qs = recipes(quants)
     base = _structure(model)
     cand = profiling.probe_structures(base, qs[0], shapes)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
@@ -200,7 +201,7 @@ def _print_fit(result, probes, out: Path) -> None:
     for i, p in enumerate(probes):
         pred = rf.decode_ms(p.workload, p.report.n_prompt + p.report.n_gen / 2)
         err = (pred - p.report.decode_ms_per_token) / p.report.decode_ms_per_token
-        t.add_row(p.label, p.quant, "fit" if i % 2 == 0 else "held out", f"{p.report.decode_ms_per_token:.2f}",
+        t.add_row(p.label, p.quant.name, "fit" if i % 2 == 0 else "held out", f"{p.report.decode_ms_per_token:.2f}",
                   f"{pred:.2f}", f"{100 * err:+.1f}%")
     console.print(t)
     console.print(f"bandwidth {rf.mem_bandwidth_gbs:.2f} GB/s, per-layer {rf.overhead_ms_per_layer:.4f} ms, per-token "

@@ -9,7 +9,7 @@ import typer
 from rich.live import Live
 from rich.table import Table
 
-from adaprune_edge.cli.common import budget_options, cli_errors, console, recipe_names, say_uniform_only
+from adaprune_edge.cli.common import budget_options, cli_errors, console, recipe_or, say_uniform_only
 from adaprune_edge.cli.sampling_bar import sampling_bar
 from adaprune_edge.search.trials import TrialRecord
 
@@ -100,7 +100,7 @@ def search_cmd(
     budget_ms = limits.decode_ms
     dev = Device.resolve(device, budget=limits)
     profile = dev.profile
-    q = recipe_names(quant or profile.quant)[0]
+    q = recipe_or(quant, profile.quant)
     with console.status(f"loading {model} ..."):
         loaded = models.load(model)
     base = Structure.from_model(loaded.model)
@@ -157,7 +157,7 @@ def _run(spec, out: Path, resume: bool, force: bool, workers: int, scheduler: Op
         return run_search(spec, out, resume=resume, force=force, evaluator=ev, on_trial=on_trial)
 
 
-def _final(outcome, dev, quant: str) -> None:
+def _final(outcome, dev, quant) -> None:
     best = outcome.best
     if best is None:
         console.print("[red]no trial met the budget[/]: raise --trials or --max-ratio")

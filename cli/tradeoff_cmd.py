@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from adaprune_edge.cli.common import budget_options, cli_errors, console, recipe_names
+from adaprune_edge.cli.common import budget_options, cli_errors, console, recipes
 from adaprune_edge.cli.sampling_bar import sampling_bar
 from adaprune_edge.prune.allocation import ALLOCATIONS
 from adaprune_edge.prune.importance import METRICS
@@ -46,10 +46,11 @@ def tradeoff_cmd(
     from adaprune_edge.pipeline import tradeoff
     from adaprune_edge.latency.budget import ffn_align
     from adaprune_edge.data.calibration import BUILTIN_DEFAULT, CalibrationPool
+    from adaprune_edge.quant import QuantRecipe
 
     main = Device.resolve(device, budget=limits)
     profs = [main] + [Device.resolve(d.strip()) for d in (devices or "").split(",") if d.strip()]
-    q = quant or main.profile.quant
+    q = QuantRecipe.parse(quant) if quant else main.profile.quant
     rs = tradeoff.parse_ratios(ratios)
     for name in ("tradeoff.png", "tradeoff.json", "tradeoff.csv"):
         check_writable(out / name, force)
@@ -69,16 +70,16 @@ def tradeoff_cmd(
                                 lambda d, t: progress.update(task, completed=d))
     budget = main.profile.budget.decode_limit_ms
     out.mkdir(parents=True, exist_ok=True)
-    qs = recipe_names(quants)
+    qs = recipes(quants)
     qpoints = []
     if qs:
         from adaprune_edge.exporters import vocab
 
-        with console.status(f"quantizing the dense model: {', '.join(qs)} ..."):
+        with console.status(f"quantizing the dense model: {', '.join(q.name for q in qs)} ..."):
             qpoints = tradeoff.quant_points(lm.model, vocab.for_model(lm, lm.info.vocab), held, qs, profs, out, measure)
     tradeoff.plot(out / "tradeoff.png", points, profs, budget, f"{model}: {cfg.metric}/{cfg.allocation}, {q}", qpoints)
     best = tradeoff.chosen_point(points, main.name, budget)
-    write_json(out / "tradeoff.json", {"device": main.name, "quant": q, "budget_ms": budget, "recipe": cfg.to_dict(),
+    write_json(out / "tradeoff.json", {"device": main.name, "quant": q.name, "budget_ms": budget, "recipe": cfg.to_dict(),
                                        "chosen_ratio": best.ratio if best else None,
                                        "points": [p.to_dict() for p in points], "quant_points": qpoints})
     _csv(out / "tradeoff.csv", points, profs)

@@ -33,7 +33,7 @@ from adaprune_edge import models
 from adaprune_edge.exporters import quantize
 from adaprune_edge.exporters import vocab
 from adaprune_edge.exporters.imatrix import flat_imatrix
-from adaprune_edge.quant import file_label
+from adaprune_edge.quant import F16, QuantRecipe
 from adaprune_edge.runs import atomic_path
 
 Progress = Callable[[str, int, int], None]
@@ -134,27 +134,26 @@ def write(path: str | Path, p: ExportPlan, source: TensorSource, tokenizer: Toke
     return ExportResult(str(path), p.arch, len(p.tensors), path.stat().st_size, p.biases)
 
 
-def write_model(model: Any, path: str | Path, tokenizer: TokenizerMeta, *, quant: str = "F16",
+def write_model(model: Any, path: str | Path, tokenizer: TokenizerMeta, *, quant: QuantRecipe = F16,
                 name: str = "model", source_model: str = "?", recipe: dict[str, Any] | None = None,
                 progress: Progress | None = None, threads: int | None = None, imatrix: Any = None) -> ExportResult:
     """Export an HF (pruned) Llama to a GGUF at `path`: F16/F32 written directly, other quant types
     written as F16 to a temp file next to `path` and quantized by llama.cpp (quantize.write_quantized)."""
-    quant = quantize.check_quant(quant)
-    p = plan_for_model(model, quant if quant in FLOAT_TYPES else "F16")
-    if quant not in FLOAT_TYPES:
+    p = plan_for_model(model, quant.ftype if quant.is_float else "F16")
+    if not quant.is_float:
         check_disk(Path(path), p.data_bytes + p.structure.gguf_bytes(quant) + 64 * 1024 * 1024)
 
     def write_float(dst: Path) -> ExportResult:
         return write(dst, p, torch_source(model, p), tokenizer, name=name, source_model=source_model,
                      recipe=recipe, progress=progress)
 
-    if quant in FLOAT_TYPES:
+    if quant.is_float:
         return write_float(Path(path))
     return quantize.write_quantized(Path(path), quant, write_float, threads, imatrix)
 
 
 def write_shape_only(structure: Structure, path: str | Path, tokenizer_source: str | Path | TokenizerMeta | None = None,
-                     quant: str = "F16", hparams: HParams | None = None, seed: int = 0) -> ExportResult:
+                     quant: QuantRecipe = F16, hparams: HParams | None = None, seed: int = 0) -> ExportResult:
     """Write a SHAPE-ONLY GGUF: random weights with `structure`'s exact shapes, a real tokenizer, quantized.
 
     structure: the per-layer shape, written as its family's llama.cpp architecture (`deci` for per-layer
@@ -163,32 +162,31 @@ def write_shape_only(structure: Structure, path: str | Path, tokenizer_source: s
     tokenizer_source: a GGUF path to copy tokenizer.* metadata from, a TokenizerMeta, or None for the
         default model's GGUF (SmolLM2, 49152 tokens); cut or padded to `structure.vocab` tokens
         (vocab.resized). Metadata is cached per GGUF file in memory.
-    quant: 'F32' | 'F16' | 'Q8_0' | 'Q6_K' | 'Q5_K_M' | 'Q4_K_M' | 'Q4_0' (llama.cpp's quantizer, so the
+    quant: the recipe, F32/F16 written directly, others by llama.cpp's quantizer (so the
         tensor types and fall-backs are exactly those of a real export).
     hparams: context length / RoPE base / RMS eps (defaults: 8192, 1e4, 1e-5; latency does not depend on them
         except through the context you open it with).
     Returns the ExportResult (path, arch 'llama'|'qwen3'|...|'deci', tensor count, file bytes). A 135M-parameter F16
     file takes ~3 s; Q4_K_M adds a quantization pass. See `cached_shape_only` for a cache by structure key."""
-    quant = quantize.check_quant(quant)
     meta = vocab.resized(_tokenizer_meta(tokenizer_source), structure.vocab)
-    p = plan(structure, hparams or HParams(), quant if quant in FLOAT_TYPES else "F16", family=structure.family)
+    p = plan(structure, hparams or HParams(), quant.ftype if quant.is_float else "F16", family=structure.family)
     name = f"shape-only {structure.key()}"
 
     def write_float(dst: Path) -> ExportResult:
         return write(dst, p, random_source(seed), meta, name=name, source_model="shape-only")
 
-    if quant in FLOAT_TYPES:
+    if quant.is_float:
         return write_float(Path(path))
     return quantize.write_quantized(Path(path), quant, write_float, imatrix=flat_imatrix(structure))
 
 
 
-def cached_shape_only(structure: Structure, quant: str = "F16", tokenizer_source: str | Path | None = None,
+def cached_shape_only(structure: Structure, quant: QuantRecipe = F16, tokenizer_source: str | Path | None = None,
                       cache: str | Path | None = None) -> Path:
     """Path of a shape-only GGUF for (structure, quant), written once into `cache` (default:
-    models.cache_dir()/shape-only) and reused: file name `<structure.key()>-<quant>.gguf`."""
+    models.cache_dir()/shape-only) and reused: file name `<structure.key()>-<quant.label>.gguf`."""
     folder = Path(cache) if cache else models.cache_dir() / "shape-only"
-    path = folder / f"{structure.key()}-{file_label(quant)}.gguf"
+    path = folder / f"{structure.key()}-{quant.label}.gguf"
     if not path.is_file():
         write_shape_only(structure, path, tokenizer_source, quant)
     return path

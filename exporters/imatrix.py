@@ -33,7 +33,7 @@ class Imatrix:
 
     def check(self, structure: Any) -> None:
         """ConfigError unless every entry names a tensor of `structure` with that many columns."""
-        cols = {t.name: t.cols for t in structure.tensors("F16")}
+        cols = {t.name: t.cols for t in structure.tensors()}
         for name, v in self.sums.items():
             if name not in cols:
                 raise ConfigError(f"the importance matrix does not match the model: it has {name}, the model does not")
@@ -96,7 +96,7 @@ class Imatrix:
 def flat_imatrix(structure: Any) -> Imatrix:
     """An all-ones importance matrix: a shape-only file of an `:imatrix` recipe gets the same tensor types
     as the real one (llama.cpp's mixture depends on whether an imatrix is given, not on its values)."""
-    return Imatrix({t.name: np.ones(t.cols, dtype=np.float32) for t in structure.tensors("F16")}, 1)
+    return Imatrix({t.name: np.ones(t.cols, dtype=np.float32) for t in structure.tensors()}, 1)
 
 
 def gguf_names(model: Any) -> dict[str, str]:

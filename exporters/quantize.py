@@ -22,11 +22,6 @@ from adaprune_edge.runs import atomic_path
 KNOWN = tuple(FTYPES)
 
 
-def check_quant(quant: "str | QuantRecipe") -> str:
-    """Return the recipe name of `quant` if valid, else ConfigError listing the known types."""
-    return QuantRecipe.parse(quant).name
-
-
 @dataclass(frozen=True)
 class TensorType:
     """A weight tensor's ggml type: what structure.py predicts, what the file holds, whether it fell back."""
@@ -48,7 +43,7 @@ class TensorType:
 class QuantReport:
     """Result of a quantization: file size (bytes), bits per weight, fall-backs, prediction mismatches."""
 
-    quant: str
+    quant: QuantRecipe
     path: str
     file_bytes: int
     params: int
@@ -61,7 +56,7 @@ class QuantReport:
         return 8 * self.file_bytes / max(1, self.params)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"quant": self.quant, "path": self.path, "file_bytes": self.file_bytes, "params": self.params,
+        return {"quant": self.quant.name, "path": self.path, "file_bytes": self.file_bytes, "params": self.params,
                 "bits_per_weight": round(self.bits_per_weight, 3),
                 "fallbacks": [t.to_dict() for t in self.fallbacks],
                 "mismatches": [t.to_dict() for t in self.mismatches]}
@@ -69,12 +64,12 @@ class QuantReport:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "QuantReport":
         """bits_per_weight is derived from file_bytes and params."""
-        return cls(d["quant"], d["path"], d["file_bytes"], d["params"],
+        return cls(QuantRecipe.parse(d["quant"]), d["path"], d["file_bytes"], d["params"],
                    tuple(TensorType.from_dict(t) for t in d["fallbacks"]),
                    tuple(TensorType.from_dict(t) for t in d["mismatches"]))
 
 
-def quantize(src: str | Path, dst: str | Path, quant: "str | QuantRecipe", threads: int | None = None,
+def quantize(src: str | Path, dst: str | Path, quant: QuantRecipe, threads: int | None = None,
              imatrix: Any = None) -> None:
     """llama.cpp-quantize F16 GGUF `src` into `dst` with recipe `quant` (atomic; llama.cpp's log silenced).
 
@@ -82,7 +77,7 @@ def quantize(src: str | Path, dst: str | Path, quant: "str | QuantRecipe", threa
     output (tied embedding) type; `imatrix` (an imatrix.Imatrix) is passed when the recipe says so."""
     import llama_cpp
 
-    r = check_installed(QuantRecipe.parse(quant))
+    r = check_installed(quant)
     if r.is_float:
         raise ConfigError(f"{r.ftype} is written directly by the exporter, not quantized")
     if r.imatrix and imatrix is None:
@@ -90,7 +85,7 @@ def quantize(src: str | Path, dst: str | Path, quant: "str | QuantRecipe", threa
     st = structure_of_gguf(src)
     check_output_type(r, st.hidden)
     params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = r.ftype_id
+    params.ftype = int(r.ftype_id)
     params.nthread = threads or (os.cpu_count() or 1)
     keep = _steer(params, r, st, imatrix if r.imatrix else None)  # ctypes arrays must outlive the call
     with atomic_path(Path(dst)) as tmp:
@@ -128,7 +123,7 @@ def _steer(params: Any, r: QuantRecipe, st: Structure, imatrix: Any) -> list[Any
     return keep
 
 
-def write_quantized(dst: Path, quant: str, write_f16: Callable[[Path], Any], threads: int | None = None,
+def write_quantized(dst: Path, quant: QuantRecipe, write_f16: Callable[[Path], Any], threads: int | None = None,
                     imatrix: Any = None) -> Any:
     """Call write_f16(tmp) to produce an F16 GGUF next to `dst`, quantize it into `dst`, delete the temp.
 
@@ -154,9 +149,8 @@ def tensor_types(path: str | Path) -> dict[str, str]:
     return {t.name: t.tensor_type.name for t in reader.tensors}
 
 
-def report(path: str | Path, structure: Structure, quant: str) -> QuantReport:
+def report(path: str | Path, structure: Structure, quant: QuantRecipe) -> QuantReport:
     """Compare the real tensor types of `path` with structure.tensors(quant); list fall-backs."""
-    quant = check_quant(quant)
     actual = tensor_types(path)
     rows = []
     for t in structure.tensors(quant):

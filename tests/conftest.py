@@ -80,12 +80,14 @@ def tiny_model_with_budget(root: Path) -> tuple[Path, Path, float]:
     from adaprune_edge.latency.budget import uniform
     from adaprune_edge.models import load
     from adaprune_edge.archs.structure import Structure
+    from adaprune_edge.quant import QuantRecipe
 
     model = save_tiny_model(root / "tiny", hidden=128, heads=4, kv_heads=2, ffn=1024, layers=4)
     dev = root / "host.yaml"
     dev.write_text("extends: this-host\nbackend: predict\n")
     device = Device.resolve(str(dev))
     base = Structure.from_model(load(str(model)).model)
-    dense = device.predict(base, "Q8_0").decode_ms_per_token
-    half = device.predict(uniform(base, 0.5, "Q8_0"), "Q8_0").decode_ms_per_token
+    q8 = QuantRecipe("Q8_0")
+    dense = device.predict(base, q8).decode_ms_per_token
+    half = device.predict(uniform(base, 0.5, q8), q8).decode_ms_per_token
     return model, dev, half + 0.5 * (dense - half)

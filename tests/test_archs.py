@@ -19,6 +19,9 @@ from adaprune_edge.evaluate import validation
 from adaprune_edge.exporters import gguf, vocab
 from adaprune_edge.archs import slicing
 from adaprune_edge.prune.engine import PruneConfig, prune
+from adaprune_edge.quant import QuantRecipe
+
+R = QuantRecipe.parse
 
 VOCAB = 49152  # the default model's tokenizer, so llama.cpp gets a real vocabulary; widths stay tiny
 WINDOWS = np.random.default_rng(0).integers(3, VOCAB, (2, 48))
@@ -194,7 +197,7 @@ def test_gemma3_sliding_pattern_follows_dropped_layers(tok_meta, tmp_path):
 def test_q8_0_loads_and_generates(family, tok_meta, tmp_path):
     res = prune(_model(family), None, PruneConfig(ratio=0.3, metric="l2", allocation="uniform", head_unit="query",
                                                   align=32))
-    out = gguf.write_model(res.model, tmp_path / "q8.gguf", tok_meta, quant="Q8_0")
+    out = gguf.write_model(res.model, tmp_path / "q8.gguf", tok_meta, quant=R("Q8_0"))
     assert validation.file_type(out.path) == "Q8_0"
     llm = llama_runner.open_gguf(out.path, n_ctx=64, threads=2)
     try:

@@ -15,11 +15,14 @@ from adaprune_edge.latency.backends import LatencyReport
 from adaprune_edge.latency.predictor import Predictor
 from adaprune_edge.latency.roofline import predict
 from adaprune_edge.archs.structure import Structure
+from adaprune_edge.quant import QuantRecipe
+
+R = QuantRecipe.parse
 
 DENSE = Structure.dense(576, 64, 49152, 30, 9, 3, 1536)  # SmolLM2-135M's shape
 
 
-@pytest.mark.parametrize("quant,align", [("Q4_K_M", 256), ("Q8_0", 32), ("F16", 32)])
+@pytest.mark.parametrize("quant,align", [(R("Q4_K_M"), 256), (R("Q8_0"), 32), (R("F16"), 32)])
 def test_uniform_recipe_aligns_and_steps_heads_inside_groups(quant, align):
     for r in (0.1, 0.25, 0.4, 0.55, 0.7, 0.9):
         st = budget.uniform(DENSE, r, quant)
@@ -43,13 +46,13 @@ def test_budget_ok_reasons_and_ram():
     p = _pi5()
     ok, why = budget.budget_ok(DENSE, p)
     assert not ok and "decode" in why and "> 10.8" in why
-    small = budget.uniform(DENSE, 0.7, "Q4_K_M")
+    small = budget.uniform(DENSE, 0.7, R("Q4_K_M"))
     assert budget.budget_ok(small, p) == (True, budget.budget_ok(small, p)[1]) and "ok" in budget.budget_ok(small, p)[1]
     tiny_ram = dataclasses.replace(p, ram_gb=0.1, usable_ram_share=1.0)
     ok, why = budget.budget_ok(small, tiny_ram)
     assert not ok and "RAM" in why
     # RAM counts the KV cache at the profile's context length
-    grow = budget.ram_bytes(DENSE, "Q4_K_M", 4096) - budget.ram_bytes(DENSE, "Q4_K_M", 2048)
+    grow = budget.ram_bytes(DENSE, R("Q4_K_M"), 4096) - budget.ram_bytes(DENSE, R("Q4_K_M"), 2048)
     assert grow == DENSE.kv_cache_bytes(2048) + budget.scratch_bytes(DENSE, 4096) - budget.scratch_bytes(DENSE, 2048)
     fast = LatencyReport("ssh", True, 1000.0, 1.0, 128, 64, 4)
     assert budget.budget_ok(DENSE, p, report=fast)[0]  # a measured report overrides the prediction
@@ -60,7 +63,7 @@ def test_solve_finds_smallest_ratio():
     sol = budget.solve(DENSE, p, tol=0.002)
     assert 0 < sol.ratio < 0.9 and sol.measured is None
     assert budget.budget_ok(sol.structure, p)[0]
-    assert not budget.budget_ok(budget.uniform(DENSE, sol.ratio - 0.003, "Q4_K_M"), p)[0]
+    assert not budget.budget_ok(budget.uniform(DENSE, sol.ratio - 0.003, R("Q4_K_M")), p)[0]
     assert sol.predicted.decode_ms_per_token <= p.budget.decode_ms_per_token
     loose = budget.solve(DENSE, p, decode_ms=1000.0)
     assert loose.ratio == 0.0 and loose.structure == DENSE
@@ -68,7 +71,7 @@ def test_solve_finds_smallest_ratio():
 
 def test_unreachable_budget_names_best_figure():
     p = _pi5()
-    best = predict(budget.uniform(DENSE, 0.9, "Q4_K_M"), "Q4_K_M", p).decode_ms_per_token
+    best = predict(budget.uniform(DENSE, 0.9, R("Q4_K_M")), R("Q4_K_M"), p).decode_ms_per_token
     with pytest.raises(LatencyError, match=f"best reachable is decode {best:.2f} ms/token"):
         budget.solve(DENSE, p, decode_ms=1.0)
 
@@ -80,7 +83,7 @@ def test_measured_confirmation_moves_ratio_up():
 
     def slow(st):
         calls.append(st)
-        pr = predict(st, "Q4_K_M", p)
+        pr = predict(st, R("Q4_K_M"), p)
         return dataclasses.replace(pr, backend="local", measured=True, decode_ms_per_token=pr.decode_ms_per_token * 1.25)
 
     def measuring(measure):
@@ -91,7 +94,7 @@ def test_measured_confirmation_moves_ratio_up():
     plain = budget.solve(DENSE, p, measuring(slow), decode_ms=11.0)  # nothing measured without confirm
     assert sol.ratio > plain.ratio and sol.measured is not None and sol.measured.decode_ms_per_token <= 11.0
     assert len(calls) >= 3 and predicted_only.ratio > 0 and plain.measured is None
-    exact = budget.solve(DENSE, p, measuring(lambda st: dataclasses.replace(predict(st, "Q4_K_M", p), measured=True)),
+    exact = budget.solve(DENSE, p, measuring(lambda st: dataclasses.replace(predict(st, R("Q4_K_M"), p), measured=True)),
                          confirm=True)
     assert exact.ratio == predicted_only.ratio  # a confirming measurement keeps the answer
 
@@ -105,7 +108,7 @@ def test_shipped_profiles_state_user_budgets_the_plan_meets_by_whatever_wins():
     needs_pruning = set()
     for p in profiles.list_profiles():
         ttft = {q: budget.ttft_s(predict(DENSE, q, p), p.budget.prompt_tokens) for q in CANDIDATES}
-        checks = budget.constraints(predict(DENSE, "Q4_K_M", p), budget.ram_of(DENSE, "Q4_K_M", p), p)
+        checks = budget.constraints(predict(DENSE, R("Q4_K_M"), p), budget.ram_of(DENSE, R("Q4_K_M"), p), p)
         assert budget.binding(checks).name.startswith("time to first token"), p.name
         assert max(ttft.values()) / min(ttft.values()) < 1.02, p.name  # the decode step differs a little
         if not all(c.ok for c in checks):

@@ -8,6 +8,9 @@ import pytest
 from typer.testing import CliRunner
 
 from adaprune_edge.cli.app import app
+from adaprune_edge.quant import QuantRecipe
+
+R = QuantRecipe.parse
 
 runner = CliRunner()
 
@@ -40,8 +43,8 @@ def test_build_tiny_meets_measured_budget_and_matches_validate(tiny_dir, shared_
     dev.write_text("extends: this-host\nbackend: predict\n")
     prof = profiles.load_profile(str(dev))
     base = Structure.from_model(load(str(tiny_dir)).model)
-    dense = predict(base, "Q8_0", prof).decode_ms_per_token
-    half = predict(uniform(base, 0.5, "Q8_0"), "Q8_0", prof).decode_ms_per_token
+    dense = predict(base, R("Q8_0"), prof).decode_ms_per_token
+    half = predict(uniform(base, 0.5, R("Q8_0")), R("Q8_0"), prof).decode_ms_per_token
     assert half < dense
     budget = half + 0.5 * (dense - half)
     out = tmp_path / "run"
@@ -122,7 +125,7 @@ def test_build_ships_the_dense_quantized_file_when_a_smaller_quant_meets_the_bud
 
     prof = profiles.load_profile("raspberry-pi-5")  # bandwidth-bound: fewer bytes per token decode faster
     base = Structure.from_model(load(str(tiny_dir)).model)
-    q8, small = (predict(base, q, prof).decode_ms_per_token for q in ("Q8_0", "IQ4_XS:out=IQ4_NL"))
+    q8, small = (predict(base, q, prof).decode_ms_per_token for q in (R("Q8_0"), R("IQ4_XS:out=IQ4_NL")))
     budget = small + 0.3 * (q8 - small)  # Q8_0 would need pruning; 4-bit recipes with a 4-bit output do not
     out = tmp_path / "run"
     r = runner.invoke(app, ["build", "--device", "raspberry-pi-5", "--model", str(tiny_dir), "--budget-ms",

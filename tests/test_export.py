@@ -15,6 +15,9 @@ from adaprune_edge.archs import ARCHS, slicing as pruning
 from adaprune_edge.errors import ConfigError, ExportError
 from adaprune_edge.exporters import gguf, quantize, vocab
 from adaprune_edge.archs.structure import LayerShape, Structure
+from adaprune_edge.quant import QuantRecipe
+
+R = QuantRecipe.parse
 
 LLAMA = ARCHS.get("llama")  # the tiny test models are Llamas
 
@@ -127,10 +130,10 @@ def test_q8_0_within_kl_bound_of_f16_and_types_match_structure(tiny_llama, tok_m
     model = tiny_llama(vocab=VOCAB, hidden=64, ffn=256)
     _nonuniform(model)
     f16 = gguf.write_model(model, tmp_path / "f16.gguf", tok_meta)
-    q8 = gguf.write_model(model, tmp_path / "q8.gguf", tok_meta, quant="Q8_0")
+    q8 = gguf.write_model(model, tmp_path / "q8.gguf", tok_meta, quant=R("Q8_0"))
     kl = _kl(_gguf_logits(f16.path), _gguf_logits(q8.path))
     assert kl < 1e-3, kl  # Q8_0 of a random tiny model: measured ~1e-5 nats/token
-    rep = quantize.report(q8.path, Structure.from_model(model), "Q8_0")
+    rep = quantize.report(q8.path, Structure.from_model(model), R("Q8_0"))
     assert rep.mismatches == ()
     assert q8.file_bytes < 0.7 * f16.file_bytes  # 8.5 vs 16 bits/weight plus the same 2 MB tokenizer
 
@@ -138,8 +141,8 @@ def test_q8_0_within_kl_bound_of_f16_and_types_match_structure(tiny_llama, tok_m
 def test_q4_k_m_fallbacks_reported_and_predicted(tiny_llama, tok_meta, tmp_path):
     model = tiny_llama(vocab=VOCAB, hidden=64)
     _nonuniform(model)
-    q4 = gguf.write_model(model, tmp_path / "q4.gguf", tok_meta, quant="Q4_K_M")
-    rep = quantize.report(q4.path, Structure.from_model(model), "Q4_K_M")
+    q4 = gguf.write_model(model, tmp_path / "q4.gguf", tok_meta, quant=R("Q4_K_M"))
+    rep = quantize.report(q4.path, Structure.from_model(model), R("Q4_K_M"))
     assert rep.mismatches == ()  # llama.cpp's real types equal structure.py's prediction
     assert rep.fallbacks and all(t.actual != "Q4_K" for t in rep.fallbacks)  # 64-wide rows cannot be Q4_K
     assert 4.0 < rep.bits_per_weight < 16.5
@@ -147,7 +150,7 @@ def test_q4_k_m_fallbacks_reported_and_predicted(tiny_llama, tok_meta, tmp_path)
 
 def test_unknown_quant_lists_known(tiny_llama, tok_meta, tmp_path):
     with pytest.raises(ConfigError, match="Q4_K_M"):
-        gguf.write_model(tiny_llama(vocab=VOCAB), tmp_path / "z.gguf", tok_meta, quant="Q3_XYZ")
+        gguf.write_model(tiny_llama(vocab=VOCAB), tmp_path / "z.gguf", tok_meta, quant=R("Q3_XYZ"))
 
 
 def test_tokenizer_vocab_mismatch_is_refused(tiny_llama, tok_meta, tmp_path):
@@ -158,18 +161,18 @@ def test_tokenizer_vocab_mismatch_is_refused(tiny_llama, tok_meta, tmp_path):
 
 def test_shape_only_file_has_structure_shapes_and_loads(tok_meta, tmp_path):
     st = Structure(64, 16, VOCAB, 4, (0, 1, 3), (LayerShape(4, 2, 128), LayerShape(2, 2, 64), LayerShape(4, 1, 96)))
-    res = gguf.write_shape_only(st, tmp_path / "s.gguf", tok_meta, quant="Q8_0")
+    res = gguf.write_shape_only(st, tmp_path / "s.gguf", tok_meta, quant=R("Q8_0"))
     assert res.arch == "deci"
     types = quantize.tensor_types(res.path)
     assert types["blk.2.attn_k.weight"] == "Q8_0"
     reader = gguf_pkg.GGUFReader(res.path)
     shapes = {t.name: tuple(int(x) for x in t.shape[::-1]) for t in reader.tensors}
-    for t in st.tensors("Q8_0"):
+    for t in st.tensors(R("Q8_0")):
         assert shapes[t.name] == (t.rows, t.cols)
     assert _field(res.path, gguf_keys.SHAPE_ONLY) is True
     assert _gguf_logits(res.path, [1, 2, 3]).shape == (3, VOCAB)
-    cached = gguf.cached_shape_only(st, "F16", cache=tmp_path / "cache")
-    assert cached.name == f"{st.key()}-F16.gguf" and gguf.cached_shape_only(st, "F16", cache=tmp_path / "cache") == cached
+    cached = gguf.cached_shape_only(st, R("F16"), cache=tmp_path / "cache")
+    assert cached.name == f"{st.key()}-F16.gguf" and gguf.cached_shape_only(st, R("F16"), cache=tmp_path / "cache") == cached
 
 
 def test_permute_qk_matches_llama_cpp_rope_layout():

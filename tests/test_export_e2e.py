@@ -13,6 +13,9 @@ from adaprune_edge.evaluate import validation
 from adaprune_edge.exporters import gguf, quantize, vocab
 from adaprune_edge.evaluate.perplexity import perplexity, read_text, token_windows
 from adaprune_edge.archs.structure import Structure
+from adaprune_edge.quant import QuantRecipe
+
+R = QuantRecipe.parse
 
 LLAMA = ARCHS.get("llama")  # the tiny test models are Llamas
 
@@ -51,8 +54,8 @@ def test_pruned_20pct_deci_f16_matches_torch_and_q4_k_m_generates(default_model,
     assert f16.arch == "deci"
     torch_ppl, f16_ppl = perplexity(model, windows), _gguf_ppl(f16.path, windows)
     assert abs(f16_ppl / torch_ppl - 1) < 0.01, (torch_ppl, f16_ppl)
-    q4 = gguf.write_model(model, tmp_path / "p20-Q4_K_M.gguf", meta, quant="Q4_K_M")
-    assert quantize.report(q4.path, st, "Q4_K_M").mismatches == ()
+    q4 = gguf.write_model(model, tmp_path / "p20-Q4_K_M.gguf", meta, quant=R("Q4_K_M"))
+    assert quantize.report(q4.path, st, R("Q4_K_M")).mismatches == ()
     llm = llama_runner.open_gguf(q4.path, n_ctx=256, threads=2)
     try:
         text = validation.generate(llm, "The capital of France is", max_tokens=12)

@@ -17,6 +17,9 @@ from adaprune_edge.runtime import kvcache
 from adaprune_edge.overrides import BudgetOverrides
 from adaprune_edge.profiles import load_profile
 from adaprune_edge.archs.structure import Structure
+from adaprune_edge.quant import QuantRecipe
+
+R = QuantRecipe.parse
 
 
 @pytest.fixture(scope="module")
@@ -37,19 +40,19 @@ def test_cache_bytes_follow_the_ggml_block_sizes(smollm):
     # without flash attention (F16 cache) a 512-token micro-batch's K·Q scores: 8192 x 512 x 9 heads x F32
     scores = int(budget.SCRATCH_FACTOR * 8192 * 512 * 9 * 4)
     assert budget.scratch_bytes(smollm, 8192) == scores
-    assert budget.ram_bytes(smollm, "Q8_0", 8192) == smollm.gguf_bytes("Q8_0") + kv16 + scores + budget.RUNTIME_BYTES
+    assert budget.ram_bytes(smollm, R("Q8_0"), 8192) == smollm.gguf_bytes(R("Q8_0")) + kv16 + scores + budget.RUNTIME_BYTES
 
 
 def test_the_plan_quantizes_the_cache_before_the_weights(smollm):
     """8k context under a memory limit: F16 K/V leaves room only for the smallest weights; a Q8_0 cache fits
     Q8_0 weights, so that is chosen (Q4_0 fits them too but costs more: the least aggressive among equals)."""
-    names = ["Q8_0", "Q4_K_M", "IQ4_XS:out=IQ4_NL"]
+    names = [R("Q8_0"), R("Q4_K_M"), R("IQ4_XS:out=IQ4_NL")]
     base = BudgetOverrides(context_length=8192).apply(load_profile("this-host"))
     f16 = lambda n: budget.ram_bytes(smollm, n, 8192)  # noqa: E731
-    q8 = budget.ram_bytes(smollm, "Q8_0", 8192, "Q8_0")
-    limit = f16("IQ4_XS:out=IQ4_NL") + 2**20  # with F16 K/V only the smallest weights fit
+    q8 = budget.ram_bytes(smollm, R("Q8_0"), 8192, "Q8_0")
+    limit = f16(R("IQ4_XS:out=IQ4_NL")) + 2**20  # with F16 K/V only the smallest weights fit
     limit_mib = limit / 2**20
-    assert f16("Q4_K_M") > limit and q8 < limit  # ... and with a Q8_0 cache, Q8_0 weights do
+    assert f16(R("Q4_K_M")) > limit and q8 < limit  # ... and with a Q8_0 cache, Q8_0 weights do
     prof = dataclasses.replace(base, budget=dataclasses.replace(base.budget, ram_mb=limit_mib))
     assert kv_cache_for(smollm, names, prof) == "Q8_0"
     roomy = dataclasses.replace(base, budget=dataclasses.replace(base.budget, ram_mb=10_000))
@@ -73,7 +76,7 @@ def test_llama_cpp_runs_a_quantized_cache(tiny_llama, tmp_path):
 
     model = tiny_llama(layers=2, hidden=256, heads=4, kv_heads=4, ffn=512, vocab=49152)
     path = tmp_path / "tiny.gguf"
-    gguf.write_model(model, path, vocab.from_gguf(models.default_gguf_path()), quant="F16")
+    gguf.write_model(model, path, vocab.from_gguf(models.default_gguf_path()))
     tokens = list(np.random.default_rng(0).integers(10, 49000, 64))
     out = {}
     for kv in ("F16", "Q8_0"):
@@ -86,5 +89,5 @@ def test_llama_cpp_runs_a_quantized_cache(tiny_llama, tmp_path):
     saved = rss["F16"].rss_bytes - rss["Q8_0"].rss_bytes
     st = Structure.from_model(model)
     # the cache's bytes and, without flash attention, the K·Q scratch (budget.scratch_bytes)
-    expect = budget.ram_bytes(st, "F16", 4096) - budget.ram_bytes(st, "F16", 4096, "Q8_0")
+    expect = budget.ram_bytes(st, R("F16"), 4096) - budget.ram_bytes(st, R("F16"), 4096, "Q8_0")
     assert saved == pytest.approx(expect, rel=0.25)

@@ -18,6 +18,9 @@ from adaprune_edge.latency.backends import BenchSettings, LatencyReport
 from adaprune_edge.latency.cache import LatencyCache, cache_key
 from adaprune_edge.latency.roofline import Roofline, Workload, fit, fit_and_score, predict, workload_from_gguf
 from adaprune_edge.archs.structure import Structure
+from adaprune_edge.quant import QuantRecipe
+
+R = QuantRecipe.parse
 
 DENSE = Structure.dense(576, 64, 49152, 30, 9, 3, 1536)  # SmolLM2-135M's shape
 
@@ -94,10 +97,10 @@ def test_fit_separates_bytes_from_decode_compute():
 
 def test_predict_monotone_in_ratio_and_profile_backed():
     p = profiles.load_profile("raspberry-pi-5")
-    ms = [predict(budget.uniform(DENSE, r, "Q4_K_M"), "Q4_K_M", p).decode_ms_per_token for r in (0, 0.3, 0.6, 0.9)]
+    ms = [predict(budget.uniform(DENSE, r, R("Q4_K_M")), R("Q4_K_M"), p).decode_ms_per_token for r in (0, 0.3, 0.6, 0.9)]
     assert ms == sorted(ms, reverse=True) and ms[0] > 1.2 * ms[2]
-    dense = predict(DENSE, "Q4_K_M", p)
-    mb = (DENSE.decode_bytes_per_token("Q4_K_M") + 160 * 23040) / 1e6
+    dense = predict(DENSE, R("Q4_K_M"), p)
+    mb = (DENSE.decode_bytes_per_token(R("Q4_K_M")) + 160 * 23040) / 1e6
     assert dense.decode_ms_per_token == pytest.approx(mb / p.mem_bandwidth_gbs + 30 * p.overhead_ms_per_layer)
     assert not dense.measured and dense.backend == "predict"
 
@@ -170,12 +173,12 @@ def test_decode_time_falls_with_ratio_on_default_model():
     s = BenchSettings(n_prompt=32, n_gen=32, repetitions=3, threads=2)
     ms = []
     for r in (0.0, 0.3, 0.6):
-        st = budget.uniform(DENSE, r, "Q4_K_M")
-        rep = structure_latency(st, "Q4_K_M", s, "test-host", use_cache=False)
+        st = budget.uniform(DENSE, r, R("Q4_K_M"))
+        rep = structure_latency(st, R("Q4_K_M"), s, "test-host", use_cache=False)
         ms.append(rep.decode_ms_per_token)
         # the predictor's input matches the file llama.cpp loads
-        w = workload_from_gguf(shape_only_gguf(st, "Q4_K_M"))
-        assert w.decode_bytes == pytest.approx(Workload.from_structure(st, "Q4_K_M").decode_bytes, rel=0.002)
+        w = workload_from_gguf(shape_only_gguf(st, R("Q4_K_M")))
+        assert w.decode_bytes == pytest.approx(Workload.from_structure(st, R("Q4_K_M")).decode_bytes, rel=0.002)
     assert ms[1] < ms[0] * 1.05 and ms[2] < ms[1] * 1.05, ms  # within 5% noise step to step
     assert ms[2] < ms[0] * 0.9, ms  # 0.6 reads ~30% fewer bytes: clearly faster overall
 

@@ -9,6 +9,9 @@ from adaprune_edge import models
 from adaprune_edge.archs import ARCHS, slicing as pruning
 from adaprune_edge.archs.gguf_structure import structure_of_gguf
 from adaprune_edge.archs.structure import Structure
+from adaprune_edge.quant import QuantRecipe
+
+R = QuantRecipe.parse
 
 LLAMA = ARCHS.get("llama")  # the tiny test models are Llamas
 
@@ -22,7 +25,7 @@ def _tensors(path):
     return {t.name: ([int(x) for x in t.shape], t.tensor_type.name) for t in r.tensors}
 
 
-@pytest.mark.parametrize("quant", ["Q8_0"])  # F16 is its intermediate
+@pytest.mark.parametrize("quant", [R("Q8_0")])  # F16 is its intermediate
 def test_shape_only_matches_real_export(tiny_llama, tmp_path, quant):
     from adaprune_edge.exporters import vocab
     from adaprune_edge.runtime.llamacpp import open_gguf
@@ -59,7 +62,7 @@ def test_shape_only_file_has_the_family_and_its_vocabulary(family, vocab_rows, t
     model = tiny_model(family, vocab=vocab_rows)
     st = Structure.from_model(model)
     assert st.family == family and st.vocab == vocab_rows
-    path = shape_only_gguf(st, "Q8_0")
+    path = shape_only_gguf(st, R("Q8_0"))
     reader = gguf.GGUFReader(str(path))
     assert reader.fields["general.architecture"].contents() == adapter_for(model).gguf_arch
     assert len(reader.fields["tokenizer.ggml.tokens"].contents()) == vocab_rows

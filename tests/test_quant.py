@@ -18,6 +18,8 @@ from adaprune_edge.quant import FTYPES, QuantRecipe
 from adaprune_edge.pipeline.quant_options import QuantOption
 from adaprune_edge.archs.structure import LayerShape, Structure
 
+R = QuantRecipe.parse
+
 
 def _odd_structure(hidden: int) -> Structure:
     """Layers that differ in heads and FFN width, some widths off the 256 grid (fall-backs)."""
@@ -43,11 +45,11 @@ def test_recipe_names_round_trip_and_bad_names_are_refused():
 def test_predicted_tensor_types_equal_what_llama_cpp_writes(tmp_path, hidden):
     st = _odd_structure(hidden)
     f16 = tmp_path / "f16.gguf"
-    gguf.write_shape_only(st, f16, quant="F16")
+    gguf.write_shape_only(st, f16)
     flat = flat_imatrix(st)
-    recipes = [n for n in FTYPES if n not in ("F16", "F32")] + [
+    recipes = [QuantRecipe(n) for n in FTYPES if n not in ("F16", "F32")] + [R(n) for n in (
         "Q4_K_M:fb=IQ4_NL", "Q4_K_M:fb=IQ4_NL:out=Q5_0", "Q5_K_M:fb=Q5_0:out=Q5_0", "IQ4_NL:imatrix",
-        "Q4_0:imatrix", "Q3_K_M:fb=IQ4_NL:imatrix"]
+        "Q4_0:imatrix", "Q3_K_M:fb=IQ4_NL:imatrix")]
     for name in recipes:
         dst = tmp_path / "q.gguf"
         quantize.quantize(f16, dst, name, imatrix=flat)
@@ -58,8 +60,8 @@ def test_predicted_tensor_types_equal_what_llama_cpp_writes(tmp_path, hidden):
 
 def test_deliberate_fallback_makes_576_wide_q4_k_m_smaller():
     st = Structure.dense(576, 64, 49152, 30, 9, 3, 1536)  # SmolLM2-135M's shape
-    plain, steered = st.gguf_bytes("Q4_K_M"), st.gguf_bytes("Q4_K_M:fb=IQ4_NL:out=Q5_0")
-    assert len(st.fallbacks("Q4_K_M")) == 181  # q/k/v/gate/up rows of 576 and the tied output
+    plain, steered = st.gguf_bytes(R("Q4_K_M")), st.gguf_bytes(R("Q4_K_M:fb=IQ4_NL:out=Q5_0"))
+    assert len(st.fallbacks(R("Q4_K_M"))) == 181  # q/k/v/gate/up rows of 576 and the tied output
     assert 8 * plain / st.params() == pytest.approx(6.17, abs=0.02)  # "Q4_K_M" is ~6.2 bits/weight here
     assert steered < 0.82 * plain
 
@@ -84,12 +86,12 @@ def test_imatrix_round_trips_through_the_file_and_the_quantizer(tmp_path, tiny_l
 def test_imatrix_is_accepted_by_llama_cpp_and_changes_low_bit_weights(tmp_path):
     st = Structure.dense(256, 32, 49152, 2, 8, 2, 512)
     f16 = tmp_path / "f16.gguf"
-    gguf.write_shape_only(st, f16, quant="F16", seed=3)
+    gguf.write_shape_only(st, f16, seed=3)
     rng = np.random.default_rng(0)
-    im = Imatrix({t.name: rng.gamma(0.5, 2.0, t.cols).astype(np.float32) for t in st.tensors("F16")}, 100)
+    im = Imatrix({t.name: rng.gamma(0.5, 2.0, t.cols).astype(np.float32) for t in st.tensors()}, 100)
     im = Imatrix.load(im.save(tmp_path / "im.gguf"))
-    quantize.quantize(f16, tmp_path / "a.gguf", "IQ4_XS", imatrix=None)
-    quantize.quantize(f16, tmp_path / "b.gguf", "IQ4_XS:imatrix", imatrix=im)
+    quantize.quantize(f16, tmp_path / "a.gguf", R("IQ4_XS"), imatrix=None)
+    quantize.quantize(f16, tmp_path / "b.gguf", R("IQ4_XS:imatrix"), imatrix=im)
     a, b = (tmp_path / "a.gguf").read_bytes(), (tmp_path / "b.gguf").read_bytes()
     assert len(a) == len(b) and a != b  # same types and sizes, different (importance-weighted) values
 
@@ -97,10 +99,10 @@ def test_imatrix_is_accepted_by_llama_cpp_and_changes_low_bit_weights(tmp_path):
 def test_imatrix_of_another_model_is_refused_and_nothing_is_written(tmp_path):
     st = Structure.dense(256, 32, 49152, 2, 8, 2, 512)
     f16 = tmp_path / "f16.gguf"
-    gguf.write_shape_only(st, f16, quant="F16")
+    gguf.write_shape_only(st, f16)
     other = flat_imatrix(Structure.dense(128, 32, 49152, 2, 4, 2, 256))
     with pytest.raises(ConfigError, match="does not match the model"):
-        quantize.quantize(f16, tmp_path / "x.gguf", "Q4_0:imatrix", imatrix=other)
+        quantize.quantize(f16, tmp_path / "x.gguf", R("Q4_0:imatrix"), imatrix=other)
     assert not (tmp_path / "x.gguf").exists() and list(tmp_path.glob(".*")) == []
 
 
@@ -124,10 +126,10 @@ def test_a_budget_a_lower_bit_quant_meets_needs_no_pruning_and_a_tighter_one_doe
     prof = Device.resolve("raspberry-pi-5")  # bandwidth-bound (predict backend): bytes decide
     base = _tiny()
     names = quant_options.recipes(None, imatrix=False)
-    by = {o.recipe: o for o in quant_options.options(base, prof, names, None, 0.6)}
+    by = {o.recipe.name: o for o in quant_options.options(base, prof, names, None, 0.6)}
     q8, small = by["Q8_0"].decode_ms, by["IQ4_XS:out=IQ4_NL"].decode_ms
     assert small < 0.7 * q8
-    opts = {o.recipe: o for o in quant_options.options(base, prof, names, (q8 + small) / 2, 0.6)}
+    opts = {o.recipe.name: o for o in quant_options.options(base, prof, names, (q8 + small) / 2, 0.6)}
     assert opts["IQ4_XS:out=IQ4_NL"].r_min == 0.0 and opts["Q8_0"].r_min > 0.05
     tight = quant_options.options(base, prof, names, 0.97 * small, 0.6)
     assert all(o.r_min is None or o.r_min > 0 for o in tight)
@@ -141,7 +143,7 @@ def test_a_budget_a_lower_bit_quant_meets_needs_no_pruning_and_a_tighter_one_doe
 
 
 def _opt(recipe, r_min, ppl):
-    return QuantOption(recipe, 1.0, False, r_min, 1, 4.0, ppl)
+    return QuantOption(R(recipe), 1.0, False, r_min, 1, 4.0, ppl)
 
 
 def test_decide_ships_quant_only_unless_the_pruned_estimate_beats_it(monkeypatch):
@@ -150,10 +152,10 @@ def test_decide_ships_quant_only_unless_the_pruned_estimate_beats_it(monkeypatch
     monkeypatch.setattr(plan_stages, "pruned_estimate",
                         lambda ctx, o, f16: {"recipe": o.recipe, "r_min": o.r_min, "estimated_ppl": est["value"]})
     d = plan_stages.decide(None, opts, 18.0)
-    assert d["mode"] == "quant-only" and d["quant"] == "Q4_0" and "quantization alone" in d["reason"]
+    assert d["mode"] == "quant-only" and d["quant"] == R("Q4_0") and "quantization alone" in d["reason"]
     est["value"] = 19.0
     d = plan_stages.decide(None, opts, 18.0)
-    assert d["mode"] == "prune" and d["quant"] == "Q8_0"
+    assert d["mode"] == "prune" and d["quant"] == R("Q8_0")
     tried = []
     monkeypatch.setattr(plan_stages, "pruned_estimate", lambda ctx, o, f16: tried.append(o.recipe) or
                         {"recipe": o.recipe, "r_min": o.r_min, "estimated_ppl": 30.0})
@@ -192,4 +194,4 @@ def test_export_with_an_imatrix_of_another_model_is_one_line_and_writes_nothing(
                                  "--imatrix", str(good)], env={"COLUMNS": "200"})
     assert r.exit_code == 0, r.output
     st = Structure.dense(64, 16, 49152, 2, 4, 2, 128)
-    assert quantize.report(out, st, "Q4_0:imatrix").mismatches == ()
+    assert quantize.report(out, st, R("Q4_0:imatrix")).mismatches == ()

@@ -22,10 +22,13 @@ from adaprune_edge.search.run import run_search
 from adaprune_edge.search.space import SpaceBounds, build_space
 from adaprune_edge.search.spec import QuantChoice, SearchSpec
 from adaprune_edge.search.trials import TrialStore
+from adaprune_edge.quant import QuantRecipe
+
+R = QuantRecipe.parse
 
 BUDGET_MS = 3.9  # predicted on MEMORY_BOUND: Q4_0 needs ~5% of the decoder pruned, Q8_0 ~50%
 MEMORY_BOUND = "extends: this-host\nbackend: predict\nmem_bandwidth_gbs: 2.0\ndecode_gflops: 0\noverhead_ms_per_layer: 0\n"
-PENALTY = {"Q8_0": 0.01, "Q4_0": 0.3}  # nats/token: log(PPL at the recipe / PPL F16), as the build measures
+PENALTY = {R("Q8_0"): 0.01, R("Q4_0"): 0.3}  # nats/token: log(PPL at the recipe / PPL F16), as the build measures
 N_TRIALS = 6
 
 
@@ -47,7 +50,7 @@ def _bounds():
 def _spec(tiny, text, **kw):
     model, dev = tiny
     quants = tuple(QuantChoice(q, p) for q, p in PENALTY.items())
-    return SearchSpec(model=str(model), device=Device.resolve(str(dev)), quant="Q8_0", bounds=_bounds(),
+    return SearchSpec(model=str(model), device=Device.resolve(str(dev)), quant=R("Q8_0"), bounds=_bounds(),
                       calib=(str(text),), val_windows=2, val_seq_len=64, budget_ms=BUDGET_MS, warm_start=False,
                       n_trials=N_TRIALS, seed=1, quants=quants, **kw)
 
@@ -57,14 +60,14 @@ def test_single_recipe_specs_are_unchanged(tiny):
     d = spec.to_dict()
     assert "quants" not in d and d["kind"] == "adaprune-edge/search-v2"  # old runs resume against it
     assert SearchSpec.from_dict(d) == spec and "quant" not in build_space(spec.bounds, 0, spec.searched_quants())
-    one = dataclasses.replace(spec, quants=(QuantChoice("Q8_0", 0.2),))
-    assert one.searched_quants() == () and one.quant_penalty("Q8_0") == 0.0 and one.quant_of({"quant": "Q4_0"}) == "Q8_0"
+    one = dataclasses.replace(spec, quants=(QuantChoice(R("Q8_0"), 0.2),))
+    assert one.searched_quants() == () and one.quant_penalty(R("Q8_0")) == 0.0 and one.quant_of({"quant": "Q4_0"}) == R("Q8_0")
     two = _spec(tiny, "x")
     assert SearchSpec.from_dict(json.loads(json.dumps(two.to_dict()))) == two
     space = build_space(two.bounds, 0, two.searched_quants())
-    assert space["quant"].default_value == "Q8_0" and set(space["quant"].choices) == set(PENALTY)
+    assert space["quant"].default_value == "Q8_0" and set(space["quant"].choices) == {q.name for q in PENALTY}
     with pytest.raises(Exception, match="include the spec's quant"):
-        dataclasses.replace(two, quant="Q6_K").check()
+        dataclasses.replace(two, quant=R("Q6_K")).check()
 
 
 def test_each_trial_meets_the_budget_at_its_own_quant_and_pays_its_penalty(tiny, shared_data, tmp_path):
@@ -84,27 +87,27 @@ def test_each_trial_meets_the_budget_at_its_own_quant_and_pays_its_penalty(tiny,
     ok = [r for r in out.records if r.feasible]
     assert {r.quant for r in ok} == set(PENALTY), "the search never tried one of the quant recipes"
     for r in out.records:
-        assert r.quant == r.values["quant"]  # resumed records keep their own quant
+        assert r.quant.name == r.values["quant"]  # resumed records keep their own quant
     for r in ok:
         fits = predicted_fit(ctx.device.predictor(r.quant), spec.profile, BUDGET_MS)
         assert r.decode_ms <= BUDGET_MS and fits(r.structure)[0]
         assert r.cost == r.loss + PENALTY[r.quant]  # the additive penalty, exactly
         cfg = PruneConfig.from_dict(r.prune_config)
-        other = "Q4_0" if r.quant == "Q8_0" else "Q8_0"
+        other = R("Q4_0") if r.quant == R("Q8_0") else R("Q8_0")
         there = ctx.solve(cfg, ctx.calibration(cfg, [1.0]), other).ratio  # the same recipe at the other quant
-        low, high = (r.solved_ratio, there) if r.quant == "Q4_0" else (there, r.solved_ratio)
+        low, high = (r.solved_ratio, there) if r.quant == R("Q4_0") else (there, r.solved_ratio)
         assert low + 10 * TOL < high, (r.summary(), low, high)
-    assert max(r.solved_ratio for r in ok if r.quant == "Q4_0") < min(r.solved_ratio for r in ok if r.quant == "Q8_0")
+    assert max(r.solved_ratio for r in ok if r.quant == R("Q4_0")) < min(r.solved_ratio for r in ok if r.quant == R("Q8_0"))
     assert "quant" in (run / "trials.csv").read_text().splitlines()[0].split(",")
     # records written before quants were recorded read as the spec's quant
     old = [json.loads(x) for x in before]
     for d in old:
         d.pop("quant")
     (run / "trials.jsonl").write_text("".join(json.dumps(d) + "\n" for d in old))
-    assert {r.quant for r in TrialStore(run).records(spec.quant)} == {"Q8_0"}
+    assert {r.quant for r in TrialStore(run).records(spec.quant)} == {R("Q8_0")}
     # the build re-measures the incumbent at the trial's own quant
     bctx = SimpleNamespace(device=ctx.device, profile=spec.profile, spec=SimpleNamespace(budget_ms=BUDGET_MS),
-                           plan=SimpleNamespace(quant="Q8_0"))
+                           plan=SimpleNamespace(quant=R("Q8_0")))
     best, checked = confirmed_best(bctx, out.ranked())
     assert best == out.best and checked[0].quant == best.quant
 
@@ -115,14 +118,14 @@ def _option(recipe, r_min, ppl):
 
 def test_build_searches_over_the_candidates_that_can_win(tiny):
     model, dev = tiny
-    opts = [_option("Q8_0", 0.4, 10.5), _option("Q4_K_M", 0.1, 11.0), _option("Q4_0", 0.05, 12.5),
-            _option("Q3_K_M", 0.0, 12.0),   # quant-only: the file export compares against
-            _option("Q2_K", None, 30.0),     # cannot reach the budget within max ratio
-            _option("Q6_K", 0.75, 10.2),     # beyond the plan's max ratio
-            _option("IQ4_NL", 0.2, None)]    # not scored
-    plan = SimpleNamespace(quant="Q4_K_M", latency_scale=1.3, bounds=_bounds())
+    opts = [_option(R("Q8_0"), 0.4, 10.5), _option(R("Q4_K_M"), 0.1, 11.0), _option(R("Q4_0"), 0.05, 12.5),
+            _option(R("Q3_K_M"), 0.0, 12.0),   # quant-only: the file export compares against
+            _option(R("Q2_K"), None, 30.0),     # cannot reach the budget within max ratio
+            _option(R("Q6_K"), 0.75, 10.2),     # beyond the plan's max ratio
+            _option(R("IQ4_NL"), 0.2, None)]    # not scored
+    plan = SimpleNamespace(quant=R("Q4_K_M"), latency_scale=1.3, bounds=_bounds())
     choices = quant_choices(SimpleNamespace(), opts, 10.0, plan)
-    assert [c.recipe for c in choices] == ["Q4_K_M", "Q8_0"]  # Q4_0 scores worse than quant-only Q3_K_M
+    assert [c.recipe for c in choices] == [R("Q4_K_M"), R("Q8_0")]  # Q4_0 scores worse than quant-only Q3_K_M
     assert choices[0].latency_scale == 1.3 and choices[1].latency_scale == 1.0
     assert choices[0].penalty == pytest.approx(math.log(1.1), abs=1e-6)
     assert quant_choices(SimpleNamespace(), opts[1:], 10.0, plan) == ()  # one candidate: nothing to choose
@@ -130,9 +133,9 @@ def test_build_searches_over_the_candidates_that_can_win(tiny):
     spec = SimpleNamespace(model=str(model), max_samples=8, max_seq_len=64, calib=(), val=None, val_windows=2,
                            val_seq_len=64, report_windows=2, objective="loss", budget_ms=BUDGET_MS, trials=4,
                            rescore_top=3, workers=1, seed=0, quant=None)
-    full = SimpleNamespace(quant="Q4_K_M", latency_scale=1.3, prefill_scale=1.0, bounds=_bounds(), quants=choices)
+    full = SimpleNamespace(quant=R("Q4_K_M"), latency_scale=1.3, prefill_scale=1.0, bounds=_bounds(), quants=choices)
     ctx = BuildContext(spec, None, None, device=Device.resolve(str(dev)), state=BuildState(plan=full))
     sspec = ctx.search_spec()
-    assert sspec.quants == choices and sspec.quant == "Q4_K_M" and ctx.quant == "Q4_K_M"
-    ctx.state = ctx.state.with_result("search", SimpleNamespace(best=SimpleNamespace(quant="Q8_0")))
-    assert ctx.quant == "Q8_0"  # export quantizes with the best trial's recipe
+    assert sspec.quants == choices and sspec.quant == R("Q4_K_M") and ctx.quant == R("Q4_K_M")
+    ctx.state = ctx.state.with_result("search", SimpleNamespace(best=SimpleNamespace(quant=R("Q8_0"))))
+    assert ctx.quant == R("Q8_0")  # export quantizes with the best trial's recipe

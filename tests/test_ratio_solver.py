@@ -23,6 +23,9 @@ from adaprune_edge.search.run import run_search
 from adaprune_edge.search.space import SpaceBounds
 from adaprune_edge.search.spec import SearchSpec
 from adaprune_edge.archs.structure import Structure
+from adaprune_edge.quant import QuantRecipe
+
+R = QuantRecipe.parse
 
 N_TRIALS = 6
 
@@ -39,12 +42,12 @@ def _spec(tiny_dir, text, **kw):
 
     profile = profiles.load_profile("this-host")
     base = Structure.from_model(load(str(tiny_dir)).model)
-    dense_ms = predict(base, "Q8_0", profile).decode_ms_per_token
-    floor_ms = predict(uniform(base, 0.6, "Q8_0"), "Q8_0", profile).decode_ms_per_token
+    dense_ms = predict(base, R("Q8_0"), profile).decode_ms_per_token
+    floor_ms = predict(uniform(base, 0.6, R("Q8_0")), R("Q8_0"), profile).decode_ms_per_token
     budget = floor_ms + 0.6 * (dense_ms - floor_ms)
     bounds = SpaceBounds(r_min=0.1, r_max=0.7, min_samples=2, max_samples=8, min_seq_len=16, max_seq_len=64,
                          max_protect_first=1, max_protect_last=1)
-    return SearchSpec(model=str(tiny_dir), device=Device.of(profile), quant="Q8_0", bounds=bounds, calib=(str(text),),
+    return SearchSpec(model=str(tiny_dir), device=Device.of(profile), quant=R("Q8_0"), bounds=bounds, calib=(str(text),),
                       val_windows=2, val_seq_len=64, budget_ms=budget, n_trials=N_TRIALS, seed=5, **kw)
 
 

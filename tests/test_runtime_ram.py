@@ -8,6 +8,9 @@ from adaprune_edge.errors import ExportError
 from adaprune_edge.exporters import gguf, vocab
 from adaprune_edge.evaluate.runtime_ram import measure_runtime_ram
 from adaprune_edge.archs.structure import Structure
+from adaprune_edge.quant import QuantRecipe
+
+R = QuantRecipe.parse
 
 
 
@@ -17,14 +20,14 @@ def test_runtime_ram_of_a_tiny_gguf(tiny_llama, tmp_path):
     # out from the child's ~100 MB of Python + llama-cpp-python
     model = tiny_llama(layers=2, hidden=256, heads=4, kv_heads=2, ffn=512, vocab=49152)
     path = tmp_path / "tiny.gguf"
-    gguf.write_model(model, path, vocab.from_gguf(models.default_gguf_path()), quant="F16")
+    gguf.write_model(model, path, vocab.from_gguf(models.default_gguf_path()))
     st = Structure.from_model(model)
-    predicted = budget.ram_bytes(st, "F16", 512)
+    predicted = budget.ram_bytes(st, R("F16"), 512)
     ram = measure_runtime_ram(path, n_ctx=512, threads=1, predicted_bytes=predicted)
     weights = ram.rss_bytes - ram.baseline_rss_bytes
     assert ram.predicted_bytes == predicted and ram.file_bytes == path.stat().st_size
     # the output projection (tied embedding) reads every weight row per token, so the mapped file is resident
-    assert 0.8 * st.gguf_bytes("F16") < weights < predicted
+    assert 0.8 * st.gguf_bytes(R("F16")) < weights < predicted
     assert ram.baseline_rss_bytes < ram.rss_bytes <= ram.peak_rss_bytes
     # the child's own peak, not the (torch-loaded) test process's that ru_maxrss would carry over exec
     assert ram.peak_rss_bytes < ram.rss_bytes + 64 * 2**20

@@ -17,6 +17,9 @@ from adaprune_edge.search.run import run_search
 from adaprune_edge.search.space import SpaceBounds
 from adaprune_edge.archs.structure import Structure
 from adaprune_edge.search.trials import TrialStore
+from adaprune_edge.quant import QuantRecipe
+
+R = QuantRecipe.parse
 
 
 @pytest.fixture(scope="module")
@@ -33,13 +36,13 @@ def _spec(tiny_dir, text, n_trials=6, **kw):
     base = Structure.from_model(load(str(tiny_dir)).model)
     from adaprune_edge.latency.budget import uniform
 
-    dense_ms = predict(base, "Q8_0", profile).decode_ms_per_token
-    floor_ms = predict(uniform(base, 0.6, "Q8_0"), "Q8_0", profile).decode_ms_per_token
+    dense_ms = predict(base, R("Q8_0"), profile).decode_ms_per_token
+    floor_ms = predict(uniform(base, 0.6, R("Q8_0")), R("Q8_0"), profile).decode_ms_per_token
     budget = floor_ms + 0.6 * (dense_ms - floor_ms)  # the embedding dominates a tiny model's bytes
-    r_min = solve(base, profile, Predictor.of(profile, "Q8_0"), decode_ms=budget).ratio
+    r_min = solve(base, profile, Predictor.of(profile, R("Q8_0")), decode_ms=budget).ratio
     bounds = SpaceBounds(r_min=min(r_min, 0.3), r_max=0.6, min_samples=2, max_samples=8, min_seq_len=16,
                          max_seq_len=64, max_protect_first=1, max_protect_last=1)
-    return SearchSpec(model=str(tiny_dir), device=Device.of(profile), quant="Q8_0", bounds=bounds,
+    return SearchSpec(model=str(tiny_dir), device=Device.of(profile), quant=R("Q8_0"), bounds=bounds,
                       calib=(str(text),), val_windows=2, val_seq_len=64, budget_ms=budget, n_trials=n_trials,
                       seed=3, **kw)
 
@@ -132,7 +135,7 @@ def test_warm_starts_are_asked_first_cheapest_first(tiny_dir, tmp_path):
     from adaprune_edge.search.run import DEFAULT_WARM_STARTS, WARM_STARTS, make_optimizer
     from adaprune_edge.search.space import build_space, plain
 
-    spec = SearchSpec(model=str(tiny_dir), device=Device.resolve("this-host"), quant="Q8_0",
+    spec = SearchSpec(model=str(tiny_dir), device=Device.resolve("this-host"), quant=R("Q8_0"),
                       bounds=SpaceBounds(r_min=0.1, r_max=0.6), calib=("unused",), n_trials=20, seed=0)
     space = build_space(spec.bounds, seed=0)
     opt = make_optimizer(spec, space, spec.bounds, tmp_path / "smac")

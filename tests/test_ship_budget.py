@@ -19,6 +19,9 @@ from adaprune_edge.latency.backends import LatencyReport
 from adaprune_edge.overrides import BudgetOverrides
 from adaprune_edge.profiles import load_profile
 from adaprune_edge.archs.structure import Structure
+from adaprune_edge.quant import QuantRecipe
+
+R = QuantRecipe.parse
 
 BUDGET = 6.1  # --budget-ms of the issue's case (this-host's decode budget then), ms/token
 
@@ -40,7 +43,7 @@ class ScriptedDevice(Device):
         return True
 
     def measure(self, structure, use_cache=True, *, quant):
-        return _report(self.stand_in[quant])
+        return _report(self.stand_in[quant.name])
 
     def measure_file(self, path, quant, use_cache=True):
         return _report(self.files[Path(path).name])
@@ -61,9 +64,9 @@ def base(tiny_llama):
 
 def test_the_plan_trusts_the_real_file_not_the_stand_in(base, tmp_path):
     """The issue's case: a shape-only stand-in said 5.09 ms/token (meets 6.1), the real file decodes at 6.94."""
-    recipes = ["Q3_K_M:fb=IQ4_NL", "Q4_0"]
+    recipes = [R("Q3_K_M:fb=IQ4_NL"), R("Q4_0")]
     dev = _device(stand_in={"Q3_K_M:fb=IQ4_NL": 5.09, "Q4_0": 5.5},
-                  files={dense_file(tmp_path, "Q3_K_M:fb=IQ4_NL").name: 6.94, dense_file(tmp_path, "Q4_0").name: 5.8})
+                  files={dense_file(tmp_path, R("Q3_K_M:fb=IQ4_NL")).name: 6.94, dense_file(tmp_path, R("Q4_0")).name: 5.8})
     opts = quant_options.options(base, dev, recipes, BUDGET, 0.6)
     assert [o.r_min for o in opts] == [0.0, 0.0]  # both look quant-only on the stand-ins
     opts = [dataclasses.replace(o, ppl=p) for o, p in zip(opts, (20.0, 21.0))]  # Q3 scores better
@@ -73,7 +76,7 @@ def test_the_plan_trusts_the_real_file_not_the_stand_in(base, tmp_path):
     q3, q4 = real
     assert q3.real_file and q3.decode_ms == 6.94 and q3.r_min and q3.r_min > 0  # now needs pruning
     assert q4.real_file and q4.decode_ms == 5.8 and q4.r_min == 0.0 and q4.ppl == 21.0
-    assert best_quant_only(real).recipe == "Q4_0"  # the file that meets the budget as measured
+    assert best_quant_only(real).recipe == R("Q4_0")  # the file that meets the budget as measured
     # the calibrated solver: at r_min the stand-in-free prediction meets the budget, a bit less does not
     assert quant_options.remeasured(real, base, dev, tmp_path, BUDGET, 0.6) == real  # measured once
 
@@ -88,7 +91,7 @@ def _ctx(tmp_path: Path, base: Structure, dev: Device, options: list[QuantOption
 def _shipped(tmp_path: Path, base: Structure, recipe: str, pruned: bool) -> Exported:
     path = tmp_path / f"model-{recipe}.gguf"
     path.write_bytes(b"x")
-    return Exported(arch="llama", f16="f16", f16_bytes=1, gguf=str(path), quant=recipe, pruned=pruned,
+    return Exported(arch="llama", f16="f16", f16_bytes=1, gguf=str(path), quant=R(recipe), pruned=pruned,
                     quant_report={}, structure=base)
 
 
@@ -100,17 +103,17 @@ def _fake_export_dense(ctx, why=None, recipe=None):
 
 
 def _opt(recipe: str, ppl: float) -> QuantOption:
-    return QuantOption(recipe, 5.0, True, 0.0, 1, 4.0, ppl=ppl)
+    return QuantOption(R(recipe), 5.0, True, 0.0, 1, 4.0, ppl=ppl)
 
 
 def test_a_shipped_file_that_misses_falls_back_to_the_next_candidate_that_meets(base, tmp_path, monkeypatch):
     monkeypatch.setattr(export_stage, "export_dense", _fake_export_dense)
     files = {"model-Q4_K_M.gguf": 6.9,  # the pruned file: misses as measured
-             dense_file(tmp_path, "Q4_0").name: 6.4,  # best PPL of the dense files: misses too
-             dense_file(tmp_path, "IQ4_XS").name: 5.9}  # meets: ships
+             dense_file(tmp_path, R("Q4_0")).name: 6.4,  # best PPL of the dense files: misses too
+             dense_file(tmp_path, R("IQ4_XS")).name: 5.9}  # meets: ships
     ctx = _ctx(tmp_path, base, _device(files=files), [_opt("Q4_0", 20.0), _opt("IQ4_XS", 22.0), _opt("Q2_K", 40.0)])
     out = export_stage.within_budget(ctx, _shipped(tmp_path, base, "Q4_K_M", pruned=True))
-    assert out.quant == "IQ4_XS" and not out.pruned and out.latency.decode_ms_per_token == 5.9
+    assert out.quant == R("IQ4_XS") and not out.pruned and out.latency.decode_ms_per_token == 5.9
     assert all(c["ok"] for c in out.constraints) and out.constraints[0]["limit"] == BUDGET
     assert not (tmp_path / "model-Q4_K_M.gguf").exists()  # the file that missed is not left to be shipped
     assert "pruned Q4_K_M missed the budget as measured (decode 6.9 ms/token > 6.1" in out.replaced_pruned
@@ -121,13 +124,13 @@ def test_a_shipped_file_that_meets_keeps_its_measurement(base, tmp_path, monkeyp
     monkeypatch.setattr(export_stage, "export_dense", _fake_export_dense)
     ctx = _ctx(tmp_path, base, _device(files={"model-Q4_0.gguf": 5.2}), [_opt("Q4_0", 20.0)])
     out = export_stage.within_budget(ctx, _shipped(tmp_path, base, "Q4_0", pruned=False))
-    assert out.quant == "Q4_0" and out.latency.decode_ms_per_token == 5.2 and out.fallbacks == ()
+    assert out.quant == R("Q4_0") and out.latency.decode_ms_per_token == 5.2 and out.fallbacks == ()
     assert out.constraints[0]["margin"] == pytest.approx(BUDGET / 5.2 - 1, abs=1e-4)
 
 
 def test_nothing_meets_fails_in_one_line_naming_the_best_reachable(base, tmp_path, monkeypatch):
     monkeypatch.setattr(export_stage, "export_dense", _fake_export_dense)
-    files = {"model-Q4_0.gguf": 7.0, dense_file(tmp_path, "Q4_K_M").name: 7.4, dense_file(tmp_path, "Q2_K").name: 6.5}
+    files = {"model-Q4_0.gguf": 7.0, dense_file(tmp_path, R("Q4_K_M")).name: 7.4, dense_file(tmp_path, R("Q2_K")).name: 6.5}
     ctx = _ctx(tmp_path, base, _device(files=files), [_opt("Q4_0", 20.0), _opt("Q4_K_M", 19.0), _opt("Q2_K", 40.0)])
     with pytest.raises(LatencyError) as e:
         export_stage.within_budget(ctx, _shipped(tmp_path, base, "Q4_0", pruned=False))
@@ -141,9 +144,9 @@ def test_every_stated_limit_binds_not_only_decode(base):
 
     prof = BudgetOverrides(ttft_s=0.5, prompt_tokens=512).apply(load_profile("this-host"))
     fast_decode_slow_prompt = _report(5.0, prefill=800.0)  # 512 / 800 + 0.005 = 0.645 s > 0.5
-    ok, why = budget.budget_ok(base, prof, "Q4_0", fast_decode_slow_prompt)
+    ok, why = budget.budget_ok(base, prof, R("Q4_0"), fast_decode_slow_prompt)
     assert not ok and why.startswith("time to first token (512-token prompt) 0.645 s > 0.5")
-    checks = budget.constraints(fast_decode_slow_prompt, budget.ram_bytes(base, "Q4_0", 2048), prof)
+    checks = budget.constraints(fast_decode_slow_prompt, budget.ram_bytes(base, R("Q4_0"), 2048), prof)
     assert budget.binding(checks).name.startswith("time to first token")
     assert budget.binding(checks).margin == pytest.approx(0.5 / 0.645 - 1, abs=1e-3)
     assert Device.of(prof).settings.n_prompt == 512  # latency is measured at the budget's prompt length

@@ -19,6 +19,9 @@ from adaprune_edge.pipeline.build import STATE_FILE, BuildSpec, RunDir
 from adaprune_edge.pipeline.report import build_report
 from adaprune_edge.pipeline.results import QuantOnly
 from adaprune_edge.pipeline.state import STAGES, BuildState
+from adaprune_edge.quant import QuantRecipe
+
+R = QuantRecipe.parse
 
 FIXTURE = Path(__file__).parent / "data" / "state-quant-only.json"
 
@@ -45,7 +48,7 @@ def test_a_finished_build_of_the_previous_format_resumes_typed(tmp_path):
     assert isinstance(val.quant, ValidationReport) and isinstance(val.f16, ValidationReport)
     assert val.f16.passed and val.quant.file_type == "Q8_0" and val.quant.speed.threads == 2
     assert isinstance(val.runtime_ram, RuntimeRam) and val.runtime_ram.n_ctx == 2048
-    assert isinstance(val.quant_only, QuantOnly) and val.quant_only.recipe == "Q8_0:imatrix"
+    assert isinstance(val.quant_only, QuantOnly) and val.quant_only.recipe == R("Q8_0:imatrix")
     assert state.plan.model_info.n_layer == 30 and state.export.quant_report.file_bytes == 144812800
     assert state.search.data_sets["report"].source == "builtin:self"
     # written back with the same keys and values (today's main reads it)
@@ -101,7 +104,7 @@ def test_the_typed_fields_of_a_pruned_build_round_trip_as_the_dicts_they_replace
 
     old = _run(tmp_path)[1].read()[1]
     est = RecoveryEstimate(tokens=4096, closure=0.25, ppl=21.5, curve="bench/results/recovery.json")
-    pe = PrunedEstimate(recipe="Q4_K_M", r_min=0.2, trial_ratio=0.21, torch_ppl=25.0, quant_factor=1.02,
+    pe = PrunedEstimate(recipe=R("Q4_K_M"), r_min=0.2, trial_ratio=0.21, torch_ppl=25.0, quant_factor=1.02,
                         unrecovered_ppl=25.5, recovery=est, estimated_ppl=22.0, feasible=True, reason="ok")
     assert list(pe.to_dict()) == ["recipe", "r_min", "trial_ratio", "torch_ppl", "quant_factor", "unrecovered_ppl",
                                   "recovery", "estimated_ppl", "feasible", "reason"]
@@ -109,7 +112,7 @@ def test_the_typed_fields_of_a_pruned_build_round_trip_as_the_dicts_they_replace
     lat = old.plan.dense_latency
     sol = Solution(0.2, old.plan.base_structure, lat, lat, "ok", 5)
     plan = dataclasses.replace(old.plan, mode="prune", pruned_estimates=(pe,), solution=sol, recovery_estimate=est)
-    conf = Confirmation(trial=3, quant="Q4_K_M", decode_ms=9.5, prefill_tps=200.0, measured=True, ok=True, reason="ok")
+    conf = Confirmation(trial=3, quant=R("Q4_K_M"), decode_ms=9.5, prefill_tps=200.0, measured=True, ok=True, reason="ok")
     assert list(conf.to_dict()) == ["trial", "quant", "decode_ms", "prefill_tps", "measured", "ok", "reason"]
     text = TextSet("recovery", "input.txt", "records 0%-100%", 8, 256)
     search = SearchDone(n_trials=4, feasible=3, data_sets=dict(old.search.data_sets), confirmations=(conf,),

@@ -15,7 +15,7 @@ from adaprune_edge.gguf.tensor import GGUFTensor
 from adaprune_edge.archs import ARCHS, ArchAdapter, adapter_for
 from adaprune_edge.archs.base import ATTN_K, ATTN_Q, FFN_GATE
 from adaprune_edge.gguf.names import tensor_name
-from adaprune_edge.quant import QuantRecipe, layer_type, output_type
+from adaprune_edge.quant import F16, QuantRecipe, layer_type, output_type
 
 
 @dataclass(frozen=True)
@@ -81,18 +81,16 @@ class Structure:
         """All parameters: embeddings, decoder layers, final norm."""
         return self.embedding_params() + self.decoder_params() + self.hidden
 
-    def tensors(self, quant: "str | QuantRecipe" = "F16") -> Iterator[GGUFTensor]:
-        """The 2-D weight tensors with the ggml type llama.cpp's quantizer gives each for `quant` (a file
-        type name or a QuantRecipe string such as 'Q4_K_M:fb=IQ4_NL')."""
-        r = QuantRecipe.parse(quant)
-        yield from self._embedding_tensors(r)
+    def tensors(self, quant: QuantRecipe = F16) -> Iterator[GGUFTensor]:
+        """The 2-D weight tensors with the ggml type llama.cpp's quantizer gives each for `quant`."""
+        yield from self._embedding_tensors(quant)
         gqa = self.layers[0].n_head // self.layers[0].n_head_kv if self.layers else 1
         # llama.cpp's mixture rules count the tensors of a role they have seen; a manual override skips
         # the rules and so does not advance that count
         seen: dict[str, int] = {}
         for i, s in enumerate(self.layers):
             for role, (rows, cols) in ((r, shape) for r, shape in self.layer_tensors(s) if len(shape) == 2):
-                t, fell, over = layer_type(r, role, seen.get(role, 0), self.n_layer, cols, gqa)
+                t, fell, over = layer_type(quant, role, seen.get(role, 0), self.n_layer, cols, gqa)
                 seen[role] = seen.get(role, 0) + (not over)
                 yield GGUFTensor(tensor_name(role, i), (rows, cols), t, fell, over)
 
@@ -111,11 +109,11 @@ class Structure:
         per_layer = sum(math.prod(shape) for s in self.layers for _, shape in self.layer_tensors(s) if len(shape) == 1)
         return 4 * (per_layer + self.hidden)
 
-    def gguf_bytes(self, quant: str = "F16") -> int:
+    def gguf_bytes(self, quant: QuantRecipe = F16) -> int:
         """Tensor data bytes of the GGUF for `quant` (metadata and alignment padding excluded)."""
         return sum(t.n_bytes for t in self.tensors(quant)) + self.norm_bytes()
 
-    def decode_bytes_per_token(self, quant: str = "F16") -> int:
+    def decode_bytes_per_token(self, quant: QuantRecipe = F16) -> int:
         """Weight bytes llama.cpp reads per decoded token: every layer weight, the whole output
         projection, one row of the input embedding (KV cache excluded)."""
         total = 0
@@ -132,7 +130,7 @@ class Structure:
         """KV cache bytes at context length n_ctx (F16 by default; 1: elements)."""
         return sum(2 * n_ctx * s.n_head_kv * self.head_dim * bytes_per_elem for s in self.layers)
 
-    def fallbacks(self, quant: str) -> list[GGUFTensor]:
+    def fallbacks(self, quant: QuantRecipe) -> list[GGUFTensor]:
         """Tensors whose row size forces llama.cpp to a different type than intended."""
         return [t for t in self.tensors(quant) if t.fallback]
 

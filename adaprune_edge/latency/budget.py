@@ -26,14 +26,13 @@ RUNTIME_BYTES = 64 * 1024**2  # llama.cpp buffers beyond weights, K/V cache and 
 # with an 8192-token context filled (bench/kv_cache.py, Q8_0 cache), plus headroom
 SCRATCH_FACTOR = 1.5  # K·Q scores and their softmax, which ggml's allocator overlaps in part (fitted there)
 UBATCH = 512  # llama.cpp's default micro-batch (n_ubatch): prompt tokens processed at once
-RECIPES: Registry[Callable[[Structure, float, str], Structure]] = Registry("recipe family")
+RECIPES: Registry[Callable[[Structure, float, QuantRecipe], Structure]] = Registry("recipe family")
 
 
-def ffn_align(quant: str) -> int:
+def ffn_align(quant: QuantRecipe) -> int:
     """FFN width multiple that keeps ffn_down's rows in the quant's block (256 for K-quants, else 32)."""
-    r = QuantRecipe.parse(quant)
     # with a deliberate 32-block fall-back (fb=), widths off the 256 grid cost no extra bits
-    return 256 if GGML_QUANT_SIZES[r.base_type][0] == 256 and not r.fallback else 32
+    return 256 if GGML_QUANT_SIZES[quant.base_type][0] == 256 and not quant.fallback else 32
 
 
 def _shrink(s: LayerShape, ratio: float, align: int) -> LayerShape:
@@ -44,7 +43,7 @@ def _shrink(s: LayerShape, ratio: float, align: int) -> LayerShape:
 
 
 @RECIPES.register("uniform", help="every layer keeps the same share of heads and FFN width")
-def uniform(base: Structure, ratio: float, quant: str) -> Structure:
+def uniform(base: Structure, ratio: float, quant: QuantRecipe) -> Structure:
     """Every layer keeps (1 - ratio) of its query heads per KV group and of its FFN width (aligned)."""
     if not 0 <= ratio < 1:
         raise LatencyError(f"pruning ratio must be in [0, 1), got {ratio}")
@@ -68,14 +67,14 @@ def scratch_bytes(structure: Structure, context_length: int, kv_cache: str = "F1
     return int(SCRATCH_FACTOR * context_length * min(context_length, UBATCH) * heads * 4)
 
 
-def ram_bytes(structure: Structure, quant: str, context_length: int, kv_cache: str = "F16") -> int:
+def ram_bytes(structure: Structure, quant: QuantRecipe, context_length: int, kv_cache: str = "F16") -> int:
     """Memory to run with the context filled: GGUF weights + the K/V cache (of type kv_cache) at
     context_length + attention scratch + RUNTIME_BYTES, bytes."""
     return (structure.gguf_bytes(quant) + kv_bytes(structure, context_length, kv_cache)
             + scratch_bytes(structure, context_length, kv_cache) + RUNTIME_BYTES)
 
 
-def ram_of(structure: Structure, quant: str, profile: Any) -> int:
+def ram_of(structure: Structure, quant: QuantRecipe, profile: Any) -> int:
     """ram_bytes at the profile's context length and K/V cache type."""
     return ram_bytes(structure, quant, profile.context_length, profile.kv_cache_type)
 
@@ -137,7 +136,7 @@ def binding(checks: list[Constraint]) -> Constraint:
     return min(checks, key=lambda c: c.margin)
 
 
-def budget_ok(structure: Structure, profile: Any, quant: str | None = None, report: LatencyReport | None = None,
+def budget_ok(structure: Structure, profile: Any, quant: QuantRecipe | None = None, report: LatencyReport | None = None,
               decode_ms: float | None = None) -> tuple[bool, str]:
     """(fits, reason) for `structure` on a DeviceProfile: every stated limit (decode, time to first token,
     prompt speed, RAM with the KV cache at the profile's context length). Uses the roofline unless a
@@ -235,7 +234,7 @@ def solve(base: Structure, profile: Any, predictor: Predictor | None = None, fam
     return Solution(ratio, st, p.roofline(st), measured, check(ratio, measured)[1], steps)
 
 
-def _confirm_up(make: Callable, base: Structure, quant: str, ratio: float, max_ratio: float,
+def _confirm_up(make: Callable, base: Structure, quant: QuantRecipe, ratio: float, max_ratio: float,
                 measure: Callable[[Structure], LatencyReport], check: Callable) -> tuple[float, LatencyReport, int]:
     top = measure(make(base, max_ratio, quant))
     ok, why = check(max_ratio, top)

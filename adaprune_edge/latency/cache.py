@@ -21,7 +21,7 @@ VERSION = 1
 
 
 def cache_key(shape_key: str, quant: str, settings: BenchSettings) -> str:
-    """Lookup key: structure (or file) key, quant type, and what the measurement depends on."""
+    """Lookup key: structure (or file) key, quant recipe name, and what the measurement depends on."""
     return f"{shape_key}|{quant}|{settings.key()}"
 
 

@@ -5,7 +5,7 @@ A `Device` hands one out per recipe (`device.predictor(quant)`): it knows the de
 prompt and generated tokens, roofline constants), whether its backend measures, and the recipe's
 calibration, measured / predicted from one measurement (`calibrated`):
 
-    p = device.predictor("Q4_K_M")
+    p = device.predictor(recipe)                 # a QuantRecipe
     p = p.calibrated(p.measure(dense), dense)   # one measurement per device x recipe
     p.predict(st)                                # roofline x calibration, microseconds
     p.latency(st)                                # measured where the backend measures, else p.predict(st)
@@ -20,6 +20,7 @@ from typing import Any, Callable
 from adaprune_edge.errors import LatencyError
 from adaprune_edge.latency.backends import BenchSettings, LatencyReport
 from adaprune_edge.latency.roofline import Roofline, Workload
+from adaprune_edge.quant import QuantRecipe
 from adaprune_edge.archs.structure import Structure
 
 
@@ -49,13 +50,13 @@ class Predictor:
     calibration: measured / predicted at this recipe; measurer(structure, use_cache): the device's
     measurement of a structure at `quant` (shape-only GGUF, cached), None where the backend only predicts."""
 
-    quant: str
+    quant: QuantRecipe
     settings: BenchSettings
     calibration: Calibration = Calibration()
     measurer: Callable[[Structure, bool], LatencyReport] | None = field(default=None, compare=False, repr=False)
 
     @classmethod
-    def of(cls, profile: Any, quant: str | None = None) -> "Predictor":
+    def of(cls, profile: Any, quant: QuantRecipe | None = None) -> "Predictor":
         """The roofline of a bare DeviceProfile at `quant` (default: the profile's); nothing is measured."""
         return cls(quant or profile.quant, BenchSettings.from_profile(profile, backend="predict"))
 

@@ -15,6 +15,7 @@ from adaprune_edge.latency.backends import BenchSettings, LatencyReport
 from adaprune_edge.latency.roofline import FitResult, Workload, fit_and_score
 from adaprune_edge.latency.shape import structure_latency
 from adaprune_edge.archs.structure import Structure
+from adaprune_edge.quant import QuantRecipe
 
 
 @dataclass(frozen=True)
@@ -23,13 +24,13 @@ class Probe:
 
     label: str
     structure: Structure
-    quant: str
+    quant: QuantRecipe
     workload: Workload
     report: LatencyReport
 
     def to_dict(self) -> dict[str, Any]:
         return {"label": self.label, "structure_key": self.structure.key(), "condensed": self.structure.condensed(),
-                "quant": self.quant, "workload": self.workload.to_dict(), "report": self.report.to_dict()}
+                "quant": self.quant.name, "workload": self.workload.to_dict(), "report": self.report.to_dict()}
 
 
 def _drop_layers(st: Structure, keep_every: int) -> Structure:
@@ -38,7 +39,7 @@ def _drop_layers(st: Structure, keep_every: int) -> Structure:
                                layers=tuple(st.layers[i] for i in keep))
 
 
-def _taper(st: Structure, quant: str, lo: float, hi: float) -> Structure:
+def _taper(st: Structure, quant: QuantRecipe, lo: float, hi: float) -> Structure:
     """Non-uniform: the ratio grows linearly from `lo` in the first layer to `hi` in the last."""
     n = st.n_layer
     layers = tuple(budget.uniform(dataclasses.replace(st, kept_layers=(0,), layers=(s,)),
@@ -46,7 +47,7 @@ def _taper(st: Structure, quant: str, lo: float, hi: float) -> Structure:
     return dataclasses.replace(st, layers=layers)
 
 
-def probe_structures(base: Structure, quant: str, count: int = 6) -> list[tuple[str, Structure]]:
+def probe_structures(base: Structure, quant: QuantRecipe, count: int = 6) -> list[tuple[str, Structure]]:
     """`count` (≤ 12) labelled shapes spanning ratios 0–0.7: uniform, tapered, and with layers removed."""
     u = lambda r: budget.uniform(base, r, quant)  # noqa: E731
     shapes = [("uniform 0.0", u(0.0)), ("uniform 0.3", u(0.3)), ("uniform 0.6", u(0.6)),
@@ -58,7 +59,7 @@ def probe_structures(base: Structure, quant: str, count: int = 6) -> list[tuple[
     return shapes[:count]
 
 
-def measure_probes(shapes: Sequence[tuple[str, Structure]], quants: Sequence[str], settings: BenchSettings,
+def measure_probes(shapes: Sequence[tuple[str, Structure]], quants: Sequence[QuantRecipe], settings: BenchSettings,
                    device: str, use_cache: bool = True,
                    progress: Callable[[str], None] | None = None) -> list[Probe]:
     """Measure every (shape, quant) with `settings` (shape-only GGUFs, lookup table in front); calls

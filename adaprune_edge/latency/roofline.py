@@ -31,7 +31,7 @@ from adaprune_edge.latency.backends import BenchSettings, LatencyReport, registe
 from adaprune_edge.archs.structure import Structure
 from adaprune_edge.errors import AdapruneError
 from adaprune_edge.gguf.header import read_header
-from adaprune_edge.quant import FTYPES, QuantRecipe
+from adaprune_edge.quant import QuantRecipe, ftype_name
 
 KV_BYTES_PER_ELEM = 2  # llama.cpp's default F16 KV cache
 
@@ -55,13 +55,13 @@ class Workload:
         return asdict(self)
 
     @classmethod
-    def from_structure(cls, st: Structure, quant: str) -> "Workload":
+    def from_structure(cls, st: Structure, quant: QuantRecipe) -> "Workload":
         d = st.head_dim
         matmul = 2 * (st.decoder_params() - st.n_layer * 2 * st.hidden)  # layer matmuls, norms excluded
         return cls(decode_bytes=st.decode_bytes_per_token(quant), n_layer=st.n_layer,
                    kv_bytes_per_pos=sum(2 * s.n_head_kv * d * KV_BYTES_PER_ELEM for s in st.layers),
                    matmul_flops=matmul, attn_flops_per_pos=sum(4 * s.n_head * d for s in st.layers),
-                   decode_flops=matmul + 2 * st.vocab * st.hidden, ftype=QuantRecipe.parse(quant).ftype)
+                   decode_flops=matmul + 2 * st.vocab * st.hidden, ftype=quant.ftype)
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ def prompt_gflop(w: Workload, n_prompt: int) -> float:
     return (w.matmul_flops + w.attn_flops_per_pos * n_prompt / 2) / 1e9
 
 
-def predict(structure: Structure, quant: str, profile: Any, settings: BenchSettings | None = None) -> LatencyReport:
+def predict(structure: Structure, quant: QuantRecipe, profile: Any, settings: BenchSettings | None = None) -> LatencyReport:
     """Cheap predicted latency of `structure` at `quant` on a DeviceProfile (microseconds; no files)."""
     s = settings or BenchSettings.from_profile(profile, backend="predict")
     return Roofline.from_settings(s).report(Workload.from_structure(structure, quant), s)
@@ -134,7 +134,7 @@ def workload_from_gguf(path: Path) -> Workload:
     attn = sum(4 * t[tensor_name(ATTN_Q, i)].rows for i in blocks)
     params = sum(int(np.prod(x.shape)) for n, x in t.items() if layer_of[n] is not None and len(x.shape) == 2)
     output = int(np.prod(t.get(output_name, embd).shape))
-    ftype = next((n for n, (i, _) in FTYPES.items() if i == meta.get("general.file_type")), "")
+    ftype = ftype_name(meta.get("general.file_type")) or ""
     return Workload(decode, len(blocks), kv, 2 * params, attn, 2 * (params + output), ftype)
 
 

@@ -11,21 +11,22 @@ from adaprune_edge.latency.backends import BenchSettings, LatencyReport, measure
 from adaprune_edge.latency.cache import LatencyCache, cache_key
 from adaprune_edge.archs.structure import Structure
 from adaprune_edge.exporters import gguf as gguf_export
+from adaprune_edge.quant import QuantRecipe
 
 
-def shape_only_gguf(structure: Structure, quant: str, tokenizer_source: str | Path | None = None) -> Path:
+def shape_only_gguf(structure: Structure, quant: QuantRecipe, tokenizer_source: str | Path | None = None) -> Path:
     """A shape-only GGUF (random weights, real tokenizer) for (structure, quant), written once and cached
     in models.cache_dir()/shape-only by the exporter (adaprune_edge.exporters.gguf)."""
 
     return gguf_export.cached_shape_only(structure, quant, tokenizer_source)
 
 
-def structure_latency(structure: Structure, quant: str, settings: BenchSettings, device: str,
+def structure_latency(structure: Structure, quant: QuantRecipe, settings: BenchSettings, device: str,
                       use_cache: bool = True, tokenizer_source: str | Path | None = None) -> LatencyReport:
     """Latency of `structure` at `quant` measured with `settings.backend` on a shape-only GGUF, looked up in /
     stored to the device's table unless use_cache=False."""
     cache = LatencyCache(device)
-    key = cache_key(structure.key(), quant, settings)
+    key = cache_key(structure.key(), quant.name, settings)
     if use_cache and (hit := cache.get(key)) is not None:
         return hit
     report = measure(shape_only_gguf(structure, quant, tokenizer_source), settings)
@@ -41,7 +42,8 @@ def _content_key(path: Path) -> str:
 
 def file_latency(path: Path, quant_label: str, settings: BenchSettings, device: str,
                  use_cache: bool = True) -> LatencyReport:
-    """Latency of an existing GGUF file, cached under a key of its content (size + first MiB)."""
+    """Latency of an existing GGUF file, cached under a key of its content (size + first MiB) and
+    `quant_label` (its recipe's name)."""
     if not Path(path).is_file():
         return measure(path, settings)  # (raises LatencyError for a missing file)
     cache = LatencyCache(device)

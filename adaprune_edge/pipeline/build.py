@@ -21,6 +21,7 @@ from adaprune_edge.pipeline.state import STAGES, BuildState
 from adaprune_edge.device import Device
 from adaprune_edge.errors import ConfigError, OutputExistsError
 from adaprune_edge.overrides import BudgetOverrides
+from adaprune_edge.quant import QuantRecipe
 from adaprune_edge.runs import write_json
 
 LATER_THAN_RECOVER = STAGES[STAGES.index("recover") + 1:]
@@ -34,7 +35,7 @@ class BuildSpec:
     device: str
     model: str = "default"
     budget_ms: float | None = None
-    quant: str | None = None
+    quant: QuantRecipe | None = None
     trials: int = 20
     rescore_top: int = 3  # trials re-scored on more held-out windows before the best is chosen
     workers: int = 1
@@ -75,6 +76,7 @@ class BuildSpec:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["calib"], d["tasks"], d["recover_text"] = list(self.calib), list(self.tasks), list(self.recover_text)
+        d["quant"] = self.quant.name if self.quant else None
         return d
 
     @classmethod
@@ -82,6 +84,7 @@ class BuildSpec:
         d = dict(d)
         d["calib"], d["tasks"] = tuple(d.get("calib", ())), tuple(d.get("tasks", ()))
         d["recover_text"] = tuple(d.get("recover_text", ()))
+        d["quant"] = QuantRecipe.parse(d["quant"]) if d.get("quant") else None
         return cls(**d)
 
 

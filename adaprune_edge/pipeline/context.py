@@ -44,7 +44,7 @@ class BuildContext:
         return self.state.plan
 
     @property
-    def quant(self) -> str:
+    def quant(self) -> QuantRecipe:
         """The shipped quant recipe: the search's best trial's once searched (the quant is a dimension of the
         search: SearchSpec.quants), else the plan's choice once made, else --quant or the profile's."""
         best = getattr(self.state.search, "best", None)
@@ -52,7 +52,7 @@ class BuildContext:
             return best.quant
         if self.state.plan is not None:
             return self.plan.quant
-        return QuantRecipe.parse(self.spec.quant or self.profile.quant).name
+        return self.spec.quant or self.profile.quant
 
     @property
     def dense(self) -> Any:
@@ -83,7 +83,7 @@ class BuildContext:
         ex = self.state.export
         return self.plan.mode == "quant-only" or (ex is not None and not ex.pruned)
 
-    def search_spec_for(self, quant: str, r_min: float, r_max: float, latency_scale: float = 1.0,
+    def search_spec_for(self, quant: QuantRecipe, r_min: float, r_max: float, latency_scale: float = 1.0,
                         prefill_scale: float = 1.0) -> SearchSpec:
         """The search's spec at `quant` with the ratio in [r_min, r_max] (at least 0.01 wide)."""
         s = self.spec

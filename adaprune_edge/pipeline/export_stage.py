@@ -26,7 +26,7 @@ from adaprune_edge.latency import budget
 from adaprune_edge.latency.backends import LatencyReport
 from adaprune_edge.latency.budget import Constraint
 from adaprune_edge.archs.slicing import load_pruned
-from adaprune_edge.quant import QuantRecipe, file_label
+from adaprune_edge.quant import QuantRecipe
 from adaprune_edge.runs import write_text
 from adaprune_edge.archs.structure import Structure
 
@@ -42,9 +42,9 @@ def stage_export(ctx: BuildContext) -> Exported:
     return out
 
 
-def shipped_name(recipe: str) -> str:
+def shipped_name(recipe: QuantRecipe) -> str:
     """model-Q4_K_M.gguf, model-Q4_K_M_fb-IQ4_NL.gguf (whether an imatrix was used is in report.json)."""
-    return f"model-{file_label(QuantRecipe.parse(recipe).with_imatrix(False).name)}.gguf"
+    return f"model-{recipe.with_imatrix(False).label}.gguf"
 
 
 def pruned_model(ctx: BuildContext) -> Any:
@@ -57,7 +57,7 @@ def pruned_model(ctx: BuildContext) -> Any:
     return ctx.memo("pruned", lambda: load_pruned(ctx.run.file(folder))[0])
 
 
-def export_dense(ctx: BuildContext, why: str | None = None, recipe: str | None = None) -> Exported:
+def export_dense(ctx: BuildContext, why: str | None = None, recipe: QuantRecipe | None = None) -> Exported:
     """Ship the dense model quantized with the plan's quant-only recipe (already written by `candidates`),
     or with `recipe` / the best quant-only recipe when `why` says the planned file lost or missed."""
     cand = ctx.state.candidates
@@ -76,10 +76,10 @@ def export_pruned(ctx: BuildContext, meta: Any) -> Exported:
     st = Structure.from_model(model)
     f16, qpath = ctx.run.file("model-F16.gguf"), ctx.run.file(shipped_name(ctx.quant))
     name = f"{Path(ctx.spec.model).stem}-adaprune-{ctx.device.name}"
-    res = gguf.write_model(model, f16, meta, quant="F16", name=name, source_model=ctx.spec.model,
+    res = gguf.write_model(model, f16, meta, name=name, source_model=ctx.spec.model,
                            recipe=ctx.state.prune.config.to_dict(),
                            progress=lambda n, d, t: ctx.hooks.progress("export", d, t, n))
-    im = collect_imatrix(ctx, model) if QuantRecipe.parse(ctx.quant).imatrix else None
+    im = collect_imatrix(ctx, model) if ctx.quant.imatrix else None
     quantize.quantize(f16, qpath, ctx.quant, threads=ctx.device.local_threads, imatrix=im)
     # the guarantee: measured on the objective windows, plain quantization must not win
     ppl = gguf_ppl(qpath, ctx.objective_windows().numpy())
@@ -93,7 +93,7 @@ def export_pruned(ctx: BuildContext, meta: Any) -> Exported:
                     structure=st)
 
 
-def measured(ctx: BuildContext, path: Path, st: Structure, recipe: str) -> tuple[LatencyReport, list[Constraint]]:
+def measured(ctx: BuildContext, path: Path, st: Structure, recipe: QuantRecipe) -> tuple[LatencyReport, list[Constraint]]:
     """The file measured afresh (cached for validate) and every stated limit checked on it."""
     gc.collect()  # measure while this process holds no llama.cpp model
     lat = ctx.device.latency_of_file(path, st, recipe, fresh=True)
@@ -120,7 +120,7 @@ def within_budget(ctx: BuildContext, out: Exported) -> Exported:
                                 o.recipe)
             return dataclasses.replace(fell, latency=lat, constraints=tuple(c.to_dict() for c in checks),
                                        fallbacks=notes, replaced_pruned=fell.replaced_pruned if out.pruned else None)
-        missed.append((o.recipe, budget.binding(checks)))
+        missed.append((o.recipe.name, budget.binding(checks)))
     name, best = max(missed, key=lambda m: m[1].margin)
     raise LatencyError(f"no file this build made meets the budget as measured: the best reachable is {name}: "
                        f"{best.describe()}; relax the budget or raise --max-ratio")

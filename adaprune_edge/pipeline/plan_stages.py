@@ -25,6 +25,7 @@ from adaprune_edge.exporters import gguf, vocab
 from adaprune_edge.exporters.imatrix import Imatrix
 from adaprune_edge.latency import budget
 from adaprune_edge.runtime import kvcache
+from adaprune_edge.quant import QuantRecipe
 from adaprune_edge.recover import estimate
 from adaprune_edge.search.plan import SearchPlan, make_plan
 from adaprune_edge.search.run import warm_start_configs
@@ -42,7 +43,7 @@ PRIOR_NATS_PER_RATIO = 2.0  # ranking prior only: log-PPL cost of pruning a unit
 
 
 
-def _worth_scoring(opts: list[QuantOption]) -> set[str]:
+def _worth_scoring(opts: list[QuantOption]) -> set[QuantRecipe]:
     only = sorted((o for o in opts if o.quant_only), key=lambda o: -o.file_bytes)[:SCORE_QUANT_ONLY]
     need = sorted((o for o in opts if o.r_min), key=lambda o: o.r_min)
     four = [o for o in need if o.bits_per_weight >= 4.0] or need
@@ -76,7 +77,7 @@ def stage_candidates(ctx: BuildContext) -> Candidates:
                       kv_cache=ctx.profile.kv_cache_type)
 
 
-def kv_cache_for(base: Structure, names: list[str], profile: Any) -> str:
+def kv_cache_for(base: Structure, names: list[QuantRecipe], profile: Any) -> str:
     """The K/V cache type (from the profile's on: F16 → Q8_0 → Q4_0) under which the largest dense recipe
     fits the memory limit at the context length; the least aggressive one among equals. Weight bits go
     before cache bits: a quantized cache costs less quality than a smaller weight type (bench/kv_cache.py),
@@ -97,7 +98,7 @@ def dense_f16(ctx: BuildContext) -> Path:
     path = ctx.run.file("dense-F16.gguf")
     if not path.is_file():
         meta = vocab.for_model(ctx.dense, Structure.from_model(ctx.dense.model).vocab)
-        gguf.write_model(ctx.dense.model, path, meta, quant="F16", name=f"{Path(ctx.spec.model).stem}",
+        gguf.write_model(ctx.dense.model, path, meta, name=f"{Path(ctx.spec.model).stem}",
                          source_model=ctx.spec.model)
     return path
 

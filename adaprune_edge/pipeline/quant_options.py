@@ -22,7 +22,7 @@ from adaprune_edge.latency.backends import LatencyReport
 from adaprune_edge.latency.predictor import Predictor
 from adaprune_edge.errors import LatencyError
 from adaprune_edge.device import Device
-from adaprune_edge.quant import QuantRecipe, file_label
+from adaprune_edge.quant import QuantRecipe
 from adaprune_edge.archs.structure import Structure
 from adaprune_edge.data.calibration import windows_key
 from adaprune_edge.runtime import llamacpp as llama_runner
@@ -33,9 +33,9 @@ from adaprune_edge.runs import write_json
 # CPU-sensible recipes, from large to small. The `fb=`/`out=` variants choose the fall-back of rows that
 # are not a multiple of 256 (576-wide on SmolLM2) and the output projection's type deliberately instead
 # of llama.cpp's 5.5-bit Q5_0 / 8.5-bit Q8_0.
-CANDIDATES = ("Q8_0", "Q6_K", "Q5_K_M:fb=Q5_0", "Q5_0", "Q4_K_M", "Q4_K_M:fb=IQ4_NL",
-              "Q4_K_M:fb=IQ4_NL:out=Q5_0", "Q4_0", "IQ4_NL", "IQ4_XS", "IQ4_XS:out=IQ4_NL", "Q3_K_M:fb=IQ4_NL",
-              "Q2_K")
+CANDIDATES = tuple(map(QuantRecipe.parse, (
+    "Q8_0", "Q6_K", "Q5_K_M:fb=Q5_0", "Q5_0", "Q4_K_M", "Q4_K_M:fb=IQ4_NL", "Q4_K_M:fb=IQ4_NL:out=Q5_0", "Q4_0",
+    "IQ4_NL", "IQ4_XS", "IQ4_XS:out=IQ4_NL", "Q3_K_M:fb=IQ4_NL", "Q2_K")))
 
 
 SCORES_FILE = "candidate_scores.json"
@@ -47,7 +47,7 @@ class QuantOption:
     r_min: decoder share to prune to meet the budget (None: even max_ratio does not); file_bytes:
     predicted tensor bytes of the dense GGUF; ppl: measured dense-GGUF perplexity (objective windows)."""
 
-    recipe: str
+    recipe: QuantRecipe
     decode_ms: float
     measured: bool
     r_min: float | None
@@ -66,20 +66,19 @@ class QuantOption:
         return self.r_min == 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {**dataclasses.asdict(self), "recipe": self.recipe.name}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "QuantOption":
-        return cls(**d)
+        return cls(**{**d, "recipe": QuantRecipe.parse(d["recipe"])})
 
 
-def recipes(forced: str | None, imatrix: bool) -> list[str]:
+def recipes(forced: QuantRecipe | None, imatrix: bool) -> list[QuantRecipe]:
     """The recipes a plan considers: just `forced` (--quant) or CANDIDATES, with `:imatrix` if on."""
-    names = [forced] if forced else list(CANDIDATES)
-    return [QuantRecipe.parse(n).with_imatrix(imatrix).name for n in names]
+    return [r.with_imatrix(imatrix) for r in ([forced] if forced else CANDIDATES)]
 
 
-def options(base: Structure, device: Device, names: Sequence[str], budget_ms: float | None,
+def options(base: Structure, device: Device, names: Sequence[QuantRecipe], budget_ms: float | None,
             max_ratio: float, measure: bool = True) -> list[QuantOption]:
     """Latency and r_min of every recipe. With `measure`, where the device's backend measures, the dense
     structure of every recipe is measured once on a shape-only file (remeasured() replaces that with the
@@ -89,7 +88,7 @@ def options(base: Structure, device: Device, names: Sequence[str], budget_ms: fl
             for name in names]
 
 
-def option(base: Structure, device: Device, name: str, lat: LatencyReport | None, budget_ms: float | None,
+def option(base: Structure, device: Device, name: QuantRecipe, lat: LatencyReport | None, budget_ms: float | None,
            max_ratio: float) -> QuantOption:
     """One recipe's option from the dense model's figures `lat` (None: predicted)."""
     pred = device.predictor(name).calibrated(lat, base)
@@ -166,21 +165,21 @@ def score(opts: list[QuantOption], f16: Path, folder: Path, windows: np.ndarray,
     out = []
     for o in opts:
         if o.ppl is None and pick(o):
-            if o.recipe not in cache["ppl"]:
+            if o.recipe.name not in cache["ppl"]:
                 if progress:
-                    progress(o.recipe)
+                    progress(o.recipe.name)
                 path = dense_file(folder, o.recipe)
                 if not path.is_file():
                     quantize.quantize(f16, path, o.recipe, threads, imatrix)
-                cache["ppl"][o.recipe] = round(gguf_ppl(path, windows), 4)
+                cache["ppl"][o.recipe.name] = round(gguf_ppl(path, windows), 4)
                 write_json(cache_path, cache)
-            o = dataclasses.replace(o, ppl=cache["ppl"][o.recipe])
+            o = dataclasses.replace(o, ppl=cache["ppl"][o.recipe.name])
         out.append(o)
     return out
 
 
-def dense_file(folder: Path, recipe: str) -> Path:
-    return Path(folder) / f"dense-{file_label(recipe)}.gguf"
+def dense_file(folder: Path, recipe: QuantRecipe) -> Path:
+    return Path(folder) / f"dense-{recipe.label}.gguf"
 
 
 def best_quant_only(opts: Sequence[QuantOption]) -> QuantOption | None:

@@ -41,7 +41,7 @@ def build_report(state: BuildState, spec: Any) -> dict[str, Any]:
     acc = {t: (r.dense.acc, r.pruned.acc) for t, r in val.zero_shot.items() if r.dense is not None}
     checks = budget.constraints(lat, val.ram_bytes, plan.profile, spec.budget_ms)
     return {
-        "device": plan.device, "quant": ex.quant, "model": spec.model, "budget_ms_per_token": plan.budget_ms,
+        "device": plan.device, "quant": ex.quant.name, "model": spec.model, "budget_ms_per_token": plan.budget_ms,
         "latency_source": "measured" if lat.measured else "predicted",
         "latency_backend": lat.backend, "budget_met": val.budget_met, "budget_reason": val.budget_reason,
         "budget": {**plan.profile.budget.to_dict(), "context_length": plan.profile.context_length,

@@ -19,6 +19,7 @@ from adaprune_edge.latency.budget import Solution
 from adaprune_edge.models import ModelInfo
 from adaprune_edge.profiles import DeviceProfile
 from adaprune_edge.prune.engine import PruneConfig
+from adaprune_edge.quant import QuantRecipe
 from adaprune_edge.recover.distill import RecoverResult
 from adaprune_edge.recover.estimate import RecoveryEstimate
 from adaprune_edge.search.rescore import Rescored
@@ -29,6 +30,8 @@ from adaprune_edge.archs.structure import Structure
 
 
 def _encode(v: Any) -> Any:
+    if isinstance(v, QuantRecipe):
+        return v.name
     if hasattr(v, "to_dict"):
         return v.to_dict()
     if isinstance(v, (list, tuple)):
@@ -43,6 +46,8 @@ def _decode(kind: Any, v: Any) -> Any:
         return tuple(v) if isinstance(v, list) else v
     if isinstance(kind, tuple):  # (T,): a sequence of T
         return tuple(kind[0].from_dict(x) for x in v)
+    if kind is QuantRecipe:
+        return QuantRecipe.parse(v)
     if isinstance(kind, dict):  # {str: T}: names → T
         return {k: kind[str].from_dict(x) for k, x in v.items()}
     return kind.from_dict(v) if v else None  # {}: what states before typed fields stored for "none"
@@ -71,7 +76,7 @@ class PrunedEstimate(StageResult):
     """The plan's warm-start trial at a recipe's r_min: torch PPL on the objective windows, x the recipe's
     measured quantization factor, after the build's recovery allowance as recover/estimate.py predicts it."""
 
-    recipe: str
+    recipe: QuantRecipe
     r_min: float
     trial_ratio: float
     torch_ppl: float | None
@@ -81,7 +86,7 @@ class PrunedEstimate(StageResult):
     estimated_ppl: float
     feasible: bool
     reason: str
-    NESTED: ClassVar[dict[str, Any]] = {"recovery": RecoveryEstimate}
+    NESTED: ClassVar[dict[str, Any]] = {"recipe": QuantRecipe, "recovery": RecoveryEstimate}
 
 
 @dataclass(frozen=True)
@@ -89,19 +94,20 @@ class Confirmation(StageResult):
     """One ranked trial re-measured with the device's backend before the search's best is declared."""
 
     trial: int
-    quant: str
+    quant: QuantRecipe
     decode_ms: float
     prefill_tps: float
     measured: bool
     ok: bool
     reason: str
+    NESTED: ClassVar[dict[str, Any]] = {"quant": QuantRecipe}
 
 
 @dataclass(frozen=True)
 class QuantOnly(StageResult):
     """The best dense quantized file that meets the budget, scored like the shipped one (report windows)."""
 
-    recipe: str
+    recipe: QuantRecipe
     file_bytes: int
     decode_ms_per_token: float
     measured: bool
@@ -109,6 +115,7 @@ class QuantOnly(StageResult):
     kl_vs_dense: float | None
     top1: float | None
     objective_ppl: float | None
+    NESTED: ClassVar[dict[str, Any]] = {"recipe": QuantRecipe}
 
 
 @dataclass(frozen=True)
@@ -145,7 +152,7 @@ class Plan(StageResult):
     with two or more `quants` the search also chooses each trial's recipe among them, `quant` first)."""
 
     mode: str
-    quant: str
+    quant: QuantRecipe
     reason: str
     pruned_estimates: tuple[PrunedEstimate, ...]
     device: str
@@ -164,7 +171,7 @@ class Plan(StageResult):
     prefill_scale: float = 1.0  # measured / predicted prompt tokens/s at r_min (SearchSpec.prefill_scale)
     recovery_estimate: RecoveryEstimate | None = None  # the chosen pruned candidate after recovery
     seconds: float = 0.0
-    NESTED: ClassVar[dict[str, Any]] = {"profile": DeviceProfile, "base_structure": Structure,
+    NESTED: ClassVar[dict[str, Any]] = {"quant": QuantRecipe, "profile": DeviceProfile, "base_structure": Structure,
                                         "bounds": SpaceBounds, "dense_latency": LatencyReport,
                                         "quants": (QuantChoice,), "pruned_estimates": (PrunedEstimate,),
                                         "model_info": ModelInfo, "solution": Solution,
@@ -236,7 +243,7 @@ class Exported(StageResult):
     f16: str
     f16_bytes: int
     gguf: str
-    quant: str
+    quant: QuantRecipe
     pruned: bool
     quant_report: QuantReport
     structure: Structure
@@ -248,7 +255,8 @@ class Exported(StageResult):
     constraints: tuple[dict[str, Any], ...] = ()
     fallbacks: tuple[str, ...] = ()  # files that missed the budget as measured, and why
     seconds: float = 0.0
-    NESTED: ClassVar[dict[str, Any]] = {"structure": Structure, "latency": LatencyReport, "quant_report": QuantReport}
+    NESTED: ClassVar[dict[str, Any]] = {"quant": QuantRecipe, "structure": Structure, "latency": LatencyReport,
+                                        "quant_report": QuantReport}
 
 
 @dataclass(frozen=True)

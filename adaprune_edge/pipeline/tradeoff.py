@@ -18,6 +18,7 @@ from adaprune_edge.evaluate.perplexity import perplexity
 from adaprune_edge.exporters import gguf, quantize
 from adaprune_edge.prune.engine import prune
 from adaprune_edge.prune.importance import ImportanceCache
+from adaprune_edge.quant import QuantRecipe
 
 
 @dataclass(frozen=True)
@@ -50,13 +51,13 @@ def parse_ratios(text: str) -> list[float]:
     return ratios
 
 
-def device_latency(structure: Any, quant: str, device: Any, measure: bool) -> tuple[float, bool]:
+def device_latency(structure: Any, quant: QuantRecipe, device: Any, measure: bool) -> tuple[float, bool]:
     """(decode ms/token, measured?) of a structure on a device.Device (measured only where its backend can)."""
     rep = device.predictor(quant).latency(structure, measure)
     return rep.decode_ms_per_token, rep.measured
 
 
-def sweep(model: Any, calib: Any, windows: Any, base_config: Any, ratios: Sequence[float], quant: str,
+def sweep(model: Any, calib: Any, windows: Any, base_config: Any, ratios: Sequence[float], quant: QuantRecipe,
           devices: Sequence[Any], measure: bool = True,
           progress: Callable[[int, int], None] | None = None) -> list[TradeoffPoint]:
     """Prune `model` with `base_config` at every ratio and score each point (shared importance cache)."""
@@ -84,7 +85,7 @@ def chosen_point(points: Sequence[TradeoffPoint], device: str, budget_ms: float 
     return min(ok, key=lambda p: p.ppl) if ok else None
 
 
-def quant_points(model: Any, tokenizer_meta: Any, windows: Any, recipes: Sequence[str], devices: Sequence[Any],
+def quant_points(model: Any, tokenizer_meta: Any, windows: Any, recipes: Sequence[QuantRecipe], devices: Sequence[Any],
                  folder: Any, measure: bool = True) -> list[dict[str, Any]]:
     """The dense model quantized with every recipe (llama.cpp; files are temporary): llama.cpp perplexity
     on the same windows and decode ms/token per device, as JSON-safe dicts."""
@@ -94,12 +95,12 @@ def quant_points(model: Any, tokenizer_meta: Any, windows: Any, recipes: Sequenc
     st, out = Structure.from_model(model), []
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
         f16 = Path(tmp) / "dense-F16.gguf"
-        gguf.write_model(model, f16, tokenizer_meta, quant="F16")
+        gguf.write_model(model, f16, tokenizer_meta)
         for name in recipes:
             path = Path(tmp) / "q.gguf"
             quantize.quantize(f16, path, name)
             lat = {p.name: device_latency(st, name, p, measure) for p in devices}
-            out.append({"recipe": name, "ppl": gguf_ppl(path, windows.numpy()), "file_bytes": path.stat().st_size,
+            out.append({"recipe": name.name, "ppl": gguf_ppl(path, windows.numpy()), "file_bytes": path.stat().st_size,
                         "latency_ms": {k: v[0] for k, v in lat.items()}, "measured": {k: v[1] for k, v in lat.items()}})
     return out
 

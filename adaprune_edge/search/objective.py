@@ -24,6 +24,7 @@ from adaprune_edge.prune.engine import MAX_RATIO, PruneConfig, prune
 from adaprune_edge.prune.probe import StructureProbe
 from adaprune_edge.search.ratio import RatioSolution, predicted_fit, solve_ratio
 from adaprune_edge.prune.importance import ImportanceCache
+from adaprune_edge.quant import QuantRecipe
 
 
 DATA_FIELDS = ("model", "calib", "val", "holdout", "val_windows", "val_seq_len", "report_windows")
@@ -128,7 +129,7 @@ class SearchContext:
                            report.prefill_tps, reason, res.structure, cfg.to_dict(), n_val,
                            time.perf_counter() - t0, self.cache.misses == misses, sol.ratio, sol.steps, quant)
 
-    def solve(self, recipe: Any, calib: Any, quant: str | None = None) -> RatioSolution:
+    def solve(self, recipe: Any, calib: Any, quant: QuantRecipe | None = None) -> RatioSolution:
         """Smallest ratio of `recipe` whose structure meets the budget at `quant` (default: the spec's) on
         the predictor calibrated for that recipe."""
         quant = quant or self.spec.quant
@@ -136,11 +137,11 @@ class SearchContext:
         fits = predicted_fit(self.predictor(quant), self.profile, self.spec.budget_ms)
         return solve_ratio(probe.at, fits, min(self.bounds.r_max, MAX_RATIO))
 
-    def predictor(self, quant: str) -> Predictor:
+    def predictor(self, quant: QuantRecipe) -> Predictor:
         """The device's predictor at `quant`, calibrated by the spec's measured / predicted factors for it."""
         return self.device.predictor(quant, self.spec.calibration_of(quant))
 
-    def _latency(self, structure: Any, quant: str) -> Any:
+    def _latency(self, structure: Any, quant: QuantRecipe) -> Any:
         """Measured with the device's backend when measure_trials (shape-only GGUF, cached per structure),
         else predicted by the roofline times the recipe's calibration (measured / predicted)."""
         return self.predictor(quant).latency(structure, measure=self.spec.measure_trials)

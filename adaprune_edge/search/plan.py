@@ -16,6 +16,7 @@ from adaprune_edge.device import Device
 from adaprune_edge.latency.backends import LatencyReport
 from adaprune_edge.search.space import SpaceBounds
 from adaprune_edge.archs.structure import Structure
+from adaprune_edge.quant import QuantRecipe
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,7 @@ class SearchPlan:
     """Resolved inputs of a search. budget_ms: decode ms/token limit in force (None = prefill/RAM only)."""
 
     device: str
-    quant: str
+    quant: QuantRecipe
     budget_ms: float | None
     dense: LatencyReport
     solution: budget.Solution
@@ -33,7 +34,7 @@ class SearchPlan:
     prefill_scale: float = 1.0  # measured / predicted prompt tokens/s at the solution
 
     def to_dict(self) -> dict[str, Any]:
-        return {"device": self.device, "quant": self.quant, "budget_ms": self.budget_ms,
+        return {"device": self.device, "quant": self.quant.name, "budget_ms": self.budget_ms,
                 "dense_predicted": self.dense.to_dict(), "solution": self.solution.to_dict(),
                 "r_min": self.r_min, "latency_scale": self.latency_scale, "prefill_scale": self.prefill_scale,
                 "bounds": self.bounds.to_dict()}
@@ -49,7 +50,7 @@ MEASURE_MARGIN = 0.05  # where latency is measured, r_min is solved for budget x
 # final measurement needs headroom
 
 
-def make_plan(base: Structure, device: Device, quant: str, budget_ms: float | None = None,
+def make_plan(base: Structure, device: Device, quant: QuantRecipe, budget_ms: float | None = None,
               max_ratio: float = 0.6, confirm: bool = True, **bounds: Any) -> SearchPlan:
     """Solve r_min (the uniform recipe's ratio) for the budget; the bounds' r_max = max_ratio is the
     ceiling of every trial's own ratio solve (search/ratio.py), decoder share."""

@@ -19,6 +19,7 @@ from adaprune_edge.errors import ConfigError
 from adaprune_edge.prune.allocation import ALLOCATIONS
 from adaprune_edge.prune.engine import PruneConfig
 from adaprune_edge.prune.importance import AGGREGATIONS, METRICS
+from adaprune_edge.quant import QuantRecipe
 
 HEAD_UNITS = ("query", "group", "none")  # PruneConfig.head_unit
 N_KNOTS = 4  # knots of the `profile` allocation over depth (prune/profile.py)
@@ -59,13 +60,13 @@ class SpaceBounds:
             raise ConfigError("calibration ranges are empty: check --max-samples / --max-seq-len")
 
 
-def build_space(bounds: SpaceBounds, seed: int = 0, quants: Sequence[str] = ()) -> ConfigurationSpace:
-    """The ConfigurationSpace for `bounds` (deterministic for `seed`). With two or more `quants` (recipe
-    names, the default first) the quant recipe is a Categorical `quant` of the space (SearchSpec.quants)."""
+def build_space(bounds: SpaceBounds, seed: int = 0, quants: Sequence[QuantRecipe] = ()) -> ConfigurationSpace:
+    """The ConfigurationSpace for `bounds` (deterministic for `seed`). With two or more `quants` (the
+    default first) the quant recipe is a Categorical `quant` of recipe names (SearchSpec.quants)."""
     bounds.check()
     cs = ConfigurationSpace(seed=seed)
     if len(quants) >= 2:
-        cs.add(Categorical("quant", tuple(quants), default=quants[0]))
+        cs.add(Categorical("quant", tuple(q.name for q in quants), default=quants[0].name))
     if bounds.uniform_only:  # uniform allocation, no protected layers, no output biases (archs.base)
         cs.add([Constant("allocation", "uniform"), Constant("protect_first", 0), Constant("protect_last", 0),
                 Constant("bias_compensation", "False"), Constant("reconstruction", "False")])

@@ -12,6 +12,7 @@ from adaprune_edge.errors import ConfigError
 from adaprune_edge.latency.backends import BenchSettings
 from adaprune_edge.latency.predictor import Calibration
 from adaprune_edge.profiles import DeviceProfile
+from adaprune_edge.quant import QuantRecipe
 from adaprune_edge.search.space import SpaceBounds
 
 PENALTY = 50.0  # cost told to SMAC for a structure that misses the budget (nats/token; any real loss is < 15)
@@ -25,16 +26,16 @@ class QuantChoice:
     log(PPL of the dense GGUF at `recipe` / PPL of the dense F16 GGUF), on the objective windows.
     latency_scale: measured / predicted decode latency at this recipe (None: the spec's latency_scale)."""
 
-    recipe: str
+    recipe: QuantRecipe
     penalty: float
     latency_scale: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {"recipe": self.recipe.name, "penalty": self.penalty, "latency_scale": self.latency_scale}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "QuantChoice":
-        return cls(**d)
+        return cls(**{**d, "recipe": QuantRecipe.parse(d["recipe"])})
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ class SearchSpec:
 
     model: str
     device: Device
-    quant: str
+    quant: QuantRecipe
     bounds: SpaceBounds
     calib: tuple[str, ...] = ()
     val: str | None = None
@@ -83,7 +84,7 @@ class SearchSpec:
     def to_dict(self) -> dict[str, Any]:
         d = {("profile" if f.name == "device" else f.name): getattr(self, f.name) for f in dataclasses.fields(self)}
         d.update(calib=list(self.calib), profile=self.profile.to_dict(), bounds=self.bounds.to_dict(),
-                 quants=[q.to_dict() for q in self.quants])
+                 quant=self.quant.name, quants=[q.to_dict() for q in self.quants])
         if not self.quants:  # a single-recipe spec reads (and resumes) as the search-v2 specs before quants
             del d["quants"]
         if self.device.settings != BenchSettings.from_profile(self.profile):  # set on the command line
@@ -93,7 +94,7 @@ class SearchSpec:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "SearchSpec":
         d = dict(d)
-        d["calib"] = tuple(d.get("calib", ()))
+        d["calib"], d["quant"] = tuple(d.get("calib", ())), QuantRecipe.parse(d["quant"])
         d["quants"] = tuple(QuantChoice.from_dict(q) for q in d.get("quants", ()))
         profile, settings = DeviceProfile.from_dict(d.pop("profile")), d.pop("settings", None)
         d["device"] = Device(profile, BenchSettings.from_dict(settings)) if settings else Device.of(profile)
@@ -120,28 +121,28 @@ class SearchSpec:
         if self.rescore_top < 0 or self.rescore_windows < 0:
             raise ConfigError("--rescore-top and --rescore-windows must be at least 0 (0: choose on the objective alone)")
         self.bounds.check()
-        names = [q.recipe for q in self.quants]
-        if names and (self.quant not in names or len(set(names)) != len(names)):
-            raise ConfigError(f"quant choices {names} must be distinct and include the spec's quant {self.quant!r}")
+        names = [q.recipe.name for q in self.quants]
+        if names and (self.quant.name not in names or len(set(names)) != len(names)):
+            raise ConfigError(f"quant choices {names} must be distinct and include the spec's quant {self.quant.name!r}")
 
-    def searched_quants(self) -> tuple[str, ...]:
+    def searched_quants(self) -> tuple[QuantRecipe, ...]:
         """The recipes of the space's `quant` dimension, the spec's quant (its default) first: () unless
         there are at least two choices."""
         if len(self.quants) < 2:
             return ()
         return (self.quant, *(q.recipe for q in self.quants if q.recipe != self.quant))
 
-    def quant_of(self, values: dict[str, Any]) -> str:
-        """A trial's quant recipe: its `quant` value when the quant is searched, else the spec's."""
-        return str(values["quant"]) if self.searched_quants() and "quant" in values else self.quant
+    def quant_of(self, values: dict[str, Any]) -> QuantRecipe:
+        """A trial's quant recipe: its `quant` value (a recipe name) when the quant is searched, else the spec's."""
+        return QuantRecipe.parse(str(values["quant"])) if self.searched_quants() and "quant" in values else self.quant
 
-    def quant_penalty(self, quant: str) -> float:
+    def quant_penalty(self, quant: QuantRecipe) -> float:
         """nats/token added to a trial's cost at `quant` (0 unless the quant is searched)."""
         if not self.searched_quants():
             return 0.0
         return next(q.penalty for q in self.quants if q.recipe == quant)
 
-    def calibration_of(self, quant: str) -> Calibration:
+    def calibration_of(self, quant: QuantRecipe) -> Calibration:
         """measured / predicted factors that screen trials at `quant`: decode, the choice's own scale when the
         quant is searched and the choice has one, else the spec's; prompt, the spec's."""
         own = next((q.latency_scale for q in self.quants if q.recipe == quant), None) if self.searched_quants() else None

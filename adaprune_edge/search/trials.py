@@ -13,6 +13,7 @@ from typing import Any
 
 from adaprune_edge.archs.structure import Structure
 from adaprune_edge.errors import ConfigError, OutputExistsError
+from adaprune_edge.quant import QuantRecipe
 from adaprune_edge.runs import append_json_line, atomic_path, write_json
 
 SPEC_FILE, TRIALS_FILE, CSV_FILE = "search.json", "trials.jsonl", "trials.csv"
@@ -50,7 +51,7 @@ class TrialRecord:
     cache_hit: bool
     solved_ratio: float | None = None  # the trial's own smallest ratio meeting the budget (search/ratio.py)
     ratio_steps: int = 0               # structures probed by the ratio solver
-    quant: str | None = None           # the trial's quant recipe (SearchSpec.quant_of)
+    quant: QuantRecipe | None = None   # the trial's quant recipe (SearchSpec.quant_of)
 
     @property
     def feasible(self) -> bool:
@@ -59,14 +60,15 @@ class TrialRecord:
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d["structure"] = self.structure.to_dict() if self.structure is not None else None
+        d["quant"] = self.quant.name if self.quant is not None else None
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], quant: str | None = None) -> "TrialRecord":
+    def from_dict(cls, d: dict[str, Any], quant: QuantRecipe | None = None) -> "TrialRecord":
         """The record of `d`; `quant` fills the quant of records written before it was recorded."""
         kw = {f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d}
         kw["structure"] = Structure.from_dict(kw["structure"]) if kw.get("structure") else None
-        kw["quant"] = kw.get("quant") or quant
+        kw["quant"] = QuantRecipe.parse(kw["quant"]) if kw.get("quant") else quant
         return cls(**kw)
 
     def summary(self) -> str:
@@ -100,7 +102,7 @@ class TrialStore:
         if self.spec_path.exists() and resume:
             self._check_same(spec)
             write_json(self.spec_path, spec)
-            return self.records(spec.get("quant"))
+            return self.records(QuantRecipe.parse(spec["quant"]) if spec.get("quant") else None)
         if self.dir.exists() and any(self.dir.iterdir()) and not force:
             if resume:
                 raise ConfigError(f"{self.dir} is not an adaprune-edge search run (no {SPEC_FILE}); nothing was changed")
@@ -125,7 +127,7 @@ class TrialStore:
             raise ConfigError(f"--resume: {self.dir} was started with different settings ({', '.join(diff)}); "
                               "use the same options, or another --out")
 
-    def records(self, quant: str | None = None) -> list[TrialRecord]:
+    def records(self, quant: QuantRecipe | None = None) -> list[TrialRecord]:
         """The finished trials; `quant` (the spec's) for records that do not name theirs."""
         path = self.dir / TRIALS_FILE
         if not path.exists():
