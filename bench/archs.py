@@ -36,6 +36,7 @@ from adaprune_edge.runtime import llamacpp as runner
 from adaprune_edge.evaluate.perplexity import read_text, token_windows
 from adaprune_edge.exporters import gguf, vocab
 from adaprune_edge.prune.engine import PruneConfig, prune
+from adaprune_edge.quant import QuantRecipe
 from adaprune_edge.archs.structure import Structure
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikitext-2" / "valid.txt"
@@ -78,7 +79,7 @@ def variant(name: str, model, mode: str, meta, windows: np.ndarray, folder: Path
     st = Structure.from_model(model)
     row["structure"], row["uniform"] = st.condensed(), st.is_uniform
     f16 = gguf.write_model(model, folder / f"{name}-{mode}-F16.gguf", meta)
-    q8 = gguf.write_model(model, folder / f"{name}-{mode}-Q8_0.gguf", meta, quant="Q8_0")
+    q8 = gguf.write_model(model, folder / f"{name}-{mode}-Q8_0.gguf", meta, quant=QuantRecipe("Q8_0"))
     row["gguf_arch"], row["biases"] = f16.arch, len(f16.biases)
     row["f16"] = score(f16.path, model, windows, threads)
     row["q8_0"] = score(q8.path, model, windows, threads, generate=True)

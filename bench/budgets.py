@@ -58,9 +58,9 @@ def plan_row(name: str) -> dict:
         lever = f"pruning {plan.r_min:.1%} of the decoder"
     best = min((o for o in ctx.state.candidates.options if o.ppl), key=lambda o: o.ppl)
     return {"profile": name, "limits": p.budget.describe(), "context_length": p.context_length,
-            "ram_limit_mib": round(p.usable_ram_bytes / 2**20), "lever": lever, "recipe": plan.quant,
+            "ram_limit_mib": round(p.usable_ram_bytes / 2**20), "lever": lever, "recipe": plan.quant.name,
             "decision": plan.reason, "shipped": _figures(lat, budget.ram_of(st, plan.quant, p), p),
-            "best_quality_dense": {"recipe": best.recipe, "ppl": best.ppl, "binding": best.binding},
+            "best_quality_dense": {"recipe": best.recipe.name, "ppl": best.ppl, "binding": best.binding},
             "source": "plan (bench/budgets.py)"}
 
 
@@ -68,14 +68,16 @@ def _prompt_flop_ratio(rep: dict, prompt: int | None) -> float | None:
     """Dense / shipped GFLOP per prompt token at the budget's prompt length (matmuls + attention)."""
     from adaprune_edge import models
     from adaprune_edge.latency.roofline import Workload, prompt_gflop
+    from adaprune_edge.quant import QuantRecipe
     from adaprune_edge.archs.structure import Structure
 
     if not prompt:
         return None
     base = Structure.from_model(models.load(rep["model"]).model)
     shipped = Structure.from_dict(rep["structure"])
-    return round(prompt_gflop(Workload.from_structure(base, rep["quant"]), prompt)
-                 / prompt_gflop(Workload.from_structure(shipped, rep["quant"]), prompt), 3)
+    quant = QuantRecipe.parse(rep["quant"])
+    return round(prompt_gflop(Workload.from_structure(base, quant), prompt)
+                 / prompt_gflop(Workload.from_structure(shipped, quant), prompt), 3)
 
 
 def build_row(path: Path) -> dict:

@@ -27,6 +27,7 @@ from adaprune_edge.evaluate import validation
 from adaprune_edge.exporters import gguf, quantize, vocab
 from adaprune_edge.evaluate.perplexity import perplexity, read_text, token_windows
 from adaprune_edge.archs.structure import Structure
+from adaprune_edge.quant import QuantRecipe
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikitext-2" / "valid.txt"
 
@@ -48,9 +49,10 @@ def run_variant(lm, ratio, windows, calib, meta, folder: Path, threads: int) -> 
     st = Structure.from_model(model)
     t0 = time.perf_counter()
     f16 = gguf.write_model(model, folder / f"r{ratio}-F16.gguf", meta)
-    q4 = gguf.write_model(model, folder / f"r{ratio}-Q4_K_M.gguf", meta, quant="Q4_K_M")
+    q4_k_m = QuantRecipe("Q4_K_M")
+    q4 = gguf.write_model(model, folder / f"r{ratio}-Q4_K_M.gguf", meta, quant=q4_k_m)
     export_s = time.perf_counter() - t0
-    rep = quantize.report(q4.path, st, "Q4_K_M")
+    rep = quantize.report(q4.path, st, q4_k_m)
     torch_ppl = perplexity(model, windows)
     wins = windows.numpy()
     f16_llm = validation.llama_runner.open_gguf(f16.path, n_ctx=wins.shape[1], threads=threads)

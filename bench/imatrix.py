@@ -25,6 +25,7 @@ def main() -> None:
     from adaprune_edge.evaluate.perplexity import read_text, token_windows
     from adaprune_edge.pipeline.quant_options import gguf_ppl
     from adaprune_edge.archs.structure import Structure
+    from adaprune_edge.quant import QuantRecipe
 
     lm = models.load("default")
     st = Structure.from_model(lm.model)
@@ -33,14 +34,14 @@ def main() -> None:
     out = {"eval": "wikitext-2 valid windows 36-39 of 512 tokens", "imatrix": "32x256 builtin:pydoc", "rows": []}
     with tempfile.TemporaryDirectory() as tmp:
         f16 = Path(tmp) / "f16.gguf"
-        gguf.write_model(lm.model, f16, vocab.for_model(lm, st.vocab), quant="F16")
+        gguf.write_model(lm.model, f16, vocab.for_model(lm, st.vocab))
         out["f16_ppl"] = round(gguf_ppl(f16, wins), 3)
         im = collect(lm.model, calib, ("builtin:pydoc",))
         for ftype in sys.argv[1:]:
             row = {"ftype": ftype}
-            for name, imat in ((ftype, None), (f"{ftype}:imatrix", im)):
+            for recipe, imat in ((QuantRecipe.parse(ftype), None), (QuantRecipe.parse(ftype).with_imatrix(), im)):
                 path = Path(tmp) / "q.gguf"
-                quantize.quantize(f16, path, name, imatrix=imat)
+                quantize.quantize(f16, path, recipe, imatrix=imat)
                 row["with_imatrix" if imat else "without"] = {"file_bytes": path.stat().st_size,
                                                               "ppl": round(gguf_ppl(path, wins), 3)}
             out["rows"].append(row)

@@ -42,12 +42,13 @@ def main() -> None:
     from adaprune_edge.evaluate.perplexity import read_text, token_windows
     from adaprune_edge.runtime.llamacpp import open_gguf
     from adaprune_edge.evaluate.runtime_ram import measure_runtime_ram
+    from adaprune_edge.quant import QuantRecipe
     from adaprune_edge.latency import budget
     from adaprune_edge.runtime import kvcache
     from adaprune_edge.archs.structure import Structure
 
     lm = models.load("default")
-    base = Structure.from_model(lm.model)
+    base, recipe = Structure.from_model(lm.model), QuantRecipe.parse(args.recipe)
     windows = token_windows(lm.tokenizer, read_text(DATA / "wikitext-2" / "valid.txt"), 4096, 2).numpy()
     rows = []
     for kv in kvcache.ORDER:
@@ -57,9 +58,9 @@ def main() -> None:
         finally:
             llm.close()
         ram = measure_runtime_ram(args.gguf, n_ctx=CTX, threads=2, kv_cache=kv, fill=CTX, timeout_s=900)
-        pred = budget.ram_bytes(base, args.recipe, CTX, kv)
+        pred = budget.ram_bytes(base, recipe, CTX, kv)
         model_rss = ram.rss_bytes - ram.baseline_rss_bytes
-        rows.append({"kv_cache": kv, "wikitext_ppl_4096": round(ppl, 4), "kv_bytes": int(pred - budget.ram_bytes(base, args.recipe, 0, kv)),
+        rows.append({"kv_cache": kv, "wikitext_ppl_4096": round(ppl, 4), "kv_bytes": int(pred - budget.ram_bytes(base, recipe, 0, kv)),
                      "predicted_ram_mib": round(pred / 2**20, 1), "runtime_rss_mib": round(model_rss / 2**20, 1),
                      "rss_vs_predicted": round(model_rss / pred - 1, 4), "apply": kvcache.how_to_apply(kv)})
         print(rows[-1], flush=True)
@@ -102,9 +103,9 @@ def plan_choices(base, limits_mib: list[float]) -> list[dict]:
         kv = kv_cache_for(base, names, p)
         q = dataclasses.replace(p, kv_cache_type=kv)
         fits = sorted((n for n in names if budget.ram_of(base, n, q) <= q.usable_ram_bytes), key=base.gguf_bytes)
-        out.append({"ram_mb": mib, "kv_cache": kv, "largest_recipe_that_fits": fits[-1] if fits else None,
+        out.append({"ram_mb": mib, "kv_cache": kv, "largest_recipe_that_fits": fits[-1].name if fits else None,
                     "recipes_that_fit": len(fits),
-                    "f16_cache_largest": next((n for n in sorted(names, key=base.gguf_bytes, reverse=True)
+                    "f16_cache_largest": next((n.name for n in sorted(names, key=base.gguf_bytes, reverse=True)
                                                if budget.ram_bytes(base, n, CTX) <= p.usable_ram_bytes), None)})
         print(out[-1], flush=True)
     return out
@@ -115,11 +116,12 @@ def repredict() -> None:
     from adaprune_edge import models
     from adaprune_edge.latency import budget
     from adaprune_edge.archs.structure import Structure
+    from adaprune_edge.quant import QuantRecipe
 
     doc = json.loads(OUT.read_text())
     base = Structure.from_model(models.load("default").model)
     for r in doc["rows"]:
-        pred = budget.ram_bytes(base, doc["recipe"], doc["context"], r["kv_cache"])
+        pred = budget.ram_bytes(base, QuantRecipe.parse(doc["recipe"]), doc["context"], r["kv_cache"])
         r["predicted_ram_mib"] = round(pred / 2**20, 1)
         r["rss_vs_predicted"] = round(r["runtime_rss_mib"] / r["predicted_ram_mib"] - 1, 4)
         print(r["kv_cache"], r["runtime_rss_mib"], r["predicted_ram_mib"], r["rss_vs_predicted"])

@@ -22,6 +22,7 @@ from adaprune_edge.device import Device
 from adaprune_edge.latency import profiling
 from adaprune_edge.runs import write_json
 from adaprune_edge.archs.structure import Structure
+from adaprune_edge.quant import QuantRecipe
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -40,7 +41,8 @@ def main() -> None:
     t0 = time.time()
     probes = []
     for item in a.quants.split(","):
-        q, n = item.split("=")
+        name, n = item.split("=")
+        q = QuantRecipe.parse(name)
         shapes = profiling.probe_structures(base, q, int(n))
         probes += profiling.measure_probes(shapes, [q], settings, "this-host", use_cache=a.cached,
                                            progress=lambda label: print(f"  measured {label}", flush=True))
@@ -64,7 +66,7 @@ def _rows(probes, result) -> list[dict]:
     for i, p in enumerate(probes):
         r, d = p.report, dense[p.quant]
         pred = rf.decode_ms(p.workload, r.n_prompt + r.n_gen / 2)
-        rows.append({"shape": p.label, "quant": p.quant, "set": "fit" if i % 2 == 0 else "held-out",
+        rows.append({"shape": p.label, "quant": p.quant.name, "set": "fit" if i % 2 == 0 else "held-out",
                      "n_layer": p.structure.n_layer, "decode_mb": p.workload.decode_bytes / 1e6,
                      "measured_ms": r.decode_ms_per_token, "spread_ms": r.decode_ms_spread, "predicted_ms": pred,
                      "error": (pred - r.decode_ms_per_token) / r.decode_ms_per_token,

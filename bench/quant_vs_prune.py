@@ -66,8 +66,10 @@ def before(lm, base, profile, budget_ms: float, folder: Path, calib) -> tuple[Pa
     from adaprune_edge.latency.predictor import Predictor
     from adaprune_edge.latency.roofline import predict
     from adaprune_edge.archs.structure import Structure
+    from adaprune_edge.quant import QuantRecipe
 
-    sol = budget.solve(base, profile, Predictor.of(profile, "Q4_K_M"), "uniform", max_ratio=0.9, decode_ms=budget_ms)
+    q4 = QuantRecipe("Q4_K_M")
+    sol = budget.solve(base, profile, Predictor.of(profile, q4), "uniform", max_ratio=0.9, decode_ms=budget_ms)
     r = 1 - sol.structure.decoder_params() / base.decoder_params()
     path = folder / "before-Q4_K_M.gguf"
     if not path.is_file():
@@ -75,11 +77,11 @@ def before(lm, base, profile, budget_ms: float, folder: Path, calib) -> tuple[Pa
                           n_samples=32, seq_len=256, align=256)
         res = prune(lm.model, calib, cfg)
         f16 = folder / "before-F16.gguf"
-        gguf.write_model(res.model, f16, vocab.for_model(lm, base.vocab), quant="F16")
-        quantize.quantize(f16, path, "Q4_K_M")
+        gguf.write_model(res.model, f16, vocab.for_model(lm, base.vocab))
+        quantize.quantize(f16, path, q4)
         f16.unlink()
     st = Structure.from_dict(json.loads(json.dumps(sol.structure.to_dict())))
-    return path, r, predict(st, "Q4_K_M", profile).decode_ms_per_token
+    return path, r, predict(st, q4, profile).decode_ms_per_token
 
 
 def main() -> None:
@@ -104,11 +106,12 @@ def main() -> None:
     from adaprune_edge.pipeline.quant_options import dense_file
     from adaprune_edge.latency.roofline import predict
     from adaprune_edge.archs.structure import Structure
+    from adaprune_edge.quant import QuantRecipe
 
     lm = models.load("default")
     profile = profiles.load_profile(args.device)
     base = Structure.from_model(lm.model)
-    q8 = predict(base, "Q8_0", profile).decode_ms_per_token
+    q8 = predict(base, QuantRecipe("Q8_0"), profile).decode_ms_per_token
     wiki = windows(lm, DATA / "wikitext-2" / "valid.txt", args.windows, True)
     ptb = windows(lm, DATA / "ptb" / "ptb.valid.txt", args.windows, False)
     calib = CalibrationPool.from_sources(["builtin:self"], lm.tokenizer, 256, (0.0, 0.8), loaded=lm).windows[:32]
@@ -131,7 +134,7 @@ def main() -> None:
         previous = folder / "build"
         qo = rep.get("quant_only") or {}
         if qo:
-            qpath = dense_file(Path(rep["gguf"]).parent, qo["recipe"])
+            qpath = dense_file(Path(rep["gguf"]).parent, QuantRecipe.parse(qo["recipe"]))
             result["rows"].append({"fraction": frac, "budget_ms": budget_ms, "what": "quant-only (best meeting the budget)",
                                    "recipe": qo["recipe"], "decoder_pruned": 0.0,
                                    "decode_ms": round(qo["decode_ms_per_token"], 3), **score(qpath, lm, wiki, ptb)})

@@ -30,17 +30,16 @@ class Scores:
         return self.data[gguf.name]
 
 
-def export(model, lm, base, recipe: str, calib, name: str) -> Path:
+def export(model, lm, base, recipe, calib, name: str) -> Path:
     """F16 GGUF of `model`, quantized with `recipe` and an imatrix of `model` on the calibration windows."""
     from adaprune_edge.exporters import imatrix
     from adaprune_edge.exporters import gguf, quantize, vocab
-    from adaprune_edge.quant import file_label
 
-    out = WORK / f"{name}-{file_label(recipe)}.gguf"
+    out = WORK / f"{name}-{recipe.label}.gguf"
     if not out.is_file():
         f16 = WORK / f"{name}-F16.gguf"  # kept: every recipe of the same model quantizes it
         if not f16.is_file():
-            gguf.write_model(model, f16, vocab.for_model(lm, base.vocab), quant="F16")
+            gguf.write_model(model, f16, vocab.for_model(lm, base.vocab))
         if name not in _IMATRIX:
             _IMATRIX[name] = imatrix.collect(model, calib[:16], ("builtin:self",))
         quantize.quantize(f16, out, recipe, imatrix=_IMATRIX[name])
@@ -50,7 +49,7 @@ def export(model, lm, base, recipe: str, calib, name: str) -> Path:
 _IMATRIX: dict = {}
 
 
-def pruned_and_recovered(lm, base, device, recipe: str, r_min: float, calib, self_windows, tokens: int):
+def pruned_and_recovered(lm, base, device, recipe, r_min: float, calib, self_windows, tokens: int):
     """(pruned model, structure, recovered model or None) at r_min for `recipe` (cached folders)."""
     import copy
 
@@ -84,19 +83,20 @@ def main(args, windows, score) -> None:
     from adaprune_edge.device import Device
     from adaprune_edge.recover.text import recovery_windows
     from adaprune_edge.archs.structure import Structure
+    from adaprune_edge.quant import QuantRecipe
 
     WORK.mkdir(parents=True, exist_ok=True)
     lm = models.load("default")
     device = Device.resolve(args.device)
     base = Structure.from_model(lm.model)
-    ref = device.predict(base, "Q4_K_M").decode_ms_per_token
+    ref = device.predict(base, QuantRecipe("Q4_K_M")).decode_ms_per_token
     wiki = windows(lm, DATA / "wikitext-2" / "valid.txt", args.windows, True)
     ptb = windows(lm, DATA / "ptb" / "ptb.valid.txt", args.windows, False)
     calib = CalibrationPool.from_sources(["builtin:self"], lm.tokenizer, 256, (0.0, 0.5), loaded=lm).windows[:32]
     self_windows, text = recovery_windows(["builtin:self"], lm, 256, 0)
     scores = Scores(score, lm, wiki, ptb)
     names = quant_options.recipes(None, True)
-    dense = {n: {**scores(export(lm.model, lm, base, n, calib, "dense")), "recipe": n,
+    dense = {n: {**scores(export(lm.model, lm, base, n, calib, "dense")), "recipe": n.name,
                  "decode_ms": round(device.predict(base, n).decode_ms_per_token, 3)} for n in names}
     result = {"device": args.device, "reference": f"dense Q4_K_M predicted {ref:.3f} ms/token",
               "eval": f"wikitext-2 valid 2nd half {args.windows}x512, PTB valid {args.windows}x512 (llama.cpp); "
@@ -117,7 +117,7 @@ def main(args, windows, score) -> None:
         pruned, tag, recovered, rec = pruned_and_recovered(lm, base, device, pick.recipe, pick.r_min, calib, self_windows,
                                                            args.recover_tokens)
         st = Structure.from_model(pruned)
-        common = {**row, "recipe": pick.recipe, "decoder_pruned": round(1 - st.decoder_params() / base.decoder_params(), 4),
+        common = {**row, "recipe": pick.recipe.name, "decoder_pruned": round(1 - st.decoder_params() / base.decoder_params(), 4),
                   "decode_ms": round(device.predict(st, pick.recipe).decode_ms_per_token, 3)}
         result["rows"].append({**common, "what": "pruned (no recovery)", **scores(export(pruned, lm, base, pick.recipe, calib, tag))})
         result["rows"].append({**common, "what": f"pruned + recovered ({rec['tokens']} tokens)", "recover_minutes": round(rec["seconds"] / 60, 1),

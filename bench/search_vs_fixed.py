@@ -46,11 +46,13 @@ import statistics
 import time
 from pathlib import Path
 
+from adaprune_edge.quant import QuantRecipe
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 WIKI, PTB = DATA / "wikitext-2" / "valid.txt", DATA / "ptb" / "ptb.valid.txt"
 RESULTS = ROOT / "bench" / "results"
-QUANT = "Q4_K_M"
+QUANT = QuantRecipe("Q4_K_M")
 SCALE = dict(n_samples=32, seq_len=256, val_windows=4, val_seq_len=512, report_windows=8)
 
 FIXED = {

@@ -24,6 +24,7 @@ def main() -> None:
     from adaprune_edge.evaluate.perplexity import read_text, token_windows
     from adaprune_edge.pipeline.build import BuildSpec, Hooks, RunDir
     from adaprune_edge.pipeline.quant_options import gguf_ppl
+    from adaprune_edge.quant import QuantRecipe
 
     run = Path(sys.argv[1])
     spec = BuildSpec.from_dict(json.loads((run / "state.json").read_text())["spec"])
@@ -34,7 +35,7 @@ def main() -> None:
     out = {"run": str(run), "report_set": rep.get("data_sets", {}).get("report"), "wikitext": "wikitext-2 valid 2nd half, 4x512"}
     with tempfile.TemporaryDirectory() as tmp:
         q40 = Path(tmp) / "dense-Q4_0.gguf"
-        quantize.quantize(run / "dense-F16.gguf", q40, "Q4_0")
+        quantize.quantize(run / "dense-F16.gguf", q40, QuantRecipe("Q4_0"))
         for name, path in (("export --quant Q4_0", q40), (f"shipped {rep['quant']}", Path(rep["gguf"]))):
             out[name] = {"file_bytes": path.stat().st_size, "report_set_ppl": round(gguf_ppl(path, report_set), 3),
                          "wikitext_ppl": round(gguf_ppl(path, wiki), 3)}

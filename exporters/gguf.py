@@ -23,7 +23,7 @@ from adaprune_edge.archs import ARCHS, HParams
 from adaprune_edge.archs.base import PER_LAYER_ARCH
 from adaprune_edge.gguf import keys as gguf_keys
 from adaprune_edge.errors import ExportError
-from adaprune_edge.exporters.gguf_plan import (FLOAT_TYPES, ExportPlan, TensorSource,  # noqa: F401
+from adaprune_edge.exporters.gguf_plan import (ExportPlan, TensorSource,  # noqa: F401
                                                iter_plan_rows, model_biases, permute_qk, plan, plan_for_model,
                                                random_source, torch_source)
 from adaprune_edge.exporters.vocab import TokenizerMeta
