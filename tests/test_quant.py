@@ -41,6 +41,19 @@ def test_recipe_names_round_trip_and_bad_names_are_refused():
         QuantRecipe.parse("F16:imatrix")
 
 
+def test_recipes_are_hashable_values_and_file_type_ids_come_from_gguf_py():
+    import llama_cpp
+
+    from adaprune_edge.quant import ftype_name
+
+    assert {R("Q4_K_M:imatrix"): 1}[QuantRecipe("Q4_K_M", imatrix=True)] == 1 and str(R("Q4_0:out=Q5_0")) == "Q4_0:out=Q5_0"
+    assert R("Q4_K_M:fb=IQ4_NL:imatrix").label == "Q4_K_M_fb-IQ4_NL_imatrix"
+    for n in FTYPES:  # gguf-py's LlamaFileType agrees with the installed llama.cpp's llama_ftype
+        assert QuantRecipe(n).ftype_id == getattr(llama_cpp, "LLAMA_FTYPE_ALL_F32" if n == "F32" else f"LLAMA_FTYPE_MOSTLY_{n}")
+        assert ftype_name(int(QuantRecipe(n).ftype_id)) == n
+    assert ftype_name(3) is None and ftype_name(None) is None  # Q4_1: a file type no recipe names
+
+
 @pytest.mark.parametrize("hidden", [64, 256])
 def test_predicted_tensor_types_equal_what_llama_cpp_writes(tmp_path, hidden):
     st = _odd_structure(hidden)
