@@ -22,6 +22,8 @@ from adaprune_edge.pipeline.quant_options import best_quant_only, dense_file, gg
 from adaprune_edge.pipeline.results import Exported
 from adaprune_edge.errors import LatencyError
 from adaprune_edge.exporters import gguf, modelfile, quantize, vocab
+from adaprune_edge.gguf.header import read_header
+from adaprune_edge.gguf.keys import GENERAL_ARCHITECTURE
 from adaprune_edge.latency import budget
 from adaprune_edge.latency.backends import LatencyReport
 from adaprune_edge.latency.budget import Constraint
@@ -66,7 +68,7 @@ def export_dense(ctx: BuildContext, why: str | None = None, recipe: QuantRecipe 
     f16, qpath = ctx.run.file("model-F16.gguf"), ctx.run.file(shipped_name(recipe))
     shutil.copyfile(cand.dense_f16, f16)
     shutil.copyfile(dense_file(ctx.run.path, recipe), qpath)
-    return Exported(arch="llama", f16=str(f16), f16_bytes=f16.stat().st_size, gguf=str(qpath), quant=recipe,
+    return Exported(arch=read_header(qpath)[0][GENERAL_ARCHITECTURE], f16=str(f16), f16_bytes=f16.stat().st_size, gguf=str(qpath), quant=recipe,
                     pruned=False, replaced_pruned=why, quant_report=quantize.report(qpath, st, recipe),
                     structure=st)
 
