@@ -24,7 +24,7 @@ KNOWN = tuple(FTYPES)
 
 @dataclass(frozen=True)
 class TensorType:
-    """A weight tensor's ggml type: what structure.py predicts, what the file holds, whether it fell back."""
+    """A weight tensor's ggml type: what archs/structure.py predicts, what the file holds, whether it fell back."""
 
     name: str
     expected: str

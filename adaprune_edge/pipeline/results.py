@@ -141,7 +141,7 @@ class Candidates(StageResult):
     imatrix: str | None
     base_structure: Structure
     objective_windows: tuple[int, ...]
-    kv_cache: str = "F16"  # the K/V cache type the plan's RAM checks use (latency/kvcache.py)
+    kv_cache: str = "F16"  # the K/V cache type the plan's RAM checks use (runtime/kvcache.py)
     seconds: float = 0.0
     NESTED: ClassVar[dict[str, Any]] = {"options": (QuantOption,), "base_structure": Structure}
 

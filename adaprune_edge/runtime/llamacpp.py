@@ -31,7 +31,7 @@ def _quiet_stderr() -> Iterator[None]:
 
 def open_gguf(path: str | Path, n_ctx: int = 1024, threads: int | None = None, logits_all: bool = True,
               kv_cache: str = "F16") -> Any:
-    """Load a GGUF with llama-cpp-python (CPU) with a K/V cache of type kv_cache (latency/kvcache.py).
+    """Load a GGUF with llama-cpp-python (CPU) with a K/V cache of type kv_cache (runtime/kvcache.py).
     Raises ExportError if llama.cpp cannot load it."""
     from adaprune_edge.runtime import kvcache
 

@@ -44,7 +44,7 @@ def _scenario(spec: SearchSpec, space: Any, out: Path) -> Any:
 # the best fixed recipe is a least-squares one at 20% and OBS uniform at 35%
 # (bench/results/search_vs_fixed_fair32.json). Uniform-only families keep the uniform ones.
 # `taylor-uniform` is not a warm start: the plan stage's fallback for families without reconstruction
-# (build/plan_stages.py).
+# (pipeline/plan_stages.py).
 WARM_STARTS: dict[str, dict[str, Any]] = {
     "taylor-uniform+lsq": dict(metric="taylor", allocation="uniform", reconstruction=True, recon_damp=0.3),
     "fluctuation-global+lsq": dict(metric="fluctuation", allocation="global", reconstruction=True, recon_damp=0.3),
