@@ -266,10 +266,13 @@ def check_values(p: DeviceProfile, path: Path) -> None:
         if getattr(p, key) <= 0:
             raise ProfileError(f"{path}: field {key!r} must be positive")
     for ftype, rates in (p.type_rates or {}).items():
+        # a decode rate of 0 is what `profile` writes when a type's decode time does not grow with its FLOPs
+        # (memory-bound only, as decode_gflops: 0); a prompt rate must be positive
         if ftype not in FTYPES or not (isinstance(rates, list) and len(rates) == 2
-                                       and all(isinstance(x, (int, float)) and x > 0 for x in rates)):
-            raise ProfileError(f"{path}: type_rates needs <file type>: [decode GFLOP/s, prompt GFLOP/s] with known "
-                               f"types and positive rates, got {ftype}: {rates!r}")
+                                       and all(isinstance(x, (int, float)) for x in rates)
+                                       and rates[0] >= 0 and rates[1] > 0):
+            raise ProfileError(f"{path}: type_rates needs <file type>: [decode GFLOP/s (0: memory-bound only), "
+                               f"prompt GFLOP/s > 0] with known types, got {ftype}: {rates!r}")
     if p.kv_cache_type.upper() not in kvcache.TYPES:
         raise ProfileError(f"{path}: field 'kv_cache_type' must be one of {', '.join(kvcache.ORDER)}, got {p.kv_cache_type!r}")
     if not 0 < p.usable_ram_share <= 1:

@@ -70,3 +70,15 @@ def test_malformed_yaml_and_missing_fields(tmp_path: Path):
     g.write_text("ram_gb: 4\n")
     with pytest.raises(ProfileError, match="missing required field"):
         profiles.load_profile(str(g))
+
+
+def test_type_rates_accept_a_memory_bound_decode_rate_and_refuse_a_zero_prompt_rate(tmp_path: Path):
+    """`profile` writes decode 0 for a type whose decode time does not grow with its FLOPs (memory-bound, as
+    decode_gflops: 0 means); such a profile must load. A zero prompt rate would divide by zero: refused."""
+    ok = tmp_path / "ok.yaml"
+    ok.write_text("extends: this-host\ntype_rates:\n  Q4_K_M: [0.0, 61.36]\n")
+    assert profiles.load_profile(str(ok)).type_rates == {"Q4_K_M": [0.0, 61.36]}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("extends: this-host\ntype_rates:\n  Q4_K_M: [12.0, 0]\n")
+    with pytest.raises(ProfileError, match="prompt GFLOP/s > 0"):
+        profiles.load_profile(str(bad))
