@@ -7,7 +7,7 @@ calibration, measured / predicted from one measurement (`calibrated`):
 
     p = device.predictor(recipe)                 # a QuantRecipe
     p = p.calibrated(p.measure(dense), dense)   # one measurement per device x recipe
-    p.predict(st)                                # roofline x calibration, microseconds
+    p.predict(st)                                # a LatencyReport: roofline x calibration
     p.latency(st)                                # measured where the backend measures, else p.predict(st)
 """
 
