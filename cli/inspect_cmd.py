@@ -21,7 +21,8 @@ def inspect_cmd(
     windows: int = typer.Option(8, "--windows", min=1, help="Number of windows for --ppl."),
     seq_len: int = typer.Option(512, "--seq-len", min=8, help="Tokens per window for --ppl."),
 ) -> None:
-    """Describe a model: architecture, per-layer shapes, parameters, estimated GGUF size per quant type."""
+    """Describe a model: architecture, per-layer shapes, parameters, estimated GGUF size per quant type; for a
+    .gguf also the ggml types its tensors really have, per role."""
     with console.status(f"loading {model} ..."):
         lm = models.load(model)
     info, st = lm.info, Structure.from_model(lm.model)
@@ -39,6 +40,10 @@ def inspect_cmd(
         bpw = 8 * st.gguf_bytes(quant) / n
         rows.append((f"GGUF {quant}", f"{human_bytes(st.gguf_bytes(quant))}, {bpw:.2f} bits/weight"
                      + (f"  ({fb} tensors fall back)" if fb else "")))
+    if lm.spec.kind == "gguf":  # what the file really holds (the model above is dequantized)
+        from adaprune_edge.exporters.quantize import type_mix
+
+        rows += [(f"tensors {role}", f"{kind} x{n}, {human_bytes(size)}") for role, kind, n, size in type_mix(lm.spec.path)]
     for k, v in rows:
         table.add_row(k, v)
     if ppl:

@@ -149,6 +149,20 @@ def tensor_types(path: str | Path) -> dict[str, str]:
     return {t.name: t.tensor_type.name for t in reader.tensors}
 
 
+def type_mix(path: str | Path) -> list[tuple[str, str, int, int]]:
+    """The real ggml types of a GGUF per role: (role, type, tensors, bytes), a row per (role, type) in the
+    file's tensor order ('attn_q', 'Q5_0', 30, 3_110_400); global tensors ('token_embd', 'output_norm')
+    are their own role."""
+    import gguf
+
+    mix: dict[tuple[str, str], list[int]] = {}
+    for t in gguf.GGUFReader(str(path)).tensors:
+        row = mix.setdefault((parse_name(t.name)[1], t.tensor_type.name), [0, 0])
+        row[0] += 1
+        row[1] += int(t.n_bytes)
+    return [(role, kind, n, size) for (role, kind), (n, size) in mix.items()]
+
+
 def report(path: str | Path, structure: Structure, quant: QuantRecipe) -> QuantReport:
     """Compare the real tensor types of `path` with structure.tensors(quant); list fall-backs."""
     actual = tensor_types(path)

@@ -192,3 +192,24 @@ def test_hf_tokenizer_metadata_equals_gguf_copy(default_model, tok_meta):
     assert list(meta.get("tokenizer.ggml.merges")) == list(tok_meta.get("tokenizer.ggml.merges"))
     assert meta.get("tokenizer.ggml.eos_token_id") == tok_meta.get("tokenizer.ggml.eos_token_id")
     assert "<|im_start|>" in meta.chat_template
+
+
+def test_type_mix_counts_every_tensor_of_the_file_by_role_and_type(tiny_llama, tok_meta, tmp_path):
+    """inspect's per-role table of a GGUF's real types: one row per (role, ggml type), every tensor once,
+    bytes adding up to the file's tensor data; a 64-wide Q4_K_M model has no Q4_K row (its rows fall back)."""
+    from typer.testing import CliRunner
+
+    from adaprune_edge.cli.app import app
+
+    model = tiny_llama(vocab=VOCAB, hidden=64)
+    q4 = gguf.write_model(model, tmp_path / "q4.gguf", tok_meta, quant=R("Q4_K_M"))
+    tensors = gguf_pkg.GGUFReader(str(q4.path)).tensors
+    mix = quantize.type_mix(q4.path)
+    assert sum(n for _, _, n, _ in mix) == len(tensors)
+    assert sum(b for _, _, _, b in mix) == sum(int(t.n_bytes) for t in tensors)
+    assert len({(r, k) for r, k, _, _ in mix}) == len(mix)
+    by_role = {r: (k, n) for r, k, n, _ in mix if r == "attn_q"}
+    assert by_role["attn_q"][1] == model.config.num_hidden_layers and "Q4_K" not in {k for _, k, _, _ in mix}
+    out = CliRunner().invoke(app, ["inspect", "--model", str(q4.path)], env={"COLUMNS": "200"})
+    assert out.exit_code == 0, out.output
+    assert "tensors attn_q" in out.output and f"{by_role['attn_q'][0]} x{model.config.num_hidden_layers}" in out.output
