@@ -91,7 +91,7 @@ class Device:
         """Latency of an existing GGUF file (cached by content and recipe; None: a file of unknown recipe);
         predicted from its tensors for `predict`."""
         if not self.measures:
-            return measure(Path(path), self.settings)
+            return self.predict_file(path)
         return file_latency(Path(path), quant.name if quant else "file", self.settings, self.name, use_cache=use_cache)
 
     def predict_file(self, path: Path) -> LatencyReport:

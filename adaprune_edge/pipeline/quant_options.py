@@ -100,8 +100,9 @@ def option(base: Structure, device: Device, name: QuantRecipe, lat: LatencyRepor
     dense = budget.constraints(lat, budget.ram_of(base, name, device.profile), device.profile, budget_ms)
     now = budget.binding(dense)
     r_min = 0.0 if all(c.ok for c in dense) else _r_min(base, device.profile, pred, budget_ms, max_ratio)
-    return QuantOption(name, round(lat.decode_ms_per_token, 4), lat.measured, r_min, base.gguf_bytes(name),
-                       round(8 * base.gguf_bytes(name) / base.params(), 3), floor_ms=round(floor.decode_ms_per_token, 4),
+    size = base.gguf_bytes(name)
+    return QuantOption(name, round(lat.decode_ms_per_token, 4), lat.measured, r_min, size,
+                       round(8 * size / base.params(), 3), floor_ms=round(floor.decode_ms_per_token, 4),
                        prefill_tps=round(lat.prefill_tps, 2), floor_margin=round(worst.margin, 4),
                        floor_binding=worst.describe(), binding=now.describe())
 
