@@ -4,19 +4,25 @@ A recipe is a llama.cpp file type plus two deliberate choices llama-quantize exp
 `--tensor-type` and `--output-tensor-type`:
 
     FTYPE[:fb=TYPE][:out=TYPE][:imatrix]      e.g.  Q4_K_M:fb=IQ4_NL:out=Q5_0:imatrix
+    FTYPE:alloc=DIGEST[:imatrix]              e.g.  Q4_0:alloc=3f9a1c2e:imatrix
+
 
 `fb` is the type for tensors whose rows are not a multiple of the file type's 256-value block (the
 default llama.cpp fall-back turns a 4-bit Q4_K into a 5.5-bit Q5_0 there; on SmolLM2's 576-wide rows
 that is most of the model); `out` is the type of the output projection (the tied embedding), which
-llama.cpp otherwise keeps at Q6_K/Q8_0; `imatrix` says the quantizer gets an importance matrix, which
+llama.cpp otherwise keeps at Q6_K/Q8_0; `alloc` names an allocation (one ggml type per weight tensor, see
+bitalloc/), by a short hash of its content; `imatrix` says the quantizer gets an importance matrix, which
 also changes two of llama.cpp's mixture rules. `tensor_type` reproduces llama.cpp's rules
 (src/llama-quant.cpp of the vendored llama.cpp, llama-family non-MoE models) so sizes and latency are
 predicted from a Structure alone; tests compare it with what the quantizer really writes."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+import hashlib
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Mapping
 
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as QT, LlamaFileType
 
@@ -38,6 +44,14 @@ LLAMA_FALLBACK = {QT.IQ4_XS: QT.IQ4_NL, QT.Q2_K: QT.Q4_0, QT.Q3_K: QT.Q4_0, QT.Q
                   QT.Q5_K: QT.Q5_1, QT.Q6_K: QT.Q8_0}
 
 
+# the file type whose general.file_type an allocation's file carries, by its most common tensor type
+TYPE_FTYPE = {"Q8_0": "Q8_0", "Q6_K": "Q6_K", "Q5_K": "Q5_K_M", "Q5_1": "Q5_0", "Q5_0": "Q5_0", "Q4_K": "Q4_K_M",
+              "Q4_1": "Q4_0", "Q4_0": "Q4_0", "IQ4_NL": "IQ4_NL", "IQ4_XS": "IQ4_XS", "Q3_K": "Q3_K_M", "Q2_K": "Q2_K"}
+# allocations this process knows, by digest: parse() resolves `alloc=DIGEST` here (bitalloc.recipe_file
+# registers a loaded file's, QuantRecipe.allocated a new one's)
+_ALLOCATIONS: dict[str, tuple[tuple[str, str], ...]] = {}
+
+
 def ftype_id(ftype: str) -> LlamaFileType:
     """llama.h's llama_ftype of a file type name ('Q4_K_M' → MOSTLY_Q4_K_M = 15), from gguf-py."""
     return LlamaFileType.ALL_F32 if ftype == "F32" else LlamaFileType[f"MOSTLY_{ftype}"]
@@ -57,10 +71,39 @@ class QuantRecipe:
     fallback: str | None = None
     output: str | None = None
     imatrix: bool = False
+    assign: tuple[tuple[str, str], ...] = ()  # an allocation: (tensor name, ggml type) of every weight tensor
+    _types: dict[str, str] = field(default_factory=dict, init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._types.update(self.assign)
+
+    @classmethod
+    def allocated(cls, types: Mapping[str, str], imatrix: bool = True) -> "QuantRecipe":
+        """The recipe of an allocation (tensor name → ggml type name), registered so its name parses."""
+        unknown = sorted(set(types.values()) - set(TYPE_FTYPE))
+        if unknown:
+            raise ConfigError(f"an allocation may use {', '.join(TYPE_FTYPE)}; it has {', '.join(unknown)}")
+        top = Counter(types.values()).most_common(1)[0][0]
+        r = cls(TYPE_FTYPE[top], imatrix=imatrix, assign=tuple(sorted(types.items())))
+        _ALLOCATIONS[r.digest] = r.assign
+        return r
+
+    @property
+    def digest(self) -> str:
+        """Short content hash of the allocation ('' for a uniform recipe)."""
+        if not self.assign:
+            return ""
+        return hashlib.sha256(json.dumps([self.ftype, self.assign]).encode()).hexdigest()[:8]
+
+    def type_of(self, tensor: str) -> QT | None:
+        """The allocation's type for a tensor (None: not allocated)."""
+        t = self._types.get(tensor)
+        return QT[t] if t else None
 
     @property
     def name(self) -> str:
-        parts = [self.ftype] + [f"{k}={v}" for k, v in (("fb", self.fallback), ("out", self.output)) if v]
+        parts = [self.ftype] + ([f"alloc={self.digest}"] if self.assign else [])
+        parts += [f"{k}={v}" for k, v in (("fb", self.fallback), ("out", self.output)) if v]
         return ":".join(parts + (["imatrix"] if self.imatrix else []))
 
     @property
@@ -86,7 +129,7 @@ class QuantRecipe:
     def with_imatrix(self, on: bool = True) -> "QuantRecipe":
         if self.is_float:
             return self
-        return QuantRecipe(self.ftype, self.fallback, self.output, on)
+        return QuantRecipe(self.ftype, self.fallback, self.output, on, self.assign)
 
     @classmethod
     def parse(cls, text: str) -> "QuantRecipe":
@@ -99,6 +142,8 @@ class QuantRecipe:
             key, _, value = opt.partition("=")
             if key == "imatrix" and not value:
                 kw["imatrix"] = True
+            elif key == "alloc" and value:
+                kw["assign"] = _known_allocation(value)
             elif key in ("fb", "out") and value:
                 if value not in STEERABLE:
                     raise ConfigError(unknown_name_message(f"tensor type in {key}=", value, list(STEERABLE)))
@@ -107,7 +152,16 @@ class QuantRecipe:
                 raise ConfigError(f"bad quant option {opt!r} in {text!r}: use FTYPE[:fb=TYPE][:out=TYPE][:imatrix]")
         if head in FLOAT and kw:
             raise ConfigError(f"{head} is written unquantized; it takes no fb=/out=/imatrix options")
+        if kw.get("assign") and (kw.get("fallback") or kw.get("output")):
+            raise ConfigError(f"{text!r}: an allocation sets every tensor's type; it takes no fb=/out=")
         return cls(head, **kw)
+
+
+def _known_allocation(digest: str) -> tuple[tuple[str, str], ...]:
+    if digest not in _ALLOCATIONS:
+        raise ConfigError(f"allocation {digest} is not loaded: pass its recipe file (--quant-file FILE, written "
+                          "next to the GGUF as <name>.quant.json)")
+    return _ALLOCATIONS[digest]
 
 
 F16 = QuantRecipe("F16")
@@ -166,11 +220,16 @@ def _fit(t: QT, cols: int) -> tuple[QT, bool]:
     return (fb if cols % block(fb) == 0 else QT.F16), True
 
 
-def layer_type(r: QuantRecipe, role: str, i: int, n: int, cols: int, n_gqa: int) -> tuple[QT, bool, bool]:
-    """(type, fell_back, overridden) of layer tensor `role` of layer i of n with rows of `cols` values.
-    `overridden`: the recipe's fb= type replaces llama.cpp's fall-back (written as a manual override)."""
+def layer_type(r: QuantRecipe, role: str, i: int, n: int, cols: int, n_gqa: int,
+               name: str = "") -> tuple[QT, bool, bool]:
+    """(type, fell_back, overridden) of layer tensor `role` (GGUF name `name`) of layer i of n with rows of
+    `cols` values. `overridden`: the recipe's fb= type replaces llama.cpp's fall-back, or its allocation
+    sets the type (written as a manual override)."""
     if r.is_float:
         return r.base_type, False, False
+    if r.type_of(name):
+        t, fell = _fit(r.type_of(name), cols)
+        return t, fell, True
     t = _mixture(r.ftype, role, i, n, n_gqa, r.imatrix) or r.base_type
     fitted, fell = _fit(t, cols)
     if fell and r.fallback:
@@ -178,11 +237,14 @@ def layer_type(r: QuantRecipe, role: str, i: int, n: int, cols: int, n_gqa: int)
     return fitted, fell, False
 
 
-def output_type(r: QuantRecipe, cols: int) -> tuple[QT, bool]:
-    """Type of the output projection (or the tied token embedding): out= if given, else llama.cpp's rule
-    (Q6_K unless the file type is Q8_0/float; Q8_0 when the rows do not fit the file type's block)."""
+def output_type(r: QuantRecipe, cols: int, name: str = "output.weight") -> tuple[QT, bool]:
+    """Type of the output projection (or the tied token embedding, `name`): the allocation's or out= if
+    given, else llama.cpp's rule (Q6_K unless the file type is Q8_0/float; Q8_0 when the rows do not fit
+    the file type's block)."""
     if r.is_float:
         return r.base_type, False
+    if r.type_of(name):
+        return _fit(r.type_of(name), cols)
     if r.output:
         return _fit(QT[r.output], cols)
     base = r.base_type

@@ -100,14 +100,16 @@ def quantize(src: str | Path, dst: str | Path, quant: QuantRecipe, threads: int 
 def _steer(params: Any, r: QuantRecipe, st: Structure, imatrix: Any) -> list[Any]:
     """Fill the per-tensor overrides, output type and imatrix of llama.cpp's quantize params."""
     import llama_cpp
-    from gguf import GGMLQuantizationType as QT
 
     keep: list[Any] = []
-    if r.output:
-        typ = int(QT[r.output])
-        params.token_embedding_type = typ if st.tied_embeddings else params.token_embedding_type
-        params.output_tensor_type = typ
-    over = [t for t in st.tensors(r) if t.overridden and parse_name(t.name)[0] is not None]  # layer tensors
+    tensors = list(st.tensors(r))
+    for t in tensors:
+        if t.overridden and t.name == "token_embd.weight":
+            params.token_embedding_type = int(t.qtype)
+            params.output_tensor_type = int(t.qtype) if st.tied_embeddings else params.output_tensor_type
+        elif t.overridden and t.name == "output.weight":
+            params.output_tensor_type = int(t.qtype)
+    over = [t for t in tensors if t.overridden and parse_name(t.name)[0] is not None]  # layer tensors
     if over:
         arr = (llama_cpp.llama_model_tensor_override * (len(over) + 1))()
         names = [f"^{t.name.replace('.', chr(92) + '.')}$".encode() for t in over]

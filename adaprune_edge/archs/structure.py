@@ -90,19 +90,22 @@ class Structure:
         seen: dict[str, int] = {}
         for i, s in enumerate(self.layers):
             for role, (rows, cols) in ((r, shape) for r, shape in self.layer_tensors(s) if len(shape) == 2):
-                t, fell, over = layer_type(quant, role, seen.get(role, 0), self.n_layer, cols, gqa)
+                name = tensor_name(role, i)
+                t, fell, over = layer_type(quant, role, seen.get(role, 0), self.n_layer, cols, gqa, name)
                 seen[role] = seen.get(role, 0) + (not over)
-                yield GGUFTensor(tensor_name(role, i), (rows, cols), t, fell, over)
+                yield GGUFTensor(name, (rows, cols), t, fell, over)
 
     def _embedding_tensors(self, r: QuantRecipe) -> Iterator[GGUFTensor]:
-        out, fell = output_type(r, self.hidden)
+        steered = bool(r.output or r.assign) and not r.is_float
         if self.tied_embeddings:
-            yield GGUFTensor("token_embd.weight", (self.vocab, self.hidden), out, fell, bool(r.output))
+            out, fell = output_type(r, self.hidden, "token_embd.weight")
+            yield GGUFTensor("token_embd.weight", (self.vocab, self.hidden), out, fell, steered)
         else:
             # an untied token embedding (a row lookup) keeps the file type's default, with fall-backs
-            emb, fell_e, over_e = layer_type(r, "token_embd", 0, self.n_layer, self.hidden, 1)
+            emb, fell_e, over_e = layer_type(r, "token_embd", 0, self.n_layer, self.hidden, 1, "token_embd.weight")
             yield GGUFTensor("token_embd.weight", (self.vocab, self.hidden), emb, fell_e, over_e)
-            yield GGUFTensor("output.weight", (self.vocab, self.hidden), out, fell, bool(r.output))
+            out, fell = output_type(r, self.hidden)
+            yield GGUFTensor("output.weight", (self.vocab, self.hidden), out, fell, steered)
 
     def norm_bytes(self) -> int:
         """F32 norm weights: each layer's (the family's adapter lists them) plus the final norm."""
