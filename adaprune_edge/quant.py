@@ -78,14 +78,15 @@ class QuantRecipe:
         self._types.update(self.assign)
 
     @classmethod
-    def allocated(cls, types: Mapping[str, str], imatrix: bool = True) -> "QuantRecipe":
+    def allocated(cls, types: Mapping[str, str], imatrix: bool = True, register: bool = True) -> "QuantRecipe":
         """The recipe of an allocation (tensor name → ggml type name), registered so its name parses."""
         unknown = sorted(set(types.values()) - set(TYPE_FTYPE))
         if unknown:
             raise ConfigError(f"an allocation may use {', '.join(TYPE_FTYPE)}; it has {', '.join(unknown)}")
         top = Counter(types.values()).most_common(1)[0][0]
         r = cls(TYPE_FTYPE[top], imatrix=imatrix, assign=tuple(sorted(types.items())))
-        _ALLOCATIONS[r.digest] = r.assign
+        if register:
+            _ALLOCATIONS[r.digest] = r.assign
         return r
 
     @property

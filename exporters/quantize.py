@@ -88,13 +88,43 @@ def quantize(src: str | Path, dst: str | Path, quant: QuantRecipe, threads: int 
     params.ftype = int(r.ftype_id)
     params.nthread = threads or (os.cpu_count() or 1)
     keep = _steer(params, r, st, imatrix if r.imatrix else None)  # ctypes arrays must outlive the call
+    _run(src, dst, params, r.name)
+    del keep
+
+
+def quantize_pure(src: str | Path, dst: str | Path, qtype: str, imatrix: Any = None, threads: int | None = None) -> None:
+    """Every tensor of F16 GGUF `src` at ggml type `qtype` (llama.cpp's `--pure`, token embedding and output
+    included; llama.cpp's fall-back where a row does not fit), with `imatrix` if given."""
+    import llama_cpp
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType as QT, LlamaFileType
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = int(LlamaFileType[f"MOSTLY_{PURE_FTYPE.get(qtype, qtype)}"])
+    params.nthread = threads or (os.cpu_count() or 1)
+    params.pure = True
+    if GGML_QUANT_SIZES[QT[qtype]][0] == 32:  # an explicit embedding type skips llama.cpp's fall-back
+        params.token_embedding_type = params.output_tensor_type = int(QT[qtype])
+    keep: list[Any] = []
+    if imatrix is not None:
+        carr, bufs = imatrix.to_ctypes(structure_of_gguf(src))
+        params.imatrix = ctypes.cast(carr, ctypes.POINTER(llama_cpp.llama_model_imatrix_data))
+        keep += [carr, bufs]
+    _run(src, dst, params, f"pure {qtype}")
+    del keep
+
+
+PURE_FTYPE = {"Q6_K": "Q6_K", "Q5_K": "Q5_K_M", "Q4_K": "Q4_K_M", "Q3_K": "Q3_K_M"}  # type → llama_ftype name
+
+
+def _run(src: str | Path, dst: str | Path, params: Any, what: str) -> None:
+    import llama_cpp
+
     with atomic_path(Path(dst)) as tmp:
         # llama.cpp logs from C (fd 2) and through llama-cpp-python's Python log callback (sys.stderr)
         with _quiet_stderr(), contextlib.redirect_stderr(io.StringIO()):
             rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), ctypes.byref(params))
         if rc != 0:
-            raise ExportError(f"llama.cpp failed to quantize {src} to {r.name} (code {rc})")
-    del keep
+            raise ExportError(f"llama.cpp failed to quantize {src} to {what} (code {rc})")
 
 
 def _steer(params: Any, r: QuantRecipe, st: Structure, imatrix: Any) -> list[Any]:

@@ -226,6 +226,22 @@ class ArchAdapter:
             return permute_qk(arr, s.n_head_kv)
         return arr
 
+    def from_gguf(self, gguf_name: str, arr: np.ndarray, structure: Any, arch: str) -> np.ndarray:
+        """Undo to_gguf: a tensor as llama.cpp's `arch` reads it back in HF's layout (norms unshifted, Q/K
+        rows in HF's rotate-half order; to_gguf takes gguf[j] = hf[order[j]], order = permute_qk(arange))."""
+        if gguf_name.endswith("norm.weight") and self.norm_shift:
+            arr = arr - np.float32(self.norm_shift)
+        if not gguf_name.startswith("blk.") or arch not in NORM_ROPE_ARCHS:
+            return arr
+        _, i, role, _ = gguf_name.split(".")
+        if role not in (ATTN_Q, ATTN_K):
+            return arr
+        s = structure.layers[int(i)]
+        order = permute_qk(np.arange(arr.shape[0]), s.n_head if role == ATTN_Q else s.n_head_kv)
+        out = np.empty_like(arr)
+        out[order] = arr
+        return out
+
     def add_kv(self, w: GGUFWriter, hp: HParams, structure: Any) -> None:
         """Architecture-specific metadata beyond the shapes (RoPE scaling, sliding window ...)."""
         if hp.rope_linear != 1.0:

@@ -16,14 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from adaprune_edge.archs.base import PER_LAYER_ARCH, ArchAdapter, permute_qk
+from adaprune_edge.archs.base import PER_LAYER_ARCH, ArchAdapter
 from adaprune_edge.archs.gguf_structure import stored_structure, structure_of_gguf
 from adaprune_edge.archs.registry import ARCHS
 from adaprune_edge.archs.slicing import skeleton
 from adaprune_edge.archs.structure import Structure
 from adaprune_edge.errors import LatencyError, ModelError
 from adaprune_edge.gguf import keys as gguf_keys
-from adaprune_edge.gguf.names import ATTN_K, ATTN_Q, ROPE_FREQS, parse_name, tensor_name
+from adaprune_edge.gguf.names import ROPE_FREQS, tensor_name
 
 
 def load_gguf(path: Path, meta: dict[str, Any], family: str) -> tuple[Any, Any]:
@@ -117,15 +117,5 @@ def _load_per_layer(path: Path, meta: dict[str, Any], adapter: ArchAdapter) -> t
 
 
 def _to_hf(adapter: ArchAdapter, name: str, arr: np.ndarray, structure: Structure) -> np.ndarray:
-    """Undo ArchAdapter.to_gguf for `deci`: norms unshifted, Q/K rows back in HF's rotate-half order
-    (to_gguf takes gguf[j] = hf[order[j]] with order = permute_qk(arange))."""
-    layer, role, kind = parse_name(name)
-    if role.endswith("norm") and kind == "weight" and adapter.norm_shift:
-        arr = arr - np.float32(adapter.norm_shift)
-    if layer is None or role not in (ATTN_Q, ATTN_K):
-        return arr
-    s = structure.layers[layer]
-    order = permute_qk(np.arange(arr.shape[0]), s.n_head if role == ATTN_Q else s.n_head_kv)
-    out = np.empty_like(arr)
-    out[order] = arr
-    return out
+    """Undo ArchAdapter.to_gguf for `deci`: norms unshifted, Q/K rows back in HF's rotate-half order."""
+    return adapter.from_gguf(name, arr, structure, "deci")
