@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from adaprune_edge import models
-from adaprune_edge.cli.common import cli_errors, console, err_console, fail, human_bytes
+from adaprune_edge.bitalloc import recipe_file
+from adaprune_edge.cli.common import budget_options, cli_errors, console, err_console, fail, human_bytes
+from adaprune_edge.device import Device
+from adaprune_edge.gguf.header import read_header
 from adaprune_edge.exporters import gguf, hf, modelfile, quantize, vocab
 from adaprune_edge.quant import QuantRecipe
 from adaprune_edge.runs import check_writable, write_json, write_text
@@ -59,10 +62,14 @@ def _fallback_text(rep: quantize.QuantReport) -> str:
 
 
 @cli_errors
+@budget_options
 def export_cmd(
     model: str = typer.Option("default", "--model", "-m", help="'default', a pruned folder (structure.json), an HF folder, a .gguf, or a hub id."),
     out: Path = typer.Option(..., "--out", "-o", help="Output .gguf path; <stem>.export.json and <stem>.Modelfile are written next to it."),
-    quant: str = typer.Option("Q4_K_M", "--quant", "-q", help=f"A recipe FTYPE[:fb=TYPE][:out=TYPE] with FTYPE one of {', '.join(quantize.KNOWN)} (F16/F32 are not quantized); fb= is the type of rows that do not fit the 256-block, out= the output projection's."),
+    quant: str = typer.Option("Q4_K_M", "--quant", "-q", help=f"A recipe FTYPE[:fb=TYPE][:out=TYPE] with FTYPE one of {', '.join(quantize.KNOWN)} (F16/F32 are not quantized); fb= is the type of rows that do not fit the 256-block, out= the output projection's. 'auto': one type per tensor, chosen for --device under its budget (least predicted KL to the model; writes <stem>.quant.json)."),
+    quant_file: Optional[Path] = typer.Option(None, "--quant-file", help="A per-tensor allocation (<stem>.quant.json written by `export --quant auto` or `build`): write exactly those types."),
+    device: Optional[str] = typer.Option(None, "--device", "-d", help="Device profile for --quant auto (its limits; the budget options override them)."),
+    calibration: str = typer.Option("builtin:self", "--calibration", help="Calibration text for --quant auto's importance matrix and sensitivity probes (as build's --calibration)."),
     imatrix: Optional[Path] = typer.Option(None, "--imatrix", help="Importance matrix (llama.cpp GGUF format, e.g. a build's imatrix.gguf or `llama-imatrix` output) for the quantizer."),
     name: Optional[str] = typer.Option(None, "--name", help="general.name in the GGUF (default: the file stem)."),
     hf_out: Optional[Path] = typer.Option(None, "--hf-out", help="Also save an HF folder here: standard layout for uniform structures, else safetensors + structure.json (loadable only by adaprune-edge)."),
@@ -70,22 +77,36 @@ def export_cmd(
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Quantizer threads (default: all cores)."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the tensor plan (names, shapes, types, bytes) and write nothing."),
+    limits: Any = None,
 ) -> None:
     """Export a model to GGUF for llama.cpp / Ollama: uniform → arch llama, per-layer shapes → arch deci."""
-    r = QuantRecipe.parse(quant)
+    auto = quant == "auto"
+    if auto and not device:
+        fail("--quant auto allocates a type per tensor for a device: add --device NAME (see `adaprune-edge devices`)")
+    dev = Device.resolve(device, budget=limits) if auto else None
+    r = recipe_file.load(quant_file) if quant_file else (None if auto else QuantRecipe.parse(quant))
     im = None
     if imatrix is not None:
         from adaprune_edge.exporters.imatrix import Imatrix
 
-        im, r = Imatrix.load(imatrix), r.with_imatrix()
+        im = Imatrix.load(imatrix)
+        r = r.with_imatrix() if r is not None else None
     if out.suffix != ".gguf":
         fail(f"--out must end in .gguf, got {out}")
     json_path, mf_path = outputs_for(out)
     if not dry_run:
-        for p in (out, json_path, mf_path) + ((hf_out,) if hf_out else ()):
+        for p in (out, json_path, mf_path) + ((hf_out,) if hf_out else ()) + ((recipe_file.path_for(out),) if auto else ()):
             check_writable(p, force)
     with console.status(f"loading {model} ..."):
         lm = models.load(model)
+    if auto:
+        if dry_run:
+            fail("--quant auto with --dry-run: the allocation needs the sensitivity measurement (~2 min); run without --dry-run")
+        r, im = _allocate(lm, dev, limits.decode_ms, im, calibration, out, threads)
+    if r.assign:
+        recipe_file.check_matches(r, gguf.plan_for_model(lm.model, "F16").structure)
+        if r.imatrix and im is None:
+            fail(f"{quant_file} was allocated with an importance matrix: add --imatrix (the build's imatrix.gguf)")
     plan = gguf.plan_for_model(lm.model, r.ftype if r.is_float else "F16")
     if dry_run:
         console.print(_plan_table(plan, r))
@@ -109,6 +130,37 @@ def export_cmd(
         "hparams": plan.hparams.to_dict()}, "source": lm.spec.to_dict(), "tokenizer": meta.to_dict(),
         "modelfile": str(mf_path), "hf": hf_res.to_dict() if hf_res else None})
     console.print(_summary(res, rep, plan, extra))
+
+
+def _allocate(lm: models.LoadedModel, dev: Device, budget_ms: Optional[float], im, calibration: str, out: Path,
+              threads: Optional[int]):
+    """(allocated recipe, importance matrix) for `dev`: F16 written to a temp file, imatrix (unless given) and
+    sensitivity from the calibration text, solver.fit; the recipe file goes next to `out`."""
+    from adaprune_edge.archs.structure import Structure
+    from adaprune_edge.bitalloc import sensitivity, solver
+    from adaprune_edge.data.calibration import CalibrationPool
+    from adaprune_edge.exporters import imatrix as imx
+
+    st = Structure.from_model(lm.model)
+    with console.status(f"reading calibration text {calibration} ..."):
+        pool = CalibrationPool.from_sources([calibration], lm.tokenizer, 256, (0.0, 0.8), loaded=lm)
+    im = im or imx.collect(lm.model, pool.windows[:16], (calibration,))
+    work = out.parent / f".{out.stem}.alloc"
+    work.mkdir(parents=True, exist_ok=True)
+    f16 = work / "model-F16.gguf"
+    try:
+        with console.status("measuring per-tensor sensitivity (llama.cpp quantizes every type once) ...") as status:
+            gguf.write_model(lm.model, f16, vocab.for_model(lm, st.vocab))
+            sens = sensitivity.compute(lm.model, f16, im, pool.windows[16:18], work, read_header(f16)[0]["general.architecture"],
+                                       threads, progress=lambda s: status.update(f"sensitivity: {s}"))
+    finally:
+        f16.unlink(missing_ok=True)
+    alloc = solver.fit(st, sens, dev, budget_ms, imatrix=True)
+    recipe_file.save(recipe_file.path_for(out), alloc.recipe, device=dev.name, budget_ms=budget_ms,
+                     sensitivity=sens.key, predicted=alloc.to_dict())
+    console.print(f"allocated {alloc.recipe}: predicted KL {alloc.damage:.4f}, {human_bytes(alloc.file_bytes)}, "
+                  f"{alloc.binding.describe()}", highlight=False)
+    return alloc.recipe, im
 
 
 def _write(lm: models.LoadedModel, out: Path, meta: vocab.TokenizerMeta, quant: QuantRecipe, name: str,

@@ -8,6 +8,7 @@ buy the most damage per unit of cost. A few thousand predictor calls: seconds.""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -88,6 +89,27 @@ def allocate(st: Structure, sens: Any, check: Check, imatrix: bool = True, scale
     return Allocation(final, damage, st.gguf_bytes(final), check(final))
 
 
+def fit(st: Structure, sens: Any, device: Any, budget_ms: float | None, scales: Scales | None = None,
+        imatrix: bool = True, rounds: int = 3) -> Allocation:
+    """allocate() under `device`'s limits; where its backend measures, the allocated file is measured and,
+    on a miss, every type's scale multiplied by measured / predicted and the allocation solved again
+    (LatencyError after `rounds` misses, naming the measured figure)."""
+    scales = dict(scales or {})
+    for _ in range(rounds):
+        alloc = allocate(st, sens, device_check(st, device, budget_ms, scales), imatrix, scales)
+        if not device.measures:
+            return alloc
+        lat = device.latency_of(st, alloc.recipe)
+        checks = budget.constraints(lat, budget.ram_of(st, alloc.recipe, device.profile), device.profile, budget_ms)
+        if all(c.ok for c in checks):
+            return dataclasses.replace(alloc, binding=budget.binding(checks))
+        cal = Calibration.of(lat, scaled_report(st, device, alloc.recipe, scales))
+        scales = {t: (scales.get(t, (1.0, 1.0))[0] * cal.decode, scales.get(t, (1.0, 1.0))[1] * cal.prefill)
+                  for t in {q for n in sens.errors for q in sens.errors[n]}}
+    raise LatencyError(f"no per-tensor allocation met the budget as measured after {rounds} rounds: "
+                       f"{budget.binding(checks).describe()}")
+
+
 def _pick(opts: dict[str, list[Option]], lam: float) -> dict[str, str]:
     """Each tensor's type minimising damage + lam x cost (cost in MB)."""
     return {n: min(o, key=lambda x: (x.damage + lam * x.cost / 1e6, x.cost)).qtype for n, o in opts.items()}
@@ -115,11 +137,15 @@ def device_check(st: Structure, device: Any, budget_ms: float | None, scales: Sc
     types weighted by their bytes (1.0 where none was measured)."""
 
     def check(r: QuantRecipe) -> budget.Constraint:
-        pred = device.predictor(r).with_calibration(type_calibration(st, r, scales or {}))
-        report = pred.predict(st)
+        report = scaled_report(st, device, r, scales or {})
         return budget.binding(budget.constraints(report, budget.ram_of(st, r, device.profile), device.profile, budget_ms))
 
     return check
+
+
+def scaled_report(st: Structure, device: Any, r: QuantRecipe, scales: Scales) -> Any:
+    """`device`'s roofline for `st` at `r` x the byte-weighted per-type scales."""
+    return device.predictor(r).with_calibration(type_calibration(st, r, scales)).predict(st)
 
 
 def type_calibration(st: Structure, r: QuantRecipe, scales: Scales) -> Calibration:

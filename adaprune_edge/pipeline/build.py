@@ -116,6 +116,9 @@ class RunDir:
         except ValueError:  # also UnicodeDecodeError
             raise ConfigError(f"{p} is corrupt; rerun with --force") from None
         _check_state_shape(raw, p)
+        from adaprune_edge.bitalloc import recipe_file
+
+        recipe_file.load_all(self.path)  # the run's allocations, so their recipe names parse
         try:
             return raw["spec"], BuildState.from_dict(raw["done"])
         except ValueError as e:

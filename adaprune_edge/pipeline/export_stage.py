@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from adaprune_edge.bitalloc import recipe_file
 from adaprune_edge.pipeline.context import BuildContext
 from adaprune_edge.pipeline.plan_stages import collect_imatrix
 from adaprune_edge.pipeline.quant_options import best_quant_only, dense_file, gguf_ppl
@@ -41,6 +42,9 @@ def stage_export(ctx: BuildContext) -> Exported:
     out = export_dense(ctx) if ctx.quant_only() else export_pruned(ctx, meta)
     out = within_budget(ctx, out)
     write_text(ctx.run.file("Modelfile"), modelfile.render(Path(out.gguf), meta.chat_template))
+    if out.quant.assign:  # the allocation next to the file: `export --quant-file` writes the same again
+        recipe_file.save(recipe_file.path_for(Path(out.gguf)), out.quant, device=ctx.device.name,
+                         budget_ms=ctx.spec.budget_ms)
     return out
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from adaprune_edge.exporters import imatrix
-from adaprune_edge.pipeline import quant_options
+from adaprune_edge.pipeline import allocated, quant_options
 from adaprune_edge.pipeline.context import BuildContext
 from adaprune_edge.pipeline.quant_options import QuantOption
 from adaprune_edge.pipeline.results import Candidates, Plan, PrunedEstimate
@@ -47,7 +47,8 @@ def _worth_scoring(opts: list[QuantOption]) -> set[QuantRecipe]:
     only = sorted((o for o in opts if o.quant_only), key=lambda o: -o.file_bytes)[:SCORE_QUANT_ONLY]
     need = sorted((o for o in opts if o.r_min), key=lambda o: o.r_min)
     four = [o for o in need if o.bits_per_weight >= 4.0] or need
-    return {o.recipe for o in only + four[:SCORE_PRUNABLE]}
+    allocated_ = [o for o in opts if o.recipe.assign and o.quant_only]
+    return {o.recipe for o in only + four[:SCORE_PRUNABLE] + allocated_}
 
 
 def stage_candidates(ctx: BuildContext) -> Candidates:
@@ -63,10 +64,14 @@ def stage_candidates(ctx: BuildContext) -> Candidates:
     f16 = dense_f16(ctx)
     im = dense_imatrix(ctx) if ctx.spec.imatrix else None
     windows = ctx.objective_windows().numpy()
+    if ctx.spec.quant is None and im is not None:  # one more candidate: a type per tensor under the budget
+        alloc = allocated.option(ctx, base, f16, im, opts)
+        opts += [alloc] if alloc is not None else []
     for _ in range(SCORING_ROUNDS):  # until every recipe worth scoring is scored (and measured on its file)
         keep = _worth_scoring(opts)
         opts = quant_options.score(opts, f16, ctx.run.path, windows, im, lambda o: o.recipe in keep,
-                                   progress=lambda r: ctx.hooks.progress("candidates", 1, 0, f"scoring {r}"))
+                                   progress=lambda r: ctx.hooks.progress("candidates", 1, 0, f"scoring {r}"),
+                                   reference=ctx.dense.model)
         opts = quant_options.remeasured(opts, base, ctx.device, ctx.run.path, ctx.spec.budget_ms, ctx.spec.max_ratio)
         if _worth_scoring(opts) <= {o.recipe for o in opts if o.ppl is not None}:
             break

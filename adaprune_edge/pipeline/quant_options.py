@@ -60,6 +60,7 @@ class QuantOption:
     floor_margin: float | None = None  # headroom of the binding limit with max_ratio pruned (< 0: unreachable)
     floor_binding: str | None = None  # that limit, described
     binding: str | None = None  # the dense file's tightest limit, described (headroom or miss)
+    kl: float | None = None  # measured KL(dense torch ‖ this file), nats/token, on the same windows as ppl
 
     @property
     def quant_only(self) -> bool:
@@ -128,7 +129,8 @@ def remeasured(opts: Sequence[QuantOption], base: Structure, device: Device, fol
         path = dense_file(folder, o.recipe)
         if path.is_file() and not o.real_file:
             lat = device.measure_file(path, o.recipe)
-            o = dataclasses.replace(option(base, device, o.recipe, lat, budget_ms, max_ratio), ppl=o.ppl, real_file=True)
+            o = dataclasses.replace(option(base, device, o.recipe, lat, budget_ms, max_ratio), ppl=o.ppl, kl=o.kl,
+                                    real_file=True)
         out.append(o)
     return out
 
@@ -145,36 +147,49 @@ def _r_min(base: Structure, profile: Any, pred: Predictor, budget_ms: float | No
 
 def gguf_ppl(path: str | Path, windows: np.ndarray, threads: int = 2) -> float:
     """Perplexity of a GGUF on token windows [n, seq_len] with llama.cpp (same ids as torch)."""
+    return gguf_scores(path, windows, threads=threads)[0]
 
+
+def gguf_scores(path: str | Path, windows: np.ndarray, reference: Any = None, threads: int = 2) -> tuple[float, float | None]:
+    """(perplexity, KL(reference ‖ GGUF) or None) of a GGUF on token windows [n, seq_len] with llama.cpp;
+    `reference`: the dense torch model."""
     llm = llama_runner.open_gguf(path, n_ctx=int(windows.shape[1]), threads=threads)
     try:
-        return validation.score_windows(validation.gguf_logits_fn(llm), windows).ppl
+        ref = validation.torch_logits_fn(reference) if reference is not None else None
+        s = validation.score_windows(validation.gguf_logits_fn(llm), windows, ref)
+        return s.ppl, (float(np.mean(s.kl)) if s.kl else None)
     finally:
         llm.close()
 
 
 def score(opts: list[QuantOption], f16: Path, folder: Path, windows: np.ndarray, imatrix: Any,
           pick: Callable[[QuantOption], bool], progress: Callable[[str], None] | None = None,
-          threads: int | None = None) -> list[QuantOption]:
+          threads: int | None = None, reference: Any = None) -> list[QuantOption]:
     """Quantize the dense F16 GGUF with every picked recipe (kept as folder/dense-<recipe>.gguf) and
-    measure its perplexity on `windows`; the others are returned unchanged. Scores are kept in
-    folder/candidate_scores.json per windows, so a resumed (or re-budgeted) run re-scores nothing."""
+    measure its perplexity on `windows` — and its KL to `reference` (the dense torch model) when given;
+    the others are returned unchanged. Scores are kept in folder/candidate_scores.json per windows, so a
+    resumed (or re-budgeted) run re-scores nothing."""
 
     cache_path, key = Path(folder) / SCORES_FILE, windows_key(torch.as_tensor(windows))
     cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
     cache = cache if cache.get("windows") == key else {"windows": key, "ppl": {}}
+    cache.setdefault("kl", {})
     out = []
     for o in opts:
         if o.ppl is None and pick(o):
-            if o.recipe.name not in cache["ppl"]:
+            name = o.recipe.name
+            if name not in cache["ppl"] or (reference is not None and name not in cache["kl"]):
                 if progress:
-                    progress(o.recipe.name)
+                    progress(name)
                 path = dense_file(folder, o.recipe)
                 if not path.is_file():
                     quantize.quantize(f16, path, o.recipe, threads, imatrix)
-                cache["ppl"][o.recipe.name] = round(gguf_ppl(path, windows), 4)
+                ppl, kl = gguf_scores(path, windows, reference)
+                cache["ppl"][name] = round(ppl, 4)
+                if kl is not None:
+                    cache["kl"][name] = round(kl, 5)
                 write_json(cache_path, cache)
-            o = dataclasses.replace(o, ppl=cache["ppl"][o.recipe.name])
+            o = dataclasses.replace(o, ppl=cache["ppl"][name], kl=cache["kl"].get(name))
         out.append(o)
     return out
 
