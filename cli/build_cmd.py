@@ -26,6 +26,18 @@ def summary_table(rep: dict) -> Table:
     return t
 
 
+def candidates_table(rep: dict) -> Table:
+    """The dense candidates scored on the objective windows: uniform recipes and the allocation, side by side."""
+    from adaprune_edge.pipeline.report import candidate_rows
+
+    t = Table(title="dense candidates (objective windows; KL to the dense model)")
+    for col in ("recipe", "kind", "MB", "decode ms", "meets budget", "PPL", "KL"):
+        t.add_column(col, overflow="fold")
+    for row in candidate_rows(rep):
+        t.add_row(*row)
+    return t
+
+
 def _hooks(progress: Progress, trials: int):
     from adaprune_edge.pipeline.build import Hooks
 
@@ -120,6 +132,7 @@ def build_cmd(
                   console=console, transient=False) as progress:
         rep = run_build(spec, out, resume=resume, force=force, hooks=_hooks(progress, trials), device=dev)
     console.print(summary_table(rep))
+    console.print(candidates_table(rep))
     console.print(f"decision: {rep.get('decision')}")
     console.print(f"wrote {out}/: {Path(rep['gguf']).name}, Modelfile, report.json, report.md, tradeoff.png"
                   + (", trials.csv" if rep["trials"] else ""))

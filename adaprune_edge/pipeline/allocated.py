@@ -37,19 +37,35 @@ def type_scales(opts: Sequence[QuantOption], base: Structure, device: Any) -> di
     return {t: (sum(c.decode for c in cs) / len(cs), sum(c.prefill for c in cs) / len(cs)) for t, cs in seen.items()}
 
 
-def option(ctx: Any, base: Structure, f16: Path, im: Any, opts: Sequence[QuantOption]) -> QuantOption | None:
-    """The allocated recipe's option (its recipe file saved in the run folder), or None when no allocation
-    meets the budget (the uniform candidates then say how far it is)."""
+def allocation(ctx: Any, model: Any, st: Structure, f16: Path, im: Any, scales: Any, stage: str) -> Any:
+    """solver.fit for `model` (exported as `f16`, structure `st`) under the build's budget, its recipe file
+    saved in the run folder (so a resumed build parses its name); None when no allocation meets it."""
     pool = ctx.calibration_pool()
-    sens = sensitivity.compute(ctx.dense.model, f16, im, pool.windows[:PROBE_WINDOWS], ctx.run.path,
+    sens = sensitivity.compute(model, f16, im, pool.windows[:PROBE_WINDOWS], ctx.run.path,
                                read_header(f16)[0]["general.architecture"],
-                               progress=lambda s: ctx.hooks.progress("candidates", 1, 0, f"sensitivity {s}"))
-    spec = ctx.spec
+                               progress=lambda s: ctx.hooks.progress(stage, 1, 0, f"sensitivity {s}"))
     try:
-        alloc = solver.fit(base, sens, ctx.device, spec.budget_ms, type_scales(opts, base, ctx.device))
+        alloc = solver.fit(st, sens, ctx.device, ctx.spec.budget_ms, scales)
     except LatencyError:
         return None
-    lat = ctx.device.latency_of(base, alloc.recipe) if ctx.device.measures else None  # cached by fit
     recipe_file.save(ctx.run.file(f"alloc-{alloc.recipe.digest}.quant.json"), alloc.recipe, device=ctx.device.name,
-                     budget_ms=spec.budget_ms, sensitivity=sens.key, predicted=alloc.to_dict())
-    return quant_options.option(base, ctx.device, alloc.recipe, lat, spec.budget_ms, spec.max_ratio)
+                     budget_ms=ctx.spec.budget_ms, sensitivity=sens.key, predicted=alloc.to_dict())
+    return alloc
+
+
+def option(ctx: Any, base: Structure, f16: Path, im: Any, opts: Sequence[QuantOption]) -> QuantOption | None:
+    """The dense model's allocated recipe as a candidate option, or None when no allocation meets the
+    budget (the uniform candidates then say how far it is)."""
+    alloc = allocation(ctx, ctx.dense.model, base, f16, im, type_scales(opts, base, ctx.device), "candidates")
+    if alloc is None:
+        return None
+    lat = ctx.device.latency_of(base, alloc.recipe) if ctx.device.measures else None  # cached by fit
+    return quant_options.option(base, ctx.device, alloc.recipe, lat, ctx.spec.budget_ms, ctx.spec.max_ratio)
+
+
+def pruned(ctx: Any, model: Any, st: Structure, f16: Path, im: Any) -> Any:
+    """The pruned model's own allocation under the budget (pruning frees bytes; the allocation spends them
+    on the tensors where they buy the most), or None."""
+    opts = ctx.state.candidates.options
+    return allocation(ctx, model, st, f16, im, type_scales(opts, ctx.state.candidates.base_structure, ctx.device),
+                      "export")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from adaprune_edge.bitalloc import recipe_file
+from adaprune_edge.pipeline import allocated
 from adaprune_edge.pipeline.context import BuildContext
 from adaprune_edge.pipeline.plan_stages import collect_imatrix
 from adaprune_edge.pipeline.quant_options import best_quant_only, dense_file, gguf_ppl
@@ -87,16 +88,36 @@ def export_pruned(ctx: BuildContext, meta: Any) -> Exported:
                            progress=lambda n, d, t: ctx.hooks.progress("export", d, t, n))
     im = collect_imatrix(ctx, model) if ctx.quant.imatrix else None
     quantize.quantize(f16, qpath, ctx.quant, threads=ctx.device.local_threads, imatrix=im)
+    windows = ctx.objective_windows().numpy()
+    recipe, ppl = ctx.quant, gguf_ppl(qpath, windows)
+    if ctx.spec.quant is None and im is not None:  # the pruned model's own allocation, if it scores better
+        recipe, qpath, ppl = _allocated_if_better(ctx, model, st, f16, im, (recipe, qpath, ppl), windows)
     # the guarantee: measured on the objective windows, plain quantization must not win
-    ppl = gguf_ppl(qpath, ctx.objective_windows().numpy())
     best = best_quant_only(list(ctx.state.candidates.options))
     if best is not None and ppl > best.ppl:
         qpath.unlink()
-        return export_dense(ctx, f"the pruned {ctx.quant} file (objective PPL {ppl:.2f}) lost to "
+        return export_dense(ctx, f"the pruned {recipe} file (objective PPL {ppl:.2f}) lost to "
                                  f"quantization alone ({best.recipe}, {best.ppl:.2f})")
-    return Exported(arch=res.arch, f16=str(f16), f16_bytes=f16.stat().st_size, gguf=str(qpath), quant=ctx.quant,
-                    pruned=True, objective_ppl=ppl, quant_report=quantize.report(qpath, st, ctx.quant),
+    return Exported(arch=res.arch, f16=str(f16), f16_bytes=f16.stat().st_size, gguf=str(qpath), quant=recipe,
+                    pruned=True, objective_ppl=ppl, quant_report=quantize.report(qpath, st, recipe),
                     structure=st)
+
+
+def _allocated_if_better(ctx: BuildContext, model: Any, st: Structure, f16: Path, im: Any,
+                         uniform: tuple[QuantRecipe, Path, float], windows: Any) -> tuple[QuantRecipe, Path, float]:
+    """(recipe, file, objective PPL) of the pruned model: its allocation's file where that scores lower than
+    the uniform recipe's (whose file is then removed), else the uniform one."""
+    alloc = allocated.pruned(ctx, model, st, f16, im)
+    if alloc is None:
+        return uniform
+    path = ctx.run.file(shipped_name(alloc.recipe))
+    quantize.quantize(f16, path, alloc.recipe, threads=ctx.device.local_threads, imatrix=im)
+    ppl = gguf_ppl(path, windows)
+    if ppl >= uniform[2]:
+        path.unlink()
+        return uniform
+    uniform[1].unlink()
+    return alloc.recipe, path, ppl
 
 
 def measured(ctx: BuildContext, path: Path, st: Structure, recipe: QuantRecipe) -> tuple[LatencyReport, list[Constraint]]:

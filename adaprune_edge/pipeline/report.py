@@ -111,6 +111,14 @@ def _build_peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def candidate_rows(rep: dict[str, Any]) -> list[tuple[str, ...]]:
+    """(recipe, uniform/allocated, MB, decode ms, meets, PPL, KL) of every scored dense candidate, best PPL first."""
+    scored = sorted((o for o in rep.get("quant_options", []) if o.get("ppl")), key=lambda o: o["ppl"])
+    return [(o["recipe"], "allocated" if ":alloc=" in o["recipe"] else "uniform", f"{o['file_bytes'] / 1e6:.1f}",
+             f"{o['decode_ms']:.2f}", "yes" if o["r_min"] == 0.0 else "no (needs pruning)", f"{o['ppl']:.2f}",
+             "" if o.get("kl") is None else f"{o['kl']:.4f}") for o in scored]
+
+
 def summary_rows(rep: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     """(metric, dense, quantize only, shipped, note) rows for the final table. "dense": the unpruned model
     (torch for quality; the shipped recipe for size and speed); "quantize only": the best dense quantized
@@ -193,6 +201,11 @@ def markdown(rep: dict[str, Any]) -> str:
     for m, d, qo, p, n in summary_rows(rep):
         clean = n.replace("[green]", "").replace("[red]", "").replace("[/]", "")
         lines.append(f"| {m} | {d} | {qo} | {p} | {clean} |")
+    rows = candidate_rows(rep)
+    if rows:
+        lines += ["", "Dense candidates scored on the objective windows (llama.cpp; KL to the dense torch model):", "",
+                  "| recipe | kind | MB | decode ms/token | meets the budget | PPL | KL |", "|---|---|---|---|---|---|---|"]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
     if rep.get("data_sets"):
         lines += ["", "Disjoint text sets (quality figures above use the report set and --data-dir files):"]
         lines += data_set_lines(rep)
