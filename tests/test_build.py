@@ -138,6 +138,22 @@ def test_build_ships_the_dense_quantized_file_when_a_smaller_quant_meets_the_bud
     opts = {o["recipe"]: o for o in rep["quant_options"]}
     assert opts["Q8_0:imatrix"]["r_min"] != 0.0 and opts[rep["quant_only"]["recipe"]]["r_min"] == 0.0  # Q8_0 needs pruning (or cannot)
     assert rep["parity_gate"]["passed"] and (out / rep["gguf"].split("/")[-1]).is_file()
+    # the per-tensor allocation is one more candidate, solved under the budget and scored like the uniform
+    # recipes, KL to the dense model included; its recipe file makes a resumed build parse its name
+    alloc = [o for o in rep["quant_options"] if ":alloc=" in o["recipe"]]
+    assert len(alloc) == 1 and alloc[0]["r_min"] == 0.0 and alloc[0]["decode_ms"] <= budget
+    assert all(o["kl"] is not None and o["kl"] >= 0 for o in rep["quant_options"] if o["ppl"] is not None)
+    assert (out / f"alloc-{alloc[0]['recipe'].split('alloc=')[1][:8]}.quant.json").is_file()
+    if ":alloc=" in rep["quant"]:
+        assert (out / rep["gguf"].split("/")[-1]).with_suffix(".quant.json").is_file()
+    import adaprune_edge.quant as quant_module
+
+    quant_module._ALLOCATIONS.clear()  # as a new process: only the run folder's recipe files name them
+    again = runner.invoke(app, ["build", "--device", "raspberry-pi-5", "--model", str(tiny_dir), "--budget-ms",
+                                f"{budget:.4f}", "--trials", "2", "--calib", "builtin:pydoc", "--max-samples", "8",
+                                "--max-seq-len", "64", "--out", str(out), "--recover-tokens", "2048", "--recover-text",
+                                str(shared_data / "tinyshakespeare/input.txt"), "--resume"], env={"COLUMNS": "200"})
+    assert again.exit_code == 0, again.output
     # a random tiny model's perplexities are noise: the plan may try pruning, and which of the two files wins
     # export's check on the objective windows depends on the trial's recipe; the rule under test is that the
     # shipped file is never worse there than quantization alone
