@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Optional
 
@@ -145,9 +146,9 @@ def _allocate(lm: models.LoadedModel, dev: Device, budget_ms: Optional[float], i
     with console.status(f"reading calibration text {calibration} ..."):
         pool = CalibrationPool.from_sources([calibration], lm.tokenizer, 256, (0.0, 0.8), loaded=lm)
     im = im or imx.collect(lm.model, pool.windows[:16], (calibration,))
-    work = out.parent / f".{out.stem}.alloc"
+    work = models.cache_dir() / "sensitivity"  # the measurement is cached per model, imatrix and windows
     work.mkdir(parents=True, exist_ok=True)
-    f16 = work / "model-F16.gguf"
+    f16 = out.with_name(f".{out.stem}.f16-{os.getpid()}.gguf")
     try:
         with console.status("measuring per-tensor sensitivity (llama.cpp quantizes every type once) ...") as status:
             gguf.write_model(lm.model, f16, vocab.for_model(lm, st.vocab))

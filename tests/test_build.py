@@ -146,6 +146,9 @@ def test_build_ships_the_dense_quantized_file_when_a_smaller_quant_meets_the_bud
     assert (out / f"alloc-{alloc[0]['recipe'].split('alloc=')[1][:8]}.quant.json").is_file()
     if ":alloc=" in rep["quant"]:
         assert (out / rep["gguf"].split("/")[-1]).with_suffix(".quant.json").is_file()
+        assert rep["allocation"]["recipe"] == rep["quant"] and len(rep["allocation"]["tensors"]) > 0
+    else:
+        assert rep["allocation"] is None
     import adaprune_edge.quant as quant_module
 
     quant_module._ALLOCATIONS.clear()  # as a new process: only the run folder's recipe files name them

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from adaprune_edge.bitalloc import recipe_file
 from adaprune_edge.pipeline import plots
 from adaprune_edge.pipeline.prune_stages import nothing_pruned
 from adaprune_edge.pipeline.results import Recovered, Reported
@@ -42,6 +43,7 @@ def build_report(state: BuildState, spec: Any) -> dict[str, Any]:
     checks = budget.constraints(lat, val.ram_bytes, plan.profile, spec.budget_ms)
     return {
         "device": plan.device, "quant": ex.quant.name, "model": spec.model, "budget_ms_per_token": plan.budget_ms,
+        "allocation": recipe_file.to_dict(ex.quant) if ex.quant.assign else None,
         "latency_source": "measured" if lat.measured else "predicted",
         "latency_backend": lat.backend, "budget_met": val.budget_met, "budget_reason": val.budget_reason,
         "budget": {**plan.profile.budget.to_dict(), "context_length": plan.profile.context_length,
