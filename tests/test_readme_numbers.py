@@ -155,3 +155,19 @@ def test_per_type_rates_figures():
     _in_readme(f"error is at most {mx('prefill_error'):.1f}% with per-type rates against {mx('prefill_error_one_rate'):.1f}% with one rate")
     _in_readme(f"error at most {mx('error'):.1f}% ({mx('error_one_rate'):.1f}% with one rate")
     assert mx("prefill_error") < 10 < mx("prefill_error_one_rate")  # per-type rates: prompt within 10%
+
+
+def test_allocation_table_is_the_benchs_json():
+    """The README's allocation rows at 10.8 ms and its rank correlation are bench/results/quant_alloc.json's;
+    the issue's bar: KL at least 20% below the best uniform recipe meeting the budget, and lower perplexity."""
+    doc = json.loads((RESULTS / "quant_alloc.json").read_text())
+    m, e = doc["main"], doc["error_model"]
+    for what, r in (("allocation (208 × Q4_1, 3 × Q5_1 incl. the embedding)", m["allocation"]),
+                    ("best uniform meeting it (lowest PPL)", m["best_uniform"])):
+        _in_readme(f"| 10.8 ms | {what} | {r['recipe']} | {r['file_bytes'] / 1e6:.1f} | {r['decode_ms']:.2f} | "
+                   f"{r['wikitext_ppl']:.2f} | {r['ptb_ppl']:.2f} | {r['kl_vs_dense']:.4f} | {r['top1']:.3f} |")
+    a, u = m["allocation"], m["best_uniform"]
+    assert a["file_bytes"] <= u["file_bytes"] and a["decode_ms"] <= u["decode_ms"] <= m["budget_ms"]
+    assert a["kl_vs_dense"] <= 0.8 * u["kl_vs_dense"] and a["wikitext_ppl"] < u["wikitext_ppl"] and a["ptb_ppl"] < u["ptb_ppl"]
+    _in_readme(f"Spearman ρ = {e['spearman_rho']} over {e['n']} distinct files")
+    assert e["n"] >= 10 and e["spearman_rho"] > 0.9
