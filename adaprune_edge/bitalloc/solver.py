@@ -85,7 +85,7 @@ def allocate(st: Structure, sens: Any, check: Check, imatrix: bool = True, scale
         lo, hi = (lo, mid) if check(recipe(_pick(opts, mid))).margin >= 0 else (mid, hi)
     types = _fill(opts, _pick(opts, hi), lambda t: check(recipe(t)).margin >= 0)
     final = QuantRecipe.allocated(types, imatrix)
-    damage = sum(next(o.damage for o in opts[n] if o.qtype == q) for n, q in types.items())
+    damage = sum(sens.damage(n, q) for n, q in types.items())
     return Allocation(final, damage, st.gguf_bytes(final), check(final))
 
 
@@ -100,7 +100,7 @@ def fit(st: Structure, sens: Any, device: Any, budget_ms: float | None, scales: 
         if not device.measures:
             return alloc
         lat = device.latency_of(st, alloc.recipe)
-        checks = budget.constraints(lat, budget.ram_of(st, alloc.recipe, device.profile), device.profile, budget_ms)
+        checks = _constraints(st, device, alloc.recipe, lat, budget_ms)
         if all(c.ok for c in checks):
             return dataclasses.replace(alloc, binding=budget.binding(checks))
         cal = Calibration.of(lat, scaled_report(st, device, alloc.recipe, scales))
@@ -137,10 +137,14 @@ def device_check(st: Structure, device: Any, budget_ms: float | None, scales: Sc
     types weighted by their bytes (1.0 where none was measured)."""
 
     def check(r: QuantRecipe) -> budget.Constraint:
-        report = scaled_report(st, device, r, scales or {})
-        return budget.binding(budget.constraints(report, budget.ram_of(st, r, device.profile), device.profile, budget_ms))
+        return budget.binding(_constraints(st, device, r, scaled_report(st, device, r, scales or {}), budget_ms))
 
     return check
+
+
+def _constraints(st: Structure, device: Any, r: QuantRecipe, report: Any, budget_ms: float | None) -> list[budget.Constraint]:
+    """Every limit of `device`'s profile checked on `report` and `st`'s RAM at `r`."""
+    return budget.constraints(report, budget.ram_of(st, r, device.profile), device.profile, budget_ms)
 
 
 def scaled_report(st: Structure, device: Any, r: QuantRecipe, scales: Scales) -> Any:
