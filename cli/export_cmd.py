@@ -104,11 +104,11 @@ def export_cmd(
         if dry_run:
             fail("--quant auto with --dry-run: the allocation needs the sensitivity measurement (~2 min); run without --dry-run")
         r, im = _allocate(lm, dev, limits.decode_ms, im, calibration, out, threads)
+    plan = gguf.plan_for_model(lm.model, r.ftype if r.is_float else "F16")
     if r.assign:
-        recipe_file.check_matches(r, gguf.plan_for_model(lm.model, "F16").structure)
+        recipe_file.check_matches(r, plan.structure)
         if r.imatrix and im is None:
             fail(f"{quant_file} was allocated with an importance matrix: add --imatrix (the build's imatrix.gguf)")
-    plan = gguf.plan_for_model(lm.model, r.ftype if r.is_float else "F16")
     if dry_run:
         console.print(_plan_table(plan, r))
         console.print(f"would write {out} (~{human_bytes(plan.structure.gguf_bytes(r))} of tensor data), "
