@@ -4,6 +4,7 @@ import dataclasses
 import json
 
 import pytest
+import torch
 
 from adaprune_edge import profiles
 from adaprune_edge.device import Device
@@ -97,8 +98,11 @@ def test_resume_refuses_foreign_or_changed_run(tiny_dir, shared_data, tmp_path):
 def test_kl_objective_is_zero_for_the_dense_model(tiny_dir, shared_data):
     spec = _spec(tiny_dir, shared_data / "wikitext-2/valid.txt", objective="kl")
     ctx = SearchContext(spec)
-    loss, kl = ctx._score(ctx.model, ctx.val[:2], "objective")
-    assert kl == pytest.approx(0.0, abs=1e-3) and 5 < loss < 15
+    loss, kl, costs = ctx._score(ctx.model, ctx.val[:2], "objective", spec.quant)
+    assert kl == pytest.approx(0.0, abs=1e-3) and costs == pytest.approx((0.0, 0.0), abs=1e-3)
+    with torch.no_grad():  # the loss is the model's own mean next-token NLL over the windows
+        own = [ctx.model(input_ids=w[None], labels=w[None]).loss.item() for w in ctx.val[:2]]
+    assert loss == pytest.approx(sum(own) / 2, rel=1e-5)
 
 
 def test_two_worker_dask_search_shuts_down(tiny_dir, shared_data, tmp_path):

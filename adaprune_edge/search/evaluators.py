@@ -11,6 +11,7 @@ import torch
 
 from adaprune_edge.search.spec import PENALTY, SearchSpec
 from adaprune_edge.search.objective import SearchContext
+from adaprune_edge.search.race import Race
 from adaprune_edge.search.trials import TrialRecord
 from adaprune_edge.errors import AdapruneError
 
@@ -20,7 +21,7 @@ class Evaluator:
 
     slots = 1
 
-    def submit(self, index: int, values: dict[str, Any], fidelity: int | None) -> Any:
+    def submit(self, index: int, values: dict[str, Any], fidelity: int | None, race: Race | None = None) -> Any:
         raise NotImplementedError
 
     def next_done(self, handles: list[Any]) -> tuple[Any, TrialRecord]:
@@ -46,26 +47,27 @@ class LocalEvaluator(Evaluator):
             self._ctx = SearchContext(self.spec)
         return self._ctx
 
-    def submit(self, index: int, values: dict[str, Any], fidelity: int | None) -> Any:
-        self._queue[index] = (values, fidelity)
+    def submit(self, index: int, values: dict[str, Any], fidelity: int | None, race: Race | None = None) -> Any:
+        self._queue[index] = (values, fidelity, race)
         return index
 
     def next_done(self, handles: list[Any]) -> tuple[Any, TrialRecord]:
         h = min(handles)
-        values, fidelity = self._queue.pop(h)
-        return h, safe_evaluate(self.context, h, values, fidelity)
+        values, fidelity, race = self._queue.pop(h)
+        return h, safe_evaluate(self.context, h, values, fidelity, race)
 
     def rescore(self, record: TrialRecord) -> tuple[float, int, bool, float]:
         return self.context.rescore(record)
 
 
-def safe_evaluate(ctx: SearchContext, index: int, values: dict[str, Any], fidelity: int | None) -> TrialRecord:
+def safe_evaluate(ctx: SearchContext, index: int, values: dict[str, Any], fidelity: int | None,
+                  race: Race | None = None) -> TrialRecord:
     """evaluate(), but a trial whose recipe cannot be applied (e.g. nothing left to prune under its
     protections) is recorded as status 'error' with the penalty cost instead of ending the search."""
 
     t0 = time.perf_counter()
     try:
-        return ctx.evaluate(index, values, fidelity)
+        return ctx.evaluate(index, values, fidelity, race)
     except (AdapruneError, ValueError) as e:
         return TrialRecord(index, values, "error", PENALTY, None, None, None, 0.0, 0.0, 0, math.inf, 0.0,
                            f"{type(e).__name__}: {e}", None, {}, fidelity or 0, time.perf_counter() - t0, False,
@@ -87,9 +89,11 @@ def _worker_context(spec_dict: dict[str, Any]) -> SearchContext:
     return _WORKER_CONTEXTS[key]
 
 
-def _remote_trial(spec_dict: dict[str, Any], index: int, values: dict[str, Any], fidelity: int | None) -> dict:
+def _remote_trial(spec_dict: dict[str, Any], index: int, values: dict[str, Any], fidelity: int | None,
+                  race: dict[str, Any] | None = None) -> dict:
     """Runs on a dask worker: evaluate one trial."""
-    return safe_evaluate(_worker_context(spec_dict), index, values, fidelity).to_dict()
+    race_ = Race.from_dict(race) if race is not None else None
+    return safe_evaluate(_worker_context(spec_dict), index, values, fidelity, race_).to_dict()
 
 
 def _remote_rescore(spec_dict: dict[str, Any], record: dict[str, Any]) -> tuple[float, int, bool, float]:
@@ -104,8 +108,9 @@ class DaskEvaluator(Evaluator):
         self.spec, self.client = spec, client
         self.slots = max(1, len(client.scheduler_info().get("workers", {})) or spec.workers)
 
-    def submit(self, index: int, values: dict[str, Any], fidelity: int | None) -> Any:
-        return self.client.submit(_remote_trial, self.spec.to_dict(), index, values, fidelity, pure=False)
+    def submit(self, index: int, values: dict[str, Any], fidelity: int | None, race: Race | None = None) -> Any:
+        return self.client.submit(_remote_trial, self.spec.to_dict(), index, values, fidelity,
+                                  race.to_dict() if race is not None else None, pure=False)
 
     def next_done(self, handles: list[Any]) -> tuple[Any, TrialRecord]:
         from distributed import wait

@@ -22,6 +22,7 @@ from adaprune_edge.latency.budget import budget_ok, ffn_align
 from adaprune_edge.latency.predictor import Predictor
 from adaprune_edge.prune.engine import MAX_RATIO, PruneConfig, prune
 from adaprune_edge.prune.probe import StructureProbe
+from adaprune_edge.search.race import Race
 from adaprune_edge.search.ratio import RatioSolution, predicted_fit, solve_ratio
 from adaprune_edge.prune.importance import ImportanceCache
 from adaprune_edge.quant import QuantRecipe
@@ -101,12 +102,16 @@ class SearchContext:
                 parts.append(p.windows[p.sample(n, cfg.sampling, cfg.seed + i, self.model)])
         return torch.cat(parts) if parts else self.pools[0]
 
-    def evaluate(self, index: int, values: dict[str, Any], fidelity: int | None = None) -> TrialRecord:
+    def evaluate(self, index: int, values: dict[str, Any], fidelity: int | None = None,
+                 race: Race | None = None) -> TrialRecord:
         """Run one trial: solve the recipe's smallest ratio meeting the budget at the trial's quant recipe
-        (StructureProbe + predictor), prune a copy at it, check the budget on the actual Structure, score on
-        held-out windows. cost = objective (loss or KL, nats/token) + the quant recipe's penalty
-        log(PPL_recipe / PPL_F16) when the quant is searched: the additive (log-space) form of the estimate
-        build's `pruned_estimate` makes multiplicatively on PPL (torch PPL x the recipe's quantization factor)."""
+        (StructureProbe + predictor), prune a copy at it, check the budget on its actual Structure, score on
+        held-out windows. cost = objective (loss or KL, nats/token; as the plan's recovery estimate has it
+        when the spec has a recovery closure) + the quant recipe's penalty log(PPL_recipe / PPL_F16) when the
+        quant is searched: the additive (log-space) form of the estimate build's `pruned_estimate` makes
+        multiplicatively on PPL (torch PPL x the recipe's quantization factor). With a `race` (race.py) the
+        scoring stops once the trial is clearly worse than the incumbent, and a trial below race.rescore_below
+        is scored on the re-scoring windows at once."""
 
         t0, misses = time.perf_counter(), self.cache.misses
         quant = self.spec.quant_of(values)
@@ -118,16 +123,22 @@ class SearchContext:
         report = self._latency(res.structure, quant)
         ok, reason = budget_ok(res.structure, self.profile, quant, report, self.spec.budget_ms)
         n_val = min(fidelity or len(self.val), len(self.val))
-        loss = ppl = kl = None
+        loss = ppl = kl = rescored = None
+        costs: tuple[float, ...] = ()
+        cost, n_rescore = PENALTY, 0
         if ok:
-            loss, kl = self._score(res.model, self.val[:n_val], "objective")
-            ppl = math.exp(loss)
-        objective = kl if self.spec.objective == "kl" else loss
-        cost = objective + self.spec.quant_penalty(quant) if ok else PENALTY
+            loss, kl, costs = self._score(res.model, self.val[:n_val], "objective", quant, race)
+            ppl, cost = math.exp(loss), sum(costs) / len(costs)
+            if len(costs) < n_val:  # raced out: clearly worse than the incumbent
+                cost, n_val = race.estimate(costs), len(costs)
+            elif race is not None and cost < race.rescore_below and len(self.rescore_windows):
+                rescored = self._score(res.model, self.rescore_windows, "rescore", quant)[2]
+                n_rescore = len(rescored)
         return TrialRecord(index, values, "ok" if ok else "violates", float(cost), loss, ppl, kl,
                            res.decoder_ratio, res.total_ratio, res.params_after, report.decode_ms_per_token,
                            report.prefill_tps, reason, res.structure, cfg.to_dict(), n_val,
-                           time.perf_counter() - t0, self.cache.misses == misses, sol.ratio, sol.steps, quant)
+                           time.perf_counter() - t0, self.cache.misses == misses, sol.ratio, sol.steps, quant,
+                           costs, sum(rescored) / n_rescore if n_rescore else None, n_rescore)
 
     def solve(self, recipe: Any, calib: Any, quant: QuantRecipe | None = None) -> RatioSolution:
         """Smallest ratio of `recipe` whose structure meets the budget at `quant` (default: the spec's) on
@@ -155,32 +166,55 @@ class SearchContext:
 
     def rescore(self, record: TrialRecord) -> tuple[float, int, bool, float]:
         """(cost, windows, same structure, seconds) of a finished trial on the re-scoring windows: its recipe
-        pruned again at its solved ratio with the same calibration, scored like evaluate() (objective + the
-        quant recipe's penalty). `same structure`: the prune reproduced the trial's structure. Nothing is
-        pruned when there are no re-scoring windows (cost nan, windows 0)."""
+        pruned again at its solved ratio with the same calibration, scored like evaluate(). `same structure`:
+        the prune reproduced the trial's structure. For trials recorded without a trial-time re-score (runs
+        before race.py); nothing is pruned when there are no re-scoring windows (cost nan, windows 0)."""
         if len(self.rescore_windows) == 0:
             return math.nan, 0, False, 0.0
         t0 = time.perf_counter()
         _, res = self.reprune(record)
-        loss, kl = self._score(res.model, self.rescore_windows, "rescore")
-        objective = kl if self.spec.objective == "kl" else loss
-        cost = objective + self.spec.quant_penalty(record.quant or self.spec.quant)
-        return float(cost), len(self.rescore_windows), res.structure == record.structure, time.perf_counter() - t0
+        costs = self._score(res.model, self.rescore_windows, "rescore", record.quant or self.spec.quant)[2]
+        return sum(costs) / len(costs), len(costs), res.structure == record.structure, time.perf_counter() - t0
 
     @torch.no_grad()
-    def _score(self, model: Any, windows: torch.Tensor, name: str) -> tuple[float, float | None]:
-        """Mean next-token NLL (nats) over `windows` and, for the KL objective, mean KL(dense ‖ pruned) per
-        token (`name` keys the dense reference: "objective" or "rescore")."""
-        nll_sum, kl_sum, count = 0.0, 0.0, 0
+    def _score(self, model: Any, windows: torch.Tensor, name: str, quant: QuantRecipe,
+               race: Race | None = None) -> tuple[float, float | None, tuple[float, ...]]:
+        """(mean next-token NLL in nats, mean KL(dense ‖ pruned) per token for the KL objective, per-window
+        costs) over `windows`, or over the first ones when `race` says the trial is clearly worse (`name` keys
+        the dense reference: "objective" or "rescore"). A window's cost: its objective under the spec's
+        recovery closure, plus the quant recipe's penalty."""
+        nlls, kls, costs = [], [], []
         for i in range(len(windows)):
             w = windows[i: i + 1]
             logp = torch.log_softmax(model(input_ids=w, use_cache=False).logits.float()[0, :-1], dim=-1)
-            nll_sum += -logp.gather(1, w[0, 1:, None]).sum().item()
-            count += w.shape[1] - 1
+            nlls.append(-logp.gather(1, w[0, 1:, None]).mean().item())
             if self.spec.objective == "kl":
                 ref = self._reference(name, i, w)
-                kl_sum += (ref.exp() * (ref - logp)).sum().item()
-        return nll_sum / count, (kl_sum / count if self.spec.objective == "kl" else None)
+                kls.append((ref.exp() * (ref - logp)).sum(-1).mean().item())
+            costs.append(self._cost(name, i, w, kls[-1] if kls else nlls[-1]) + self.spec.quant_penalty(quant))
+            if race is not None and race.clearly_worse(costs):
+                break
+        return sum(nlls) / len(nlls), (sum(kls) / len(kls) if kls else None), tuple(costs)
+
+    def _cost(self, name: str, i: int, window: torch.Tensor, objective: float) -> float:
+        """A window's objective as the plan's recovery estimate has it (recover/estimate.py): the share
+        spec.recover_closure of its gap to the dense model closed (KL's gap is itself; loss's is to the dense
+        model's loss on the window)."""
+        c = self.spec.recover_closure
+        if c <= 0:
+            return objective
+        if self.spec.objective == "kl":
+            return (1 - c) * objective
+        dense = self._dense_loss(name, i, window)
+        return dense + (1 - c) * (objective - dense)
+
+    def _dense_loss(self, name: str, i: int, window: torch.Tensor) -> float:
+        """The dense model's mean NLL on window i of the `name` windows (computed once)."""
+        key = (f"{name}-loss", i)
+        if key not in self._ref:
+            logp = torch.log_softmax(self.model(input_ids=window, use_cache=False).logits.float()[0, :-1], dim=-1)
+            self._ref[key] = -logp.gather(1, window[0, 1:, None]).mean()
+        return float(self._ref[key])
 
     def _reference(self, name: str, i: int, window: torch.Tensor) -> torch.Tensor:
         """Dense log-probs of window i of the `name` windows (kept in float16 to bound memory)."""
@@ -188,5 +222,3 @@ class SearchContext:
             logits = self.model(input_ids=window, use_cache=False).logits.float()[0, :-1]
             self._ref[(name, i)] = torch.log_softmax(logits, dim=-1).half()
         return self._ref[(name, i)].float()
-
-

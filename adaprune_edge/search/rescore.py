@@ -2,10 +2,13 @@
 
 The lowest trial cost of a search may be biased low: with a few objective windows and a dozen near-equal
 recipes, the trial that wins on them may partly be the one the windows happened to favour. So the
-`rescore_top` trials with the lowest cost are pruned again (same recipe, ratio and
-calibration) and scored on up to `rescore_windows` more held-out windows, taken after the report's (the
-report stays unseen); the best is the lowest token-weighted mean of both scores. Results go to
-rescored.jsonl in the run directory (appended, fsynced), so a killed run re-scores only what is missing.
+`rescore_top` trials with the lowest cost are scored on up to `rescore_windows` more held-out windows,
+taken after the report's (the report stays unseen); the best is the lowest token-weighted mean of both
+scores. A trial that was within the top `rescore_top` when it finished was scored on them right then, its
+pruned model still in memory (race.py, TrialRecord.rescore_cost): every final top trial was (the top only
+gets better), so nothing is pruned twice. Trials recorded before that are pruned again (same recipe, ratio
+and calibration) and scored. Results go to rescored.jsonl in the run directory (appended, fsynced), so a
+killed run re-scores only what is missing.
 Measured on the headline bench (bench/results/search_vs_fixed_fair32r.json): in all 6 searches the trial
 with the lowest cost on 4 objective windows was also the best of the top 3 on 8 re-scoring windows, so
 there the choice was already stable and re-scoring changed none.
@@ -86,13 +89,17 @@ def of_run(run_dir: Path) -> list[Rescored]:
 
 
 def rescore_top(evaluator: Any, records: list[TrialRecord], run_dir: Path, k: int, windows: int) -> list[Rescored]:
-    """Re-score the k best trials (those already on disk are kept); [] when k or windows is 0."""
+    """Re-score the k best trials (those already on disk are kept; those scored at trial time are not pruned
+    again); [] when k or windows is 0."""
     if k <= 0 or windows <= 0:
         return []
     done, out = load(run_dir, windows), []
     for rec in top_trials(records, k):
         if rec.index not in done:
-            cost, used, same, seconds = evaluator.rescore(rec)
+            if rec.rescore_windows:  # scored at trial time (race.py)
+                cost, used, same, seconds = rec.rescore_cost, rec.rescore_windows, True, 0.0
+            else:
+                cost, used, same, seconds = evaluator.rescore(rec)
             if used == 0:
                 return []  # the held-out text has no windows left after the report's
             done[rec.index] = Rescored(rec.index, rec.cost, rec.fidelity, cost, used, same, seconds, windows)

@@ -10,6 +10,7 @@ in-process, or on dask workers that each load the model once (evaluators.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -21,6 +22,7 @@ from adaprune_edge.search.space import SpaceBounds, build_space, plain
 from adaprune_edge.search.evaluators import LocalEvaluator
 from adaprune_edge.search.spec import SearchSpec, family_bounds
 from adaprune_edge.search.trials import TrialRecord, TrialStore
+from adaprune_edge.search.race import Race, beats
 from adaprune_edge.search.rescore import Rescored, ranked, rescore_top
 
 # -- SMAC ---------------------------------------------------------------------------------------------
@@ -131,17 +133,29 @@ def _replay(opt: Any, spec: SearchSpec, space: Any, records: list[TrialRecord]) 
 @dataclass
 class SearchOutcome:
     """All trials of the run (old and new), the best feasible one (after re-scoring the top ones), the
-    Pareto front (loss vs ms), and the re-scored trials."""
+    Pareto front (loss vs ms), the re-scored trials, and why the search stopped ('trials': n_trials done,
+    'walltime', 'stalled': `patience` trials in a row without a real improvement, race.py)."""
 
     records: list[TrialRecord]
     best: TrialRecord | None
     pareto: list[TrialRecord] = field(default_factory=list)
     new_trials: int = 0
     rescored: list[Rescored] = field(default_factory=list)
+    stopped: str = "trials"
 
     def ranked(self) -> list[TrialRecord]:
         """Feasible trials best first (rescore.ranked)."""
         return ranked(self.records, self.rescored)
+
+    @property
+    def seconds(self) -> float:
+        """What the search cost: every trial's wall seconds plus the re-scoring's."""
+        return sum(r.seconds for r in self.records) + sum(r.seconds for r in self.rescored)
+
+    def best_warm(self) -> TrialRecord | None:
+        """The best feasible warm-start trial (what the search bought: best vs this)."""
+        warm = [r for r in ranked(self.records, self.rescored) if r.origin == "warm"]
+        return warm[0] if warm else None
 
 
 def pareto_front(records: list[TrialRecord]) -> list[TrialRecord]:
@@ -161,28 +175,67 @@ def _key(values: dict[str, Any], fidelity: int | None = None) -> tuple:
     return point, fidelity
 
 
+def _full(records: list[TrialRecord]) -> list[TrialRecord]:
+    """Feasible trials scored on every objective window (not raced out), lowest cost first."""
+    top = max((len(r.window_costs) for r in records if r.feasible), default=0)
+    return sorted((r for r in records if r.feasible and r.window_costs and len(r.window_costs) == top),
+                  key=lambda r: r.cost)
+
+
+def _race(spec: SearchSpec, records: list[TrialRecord]) -> Race | None:
+    """What the next trial races against: the incumbent's window costs and the top-k threshold for re-scoring
+    at trial time (None for hyperband, whose fidelities differ)."""
+    if spec.facade == "hyperband":
+        return None
+    full = _full(records)
+    below = full[spec.rescore_top - 1].cost if spec.rescore_top and len(full) >= spec.rescore_top else math.inf
+    return Race(full[0].window_costs if full else (), below if spec.rescore_top else -math.inf)
+
+
+def stalled_for(records: list[TrialRecord]) -> int:
+    """Trials in a row, since the last warm start, that did not beat the incumbent of their time by more than
+    the paired noise of the objective windows (race.beats); replayed from the records, so a resumed search
+    counts as the uninterrupted one did."""
+    stall, best = 0, None
+    for r in records:
+        real = r.feasible and r.window_costs and (best is None or (len(r.window_costs) == len(best.window_costs)
+                                                                   and beats(r.window_costs, best.window_costs)))
+        if r.origin != "smac":  # a warm start, or a trial recorded before origins were
+            stall = 0
+        else:
+            stall = 0 if real else stall + 1
+        if r.feasible and r.window_costs and (best is None or (len(r.window_costs) >= len(best.window_costs)
+                                                               and r.cost < best.cost)):
+            best = r
+    return stall
+
+
 def run_search(spec: SearchSpec, run_dir: Path, *, resume: bool = False, force: bool = False,
                evaluator: Any = None,
                on_trial: Callable[[TrialRecord, list[TrialRecord]], None] | None = None) -> SearchOutcome:
-    """Run (or continue) a search until spec.n_trials trials are finished or walltime runs out, then
-    re-score its top trials on more held-out windows (rescore.py) and choose the best."""
+    """Run (or continue) a search until spec.n_trials trials are finished, walltime runs out or `patience`
+    trials in a row past the warm starts brought no real improvement, then re-score its top trials on more
+    held-out windows (rescore.py) and choose the best."""
     spec.check()
     store = TrialStore(run_dir)
     records = store.open(spec.to_dict(), resume, force)
     bounds = search_bounds(spec)  # reads the model's header: once per search
     space = build_space(bounds, spec.seed, spec.searched_quants())
     opt = make_optimizer(spec, space, bounds, Path(run_dir) / "smac")
+    warm = {_key(plain(c)) for c in warm_start_configs(space, bounds)} if spec.warm_start else set()
     _replay(opt, spec, space, records)
     if evaluator is None:
         evaluator = LocalEvaluator(spec)
     hb = spec.facade == "hyperband"
     seen = {_key(r.values, r.fidelity if hb else None) for r in records}
-    start, new, idle = time.monotonic(), 0, 0
+    start, new, idle, stopped = time.monotonic(), 0, 0, "trials"
     pending: dict[Any, Any] = {}
     try:
         while len(records) + len(pending) < spec.n_trials or pending:
             out_of_time = spec.walltime_s is not None and time.monotonic() - start > spec.walltime_s
-            while not out_of_time and len(pending) < evaluator.slots and len(records) + len(pending) < spec.n_trials:
+            stop = spec.patience and stalled_for(records) >= spec.patience
+            stopped = "walltime" if out_of_time else "stalled" if stop else stopped
+            while not (out_of_time or stop) and len(pending) < evaluator.slots and len(records) + len(pending) < spec.n_trials:
                 info = opt.ask()
                 values = plain(info.config)
                 fidelity = int(round(info.budget)) if info.budget else None
@@ -196,11 +249,12 @@ def run_search(spec: SearchSpec, run_dir: Path, *, resume: bool = False, force: 
                         break
                     continue
                 seen.add(key)
-                pending[evaluator.submit(len(records) + len(pending), values, fidelity)] = info
+                pending[evaluator.submit(len(records) + len(pending), values, fidelity, _race(spec, records))] = info
             if not pending:
                 break
             handle, rec = evaluator.next_done(list(pending))
             info = pending.pop(handle)
+            rec = dataclasses.replace(rec, origin="warm" if _key(rec.values) in warm else "smac")
             _tell(opt, spec, info, rec)
             store.append(rec)
             records.append(rec)
@@ -213,4 +267,4 @@ def run_search(spec: SearchSpec, run_dir: Path, *, resume: bool = False, force: 
             store.write_csv(records)
     rescored = rescore_top(evaluator, records, run_dir, spec.rescore_top, spec.rescore_windows)
     order = ranked(records, rescored)
-    return SearchOutcome(records, order[0] if order else None, pareto_front(records), new, rescored)
+    return SearchOutcome(records, order[0] if order else None, pareto_front(records), new, rescored, stopped)

@@ -52,7 +52,11 @@ class SearchSpec:
     With fewer, the search is the single-recipe search at `quant` (and search.json is the search-v2 one).
     rescore_top: the trials with the lowest cost that are pruned again and scored on up to rescore_windows
     more held-out windows (after the report's) before the best is chosen (rescore.py; 0: none). device: the
-    Device the caller resolved (its settings included), the one every trial's latency comes from."""
+    Device the caller resolved (its settings included), the one every trial's latency comes from.
+    patience: the search stops after this many trials in a row, past the warm starts, that did not beat the
+    incumbent by more than the objective windows' paired noise (race.py; 0: run all n_trials).
+    recover_closure: share of a trial's gap to the dense model the build's recovery is estimated to close
+    (recover/estimate.py; 0: no recovery), applied to every trial's cost."""
 
     model: str
     device: Device
@@ -79,6 +83,8 @@ class SearchSpec:
     quants: tuple[QuantChoice, ...] = ()
     rescore_top: int = 3
     rescore_windows: int = 8
+    patience: int = 4
+    recover_closure: float = 0.0
     kind: str = "adaprune-edge/search-v2"  # v2: the ratio is solved per trial, not searched
 
     def to_dict(self) -> dict[str, Any]:
@@ -87,6 +93,8 @@ class SearchSpec:
                  quant=self.quant.name, quants=[q.to_dict() for q in self.quants])
         if not self.quants:  # a single-recipe spec reads (and resumes) as the search-v2 specs before quants
             del d["quants"]
+        if not self.recover_closure:  # likewise for specs before the recovery estimate
+            del d["recover_closure"]
         if self.device.settings != BenchSettings.from_profile(self.profile):  # set on the command line
             d["settings"] = self.device.settings.to_dict()
         return d
@@ -118,6 +126,8 @@ class SearchSpec:
             raise ConfigError(f"unknown facade {self.facade!r}; known: {', '.join(FACADES)}")
         if self.n_trials < 1 or self.val_windows < 1 or self.workers < 1:
             raise ConfigError("--trials, --val-windows and --workers must be at least 1")
+        if self.patience < 0 or not 0.0 <= self.recover_closure < 1.0:
+            raise ConfigError("--patience must be at least 0 (0: run every trial) and the recovery closure in [0, 1)")
         if self.rescore_top < 0 or self.rescore_windows < 0:
             raise ConfigError("--rescore-top and --rescore-windows must be at least 0 (0: choose on the objective alone)")
         self.bounds.check()

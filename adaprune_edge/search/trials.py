@@ -18,8 +18,8 @@ from adaprune_edge.runs import append_json_line, atomic_path, write_json
 
 SPEC_FILE, TRIALS_FILE, CSV_FILE = "search.json", "trials.jsonl", "trials.csv"
 # spec fields that may change on --resume (a longer or shorter run of the same search; the re-scoring of
-# its top trials, which no trial depends on)
-RESUMABLE_CHANGES = {"n_trials", "walltime_s", "workers", "rescore_top", "rescore_windows"}
+# its top trials and the stopping rule, which no finished trial depends on)
+RESUMABLE_CHANGES = {"n_trials", "walltime_s", "workers", "rescore_top", "rescore_windows", "patience"}
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,10 @@ class TrialRecord:
     solved_ratio: float | None = None  # the trial's own smallest ratio meeting the budget (search/ratio.py)
     ratio_steps: int = 0               # structures probed by the ratio solver
     quant: QuantRecipe | None = None   # the trial's quant recipe (SearchSpec.quant_of)
+    window_costs: tuple[float, ...] = ()  # objective cost per window scored (fewer when raced out: race.py)
+    rescore_cost: float | None = None     # cost on the re-scoring windows, scored at trial time (race.py)
+    rescore_windows: int = 0
+    origin: str = ""                      # 'warm' (a fixed warm-start recipe) or 'smac' ('' before recorded)
 
     @property
     def feasible(self) -> bool:
@@ -69,6 +73,7 @@ class TrialRecord:
         kw = {f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d}
         kw["structure"] = Structure.from_dict(kw["structure"]) if kw.get("structure") else None
         kw["quant"] = QuantRecipe.parse(kw["quant"]) if kw.get("quant") else quant
+        kw["window_costs"] = tuple(kw.get("window_costs", ()))
         return cls(**kw)
 
     def summary(self) -> str:
@@ -150,7 +155,7 @@ class TrialStore:
     def write_csv(self, records: list[TrialRecord]) -> Path:
         path = self.dir / CSV_FILE
         cols = ["index", "status", "cost", "loss", "ppl", "kl", "quant", "solved_ratio", "decoder_ratio", "total_ratio", "params",
-                "decode_ms", "prefill_tps", "fidelity", "seconds", "cache_hit", "recipe"]
+                "decode_ms", "prefill_tps", "fidelity", "rescore_cost", "seconds", "cache_hit", "origin", "recipe"]
         with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
             w = csv.writer(f)
             w.writerow(cols + sorted({k for r in records for k in r.values}))
