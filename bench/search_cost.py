@@ -26,12 +26,12 @@ again: its row keeps the trials' own seconds)."""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import statistics
 import sys
 import time
+import types
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -76,7 +76,6 @@ def run_pair(target, seed, args, lm, base, profile, report, rows, out, dense):
     from adaprune_edge.search.evaluators import LocalEvaluator
     from adaprune_edge.search.objective import SearchContext
     from adaprune_edge.search.run import run_search
-    from adaprune_edge.search.space import to_prune_config
 
     spec = _spec(target, seed, args, base, profile)
     ctx = SearchContext(spec, lm)
@@ -106,8 +105,8 @@ def run_pair(target, seed, args, lm, base, profile, report, rows, out, dense):
     outcome = run_search(spec, run_dir, resume=resume, force=not resume, evaluator=LocalEvaluator(spec, ctx))
     t1 = time.perf_counter()
     best = outcome.best
-    cfg, _ = to_prune_config(best.values, 256, seed)
-    sol, res = svf.on_budget(ctx, cfg)
+    _, res = ctx.reprune(best)  # the trial's own model when it is the one the search kept (objective.py)
+    sol = types.SimpleNamespace(ratio=best.solved_ratio)
     ppl = svf.score(res.model, test)
     t2 = time.perf_counter()
     searched = outcome.seconds if resume else t1 - t0  # a resumed search: its trials' own seconds
@@ -197,6 +196,9 @@ def main() -> None:
     ap.add_argument("--rescore-windows", type=int, default=8)
     ap.add_argument("--recovery-closure", type=float, default=0.0,
                     help="share of the log-PPL gap the recovery estimate closes (0: no recovery in the cost)")
+    ap.add_argument("--fixed-from", default=None,
+                    help="reuse the fixed-recipe rows (report PPL, seconds) of another run of this bench with the same "
+                         "scale; only the searches run (for --recovery-closure: the fixed rows do not depend on it)")
     ap.add_argument("--out", default=str(RESULTS / "search_cost.json"))
     ap.add_argument("--no-ptb", action="store_true")
     args = ap.parse_args()
@@ -217,8 +219,15 @@ def main() -> None:
                 "rescore_top": args.rescore_top, "rescore_windows": args.rescore_windows,
                 "recovery_closure": args.recovery_closure, "timing": "every fixed recipe and every search from an empty cache"}
     old = json.loads(out.read_text()) if out.exists() else {}
-    rows = old.get("rows", []) if old.get("settings") == settings else []
+    rows = old.get("rows", []) if {k: v for k, v in old.get("settings", {}).items() if k != "fixed_from"} == settings else []
     dense = old.get("dense", {}) if rows else {}
+    if args.fixed_from and not rows:
+        src = json.loads(Path(args.fixed_from).read_text())
+        same = {k: v for k, v in src["settings"].items() if k not in ("recovery_closure", "patience", "trials")}
+        if same != {k: v for k, v in settings.items() if k in same}:
+            raise SystemExit(f"--fixed-from {args.fixed_from}: another scale ({src['settings']})")
+        rows, dense = [r for r in src["rows"] if r["recipe"] != "searched"], src["dense"]
+        settings["fixed_from"] = args.fixed_from
     svf._save(out, rows, settings=settings, fixed_recipes=svf.fixed_recipes(), dense=dense)
     for seed in [int(s) for s in args.seeds.split(",")]:
         for t in [float(x) for x in args.targets.split(",")]:

@@ -44,8 +44,8 @@ def _spec(tiny_dir, text, n_trials=6, **kw):
     bounds = SpaceBounds(r_min=min(r_min, 0.3), r_max=0.6, min_samples=2, max_samples=8, min_seq_len=16,
                          max_seq_len=64, max_protect_first=1, max_protect_last=1)
     return SearchSpec(model=str(tiny_dir), device=Device.of(profile), quant=R("Q8_0"), bounds=bounds,
-                      calib=(str(text),), val_windows=2, val_seq_len=64, budget_ms=budget, n_trials=n_trials,
-                      seed=3, **kw)
+                      calib=(str(text),), val_seq_len=64, budget_ms=budget, n_trials=n_trials,
+                      seed=3, **{"val_windows": 2, **kw})
 
 
 def test_search_resumes_without_repeating_and_respects_budget(tiny_dir, shared_data, tmp_path):

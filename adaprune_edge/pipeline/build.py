@@ -38,6 +38,7 @@ class BuildSpec:
     quant: QuantRecipe | None = None
     trials: int = 20
     rescore_top: int = 3  # trials re-scored on more held-out windows before the best is chosen
+    patience: int = 4  # the search stops after this many trials without a real improvement (search/race.py)
     workers: int = 1
     scheduler: str | None = None
     seed: int = 0

@@ -16,6 +16,7 @@ from adaprune_edge.quant import QuantRecipe
 from adaprune_edge.search.plan import MEASURE_MARGIN
 from adaprune_edge.search.objective import SearchContext
 from adaprune_edge.search.space import SpaceBounds
+from adaprune_edge.recover import estimate
 from adaprune_edge.search.spec import SearchSpec, family_bounds
 
 
@@ -101,7 +102,8 @@ class BuildContext:
                           objective=s.objective, budget_ms=budget_ms, latency_scale=latency_scale,
                           prefill_scale=prefill_scale,
                           measure_trials=False,  # screened by the calibrated roofline; the incumbent is measured
-                          n_trials=s.trials, rescore_top=s.rescore_top, workers=s.workers, seed=s.seed)
+                          n_trials=s.trials, rescore_top=s.rescore_top, workers=s.workers, seed=s.seed,
+                          patience=s.patience, recover_closure=round(estimate.closure(estimate.allowance_tokens(s)), 6))
 
     def search_spec(self) -> SearchSpec:
         p = self.plan  # a quant-only plan has no bounds: its context serves only data

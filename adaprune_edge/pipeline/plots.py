@@ -29,23 +29,76 @@ def _save(fig: Any, path: Path) -> Path:
 
 def tradeoff_png(path: Path, series: Sequence[dict[str, Any]], *, budget_ms: float | None = None,
                  chosen: dict[str, Any] | None = None, dense: dict[str, Any] | None = None,
-                 title: str = "", ylabel: str = "held-out perplexity") -> Path:
-    """series: [{'label', 'ms': [...], 'quality': [...], 'style': 'o'|'-o'}]; chosen/dense: {'ms', 'quality', 'label'}."""
+                 title: str = "", ylabel: str = "held-out perplexity", front: bool = False) -> Path:
+    """series: [{'label', 'ms': [...], 'quality': [...], 'style': 'o'|'-o', 'names': [...] (optional: each point
+    annotated)}]; chosen/dense: {'ms', 'quality', 'label'} (annotated too). `front`: the Pareto front over
+    every plotted point (lower latency and lower quality value are both better) drawn as a step line."""
     fig, ax = _figure()
     for s in series:
         ax.plot(s["ms"], s["quality"], s.get("style", "o"), label=s["label"], alpha=s.get("alpha", 0.8),
                 markersize=s.get("size", 6))
-    if dense:
-        ax.plot([dense["ms"]], [dense["quality"]], "s", color="black", markersize=9, label=dense.get("label", "dense"))
-    if chosen:
-        ax.plot([chosen["ms"]], [chosen["quality"]], "*", color="crimson", markersize=18,
-                label=chosen.get("label", "chosen"), zorder=5)
+        for x, y, name in zip(s["ms"], s["quality"], s.get("names", ())):
+            if name:
+                ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=6.5, alpha=0.85)
+    for point, style, dy in ((dense, dict(marker="s", color="black", markersize=9), 7),
+                             (chosen, dict(marker="*", color="crimson", markersize=18, zorder=5), -12)):
+        if point:
+            ax.plot([point["ms"]], [point["quality"]], linestyle="none", label=point.get("label"), **style)
+            ax.annotate(point.get("label", ""), (point["ms"], point["quality"]), textcoords="offset points",
+                        xytext=(8, dy), fontsize=7, fontweight="bold")
+    if front:
+        pts = [(x, y) for s in series for x, y in zip(s["ms"], s["quality"]) if y is not None]
+        pts += [(p["ms"], p["quality"]) for p in (chosen, dense) if p]
+        f = pareto_front(pts)
+        if len(f) > 1:
+            ax.step([x for x, _ in f], [y for _, y in f], where="post", color="gray", linestyle=":",
+                    linewidth=1.3, label="Pareto front (faster and better)")
     if budget_ms is not None:
         ax.axvline(budget_ms, color="crimson", linestyle="--", linewidth=1.2, label=f"budget {budget_ms:g} ms/token")
-    ax.set_xlabel("decode latency (ms/token)")
+    xs = [x for s in series for x in s["ms"]] + [p["ms"] for p in (chosen, dense) if p] + ([budget_ms] if budget_ms else [])
+    ax.set_xlabel("decode latency (ms/token)" + (", log scale" if _log_x(ax, xs) else ""))
     ax.set_ylabel(ylabel)
-    ax.set_yscale("log")
+    _readable_log_axis(ax)
     ax.grid(True, which="both", alpha=0.3)
-    ax.set_title(title)
-    ax.legend(fontsize=8, loc="best")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, loc="best")
     return _save(fig, path)
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    """(x, y) points no other point beats on both (lower is better for both), by x."""
+    front, best = [], float("inf")
+    for x, y in sorted(points):
+        if y < best:
+            front.append((x, y))
+            best = y
+    return front
+
+
+def _log_x(ax: Any, xs: Sequence[float]) -> bool:
+    """A log x axis with plain tick labels when the values span more than 4x (a far budget line would
+    otherwise squeeze every point into one corner); True when it did."""
+    from matplotlib.ticker import FuncFormatter
+
+    xs = [x for x in xs if x and x > 0]
+    if not xs or max(xs) / min(xs) <= 4:
+        return False
+    ax.set_xscale("log")
+    ax.set_xlim(min(xs) * 0.9, max(xs) * 1.1)
+    plain = FuncFormatter(lambda v, _: f"{v:.3g}")
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_formatter(plain)
+    ax.tick_params(axis="x", which="minor", labelsize=7)
+    return True
+
+
+def _readable_log_axis(ax: Any) -> None:
+    """A log y axis whose ticks read as plain numbers (5.8, 6, 7), not 5.8×10^0."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    ax.set_yscale("log")
+    plain = FuncFormatter(lambda v, _: f"{v:.3g}")
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_locator(LogLocator(base=10, subs=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9), numticks=12))
+    ax.yaxis.set_minor_formatter(plain)
+    ax.tick_params(axis="y", which="minor", labelsize=7)

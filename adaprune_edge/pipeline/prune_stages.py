@@ -38,7 +38,7 @@ def stage_search(ctx: BuildContext) -> SearchDone:
     shutil.copyfile(folder / "trials.csv", ctx.run.file("trials.csv"))
     return SearchDone(n_trials=len(out.records), feasible=sum(r.feasible for r in out.records), data_sets=data_sets,
                       best=best, confirmations=tuple(checked), pareto=tuple(r.index for r in out.pareto),
-                      rescored=tuple(out.rescored))
+                      rescored=tuple(out.rescored), cost=out.cost())
 
 
 def confirmed_best(ctx: BuildContext, ranked: list[TrialRecord]) -> tuple[TrialRecord, list[Confirmation]]:

@@ -58,7 +58,7 @@ def build_report(state: BuildState, spec: Any) -> dict[str, Any]:
         "decision": _decision(ex, plan), "quant_only": val.quant_only.to_dict() if val.quant_only else {},
         "quant_options": [o.to_dict() for o in state.candidates.options],
         "trials": search.n_trials, "feasible_trials": search.feasible,
-        "rescored_trials": [r.to_dict() for r in search.rescored],
+        "rescored_trials": [r.to_dict() for r in search.rescored], "search_cost": dict(search.cost),
         "dense": {k: v[0] for k, v in rows.items()}, "pruned": {k: v[1] for k, v in rows.items()},
         "kl_vs_dense": q.kl_mean, "top1_vs_dense": q.top1,
         "accuracy": {t: {"dense": d, "pruned": p, "retention_pct": _retention(p, d)} for t, (d, p) in acc.items()},
@@ -211,32 +211,55 @@ def markdown(rep: dict[str, Any]) -> str:
     if rep.get("data_sets"):
         lines += ["", "Disjoint text sets (quality figures above use the report set and --data-dir files):"]
         lines += data_set_lines(rep)
+    if rep.get("search_cost"):
+        lines += ["", search_cost_line(rep["search_cost"])]
     lines += ["", f"Generation (greedy): {rep['generation']!r}", "",
               f"Trials: {rep['trials']} ({rep['feasible_trials']} within budget); stage seconds: {rep['stage_seconds']}", ""]
     return "\n".join(lines)
 
 
+def search_cost_line(c: dict[str, Any]) -> str:
+    """What the search cost and what it bought, in one line."""
+    line = f"Search: {c['trials']} trials in {c['seconds']:.0f} s (stopped: {c['stopped']}; {c['raced_out']} raced out)"
+    if c.get("chosen_minus_best_warm") is not None:
+        line += (f"; chosen {c['chosen']['recipe']} at cost {c['chosen']['cost']:.4f} vs the best warm start "
+                 f"{c['best_warm_start']['recipe']} at {c['best_warm_start']['cost']:.4f} "
+                 f"({c['chosen_minus_best_warm']:+.4f} nats/token)")
+    return line
+
+
 def tradeoff_from_trials(path: Path, state: BuildState, rep: dict[str, Any]) -> Path:
-    """Every trial (predicted ms vs held-out PPL), dense and the shipped model, budget line."""
+    """Every feasible trial and dense quant recipe (latency vs perplexity on the objective windows, each recipe
+    labelled), the dense F16 model and the shipped file, the budget line and the Pareto front."""
     folder = Path(path).parent / "search"
     recs = [r for r in TrialStore(folder).records() if r.feasible] if folder.is_dir() else []
-    series = [{"label": "search trials within budget (predicted ms, search PPL)", "ms": [r.decode_ms for r in recs],
-               "quality": [r.ppl for r in recs], "style": "o"}] if recs else []
+    series = [{"label": "search trials within budget (predicted ms, torch PPL)", "ms": [r.decode_ms for r in recs],
+               "quality": [r.ppl for r in recs], "style": "o", "names": [f"#{r.index}" for r in recs]}] if recs else []
     opts = [o for o in rep.get("quant_options", []) if o.get("ppl")]
     if opts:  # dense quant recipes: llama.cpp PPL on the objective windows
-        series.append({"label": "dense quant recipes (objective PPL)", "ms": [o["decode_ms"] for o in opts],
-                       "quality": [o["ppl"] for o in opts], "style": "s"})
+        ms_of = "measured" if all(o.get("measured") for o in opts) else "predicted"
+        series.append({"label": f"dense quant recipes ({ms_of} ms, llama.cpp PPL)", "ms": [o["decode_ms"] for o in opts],
+                       "quality": [o["ppl"] for o in opts], "style": "s", "names": [_short(o["recipe"]) for o in opts]})
     best = state.search.best
     what = f"best trial ratio {best.prune_config['ratio']:.2f}" if best and rep["mode"] == "pruned" else "quantization only"
     # every point on the objective windows (the report set is not plotted: it must stay unseen by choices)
     ex, cand = state.export, state.candidates
     shipped = ex.objective_ppl or next((o["ppl"] for o in opts if o["recipe"] == rep["quant"]), None)
     chosen = {"ms": rep["pruned"]["decode_ms_per_token"], "quality": shipped,
-              "label": f"shipped {rep['quant']} ({rep['latency_source']})"} if shipped else None
+              "label": f"shipped {_short(rep['quant'])} ({rep['latency_source']})"} if shipped else None
     dense = {"ms": rep["dense"]["decode_ms_per_token"], "quality": cand.dense_f16_ppl,
              "label": "dense F16 (at the shipped recipe's latency)"} if cand.dense_f16_ppl else None
+    obj = (rep.get("data_sets") or {}).get("objective") or {}
+    where = (f"{obj.get('windows', '?')}×{obj.get('seq_len', '?')} tokens of {obj.get('source', 'held-out text')}"
+             if obj else "held-out text")
     return plots.tradeoff_png(path, series, budget_ms=rep["budget_ms_per_token"], chosen=chosen, dense=dense,
-                              title=f"{rep['model']} on {rep['device']}: {what} (objective-window PPL)")
+                              title=f"{rep['model']} on {rep['device']}: {what}", front=True,
+                              ylabel=f"perplexity, objective windows ({where}; log scale)")
+
+
+def _short(recipe: str) -> str:
+    """A recipe name short enough to label a point (an allocation's digest cut to 4 hex)."""
+    return recipe.replace(":imatrix", "+im").split(":alloc=")[0] + (":alloc" if ":alloc=" in recipe else "")
 
 
 def write_all(rep: dict[str, Any], run_dir: Path, state: BuildState) -> None:

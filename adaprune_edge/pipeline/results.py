@@ -191,6 +191,7 @@ class SearchDone(StageResult):
     skipped: str | None = None
     seconds: float = 0.0
     rescored: tuple[Rescored, ...] = ()  # the top trials re-scored before the best was chosen
+    cost: dict[str, Any] = field(default_factory=dict)  # what the search cost and bought (search_cost)
     NESTED: ClassVar[dict[str, Any]] = {"best": TrialRecord, "data_sets": {str: TextSet},
                                         "confirmations": (Confirmation,), "rescored": (Rescored,)}
 

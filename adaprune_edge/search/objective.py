@@ -47,6 +47,7 @@ class SearchContext:
         self.progress = progress  # (done, total, note) while builtin:self generates (first time per model)
         self.pools, self.val = self._data()
         self._ref: dict[tuple[str, int], torch.Tensor] = {}
+        self._kept: tuple[Any, float, Any] | None = None  # (trial key, cost, PruneResult) of the best raced trial
 
     def derive(self, spec: SearchSpec) -> "SearchContext":
         """A context for another spec over the same data (quant, ratio bounds, objective may differ): shares
@@ -62,10 +63,11 @@ class SearchContext:
         return other
 
     def forget_statistics(self) -> None:
-        """Empty the importance cache and the dense reference log-probs (shared with derived contexts);
-        the data stays. For a caller that runs no more trials or prunes."""
+        """Empty the importance cache, the dense reference log-probs (shared with derived contexts) and the
+        kept best trial's model; the data stays. For a caller that runs no more trials or prunes."""
         self.cache.clear()
         self._ref.clear()
+        self._kept = None
 
     def _data(self) -> tuple[list[Any], torch.Tensor]:
         """Calibration pools and objective windows; the report's windows are kept aside (textsets.py)."""
@@ -134,6 +136,8 @@ class SearchContext:
             elif race is not None and cost < race.rescore_below and len(self.rescore_windows):
                 rescored = self._score(res.model, self.rescore_windows, "rescore", quant)[2]
                 n_rescore = len(rescored)
+            if race is not None and len(costs) == n_val and (self._kept is None or cost < self._kept[1]):
+                self._kept = (_trial_key(index, values), cost, res)  # reprune() hands it out again
         return TrialRecord(index, values, "ok" if ok else "violates", float(cost), loss, ppl, kl,
                            res.decoder_ratio, res.total_ratio, res.params_after, report.decode_ms_per_token,
                            report.prefill_tps, reason, res.structure, cfg.to_dict(), n_val,
@@ -162,6 +166,9 @@ class SearchContext:
         with the same calibration: the same structure and weights as the trial's."""
         solved = PruneConfig.from_dict(record.prune_config)
         cfg, weights = to_prune_config(record.values, solved.align, self.spec.seed, solved.ratio)
+        if self._kept is not None and self._kept[0] == _trial_key(record.index, record.values) \
+                and self._kept[2].structure == record.structure:
+            return cfg, self._kept[2]  # the best trial's pruned model, kept since its trial
         return cfg, prune(self.model, self.calibration(cfg, weights), cfg, cache=self.cache, progress=progress)
 
     def rescore(self, record: TrialRecord) -> tuple[float, int, bool, float]:
@@ -222,3 +229,9 @@ class SearchContext:
             logits = self.model(input_ids=window, use_cache=False).logits.float()[0, :-1]
             self._ref[(name, i)] = torch.log_softmax(logits, dim=-1).half()
         return self._ref[(name, i)].float()
+
+
+def _trial_key(index: int, values: dict[str, Any]) -> str:
+    import json
+
+    return json.dumps([index, values], sort_keys=True, default=str)

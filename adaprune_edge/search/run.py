@@ -39,40 +39,62 @@ def _scenario(spec: SearchSpec, space: Any, out: Path) -> Any:
 
 
 # Fixed recipes the search starts from, cheapest first: SMAC evaluates them before its random initial
-# design (_warm_first), so a search cut by walltime has the strong fixed recipes before it explores.
-# Least-squares reconstruction (ours) over taylor/uniform, FLAP-like fluctuation/global and Wanda-sp, then
-# FLAP's own bias compensation, then SlimGPT-like structured OBS on the already-pruned model's activations
-# (uniform, global): the slowest, about a minute each on the default model. With 32x256 calibration tokens
-# the best fixed recipe is a least-squares one at 20% and OBS uniform at 35%
-# (bench/results/search_vs_fixed_fair32.json). Uniform-only families keep the uniform ones.
-# `taylor-uniform` is not a warm start: the plan stage's fallback for families without reconstruction
-# (pipeline/plan_stages.py).
+# design (_warm_first), so a search cut by walltime or a stall has the strong fixed recipes before it explores.
+# The published recipes that were best at some target in bench/results/search_vs_fixed_fair32r.json (3
+# seeds, report windows): LLM-Pruner-like (taylor, uniform, first 2 / last 1 layers kept) with our least-squares
+# reconstruction (best at 20%), FLAP-like fluctuation/global and Wanda-sp with it, then SlimGPT-like
+# structured OBS on the already-pruned model's activations (uniform: best at 35%; global), the slowest,
+# about a minute each on the default model. Dropped from the defaults (bench/results/search_cost.json): taylor
+# without protection (+4% / +13% PPL vs LLM-Pruner-like at 20% / 35%) and FLAP's bias compensation (never
+# better than the same scores with least squares). A recipe the space cannot express (uniform-only families fix
+# protection to 0; small models cap it) is replaced by its WARM_FALLBACK. `taylor-uniform` and
+# `taylor-uniform+lsq` are the plan stage's trial (pipeline/plan_stages.py).
 WARM_STARTS: dict[str, dict[str, Any]] = {
-    "taylor-uniform+lsq": dict(metric="taylor", allocation="uniform", reconstruction=True, recon_damp=0.3),
+    "llm-pruner-like+lsq": dict(metric="taylor", allocation="uniform", protect_first=2, protect_last=1,
+                                reconstruction=True, recon_damp=0.3),
     "fluctuation-global+lsq": dict(metric="fluctuation", allocation="global", reconstruction=True, recon_damp=0.3),
     "wanda-uniform+lsq": dict(metric="wanda", allocation="uniform", reconstruction=True, recon_damp=0.3),
-    "fluctuation-global+bias": dict(metric="fluctuation", allocation="global", bias_compensation=True),
     "obs-uniform-seq": dict(metric="obs", allocation="uniform", sequential=True),
     "obs-global-seq": dict(metric="obs", allocation="global", sequential=True),
+    "taylor-uniform+lsq": dict(metric="taylor", allocation="uniform", reconstruction=True, recon_damp=0.3),
+    "fluctuation-global+bias": dict(metric="fluctuation", allocation="global", bias_compensation=True),
     "taylor-uniform": dict(metric="taylor", allocation="uniform"),
 }
-DEFAULT_WARM_STARTS = tuple(n for n in WARM_STARTS if n != "taylor-uniform")
+DEFAULT_WARM_STARTS = ("llm-pruner-like+lsq", "fluctuation-global+lsq", "wanda-uniform+lsq", "obs-uniform-seq",
+                       "obs-global-seq")
+WARM_FALLBACK = {"llm-pruner-like+lsq": "taylor-uniform+lsq"}
 
 
 def warm_start_configs(space: Any, bounds: SpaceBounds, names: tuple[str, ...] | None = None) -> list[Any]:
-    """The WARM_STARTS recipes (or those named) that the space can express, as configurations of it; each
-    at the space's default quant recipe (the plan's) when the quant is searched."""
-    from ConfigSpace import Configuration, Constant
+    """The WARM_STARTS recipes (or those named) that the space can express (else their WARM_FALLBACK), as
+    configurations of it; each at the space's default quant recipe (the plan's) when the quant is searched."""
+    from ConfigSpace import Constant
 
     base = dict(space.get_default_configuration())
     fixed = {k for k, hp in space.items() if isinstance(hp, Constant)}
     out = []
     for name in names or DEFAULT_WARM_STARTS:
-        recipe = WARM_STARTS[name]
-        if bounds.uniform_only and any(k in fixed and recipe[k] != base[k] for k in recipe):
-            continue  # allocation, protection and biases are fixed for uniform-only families
-        out.append(Configuration(space, values={**base, **{k: v for k, v in recipe.items() if k not in fixed}}))
+        config = _expressed(space, base, fixed, bounds, WARM_STARTS[name])
+        if config is None and name in WARM_FALLBACK:
+            config = _expressed(space, base, fixed, bounds, WARM_STARTS[WARM_FALLBACK[name]])
+        if config is not None:
+            out.append(config)
     return out
+
+
+def _expressed(space: Any, base: dict[str, Any], fixed: set[str], bounds: SpaceBounds,
+               recipe: dict[str, Any]) -> Any:
+    """`recipe` as a configuration of the space, or None when the space cannot hold it (a fixed knob with
+    another value in a uniform-only family, a protection above the space's range)."""
+    from ConfigSpace import Configuration
+
+    if bounds.uniform_only and any(k in fixed and recipe[k] != base[k] for k in recipe):
+        return None  # allocation, protection and biases are fixed for uniform-only families
+    values = {**base, **{k: v for k, v in recipe.items() if k not in fixed}}
+    try:
+        return Configuration(space, values=values)
+    except ValueError:  # e.g. protect_first 2 where the model allows at most 1
+        return None
 
 
 def search_bounds(spec: SearchSpec) -> SpaceBounds:
@@ -88,8 +110,9 @@ def make_optimizer(spec: SearchSpec, space: Any, bounds: SpaceBounds, out: Path)
     scenario = _scenario(spec, space, out)
     facade = MF if spec.facade == "hyperband" else HPO
     extra = warm_start_configs(space, bounds) if spec.warm_start else []
-    n_init = max(1, min(2 if extra else 5, spec.n_trials // 4))  # warm starts stand in for most random points
-    extra = extra[: max(0, spec.n_trials - n_init)]
+    # the warm starts are the initial design (SMAC's model starts from them); random points only without them
+    n_init = 0 if extra else max(1, min(5, spec.n_trials // 4))
+    extra = extra[: max(1, spec.n_trials - n_init)]
     init = _warm_first(facade.get_initial_design(scenario, n_configs=n_init, additional_configs=extra), extra)
     kw: dict[str, Any] = dict(initial_design=init, overwrite=True, logging_level=logging.ERROR)
     if spec.multi_objective:
@@ -156,6 +179,17 @@ class SearchOutcome:
         """The best feasible warm-start trial (what the search bought: best vs this)."""
         warm = [r for r in ranked(self.records, self.rescored) if r.origin == "warm"]
         return warm[0] if warm else None
+
+    def cost(self) -> dict[str, Any]:
+        """What the search cost (seconds, trials, why it stopped, trials raced out) and bought: the chosen
+        trial's cost vs the best warm start's (nats/token on the objective windows; negative = better)."""
+        full = max((r.fidelity for r in self.records if r.feasible), default=0)
+        warm, best = self.best_warm(), self.best
+        about = lambda r: {"index": r.index, "cost": r.cost, "recipe": r.summary()} if r else None  # noqa: E731
+        return {"seconds": round(self.seconds, 1), "trials": len(self.records), "stopped": self.stopped,
+                "raced_out": sum(1 for r in self.records if r.feasible and r.fidelity < full),
+                "chosen": about(best), "best_warm_start": about(warm),
+                "chosen_minus_best_warm": best.cost - warm.cost if best and warm else None}
 
 
 def pareto_front(records: list[TrialRecord]) -> list[TrialRecord]:
