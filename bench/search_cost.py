@@ -129,7 +129,7 @@ def _key(args):
     import hashlib
 
     key = {**svf.SCALE, "trials": args.trials, "patience": args.patience, "closure": args.recovery_closure,
-           "rescore": [args.rescore_top, args.rescore_windows], "race": "v1"}
+           "rescore": [args.rescore_top, args.rescore_windows], "race": "v2"}
     return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
 
 
@@ -191,7 +191,7 @@ def main() -> None:
     ap.add_argument("--targets", default="0.2,0.35")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--trials", type=int, default=20, help="the search's trial cap (the build's default)")
-    ap.add_argument("--patience", type=int, default=4, help="trials without a real improvement before the search stops")
+    ap.add_argument("--patience", type=int, default=3, help="trials without a real improvement before the search stops")
     ap.add_argument("--rescore-top", type=int, default=3)
     ap.add_argument("--rescore-windows", type=int, default=8)
     ap.add_argument("--recovery-closure", type=float, default=0.0,

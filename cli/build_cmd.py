@@ -74,7 +74,7 @@ def build_cmd(
     quant: Optional[str] = typer.Option(None, "--quant", "-q", help=f"Force one quant recipe FTYPE[:fb=TYPE][:out=TYPE] (e.g. Q4_K_M, Q4_K_M:fb=IQ4_NL:out=Q5_0). Default: the plan tries {len(quant_options.CANDIDATES)} llama.cpp recipes ({', '.join(r.name for r in quant_options.CANDIDATES)}) and ships the best (quant, pruning) pair that meets the budget; dense quantized if that wins."),
     imatrix: bool = typer.Option(True, "--imatrix/--no-imatrix", help="Give llama.cpp's quantizer an importance matrix computed on the calibration windows."),
     trials: int = typer.Option(20, "--trials", "-n", min=1, help="SMAC trials."),
-    patience: int = typer.Option(4, "--patience", min=0, help="Stop after this many trials in a row (past the warm starts) that do not beat the best by more than the objective windows' paired noise (2 standard errors of the per-window differences); 0: run every trial."),
+    patience: int = typer.Option(3, "--patience", min=0, help="Stop after this many trials in a row (past the warm starts) that do not beat the best by more than the objective windows' paired noise (2 standard errors of the per-window differences); 0: run every trial."),
     rescore_top: int = typer.Option(3, "--rescore-top", min=0, help="Re-score this many of the best trials on up to 8 more held-out windows (after the report's) before choosing one; 0: choose on the trials' own objective windows."),
     workers: int = typer.Option(1, "--workers", min=1, help="Parallel trials on a local dask cluster."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Existing dask scheduler tcp://host:port."),

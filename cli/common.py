@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 import sys
 from typing import Any, Callable, Optional
 
@@ -14,8 +15,20 @@ from adaprune_edge.errors import AdapruneError
 from adaprune_edge.quant import QuantRecipe, check_installed
 from adaprune_edge.runtime import kvcache
 
-console = Console()
-err_console = Console(stderr=True)
+PLAIN_WIDTH = 200  # columns of a console that prints to a file or pipe (install.sh's log, `| less`)
+
+
+def _console(stderr: bool = False) -> Console:
+    """A rich console. Printed to a non-terminal, rich would assume 80 columns and fold every table's long
+    cells into one-word lines; there it is PLAIN_WIDTH wide (COLUMNS, when set, still wins)."""
+    stream = sys.stderr if stderr else sys.stdout
+    if "COLUMNS" not in os.environ and not stream.isatty():
+        return Console(stderr=stderr, width=PLAIN_WIDTH)
+    return Console(stderr=stderr)
+
+
+console = _console()
+err_console = _console(stderr=True)
 STATE = {"debug": False}
 
 

@@ -63,7 +63,7 @@ def search_cmd(
     quant: Optional[str] = typer.Option(None, "--quant", "-q", help="GGUF quant type the budget applies to (default: the profile's)."),
     trials: int = typer.Option(20, "--trials", "-n", min=1, help="Number of trials (in total, counting resumed ones)."),
     walltime: Optional[float] = typer.Option(None, "--walltime", help="Stop asking for new trials after this many seconds (re-scoring follows)."),
-    patience: int = typer.Option(4, "--patience", min=0, help="Stop after this many trials in a row (past the warm starts) that do not beat the best by more than the objective windows' paired noise (2 standard errors of the per-window differences); 0: run every trial."),
+    patience: int = typer.Option(3, "--patience", min=0, help="Stop after this many trials in a row (past the warm starts) that do not beat the best by more than the objective windows' paired noise (2 standard errors of the per-window differences); 0: run every trial."),
     rescore_top: int = typer.Option(3, "--rescore-top", min=0, help="Re-score this many of the best trials on --rescore-windows more held-out windows (after the report's) before choosing one; 0: choose on the trials' own objective windows."),
     rescore_windows: int = typer.Option(8, "--rescore-windows", min=1, help="Held-out windows (of --val-seq-len tokens) that re-score the best trials; fewer when the held-out text has fewer left."),
     calib: List[str] = typer.Option([], "--calib", help="Calibration source (text/JSONL/parquet file, 'builtin:self', 'builtin:pydoc'); repeat for a mix. Default: builtin:self (text sampled from the model, cached)."),

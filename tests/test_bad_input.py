@@ -150,9 +150,45 @@ CASES: list[tuple[str, Callable[[Inputs], list[str]], tuple[str, ...]]] = [
     ("calib-missing", lambda i: ["prune", "--model", str(i.tiny), "--ratio", "0.2", "--calib", str(i.tmp / "nope.txt"),
                                  "--out", str(i.tmp / "p")], ("not found",)),
     ("build-out-exists", _existing_out, ("exists", "--force")),
+    # this wave's inputs: the pruning ratio, recovery, budgets, allocation files
+    ("ratio-above-range", lambda i: ["prune", "--model", str(i.tiny), "--ratio", "1.5", "--out", str(i.tmp / "p")],
+     ("ratio", "0.9", "1.5")),
+    ("ratio-negative", lambda i: ["prune", "--model", str(i.tiny), "--ratio", "-0.2", "--out", str(i.tmp / "p")],
+     ("ratio", "-0.2")),
+    ("recover-no-bound", lambda i: ["recover", "--model", str(i.pruned), "--teacher", str(i.tiny), "--out", str(i.tmp / "r")],
+     ("--tokens N", "--minutes M")),
+    ("recover-text-missing", lambda i: ["recover", "--model", str(i.pruned), "--teacher", str(i.tiny), "--out",
+                                        str(i.tmp / "r"), "--tokens", "64", "--text", str(i.tmp / "nope.txt")], ("not found",)),
+    ("recover-text-range", lambda i: ["recover", "--model", str(i.pruned), "--teacher", str(i.tiny), "--out", str(i.tmp / "r"),
+                                      "--tokens", "64", "--text", i.file("t.txt", "hello world\n" * 50), "--text-range", "0.6:0.2"],
+     ("--text-range",)),
+    ("build-recover-text-missing", _build("--recover-text", "/nonexistent/recovery.txt"), ("not found",)),
+    ("budget-ttft-negative", _build("--ttft-s", "-1"), ("--ttft-s",)),
+    ("budget-context-zero", _build("--context", "0"), ("--context",)),
+    ("budget-ram-share-above-1", _build("--ram-share", "1.5"), ("--ram-share",)),
+    ("budget-kv-unknown", _build("--kv-cache", "q3_0"), ("q3_0", "F16")),
+    ("quant-file-missing", lambda i: ["export", "--model", str(i.tiny), "--out", str(i.tmp / "x.gguf"), "--quant-file",
+                                      str(i.tmp / "nope.quant.json")], ("cannot read quant file", "nope.quant.json")),
+    ("quant-file-corrupt", lambda i: ["export", "--model", str(i.tiny), "--out", str(i.tmp / "x.gguf"), "--quant-file",
+                                      i.file("bad.quant.json", "{not json")], ("bad.quant.json",)),
+    ("quant-file-other-model", lambda i: ["export", "--model", str(i.tiny), "--out", str(i.tmp / "x.gguf"), "--quant-file",
+                                          _other_allocation(i)], ("blk.7",)),
+    ("quant-unknown-allocation", lambda i: ["export", "--model", str(i.tiny), "--out", str(i.tmp / "x.gguf"), "--quant",
+                                            "Q4_0:alloc=deadbeef"], ("deadbeef", "--quant-file")),
+    ("quant-auto-without-device", lambda i: ["export", "--model", str(i.tiny), "--out", str(i.tmp / "x.gguf"), "--quant", "auto"],
+     ("--device",)),
     ("export-out-exists", lambda i: ["export", "--model", str(i.tiny), "--out", i.file("old.gguf", "old"), "--quant", "F16"],
      ("exists", "--force")),
 ]
+
+
+def _other_allocation(i: Inputs) -> str:
+    """A valid allocation file for another model: it names a layer the 2-layer tiny model does not have."""
+    from adaprune_edge.bitalloc import recipe_file
+    from adaprune_edge.quant import QuantRecipe
+
+    r = QuantRecipe.allocated({"blk.7.ffn_down.weight": "Q4_0", "token_embd.weight": "Q8_0"}, imatrix=False)
+    return str(recipe_file.save(i.tmp / "other.quant.json", r))
 
 
 def _broken_config(i: Inputs) -> str:

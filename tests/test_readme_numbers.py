@@ -103,7 +103,10 @@ def test_main_job_example_and_quant_only_comparison():
     rep = json.loads((RESULTS / "main_job_raspberry-pi-5.json").read_text())
     _in_readme(f"default → raspberry-pi-5 ({rep['quant']})")
     _in_readme(f"│ KL vs dense (nats/token) │ 0 │ {rep['quant_only']['kl_vs_dense']:.3f} │ {rep['kl_vs_dense']:.3f} │")
-    _in_readme(f"{rep['pruned']['ppl']:.2f}")
+    # the summary table's report-set row: dense, quantize-only, shipped, each from its key
+    row = f"│ perplexity (report set) │ {rep['dense']['ppl']:.2f} │ {rep['quant_only']['ppl']:.2f} │ {rep['pruned']['ppl']:.2f} │"
+    _in_readme(row)
+    _in_readme(f"on the report set {rep['pruned']['ppl']:.2f} against the dense model's {rep['dense']['ppl']:.2f}")
     cmp = json.loads((RESULTS / "shipped_vs_q4_0.json").read_text())
     q40, shipped = cmp["export --quant Q4_0"], cmp[f"shipped {rep['quant']}"]
     _in_readme(f"perplexity {q40['report_set_ppl']:.2f} vs the shipped file's {shipped['report_set_ppl']:.2f}")

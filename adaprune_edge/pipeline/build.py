@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from adaprune_edge import heap
 from adaprune_edge.pipeline import export_stage, plan_stages, prune_stages, recover_stage, report, validate_stage
 from adaprune_edge.pipeline.context import BuildContext
 from adaprune_edge.pipeline.results import Recovered
@@ -38,7 +39,7 @@ class BuildSpec:
     quant: QuantRecipe | None = None
     trials: int = 20
     rescore_top: int = 3  # trials re-scored on more held-out windows before the best is chosen
-    patience: int = 4  # the search stops after this many trials without a real improvement (search/race.py)
+    patience: int = 3  # the search stops after this many trials without a real improvement (search/race.py)
     workers: int = 1
     scheduler: str | None = None
     seed: int = 0
@@ -202,7 +203,7 @@ def run_build(spec: BuildSpec, out: Path, *, resume: bool = False, force: bool =
             continue
         hooks.stage(name, "running")
         t0 = time.perf_counter()
-        result = STAGE_FUNCTIONS[name](ctx).timed(time.perf_counter() - t0)
+        result = STAGE_FUNCTIONS[name](ctx).timed(time.perf_counter() - t0, heap.peak_rss_bytes())
         ctx.state = ctx.state.with_result(name, result)
         run.save(spec, ctx.state)
         ctx.release(name)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from adaprune_edge import heap
 from adaprune_edge.bitalloc import recipe_file
 from adaprune_edge.pipeline import plots
 from adaprune_edge.pipeline.prune_stages import nothing_pruned
@@ -67,7 +68,8 @@ def build_report(state: BuildState, spec: Any) -> dict[str, Any]:
                         "rel_diff": val.f16.ppl_rel_diff_vs_torch, "passed": val.f16.passed},
         "generation": q.generation, "ram_bytes": val.ram_bytes,
         "runtime_ram": val.runtime_ram.to_dict() if val.runtime_ram else {},
-        "build_peak_rss_bytes": _build_peak_rss(), "eval_windows": q.windows, "eval_seq_len": q.seq_len,
+        "build_peak_rss_bytes": _build_peak_rss(state), "stage_peak_rss_bytes": _stage_peaks(state),
+        "eval_windows": q.windows, "eval_seq_len": q.seq_len,
         "data_sets": _data_sets(search.data_sets, state.recover),
         "general_text": {k: g.to_dict() for k, g in val.general_text.items()},
         "recovery": _recovery(state.recover, ex.pruned),
@@ -106,11 +108,15 @@ def _recovery(rec: Recovered | None, pruned: bool) -> dict[str, Any] | None:
             "estimate": rec.estimate.to_dict() if rec.estimate else None}
 
 
-def _build_peak_rss() -> int:
-    """Peak RSS of this build process (torch, calibration, search), not of the shipped model."""
-    import resource
+def _stage_peaks(state: BuildState) -> dict[str, int]:
+    """Per finished stage, the peak RSS of the process that ran it, at the stage's end (0: not recorded)."""
+    return {k: v.peak_rss_bytes for k, v in state.finished().items()}
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+def _build_peak_rss(state: BuildState) -> int:
+    """Peak RSS of the build (torch, calibration, search; not the shipped model): the largest of every stage's
+    process peak and this process's, so a build resumed in another process reports its true peak."""
+    return max([heap.peak_rss_bytes(), *_stage_peaks(state).values()])
 
 
 def candidate_rows(rep: dict[str, Any]) -> list[tuple[str, ...]]:

@@ -67,8 +67,10 @@ class StageResult:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: _decode(cls.NESTED.get(k), v) for k, v in d.items() if k in names})
 
-    def timed(self, seconds: float) -> Any:
-        return dataclasses.replace(self, seconds=round(seconds, 1))
+    def timed(self, seconds: float, peak_rss_bytes: int = 0) -> Any:
+        """The result with its wall seconds and the process's peak RSS at its end (a resumed build keeps
+        the figures of stages an earlier process ran, so its peak is the max over stages)."""
+        return dataclasses.replace(self, seconds=round(seconds, 1), peak_rss_bytes=peak_rss_bytes)
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,7 @@ class Candidates(StageResult):
     objective_windows: tuple[int, ...]
     kv_cache: str = "F16"  # the K/V cache type the plan's RAM checks use (runtime/kvcache.py)
     seconds: float = 0.0
+    peak_rss_bytes: int = 0  # this process's peak RSS when the stage finished
     NESTED: ClassVar[dict[str, Any]] = {"options": (QuantOption,), "base_structure": Structure}
 
 
@@ -171,6 +174,7 @@ class Plan(StageResult):
     prefill_scale: float = 1.0  # measured / predicted prompt tokens/s at r_min (SearchSpec.prefill_scale)
     recovery_estimate: RecoveryEstimate | None = None  # the chosen pruned candidate after recovery
     seconds: float = 0.0
+    peak_rss_bytes: int = 0  # this process's peak RSS when the stage finished
     NESTED: ClassVar[dict[str, Any]] = {"quant": QuantRecipe, "profile": DeviceProfile, "base_structure": Structure,
                                         "bounds": SpaceBounds, "dense_latency": LatencyReport,
                                         "quants": (QuantChoice,), "pruned_estimates": (PrunedEstimate,),
@@ -190,6 +194,7 @@ class SearchDone(StageResult):
     pareto: tuple[int, ...] = ()
     skipped: str | None = None
     seconds: float = 0.0
+    peak_rss_bytes: int = 0  # this process's peak RSS when the stage finished
     rescored: tuple[Rescored, ...] = ()  # the top trials re-scored before the best was chosen
     cost: dict[str, Any] = field(default_factory=dict)  # what the search cost and bought (search_cost)
     NESTED: ClassVar[dict[str, Any]] = {"best": TrialRecord, "data_sets": {str: TextSet},
@@ -215,6 +220,7 @@ class Pruned(StageResult):
     matches_search_trial: bool | None = None
     skipped: str | None = None
     seconds: float = 0.0
+    peak_rss_bytes: int = 0  # this process's peak RSS when the stage finished
     NESTED: ClassVar[dict[str, Any]] = {"structure": Structure, "config": PruneConfig}
 
 
@@ -233,6 +239,7 @@ class Recovered(StageResult):
     estimate: RecoveryEstimate | None = None
     skipped: str | None = None
     seconds: float = 0.0
+    peak_rss_bytes: int = 0  # this process's peak RSS when the stage finished
     NESTED: ClassVar[dict[str, Any]] = {"result": RecoverResult, "text": TextSet, "estimate": RecoveryEstimate}
 
 
@@ -256,6 +263,7 @@ class Exported(StageResult):
     constraints: tuple[dict[str, Any], ...] = ()
     fallbacks: tuple[str, ...] = ()  # files that missed the budget as measured, and why
     seconds: float = 0.0
+    peak_rss_bytes: int = 0  # this process's peak RSS when the stage finished
     NESTED: ClassVar[dict[str, Any]] = {"quant": QuantRecipe, "structure": Structure, "latency": LatencyReport,
                                         "quant_report": QuantReport}
 
@@ -275,6 +283,7 @@ class Validated(StageResult):
     zero_shot: dict[str, TaskScores] = field(default_factory=dict)
     general_text: dict[str, TextScores] = field(default_factory=dict)
     seconds: float = 0.0
+    peak_rss_bytes: int = 0  # this process's peak RSS when the stage finished
     NESTED: ClassVar[dict[str, Any]] = {"latency": LatencyReport, "f16": ValidationReport, "quant": ValidationReport,
                                         "runtime_ram": RuntimeRam, "quant_only": QuantOnly,
                                         "zero_shot": {str: TaskScores}, "general_text": {str: TextScores}}
@@ -286,4 +295,5 @@ class Reported(StageResult):
 
     report: dict[str, Any]
     seconds: float = 0.0
+    peak_rss_bytes: int = 0  # this process's peak RSS when the stage finished
 

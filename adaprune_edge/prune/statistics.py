@@ -40,16 +40,19 @@ class LayerStats:
     with_gram: bool = False
 
     def add(self, site: str, x: torch.Tensor) -> None:
-        x = x.detach().reshape(-1, x.shape[-1])
+        """Fold one batch of inputs [.., cols] into the sums: per batch in float32 (a batch is a few hundred
+        tokens; Σx² of a Gram site is its second moment's diagonal), across batches in float64."""
+        x = x.detach().reshape(-1, x.shape[-1]).float()
         if self.with_gram and site in GRAM_SITES:
-            xf = x.float()
-            g = xf.T @ xf
+            g = x.T @ x
             if site in self.grams:
                 self.grams[site] += g
             else:
                 self.grams[site] = g
-        x = x.double()
-        s, q = x.sum(0), (x * x).sum(0)
+            q = torch.diagonal(g).double()
+        else:
+            q = (x * x).sum(0).double()
+        s = x.sum(0).double()
         if site in self.sums:
             self.sums[site] += s
             self.sumsq[site] += q

@@ -43,7 +43,8 @@ class RecoverConfig:
         if self.train not in TRAINABLE:
             raise ConfigError(f"--train must be one of {', '.join(TRAINABLE)}, got {self.train!r}")
         if self.max_tokens <= 0 and self.max_minutes <= 0:
-            raise ConfigError("recovery needs a bound: pass --recover-tokens N and/or --recover-minutes M (> 0)")
+            raise ConfigError("recovery needs a bound: pass --tokens N and/or --minutes M (> 0) to `recover`, "
+                              "--recover-tokens / --recover-minutes to `build`")
         if self.max_tokens < 0 or self.max_minutes < 0:
             raise ConfigError("--recover-tokens and --recover-minutes must not be negative")
         if not 0.0 <= self.ce_weight <= 1.0:

@@ -7,6 +7,8 @@ the held-out (--val) file is refused: its records could be scored or reported on
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from typing import Any, Callable, Sequence
 
 import torch
@@ -14,7 +16,7 @@ import torch
 from adaprune_edge.data.calibration import CalibrationPool, read_records, record_slice
 from adaprune_edge.data.selfgen import SelfGenConfig, self_text
 from adaprune_edge.data.textsets import TextSet, same_source
-from adaprune_edge.errors import ConfigError
+from adaprune_edge.errors import DataError, ConfigError
 
 SELF = "builtin:self"
 SELF_SEED_OFFSET = 7919  # recovery's builtin:self samples use seed + this: disjoint from calibration's
@@ -22,10 +24,13 @@ DEFAULT_SELF_TOKENS = 40960
 
 
 def check_disjoint(sources: Sequence[str], calib: Sequence[str], val: str | None) -> None:
-    """ConfigError when a recovery file is also a calibration source or the held-out file."""
+    """DataError when a recovery file does not exist; ConfigError when it is also a calibration source or the
+    held-out file."""
     for s in sources:
         if s == SELF:
             continue
+        if not s.startswith("builtin:") and not Path(s).exists():
+            raise DataError(f"recovery text {s} not found: pass an existing file or builtin:self")
         for other in list(calib) + ([val] if val else []):
             if same_source(s, other):
                 raise ConfigError(f"recovery text {s} is also a calibration or held-out source: the sets would "

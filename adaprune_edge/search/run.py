@@ -38,17 +38,18 @@ def _scenario(spec: SearchSpec, space: Any, out: Path) -> Any:
     return Scenario(space, **kw)
 
 
-# Fixed recipes the search starts from, cheapest first: SMAC evaluates them before its random initial
-# design (_warm_first), so a search cut by walltime or a stall has the strong fixed recipes before it explores.
-# The published recipes that were best at some target in bench/results/search_vs_fixed_fair32r.json (3
-# seeds, report windows): LLM-Pruner-like (taylor, uniform, first 2 / last 1 layers kept) with our least-squares
-# reconstruction (best at 20%), FLAP-like fluctuation/global and Wanda-sp with it, then SlimGPT-like
-# structured OBS on the already-pruned model's activations (uniform: best at 35%; global), the slowest,
-# about a minute each on the default model. Dropped from the defaults (bench/results/search_cost.json): taylor
-# without protection (+4% / +13% PPL vs LLM-Pruner-like at 20% / 35%) and FLAP's bias compensation (never
-# better than the same scores with least squares). A recipe the space cannot express (uniform-only families fix
-# protection to 0; small models cap it) is replaced by its WARM_FALLBACK. `taylor-uniform` and
-# `taylor-uniform+lsq` are the plan stage's trial (pipeline/plan_stages.py).
+# Fixed recipes the search starts from, cheapest first: SMAC evaluates them before anything else (they are its
+# initial design, _warm_first), so a search cut by walltime or a stall has them. They are the published
+# recipes that were best, or within 1% of the best, at some target in bench/results/search_vs_fixed_fair32r.json
+# (3 seeds, report windows): LLM-Pruner-like (taylor, uniform, first 2 / last 1 layers kept) with our
+# least-squares reconstruction (best at 20%), FLAP-like fluctuation/global with it (+0.6% at 20%), and
+# SlimGPT-like structured OBS on the already-pruned model's activations, uniform (best at 35%), the slowest
+# (~40 s on the default model). Not warm starts (each costs a trial, and the search's cost is a multiple of
+# one recipe's: bench/results/search_cost.json): Wanda-sp + least squares (+0.9% / +3.3% at 20% / 35%),
+# global OBS (+1.8% / +5.4%), taylor without protection (+4% / +13%), FLAP's bias compensation (worse than
+# least squares on the same scores); the space still holds them. A recipe the space cannot express
+# (uniform-only families fix protection to 0; small models cap it) is replaced by its WARM_FALLBACK.
+# `taylor-uniform` and `taylor-uniform+lsq` are the plan stage's trial (pipeline/plan_stages.py).
 WARM_STARTS: dict[str, dict[str, Any]] = {
     "llm-pruner-like+lsq": dict(metric="taylor", allocation="uniform", protect_first=2, protect_last=1,
                                 reconstruction=True, recon_damp=0.3),
@@ -60,8 +61,7 @@ WARM_STARTS: dict[str, dict[str, Any]] = {
     "fluctuation-global+bias": dict(metric="fluctuation", allocation="global", bias_compensation=True),
     "taylor-uniform": dict(metric="taylor", allocation="uniform"),
 }
-DEFAULT_WARM_STARTS = ("llm-pruner-like+lsq", "fluctuation-global+lsq", "wanda-uniform+lsq", "obs-uniform-seq",
-                       "obs-global-seq")
+DEFAULT_WARM_STARTS = ("llm-pruner-like+lsq", "fluctuation-global+lsq", "obs-uniform-seq")
 WARM_FALLBACK = {"llm-pruner-like+lsq": "taylor-uniform+lsq"}
 
 
@@ -267,7 +267,8 @@ def run_search(spec: SearchSpec, run_dir: Path, *, resume: bool = False, force: 
     try:
         while len(records) + len(pending) < spec.n_trials or pending:
             out_of_time = spec.walltime_s is not None and time.monotonic() - start > spec.walltime_s
-            stop = spec.patience and stalled_for(records) >= spec.patience
+            # hyperband scores trials at several fidelities: no paired comparison on the same windows
+            stop = spec.patience and not hb and stalled_for(records) >= spec.patience
             stopped = "walltime" if out_of_time else "stalled" if stop else stopped
             while not (out_of_time or stop) and len(pending) < evaluator.slots and len(records) + len(pending) < spec.n_trials:
                 info = opt.ask()

@@ -83,7 +83,7 @@ class SearchSpec:
     quants: tuple[QuantChoice, ...] = ()
     rescore_top: int = 3
     rescore_windows: int = 8
-    patience: int = 4
+    patience: int = 3
     recover_closure: float = 0.0
     kind: str = "adaprune-edge/search-v2"  # v2: the ratio is solved per trial, not searched
 
