@@ -55,3 +55,18 @@ def test_inspect_tiny_hf_folder(tiny_llama, tmp_path):
     r = runner.invoke(app, ["inspect", "--model", str(tmp_path)], env={"COLUMNS": "200"})
     assert r.exit_code == 0, r.output
     assert "4 / 2" in r.output and "0-2: 4h/2kv/128ff" in r.output
+
+
+def test_tables_keep_their_columns_when_printed_to_a_file():
+    """install.sh logs the main job to a file: off a terminal, rich would fold every long cell into one-word
+    lines at 80 columns; each profile's row (name and whole budget) stays on one line."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    out = subprocess.run([sys.executable, "-m", "adaprune_edge.cli.app", "devices", "list"], capture_output=True,
+                         text=True, env=env, check=True).stdout
+    row = next(line for line in out.splitlines() if "raspberry-pi-5 " in line)
+    assert "tok/s decode" in row and "first token" in row and "after" in row, row
+    assert len(out.splitlines()) < 40, "rows were folded"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import statistics
 
 import pytest
 
@@ -155,9 +156,16 @@ def test_local_measure_default_gguf_positive_repeatable():
     path = models.default_gguf_path()
     r = latency.measure(path, BenchSettings(n_prompt=32, n_gen=24, repetitions=3, threads=2))
     assert r.measured and r.tool == "llama-cpp-python" and r.repetitions == 3
-    # loose upper bounds: other engineers' jobs share the 2 cores (load averages of 10+ were seen)
-    assert 0.5 < r.decode_ms_per_token < 5000 and 0.5 < r.prefill_tps < 50_000
-    assert all(s > 0 for s in r.decode_ms_samples) and len(r.prefill_tps_samples) == 3
+    # the reported figures are the medians of the samples, and the samples agree with each other
+    assert r.decode_ms_per_token == statistics.median(r.decode_ms_samples) and len(r.prefill_tps_samples) == 3
+    assert r.prefill_tps == statistics.median(r.prefill_tps_samples)
+    assert max(r.decode_ms_samples) < 2 * min(r.decode_ms_samples)
+    # and the roofline fitted to this host (this-host profile) is within a factor of the measurement (the
+    # bench holds the 10% claim: bench/results/latency_predictor.json; a shared CI host is noisier)
+    from adaprune_edge.device import Device
+
+    pred = Device.resolve("this-host").predict_file(path)
+    assert 0.33 < r.decode_ms_per_token / pred.decode_ms_per_token < 3, (r.decode_ms_per_token, pred.decode_ms_per_token)
     assert min(r.decode_ms_samples) <= r.decode_ms_per_token <= max(r.decode_ms_samples)
     assert r.peak_rss_bytes > path.stat().st_size  # the weights are resident
     pred = latency.measure(path, BenchSettings(backend="predict"))

@@ -43,8 +43,9 @@ def test_bench_local_table_on_default_gguf():
     measured, predicted = json.loads(res.output)
     assert measured["measured"] and measured["backend"] == "local" and len(measured["decode_ms_samples"]) == 3
     assert measured["peak_rss_bytes"] > 50e6 and not predicted["measured"]
-    # the roofline cannot be far too slow; a busy shared host can make the measurement far slower
-    assert measured["decode_ms_per_token"] > 0.2 * predicted["decode_ms_per_token"]
+    # measured and predicted within a factor of 3 both ways (the roofline is fitted to this host: this-host)
+    ratio = measured["decode_ms_per_token"] / predicted["decode_ms_per_token"]
+    assert 0.33 < ratio < 3, (measured["decode_ms_per_token"], predicted["decode_ms_per_token"])
 
 
 @pytest.mark.e2e
