@@ -26,6 +26,7 @@ again: its row keeps the trials' own seconds)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import statistics
@@ -76,6 +77,7 @@ def run_pair(target, seed, args, lm, base, profile, report, rows, out, dense):
     from adaprune_edge.search.evaluators import LocalEvaluator
     from adaprune_edge.search.objective import SearchContext
     from adaprune_edge.search.run import run_search
+    from adaprune_edge.search.trials import TrialStore
 
     spec = _spec(target, seed, args, base, profile)
     ctx = SearchContext(spec, lm)
@@ -84,6 +86,8 @@ def run_pair(target, seed, args, lm, base, profile, report, rows, out, dense):
         dense.update({f"ppl_{k}": v for k, v in svf.score(lm.model, test).items()})
         svf._save(out, rows, dense=dense, data_sets={k: s.to_dict() for k, s in ctx.data_sets().items()})
     common = dict(target=target, seed=seed, budget_ms=spec.budget_ms)
+    if args.rechoose:  # choose again from the finished search's own trials (below)
+        rows[:] = [r for r in rows if not (r["recipe"] == "searched" and (r["target"], r["seed"]) == (target, seed))]
     done = {r["recipe"] for r in rows if (r["target"], r["seed"]) == (target, seed)}
     print(f"target {target} seed {seed}: budget {spec.budget_ms:.3f} ms/token", flush=True)
     for name, kw in svf.fixed_recipes().items():
@@ -100,6 +104,10 @@ def run_pair(target, seed, args, lm, base, profile, report, rows, out, dense):
         return
     run_dir = RESULTS / "runs" / f"cost_{target}_s{seed}_{_key(args)}"
     resume = (run_dir / "trials.jsonl").exists()
+    if args.rechoose:
+        if not resume:
+            raise SystemExit(f"--rechoose: no finished search in {run_dir}")
+        spec = dataclasses.replace(spec, n_trials=len(TrialStore(run_dir).records()))
     _fresh(ctx)
     t0 = time.perf_counter()
     outcome = run_search(spec, run_dir, resume=resume, force=not resume, evaluator=LocalEvaluator(spec, ctx))
@@ -109,7 +117,7 @@ def run_pair(target, seed, args, lm, base, profile, report, rows, out, dense):
     sol = types.SimpleNamespace(ratio=best.solved_ratio)
     ppl = svf.score(res.model, test)
     t2 = time.perf_counter()
-    searched = outcome.seconds if resume else t1 - t0  # a resumed search: its trials' own seconds
+    searched = outcome.seconds if resume else t1 - t0  # a resumed search: its trials' own seconds + re-scoring
     warm = outcome.best_warm()
     rows.append(svf._row(common, "searched", sol, res, ppl, profile, searched + t2 - t1,
                          search_recipe=best.summary(), search_seconds=searched, pick_seconds=t2 - t1,
@@ -199,6 +207,10 @@ def main() -> None:
     ap.add_argument("--fixed-from", default=None,
                     help="reuse the fixed-recipe rows (report PPL, seconds) of another run of this bench with the same "
                          "scale; only the searches run (for --recovery-closure: the fixed rows do not depend on it)")
+    ap.add_argument("--rechoose", action="store_true",
+                    help="choose again from the finished searches' own trials with today's choice rule (no new trial): "
+                         "the searched rows' search seconds are their trials' and re-scoring's own, the pick's prune "
+                         "(the kept model is gone in a new process) and report scoring are timed now")
     ap.add_argument("--out", default=str(RESULTS / "search_cost.json"))
     ap.add_argument("--no-ptb", action="store_true")
     args = ap.parse_args()
@@ -219,7 +231,8 @@ def main() -> None:
                 "rescore_top": args.rescore_top, "rescore_windows": args.rescore_windows,
                 "recovery_closure": args.recovery_closure, "timing": "every fixed recipe and every search from an empty cache"}
     old = json.loads(out.read_text()) if out.exists() else {}
-    rows = old.get("rows", []) if {k: v for k, v in old.get("settings", {}).items() if k != "fixed_from"} == settings else []
+    same = lambda d: {k: v for k, v in d.items() if k not in ("fixed_from", "rechosen")}  # noqa: E731
+    rows = old.get("rows", []) if same(old.get("settings", {})) == same(settings) else []
     dense = old.get("dense", {}) if rows else {}
     if args.fixed_from and not rows:
         src = json.loads(Path(args.fixed_from).read_text())
@@ -228,6 +241,8 @@ def main() -> None:
             raise SystemExit(f"--fixed-from {args.fixed_from}: another scale ({src['settings']})")
         rows, dense = [r for r in src["rows"] if r["recipe"] != "searched"], src["dense"]
         settings["fixed_from"] = args.fixed_from
+    if args.rechoose:
+        settings["rechosen"] = "searched rows re-chosen from the stored trials with race.chosen (--rechoose)"
     svf._save(out, rows, settings=settings, fixed_recipes=svf.fixed_recipes(), dense=dense)
     for seed in [int(s) for s in args.seeds.split(",")]:
         for t in [float(x) for x in args.targets.split(",")]:

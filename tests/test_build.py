@@ -23,6 +23,16 @@ def tiny_dir(tmp_path_factory):
     return save_tiny_model(tmp_path_factory.mktemp("tinyb"), hidden=128, heads=4, kv_heads=2, ffn=2048, layers=8)
 
 
+def _pi5_build(tiny_dir, budget, out, shared_data, recover_tokens, *extra):
+    """`build` of the tiny model for raspberry-pi-5 (predicted latency) at `budget` ms/token; its report."""
+    r = runner.invoke(app, ["build", "--device", "raspberry-pi-5", "--model", str(tiny_dir), "--budget-ms",
+                            f"{budget:.4f}", "--trials", "2", "--calib", "builtin:pydoc", "--max-samples", "8",
+                            "--max-seq-len", "64", "--out", str(out), "--recover-tokens", str(recover_tokens),
+                            "--recover-text", str(shared_data / "tinyshakespeare/input.txt"), *extra], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    return json.loads((out / "report.json").read_text())
+
+
 def _png_size(path):
     head = path.read_bytes()[:24]
     assert head[:8] == b"\x89PNG\r\n\x1a\n"
@@ -128,12 +138,7 @@ def test_build_ships_the_dense_quantized_file_when_a_smaller_quant_meets_the_bud
     q8, small = (predict(base, q, prof).decode_ms_per_token for q in (R("Q8_0"), R("IQ4_XS:out=IQ4_NL")))
     budget = small + 0.3 * (q8 - small)  # Q8_0 would need pruning; 4-bit recipes with a 4-bit output do not
     out = tmp_path / "run"
-    r = runner.invoke(app, ["build", "--device", "raspberry-pi-5", "--model", str(tiny_dir), "--budget-ms",
-                            f"{budget:.4f}", "--trials", "2", "--calib", "builtin:pydoc", "--max-samples", "8",
-                            "--max-seq-len", "64", "--out", str(out), "--recover-tokens", "2048", "--recover-text",
-                            str(shared_data / "tinyshakespeare/input.txt")], env={"COLUMNS": "200"})
-    assert r.exit_code == 0, r.output
-    rep = json.loads((out / "report.json").read_text())
+    rep = _pi5_build(tiny_dir, budget, out, shared_data, 2048)
     assert rep["budget_met"] and rep["pruned"]["decode_ms_per_token"] <= budget
     opts = {o["recipe"]: o for o in rep["quant_options"]}
     assert opts["Q8_0:imatrix"]["r_min"] != 0.0 and opts[rep["quant_only"]["recipe"]]["r_min"] == 0.0  # Q8_0 needs pruning (or cannot)
@@ -156,11 +161,7 @@ def test_build_ships_the_dense_quantized_file_when_a_smaller_quant_meets_the_bud
     import adaprune_edge.quant as quant_module
 
     quant_module._ALLOCATIONS.clear()  # as a new process: only the run folder's recipe files name them
-    again = runner.invoke(app, ["build", "--device", "raspberry-pi-5", "--model", str(tiny_dir), "--budget-ms",
-                                f"{budget:.4f}", "--trials", "2", "--calib", "builtin:pydoc", "--max-samples", "8",
-                                "--max-seq-len", "64", "--out", str(out), "--recover-tokens", "2048", "--recover-text",
-                                str(shared_data / "tinyshakespeare/input.txt"), "--resume"], env={"COLUMNS": "200"})
-    assert again.exit_code == 0, again.output
+    assert _pi5_build(tiny_dir, budget, out, shared_data, 2048, "--resume") == rep  # nothing redone, nothing changed
     # a random tiny model's perplexities are noise: the plan may try pruning, and which file wins export's
     # check depends on the trial's recipe. The rule under test holds either way: the shipped file is never
     # worse on the objective windows than the best file quantization alone gives
@@ -185,12 +186,7 @@ def test_build_prunes_when_the_budget_is_below_every_dense_recipe(tiny_dir, shar
     fastest = min(predict(base, q, prof).decode_ms_per_token for q in recipes(None, True))
     budget = 0.9 * fastest  # no dense recipe meets it: only pruning can
     out = tmp_path / "run"
-    r = runner.invoke(app, ["build", "--device", "raspberry-pi-5", "--model", str(tiny_dir), "--budget-ms",
-                            f"{budget:.4f}", "--trials", "2", "--calib", "builtin:pydoc", "--max-samples", "8",
-                            "--max-seq-len", "64", "--out", str(out), "--recover-tokens", "1024", "--recover-text",
-                            str(shared_data / "tinyshakespeare/input.txt")], env={"COLUMNS": "200"})
-    assert r.exit_code == 0, r.output
-    rep = json.loads((out / "report.json").read_text())
+    rep = _pi5_build(tiny_dir, budget, out, shared_data, 1024)
     assert all(o["r_min"] is None or o["r_min"] > 0 for o in rep["quant_options"])  # no quant-only file fits
     assert rep["mode"] == "pruned" and rep["decoder_ratio"] > 0 and rep["recipe"] is not None
     assert rep["budget_met"] and rep["pruned"]["decode_ms_per_token"] <= budget

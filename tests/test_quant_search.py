@@ -132,10 +132,16 @@ def test_build_searches_over_the_candidates_that_can_win(tiny):
 
     spec = SimpleNamespace(model=str(model), max_samples=8, max_seq_len=64, calib=(), val=None, val_windows=2,
                            val_seq_len=64, report_windows=2, objective="loss", budget_ms=BUDGET_MS, trials=4,
-                           rescore_top=3, workers=1, seed=0, quant=None)
+                           rescore_top=3, workers=1, seed=0, quant=None, patience=3, recover_minutes=10.0,
+                           recover_tokens=0)
     full = SimpleNamespace(quant=R("Q4_K_M"), latency_scale=1.3, prefill_scale=1.0, bounds=_bounds(), quants=choices)
     ctx = BuildContext(spec, None, None, device=Device.resolve(str(dev)), state=BuildState(plan=full))
     sspec = ctx.search_spec()
     assert sspec.quants == choices and sspec.quant == R("Q4_K_M") and ctx.quant == R("Q4_K_M")
+    # every trial's cost is the plan's recovery estimate for the build's 10-minute allowance (0.343 of the gap)
+    from adaprune_edge.recover import estimate
+
+    assert sspec.patience == 3 and sspec.recover_closure == pytest.approx(estimate.closure(192480), abs=1e-6)
+    assert 0.34 < sspec.recover_closure < 0.345
     ctx.state = ctx.state.with_result("search", SimpleNamespace(best=SimpleNamespace(quant=R("Q8_0"))))
     assert ctx.quant == R("Q8_0")  # export quantizes with the best trial's recipe

@@ -9,7 +9,7 @@ import pytest
 
 from adaprune_edge.search.evaluators import LocalEvaluator
 from adaprune_edge.search.objective import SearchContext
-from adaprune_edge.search.race import Race, beats, paired_se
+from adaprune_edge.search.race import Race, beats, chosen, paired_se
 from adaprune_edge.search.run import run_search, stalled_for
 from adaprune_edge.search.trials import TrialRecord
 from test_search import _spec
@@ -38,6 +38,17 @@ def test_a_clearly_worse_trial_is_raced_out_and_costed_from_the_incumbent():
     assert not race.clearly_worse([3.1, 3.1])  # +0.0 ± 0.1
     assert race.estimate([3.5, 3.8]) == pytest.approx(3.05 + 0.55, rel=1e-12)
     assert Race.from_dict(race.to_dict()) == race
+
+
+def test_the_choice_moves_only_on_a_real_improvement():
+    first = [3.0, 3.2, 2.9, 3.1]
+    noisy_lower = [x - 0.02 + e for x, e in zip(first, (0.1, -0.1, 0.1, -0.1))]  # lower mean, within noise
+    clearly = [x - 0.05 for x in first]  # lower on every window alike
+    assert chosen([]) is None and chosen([first]) == 0
+    assert chosen([first, noisy_lower]) == 0  # the lowest cost is not chosen: not better beyond the noise
+    assert chosen([first, noisy_lower, clearly]) == 2
+    assert Race(choice=tuple(first)).becomes_choice(clearly) and not Race(choice=tuple(first)).becomes_choice(noisy_lower)
+    assert Race().becomes_choice(first)
 
 
 def _rec(i, costs, origin="smac"):

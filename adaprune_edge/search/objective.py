@@ -136,8 +136,8 @@ class SearchContext:
             elif race is not None and cost < race.rescore_below and len(self.rescore_windows):
                 rescored = self._score(res.model, self.rescore_windows, "rescore", quant)[2]
                 n_rescore = len(rescored)
-            if race is not None and len(costs) == n_val and (self._kept is None or cost < self._kept[1]):
-                self._kept = (_trial_key(index, values), cost, res)  # reprune() hands it out again
+            if race is not None and len(costs) == n_val and race.becomes_choice(costs):
+                self._kept = (_trial_key(index, values), cost, res)  # the search's choice: reprune() hands it out
         return TrialRecord(index, values, "ok" if ok else "violates", float(cost), loss, ppl, kl,
                            res.decoder_ratio, res.total_ratio, res.params_after, report.decode_ms_per_token,
                            report.prefill_tps, reason, res.structure, cfg.to_dict(), n_val,

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from adaprune_edge.runs import append_json_line
+from adaprune_edge.search import race
 from adaprune_edge.search.trials import TrialRecord
 
 RESCORED_FILE = "rescored.jsonl"
@@ -109,10 +110,14 @@ def rescore_top(evaluator: Any, records: list[TrialRecord], run_dir: Path, k: in
 
 
 def ranked(records: list[TrialRecord], rescored: list[Rescored]) -> list[TrialRecord]:
-    """Feasible trials best first: the re-scored ones by their combined cost, then the others by fidelity
-    (highest first) and cost."""
+    """Feasible trials best first: the search's choice (race.chosen: replaced only by a trial that beats it
+    beyond the objective windows' noise), then the re-scored ones by their combined cost, then the others by
+    fidelity (highest first) and cost."""
     by = {r.index: r for r in rescored}
     ok = [r for r in records if r.feasible]
-    first = sorted((r for r in ok if r.index in by), key=lambda r: by[r.index].combined)
-    rest = sorted((r for r in ok if r.index not in by), key=lambda r: (-r.fidelity, r.cost))
-    return first + rest
+    full = [r for r in ok if r.window_costs and len(r.window_costs) == max(len(x.window_costs) for x in ok)]
+    pick = race.chosen([r.window_costs for r in full])
+    head = [full[pick]] if pick is not None else []
+    first = sorted((r for r in ok if r.index in by and r not in head), key=lambda r: by[r.index].combined)
+    rest = sorted((r for r in ok if r.index not in by and r not in head), key=lambda r: (-r.fidelity, r.cost))
+    return head + first + rest

@@ -22,7 +22,7 @@ from adaprune_edge.search.space import SpaceBounds, build_space, plain
 from adaprune_edge.search.evaluators import LocalEvaluator
 from adaprune_edge.search.spec import SearchSpec, family_bounds
 from adaprune_edge.search.trials import TrialRecord, TrialStore
-from adaprune_edge.search.race import Race, beats
+from adaprune_edge.search.race import Race, beats, chosen
 from adaprune_edge.search.rescore import Rescored, ranked, rescore_top
 
 # -- SMAC ---------------------------------------------------------------------------------------------
@@ -223,7 +223,10 @@ def _race(spec: SearchSpec, records: list[TrialRecord]) -> Race | None:
         return None
     full = _full(records)
     below = full[spec.rescore_top - 1].cost if spec.rescore_top and len(full) >= spec.rescore_top else math.inf
-    return Race(full[0].window_costs if full else (), below if spec.rescore_top else -math.inf)
+    in_order = sorted(full, key=lambda r: r.index)
+    pick = chosen([r.window_costs for r in in_order])
+    return Race(full[0].window_costs if full else (), below if spec.rescore_top else -math.inf,
+                choice=in_order[pick].window_costs if pick is not None else ())
 
 
 def stalled_for(records: list[TrialRecord]) -> int:
