@@ -15,7 +15,7 @@ from adaprune_edge.errors import AdapruneError
 from adaprune_edge.quant import QuantRecipe, check_installed
 from adaprune_edge.runtime import kvcache
 
-PLAIN_WIDTH = 200  # columns of a console that prints to a file or pipe (install.sh's log, `| less`)
+PLAIN_WIDTH = 240  # columns of a console that prints to a file or pipe (install.sh's log, `| less`)
 
 
 def _console(stderr: bool = False) -> Console:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -84,7 +85,7 @@ def _log_x(ax: Any, xs: Sequence[float]) -> bool:
     if not xs or max(xs) / min(xs) <= 4:
         return False
     ax.set_xscale("log")
-    ax.set_xlim(min(xs) * 0.9, max(xs) * 1.1)
+    ax.set_xlim(10 ** math.floor(math.log10(min(xs) * 0.95)), max(xs) * 1.1)  # from a labelled decade
     plain = FuncFormatter(lambda v, _: f"{v:.3g}")
     ax.xaxis.set_major_formatter(plain)
     ax.xaxis.set_minor_formatter(plain)
