@@ -84,7 +84,7 @@ def tiny_dir(tmp_path_factory):
 
 def test_a_device_with_its_settings_reaches_the_search_objective(tiny_dir, shared_data):
     from adaprune_edge.search.evaluators import _worker_context
-    from adaprune_edge.search.run import warm_start_configs
+    from adaprune_edge.search.warmstart import warm_start_configs
     from adaprune_edge.search.space import build_space, plain
 
     dev = Device.resolve("this-host", backend="predict", n_prompt=512, n_gen=16, threads=1)

@@ -92,7 +92,8 @@ def test_search_stops_on_a_stall_and_races_out_clearly_worse_trials(tiny_dir, sh
 def test_a_trial_far_behind_the_incumbent_stops_scoring_after_two_windows(tiny_dir, shared_data):
     spec = _spec(tiny_dir, shared_data / "wikitext-2/valid.txt", val_windows=4, rescore_top=1, rescore_windows=2)
     ctx = SearchContext(spec)
-    from adaprune_edge.search.run import warm_start_configs, search_bounds
+    from adaprune_edge.search.run import search_bounds
+    from adaprune_edge.search.warmstart import warm_start_configs
     from adaprune_edge.search.space import build_space, plain
 
     values = plain(warm_start_configs(build_space(search_bounds(spec), 0), search_bounds(spec))[0])

@@ -138,7 +138,8 @@ def test_warm_starts_are_asked_first_cheapest_first(tiny_dir, tmp_path):
     """A search cut by walltime must have evaluated the fixed recipes before SMAC's random points."""
     from smac.runhistory.dataclasses import TrialValue
 
-    from adaprune_edge.search.run import DEFAULT_WARM_STARTS, WARM_STARTS, make_optimizer
+    from adaprune_edge.search.run import make_optimizer
+    from adaprune_edge.search.warmstart import DEFAULT_WARM_STARTS, WARM_STARTS
     from adaprune_edge.search.space import build_space, plain
 
     spec = SearchSpec(model=str(tiny_dir), device=Device.resolve("this-host"), quant=R("Q8_0"),

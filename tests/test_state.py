@@ -34,10 +34,12 @@ def _run(tmp_path: Path) -> tuple[dict[str, Any], RunDir]:
 def _without_family(d: Any) -> Any:
     """Without what this version adds to a state of the previous format: structures' `family` (added on
     reading, default llama), a candidate's `kl` and the report's `allocation` (None: not measured / a
-    uniform recipe shipped)."""
+    uniform recipe shipped), a stage's `peak_rss_bytes` (0: not recorded), the report's `search_cost` ({}:
+    no search; the search stage's `cost`, likewise) and `stage_peak_rss_bytes` (the stages' recorded peaks)."""
     if isinstance(d, dict):
         return {k: _without_family(v) for k, v in d.items()
-                if k != "family" and not (k in ("kl", "allocation") and v is None)}
+                if k not in ("family", "stage_peak_rss_bytes") and not (k in ("kl", "allocation") and v is None)
+                and not (k == "peak_rss_bytes" and v == 0) and not (k in ("search_cost", "cost") and v == {})}
     if isinstance(d, list):
         return [_without_family(x) for x in d]
     return d

@@ -28,7 +28,7 @@ from adaprune_edge.runtime import kvcache
 from adaprune_edge.quant import QuantRecipe
 from adaprune_edge.recover import estimate
 from adaprune_edge.search.plan import SearchPlan, make_plan
-from adaprune_edge.search.run import warm_start_configs
+from adaprune_edge.search.warmstart import warm_start_configs
 from adaprune_edge.search.space import build_space, plain
 from adaprune_edge.search.spec import QuantChoice
 from adaprune_edge.archs.structure import Structure
