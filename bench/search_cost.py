@@ -21,7 +21,13 @@ build's lever when pruning ships.
     python3 bench/search_cost.py --targets 0.2,0.35 --seeds 0,1,2 --out bench/results/search_cost.json
 
 A cut run resumes: finished rows are kept, a search resumes its run directory (its trials are not timed
-again: its row keeps the trials' own seconds)."""
+again: its row keeps the trials' own seconds). `--rechoose` re-derives the searched rows from the finished
+searches' own trials with today's choice rule (search/race.py: chosen), timing only the pick's prune and
+scoring; the stored file was made that way after its searches ran with the lowest-cost choice:
+
+    python3 bench/search_cost.py --targets 0.2,0.35 --seeds 0,1,2 --rechoose
+    python3 bench/search_cost.py --targets 0.35 --seeds 0,1,2 --recovery-closure 0.3429 \
+        --fixed-from bench/results/search_cost.json --out bench/results/search_cost_recovery.json"""
 
 from __future__ import annotations
 

@@ -241,6 +241,8 @@ def run_search(spec: SearchSpec, run_dir: Path, *, resume: bool = False, force: 
             new += 1
             if on_trial:
                 on_trial(rec, records)
+        if stopped == "trials" and spec.patience and not hb and stalled_for(records) >= spec.patience:
+            stopped = "stalled"  # a resumed search that had stopped on a stall says so
     finally:
         evaluator.cancel(list(pending))
         if records:
