@@ -174,16 +174,16 @@ def summary(rows, dense, closure):
             "searched_vs_best_fixed": mean["searched"] / fixed[best] - 1,
             "within_1pct": mean["searched"] <= 1.01 * fixed[best],
             "fixed_mean_ppl": {n: fixed[n] for n in sorted(fixed, key=fixed.get)},
-            "picks": {r["seed"]: r["search_recipe"] for r in s_rows},
-            "trials": {r["seed"]: r["trials"] for r in s_rows},
-            "stopped": {r["seed"]: r["stopped"] for r in s_rows},
-            "search_seconds": {r["seed"]: r["seconds"] for r in s_rows},
-            "fixed_mean_seconds": {r["seed"]: statistics.fmean(x["seconds"] for x in rs if x["seed"] == r["seed"]
-                                                             and x["recipe"] != "searched") for r in s_rows},
-            "cost_ratio": {r["seed"]: q for r, q in zip(s_rows, ratios)},
+            "picks": {str(r["seed"]): r["search_recipe"] for r in s_rows},
+            "trials": {str(r["seed"]): r["trials"] for r in s_rows},
+            "stopped": {str(r["seed"]): r["stopped"] for r in s_rows},
+            "search_seconds": {str(r["seed"]): r["seconds"] for r in s_rows},
+            "fixed_mean_seconds": {str(r["seed"]): statistics.fmean(x["seconds"] for x in rs if x["seed"] == r["seed"]
+                                                                  and x["recipe"] != "searched") for r in s_rows},
+            "cost_ratio": {str(r["seed"]): q for r, q in zip(s_rows, ratios)},
             "mean_cost_ratio": statistics.fmean(ratios),
-            "incumbent_vs_best_warm": {r["seed"]: (r["incumbent_cost"] - r["best_warm_cost"]) if r.get("best_warm_cost") is not None
-                                       else None for r in s_rows},
+            "incumbent_vs_best_warm": {str(r["seed"]): (r["incumbent_cost"] - r["best_warm_cost"])
+                                       if r.get("best_warm_cost") is not None else None for r in s_rows},
         }
     return out
 
@@ -193,8 +193,8 @@ def markdown(summ):
              "trials | search s / mean fixed s | ratio |", "|---|---|---|---|---|---|---|---|"]
     for t, e in summ.items():
         picks = "; ".join(f"{s}: {p}" for s, p in e["picks"].items())
-        secs = ", ".join(f"{e['search_seconds'][s]:.0f}/{e['fixed_mean_seconds'][s]:.0f}" for s in e["seeds"])
-        trials = ", ".join(str(e["trials"][s]) for s in e["seeds"])
+        secs = ", ".join(f"{e['search_seconds'][str(s)]:.0f}/{e['fixed_mean_seconds'][str(s)]:.0f}" for s in e["seeds"])
+        trials = ", ".join(str(e["trials"][str(s)]) for s in e["seeds"])
         lines.append(f"| {float(t):.0%} | {e['best_fixed']} ({e['best_fixed_ppl']:.2f}) | {e['searched_ppl']:.2f} | "
                      f"{e['searched_vs_best_fixed']:+.1%} | {picks} | {trials} | {secs} | {e['mean_cost_ratio']:.1f}× |")
     return "\n".join(lines)
