@@ -1,10 +1,6 @@
-"""The real default model: 20% Taylor pruning keeps a finite perplexity and beats random importance."""
-
-import copy
-import math
+"""The real default model: 20% Taylor pruning, pinned to its measured perplexity, far better than random importance."""
 
 import pytest
-import torch
 
 from adaprune_edge.data.calibration import CalibrationPool, split_text
 from adaprune_edge.prune.importance import ImportanceCache
@@ -27,5 +23,6 @@ def test_taylor_20pct_finite_and_beats_random(default_model, shared_data):
         assert abs(res.decoder_ratio - 0.2) <= 0.02 and 0.14 < res.total_ratio < 0.17
         ppl[metric] = perplexity(res.model, ev)
         del res
-    assert math.isfinite(ppl["taylor"]) and dense < ppl["taylor"] < 20 * dense
-    assert ppl["random"] > 1.5 * ppl["taylor"], ppl
+    # deterministic: measured 2026-12-07 (dense 22.0254 on these windows; taylor 31.0855, random 843.63)
+    assert dense == pytest.approx(22.0254, rel=0.01)
+    assert ppl["taylor"] == pytest.approx(31.0855, rel=0.02) and ppl["random"] == pytest.approx(843.63, rel=0.05), ppl

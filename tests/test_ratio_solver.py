@@ -69,7 +69,7 @@ def test_solver_finds_the_smallest_fitting_ratio():
 def test_every_trial_meets_the_budget_at_its_minimal_ratio(tiny_dir, shared_data, tmp_path):
     # no warm starts: those fixed recipes differ in metric and allocation only, which on this tiny model
     # all need the same ratio; SMAC's own points vary protection and depth, which change it
-    spec = _spec(tiny_dir, shared_data / "wikitext-2/valid.txt", warm_start=False)
+    spec = _spec(tiny_dir, shared_data / "wikitext-2/valid.txt", warm_start=False, patience=0)  # every trial
     ev = LocalEvaluator(spec)
     out = run_search(spec, tmp_path / "run", evaluator=ev)
     ctx = ev.context
