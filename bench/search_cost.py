@@ -242,7 +242,7 @@ def main() -> None:
     dense = old.get("dense", {}) if rows else {}
     if args.fixed_from and not rows:
         src = json.loads(Path(args.fixed_from).read_text())
-        same = {k: v for k, v in src["settings"].items() if k not in ("recovery_closure", "patience", "trials")}
+        same = {k: v for k, v in src["settings"].items() if k not in ("recovery_closure", "patience", "trials", "rechosen", "fixed_from")}
         if same != {k: v for k, v in settings.items() if k in same}:
             raise SystemExit(f"--fixed-from {args.fixed_from}: another scale ({src['settings']})")
         rows, dense = [r for r in src["rows"] if r["recipe"] != "searched"], src["dense"]
