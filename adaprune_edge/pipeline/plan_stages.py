@@ -131,7 +131,8 @@ def _prior(o: QuantOption) -> float:
 
 
 def pruned_estimate(ctx: BuildContext, o: QuantOption, f16_ppl: float) -> dict[str, Any]:
-    """The warm-start recipe (taylor/uniform + least-squares reconstruction) at r_min for recipe o: torch
+    """The search's first warm start (LLM-Pruner-like taylor/uniform + least-squares reconstruction; plain
+    taylor/uniform where the family cannot reconstruct) at r_min for recipe o: torch
     perplexity on the objective windows, after the build's recovery allowance as the measured gap-closure
     curve predicts it (recover/estimate.py), x o's measured quantization factor."""
     # the trial solves its own ratio on the roofline calibrated by o's dense measurement (uncalibrated, the
@@ -140,7 +141,7 @@ def pruned_estimate(ctx: BuildContext, o: QuantOption, f16_ppl: float) -> dict[s
     spec = ctx.search_spec_for(o.recipe, o.r_min, min(0.9, o.r_min + 0.1), cal.decode, cal.prefill)  # the solver's ceiling
     sctx = ctx.data_context().derive(spec)  # the same data: calibration is not tokenized twice
     space = build_space(spec.bounds, ctx.spec.seed)  # uniform-only families cannot reconstruct
-    values = plain(warm_start_configs(space, spec.bounds, ("taylor-uniform+lsq", "taylor-uniform"))[0])
+    values = plain(warm_start_configs(space, spec.bounds, ("llm-pruner-like+lsq", "taylor-uniform"))[0])
     rec = sctx.evaluate(0, values)
     unrecovered = rec.ppl * o.ppl / f16_ppl if rec.feasible and rec.ppl else math.inf
     recovery = estimate.recovered(ctx.spec, rec.ppl, f16_ppl) if rec.feasible and rec.ppl else None

@@ -17,7 +17,8 @@ from adaprune_edge.search.space import SpaceBounds
 # global OBS (+1.8% / +5.4%), taylor without protection (+4% / +13%), FLAP's bias compensation (worse than
 # least squares on the same scores); the space still holds them. A recipe the space cannot express
 # (uniform-only families fix protection to 0; small models cap it) is replaced by its WARM_FALLBACK.
-# `taylor-uniform` and `taylor-uniform+lsq` are the plan stage's trial (pipeline/plan_stages.py).
+# The first warm start (or `taylor-uniform` where the family cannot reconstruct) is the plan stage's trial
+# (pipeline/plan_stages.py).
 WARM_STARTS: dict[str, dict[str, Any]] = {
     "llm-pruner-like+lsq": dict(metric="taylor", allocation="uniform", protect_first=2, protect_last=1,
                                 reconstruction=True, recon_damp=0.3),
