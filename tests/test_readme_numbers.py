@@ -192,3 +192,18 @@ def test_search_cost_table_and_bar():
         _in_readme(f"{e['mean_cost_ratio']:.1f}×")
     per = ", ".join(f"{summ['0.2']['cost_ratio'][s]:.1f}" for s in ("0", "1", "2"))
     _in_readme(f"(per seed {per} and")
+
+
+def test_search_cost_with_recovery_table():
+    """The same comparison with the recovery estimate in every trial's cost (bench/results/search_cost_recovery.json):
+    its table is the bench's own, its fixed rows are search_cost.json's, and it meets the same bar."""
+    bench = _bench("search_cost")
+    doc = json.loads((RESULTS / "search_cost_recovery.json").read_text())
+    assert doc["settings"]["recovery_closure"] == 0.3429 and doc["settings"]["fixed_from"].endswith("search_cost.json")
+    base = json.loads((RESULTS / "search_cost.json").read_text())
+    fixed = lambda d: [r for r in d["rows"] if r["recipe"] != "searched" and r["target"] == 0.35]  # noqa: E731
+    assert fixed(doc) == fixed(base)
+    summ = bench.summary(doc["rows"], doc["dense"], 0.3429)
+    assert summ == doc["summary"] and summ["0.35"]["within_1pct"] and summ["0.35"]["mean_cost_ratio"] <= 5.0
+    for line in bench.markdown(summ).splitlines():
+        _in_readme(" ".join(line.split()))

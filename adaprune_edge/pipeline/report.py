@@ -264,7 +264,7 @@ def tradeoff_from_trials(path: Path, state: BuildState, rep: dict[str, Any]) -> 
 
 
 def _short(recipe: str) -> str:
-    """A recipe name short enough to label a point (an allocation's digest cut to 4 hex)."""
+    """A recipe name short enough to label a point (+im for the imatrix; an allocation without its digest)."""
     return recipe.replace(":imatrix", "+im").split(":alloc=")[0] + (":alloc" if ":alloc=" in recipe else "")
 
 
