@@ -35,10 +35,3 @@ def release() -> bool:
     gc.collect()
     libc = _libc()
     return bool(libc.malloc_trim(0)) if libc is not None else False
-
-
-def peak_rss_bytes() -> int:
-    """Peak RSS of this process so far (torch, calibration, search, llama.cpp in-process)."""
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

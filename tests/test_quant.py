@@ -181,7 +181,7 @@ def test_decide_ships_quant_only_unless_the_pruned_estimate_beats_it(monkeypatch
 
 
 def test_pareto_front_keeps_only_points_nothing_beats_on_both_axes():
-    from adaprune_edge.pipeline.tradeoff import pareto
+    from adaprune_edge.pipeline.plots import pareto_front as pareto
 
     pts = [(10.0, 20.0, "dense Q8_0"), (8.0, 21.0, "Q4_0"), (8.5, 25.0, "pruned 0.1"), (6.0, 30.0, "pruned 0.3"),
            (7.0, 35.0, "pruned 0.2")]

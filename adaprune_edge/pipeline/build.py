@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from adaprune_edge import heap
+from adaprune_edge.evaluate.validation import peak_rss_bytes
 from adaprune_edge.pipeline import export_stage, plan_stages, prune_stages, recover_stage, report, validate_stage
 from adaprune_edge.pipeline.context import BuildContext
 from adaprune_edge.pipeline.results import Recovered
@@ -203,7 +203,7 @@ def run_build(spec: BuildSpec, out: Path, *, resume: bool = False, force: bool =
             continue
         hooks.stage(name, "running")
         t0 = time.perf_counter()
-        result = STAGE_FUNCTIONS[name](ctx).timed(time.perf_counter() - t0, heap.peak_rss_bytes())
+        result = STAGE_FUNCTIONS[name](ctx).timed(time.perf_counter() - t0, peak_rss_bytes())
         ctx.state = ctx.state.with_result(name, result)
         run.save(spec, ctx.state)
         ctx.release(name)

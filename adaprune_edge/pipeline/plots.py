@@ -66,13 +66,14 @@ def tradeoff_png(path: Path, series: Sequence[dict[str, Any]], *, budget_ms: flo
     return _save(fig, path)
 
 
-def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
-    """(x, y) points no other point beats on both (lower is better for both), by x."""
+def pareto_front(points: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """The points (x, y, anything else, e.g. a label) no other point beats on both x and y (lower is better
+    for both), sorted by x."""
     front, best = [], float("inf")
-    for x, y in sorted(points):
-        if y < best:
-            front.append((x, y))
-            best = y
+    for pt in sorted(points):
+        if pt[1] < best:
+            front.append(pt)
+            best = pt[1]
     return front
 
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from adaprune_edge import heap
+from adaprune_edge.evaluate.validation import peak_rss_bytes
 from adaprune_edge.bitalloc import recipe_file
 from adaprune_edge.pipeline import plots
 from adaprune_edge.pipeline.prune_stages import nothing_pruned
@@ -116,7 +116,7 @@ def _stage_peaks(state: BuildState) -> dict[str, int]:
 def _build_peak_rss(state: BuildState) -> int:
     """Peak RSS of the build (torch, calibration, search; not the shipped model): the largest of every stage's
     process peak and this process's, so a build resumed in another process reports its true peak."""
-    return max([heap.peak_rss_bytes(), *_stage_peaks(state).values()])
+    return max([peak_rss_bytes(), *_stage_peaks(state).values()])
 
 
 def candidate_rows(rep: dict[str, Any]) -> list[tuple[str, ...]]:

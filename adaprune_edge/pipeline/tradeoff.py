@@ -105,16 +105,6 @@ def quant_points(model: Any, tokenizer_meta: Any, windows: Any, recipes: Sequenc
     return out
 
 
-def pareto(points: Sequence[tuple[float, float, str]]) -> list[tuple[float, float, str]]:
-    """(ms, ppl, label) points no other point beats on both (lower is better for both), sorted by ms."""
-    front, best = [], math.inf
-    for ms, ppl, label in sorted(points):
-        if ppl < best:
-            front.append((ms, ppl, label))
-            best = ppl
-    return front
-
-
 def plot(path: Any, points: Sequence[TradeoffPoint], devices: Sequence[Any], budget_ms: float | None,
          title: str, quants: Sequence[dict[str, Any]] = ()) -> Any:
 
@@ -127,7 +117,7 @@ def plot(path: Any, points: Sequence[TradeoffPoint], devices: Sequence[Any], bud
     if quants:
         series.append({"label": f"{first.name}: dense quantized (llama.cpp PPL)", "ms": [q["latency_ms"][first.name] for q in quants],
                        "quality": [q["ppl"] for q in quants], "style": "s"})
-        front = pareto([(pt.latency_ms[first.name], pt.ppl, f"ratio {pt.ratio:g}") for pt in points]
+        front = plots.pareto_front([(pt.latency_ms[first.name], pt.ppl, f"ratio {pt.ratio:g}") for pt in points]
                        + [(q["latency_ms"][first.name], q["ppl"], q["recipe"]) for q in quants])
         series.append({"label": "Pareto front", "ms": [f[0] for f in front], "quality": [f[1] for f in front],
                        "style": "k--", "alpha": 0.6})

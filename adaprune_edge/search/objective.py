@@ -47,7 +47,7 @@ class SearchContext:
         self.progress = progress  # (done, total, note) while builtin:self generates (first time per model)
         self.pools, self.val = self._data()
         self._ref: dict[tuple[str, int], torch.Tensor] = {}
-        self._kept: tuple[Any, float, Any] | None = None  # (trial key, cost, PruneResult) of the best raced trial
+        self._kept: tuple[str, Any] | None = None  # (trial key, PruneResult) of the search's current choice
 
     def derive(self, spec: SearchSpec) -> "SearchContext":
         """A context for another spec over the same data (quant, ratio bounds, objective may differ): shares
@@ -137,7 +137,7 @@ class SearchContext:
                 rescored = self._score(res.model, self.rescore_windows, "rescore", quant)[2]
                 n_rescore = len(rescored)
             if race is not None and len(costs) == n_val and race.becomes_choice(costs):
-                self._kept = (_trial_key(index, values), cost, res)  # the search's choice: reprune() hands it out
+                self._kept = (_trial_key(index, values), res)  # the search's choice: reprune() hands it out
         return TrialRecord(index, values, "ok" if ok else "violates", float(cost), loss, ppl, kl,
                            res.decoder_ratio, res.total_ratio, res.params_after, report.decode_ms_per_token,
                            report.prefill_tps, reason, res.structure, cfg.to_dict(), n_val,
@@ -167,8 +167,8 @@ class SearchContext:
         solved = PruneConfig.from_dict(record.prune_config)
         cfg, weights = to_prune_config(record.values, solved.align, self.spec.seed, solved.ratio)
         if self._kept is not None and self._kept[0] == _trial_key(record.index, record.values) \
-                and self._kept[2].structure == record.structure:
-            return cfg, self._kept[2]  # the best trial's pruned model, kept since its trial
+                and self._kept[1].structure == record.structure:
+            return cfg, self._kept[1]  # the best trial's pruned model, kept since its trial
         return cfg, prune(self.model, self.calibration(cfg, weights), cfg, cache=self.cache, progress=progress)
 
     def rescore(self, record: TrialRecord) -> tuple[float, int, bool, float]:

@@ -109,15 +109,27 @@ def rescore_top(evaluator: Any, records: list[TrialRecord], run_dir: Path, k: in
     return out
 
 
+def full_trials(records: list[TrialRecord]) -> list[TrialRecord]:
+    """Feasible trials scored on every objective window (not raced out), in the order they ran."""
+    top = max((len(r.window_costs) for r in records if r.feasible), default=0)
+    return [r for r in records if r.feasible and r.window_costs and len(r.window_costs) == top]
+
+
+def chosen_trial(records: list[TrialRecord]) -> TrialRecord | None:
+    """The search's choice among the full trials (race.chosen); None when there is none."""
+    full = full_trials(records)
+    pick = race.chosen([r.window_costs for r in full])
+    return full[pick] if pick is not None else None
+
+
 def ranked(records: list[TrialRecord], rescored: list[Rescored]) -> list[TrialRecord]:
     """Feasible trials best first: the search's choice (race.chosen: replaced only by a trial that beats it
     beyond the objective windows' noise), then the re-scored ones by their combined cost, then the others by
     fidelity (highest first) and cost."""
     by = {r.index: r for r in rescored}
     ok = [r for r in records if r.feasible]
-    full = [r for r in ok if r.window_costs and len(r.window_costs) == max(len(x.window_costs) for x in ok)]
-    pick = race.chosen([r.window_costs for r in full])
-    head = [full[pick]] if pick is not None else []
+    pick = chosen_trial(records)
+    head = [pick] if pick is not None else []
     first = sorted((r for r in ok if r.index in by and r not in head), key=lambda r: by[r.index].combined)
     rest = sorted((r for r in ok if r.index not in by and r not in head), key=lambda r: (-r.fidelity, r.cost))
     return head + first + rest

@@ -23,8 +23,8 @@ from adaprune_edge.search.warmstart import warm_start_configs
 from adaprune_edge.search.evaluators import LocalEvaluator
 from adaprune_edge.search.spec import SearchSpec, family_bounds
 from adaprune_edge.search.trials import TrialRecord, TrialStore
-from adaprune_edge.search.race import Race, beats, chosen
-from adaprune_edge.search.rescore import Rescored, ranked, rescore_top
+from adaprune_edge.search.race import Race, beats
+from adaprune_edge.search.rescore import Rescored, chosen_trial, full_trials, ranked, rescore_top
 
 # -- SMAC ---------------------------------------------------------------------------------------------
 def _scenario(spec: SearchSpec, space: Any, out: Path) -> Any:
@@ -151,24 +151,16 @@ def _key(values: dict[str, Any], fidelity: int | None = None) -> tuple:
     return point, fidelity
 
 
-def _full(records: list[TrialRecord]) -> list[TrialRecord]:
-    """Feasible trials scored on every objective window (not raced out), lowest cost first."""
-    top = max((len(r.window_costs) for r in records if r.feasible), default=0)
-    return sorted((r for r in records if r.feasible and r.window_costs and len(r.window_costs) == top),
-                  key=lambda r: r.cost)
-
-
 def _race(spec: SearchSpec, records: list[TrialRecord]) -> Race | None:
     """What the next trial races against: the incumbent's window costs and the top-k threshold for re-scoring
     at trial time (None for hyperband, whose fidelities differ)."""
     if spec.facade == "hyperband":
         return None
-    full = _full(records)
+    full = sorted(full_trials(records), key=lambda r: r.cost)
     below = full[spec.rescore_top - 1].cost if spec.rescore_top and len(full) >= spec.rescore_top else math.inf
-    in_order = sorted(full, key=lambda r: r.index)
-    pick = chosen([r.window_costs for r in in_order])
+    pick = chosen_trial(records)
     return Race(full[0].window_costs if full else (), below if spec.rescore_top else -math.inf,
-                choice=in_order[pick].window_costs if pick is not None else ())
+                choice=pick.window_costs if pick is not None else ())
 
 
 def stalled_for(records: list[TrialRecord]) -> int:
