@@ -9,6 +9,7 @@ import importlib.util
 import io
 import json
 import re
+from textwrap import fill
 from pathlib import Path
 from typing import Callable
 
@@ -56,7 +57,7 @@ def main_job() -> str:
             "`bench/results/main_job_raspberry-pi-5.json`, and rendered here by `python3 bench/readme_figures.py`:")
     shipped_opt = next((o for o in scored if o["recipe"] == q), None)
     where = (f", PPL {shipped_opt['ppl']:.2f} on the objective windows" if shipped_opt else "")
-    body = (f"The plan's decision: {rep['decision']}. {len(meets)} of the {len(rep['quant_options'])} dense recipes meet the "
+    body = (f"The plan's decision: {rep['decision']}. {len(meets)} of the {len(rep['quant_options'])} dense candidates meet the "
             f"budget unpruned. The shipped file: {rep['pruned']['file_bytes'] / 1e6:.1f} MB, "
             f"{rep['pruned']['decode_ms_per_token']:.2f} ms/token ({rep['latency_source']}){where}; binding limit: "
             f"{b['name']}, {b['value']:.4g} {b['unit']} against {b['limit']:.4g} ({b['margin']:.1%} headroom); on the "
@@ -68,7 +69,7 @@ def main_job() -> str:
             f"perplexity {q40['report_set_ppl']:.2f} vs the shipped file's {shipped['report_set_ppl']:.2f}, and "
             f"{q40['wikitext_ppl']:.2f} vs {shipped['wikitext_ppl']:.2f} on 4x512 tokens of wikitext-2 valid's second half "
             "(`python3 bench/shipped_vs_q4_0.py RUN_DIR` on the main job's run folder → `bench/results/shipped_vs_q4_0.json`).")
-    return "\n".join([head, "", "```", summary_text(rep), f"decision: {rep['decision']}", "```", "", body])
+    return "\n".join([fill(head, 112), "", "```", summary_text(rep), f"decision: {rep['decision']}", "```", "", fill(body, 112)])
 
 
 def _headline() -> str:
@@ -83,6 +84,7 @@ def _search_cost(name: str) -> Callable[[], str]:
 BLOCKS: dict[str, Callable[[], str]] = {
     "main-job": main_job,
     "quant-vs-prune-front": lambda: _bench("quant_vs_prune_front").table(_json("quant_vs_prune_front.json")),
+    "calibration": lambda: _bench("calibration").table(_json("calibration.json")["rows"]),
     "budgets": lambda: _bench("budgets").table(_json("budgets.json")["rows"]),
     "kv-cache": lambda: _bench("kv_cache").table(_json("kv_cache.json")),
     "recovery": lambda: _bench("recovery").table(_json("recovery.json")),

@@ -10,7 +10,7 @@ bench/results/readme_figures.json.
 
     python3 bench/readme_figures.py --list                # the jobs, slow ones marked, last measured wall time
     python3 bench/readme_figures.py --quick               # every job not marked slow, then render and check
-    python3 bench/readme_figures.py                       # every job (about 10 hours on 2 cores)
+    python3 bench/readme_figures.py                       # every job (the slow ones take hours each)
     python3 bench/readme_figures.py --only main-job,budgets [--resume] [--dry-run]
     python3 bench/readme_figures.py --render              # only re-render the README blocks from the JSON
 """
@@ -58,7 +58,7 @@ BUILDS = {
 def _build(name: str, slow: bool) -> Job:
     args, out, plot = BUILDS[name]
     return Job(name, (f"{PY} bench/readme_figures.py --build {name}",), (out,) + ((f"../../docs/{plot}",) if plot else ()),
-               slow, "a full build on this host, 7-30 min" if slow else "")
+               slow, "a full build on this host (measured latency)" if slow else "")
 
 
 JOBS: tuple[Job, ...] = (
@@ -87,27 +87,24 @@ JOBS: tuple[Job, ...] = (
     Job("sequential-obs", (f"{PY} bench/sequential_obs.py",), ("sequential_obs.json",), True, "8 prunes, 2 with OBS"),
     Job("calibration", (f"{PY} bench/calibration.py --n-samples 16 --eval-windows 4 --limit 40",), ("calibration.json",),
         True, "9 prunes with zero-shot evaluation"),
-    Job("scale", (f"{PY} bench/scale.py",), ("scale.json",), True, "a 1.24B-parameter model pruned with OBS"),
-    Job("build-memory", (f"{PY} bench/build_memory.py --tag after",), ("build_memory_after.json",), True,
-        "one more main job, sampled"),
+    Job("scale", (f"{PY} bench/scale.py --cases llama-3.2-1b,default,smollm2-360m,qwen2.5-0.5b --n-samples 16 "
+                  "--n-samples-1b 4 --threads 2",), ("scale.json",), True, "a 1.24B-parameter model pruned with OBS"),
     Job("recovery", (f"{PY} bench/recovery.py --ratios 0.253,0.44 --sources self,wiki1",), ("recovery.json",), True,
         "up to 200k distillation tokens per row at ~136 tokens/s"),
-    Job("quant-vs-prune", (f"{PY} bench/quant_vs_prune.py --fractions 0.95,0.75,0.55 --trials 4 --windows 4",),
-        ("quant_vs_prune.json",), True, "a build per budget"),
     Job("quant-vs-prune-front", (f"{PY} bench/quant_vs_prune.py --front --fractions 0.9,0.75,0.6,0.45 --recover-tokens 50000",),
         ("quant_vs_prune_front.json", "quant_vs_prune_front.png"), True, "prune + 50k-token recovery per budget"),
-    Job("quant-alloc", (f"{PY} bench/quant_alloc.py",), ("quant_alloc.json",), True, "about 80 minutes"),
+    Job("quant-alloc", (f"{PY} bench/quant_alloc.py",), ("quant_alloc.json",), True, "a sensitivity pass, allocations at 4 budgets, 8x512 scoring each"),
     Job("search-headline", (f"{PY} bench/search_vs_fixed.py --targets 0.2,0.35 --seeds 0,1,2 --trials 20 --walltime 600 "
                             "--measure --out bench/results/search_vs_fixed_fair32r.json",),
-        ("search_vs_fixed_fair32r.json",), True, "about 110 minutes"),
+        ("search_vs_fixed_fair32r.json",), True, "2 targets x 3 seeds: 8 fixed recipes and a 600 s search each"),
     Job("search-hyperband", (f"{PY} bench/search_vs_fixed.py --targets 0.2 --seeds 0 --trials 100 --walltime 600 "
                              "--facade hyperband --measure-missing --out bench/results/search_vs_fixed_hyperband.json",),
         ("search_vs_fixed_hyperband.json",), True, "a 600 s search plus its measurements"),
     Job("search-cost", (f"{PY} bench/search_cost.py --targets 0.2,0.35 --seeds 0,1,2",), ("search_cost.json",), True,
-        "about 50 minutes"),
+        "2 targets x 3 seeds: 3 fixed recipes and a search each, timed alone"),
     Job("search-cost-recovery", (f"{PY} bench/search_cost.py --targets 0.35 --seeds 0,1,2 --recovery-closure 0.3429 "
                                  "--fixed-from bench/results/search_cost.json --out bench/results/search_cost_recovery.json",),
-        ("search_cost_recovery.json",), True, "about 30 minutes"),
+        ("search_cost_recovery.json",), True, "3 searches with the recovery estimate in the cost"),
 )
 
 

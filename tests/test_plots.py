@@ -36,3 +36,10 @@ def test_log_axes_read_as_plain_numbers(tmp_path, monkeypatch):
     assert seen["y"] and not any("times" in t or "^" in t for t in seen["y"]), seen["y"]  # no 5.8×10^0
     assert "10" in seen["x"] and "100" in seen["x"] and "log scale" in seen["xlabel"]
     assert {"A", "B", "C", "shipped A"} <= set(seen["notes"]) and seen["ylabel"] == "perplexity, objective windows"
+
+
+def test_labels_of_close_points_stack_instead_of_overlapping():
+    # Q6_K and Q8_0 at 15.5 / 16.3 ms with the same PPL (the main job's plot): the second label moves up a slot;
+    # a point beside the dense and shipped points starts two slots up; a far point keeps the first slot
+    pts = [(15.5, 4.73), (16.3, 4.73), (11.46, 4.71), (12.2, 4.88)]
+    assert plots.label_offsets(pts, fixed=[(11.46, 4.71), (11.46, 4.712)]) == [3, 13, 23, 3]

@@ -32,20 +32,22 @@ def tradeoff_png(path: Path, series: Sequence[dict[str, Any]], *, budget_ms: flo
                  chosen: dict[str, Any] | None = None, dense: dict[str, Any] | None = None,
                  title: str = "", ylabel: str = "held-out perplexity", front: bool = False) -> Path:
     """series: [{'label', 'ms': [...], 'quality': [...], 'style': 'o'|'-o', 'names': [...] (optional: each point
-    annotated)}]; chosen/dense: {'ms', 'quality', 'label'} (annotated too). `front`: the Pareto front over
+    annotated)}]; chosen/dense: {'ms', 'quality', 'label', 'tag' (optional: a short annotation; the legend has
+    the label)}. `front`: the Pareto front over
     every plotted point (lower latency and lower quality value are both better) drawn as a step line."""
     fig, ax = _figure()
+    named = [(x, y, n) for s in series for x, y, n in zip(s["ms"], s["quality"], s.get("names", ())) if n and y is not None]
+    fixed = [(p["ms"], p["quality"]) for p in (dense, chosen) if p]
     for s in series:
         ax.plot(s["ms"], s["quality"], s.get("style", "o"), label=s["label"], alpha=s.get("alpha", 0.8),
                 markersize=s.get("size", 6))
-        for x, y, name in zip(s["ms"], s["quality"], s.get("names", ())):
-            if name:
-                ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=6.5, alpha=0.85)
-    for point, style, dy in ((dense, dict(marker="s", color="black", markersize=9), 7),
+    for (x, y, name), dy in zip(named, label_offsets([(x, y) for x, y, _ in named], fixed)):
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, dy), fontsize=6.5, alpha=0.85)
+    for point, style, dy in ((dense, dict(marker="s", color="black", markersize=9), 8),
                              (chosen, dict(marker="*", color="crimson", markersize=18, zorder=5), -12)):
         if point:
             ax.plot([point["ms"]], [point["quality"]], linestyle="none", label=point.get("label"), **style)
-            ax.annotate(point.get("label", ""), (point["ms"], point["quality"]), textcoords="offset points",
+            ax.annotate(point.get("tag") or point.get("label", ""), (point["ms"], point["quality"]), textcoords="offset points",
                         xytext=(8, dy), fontsize=7, fontweight="bold")
     if front:
         pts = [(x, y) for s in series for x, y in zip(s["ms"], s["quality"]) if y is not None]
@@ -60,10 +62,25 @@ def tradeoff_png(path: Path, series: Sequence[dict[str, Any]], *, budget_ms: flo
     ax.set_xlabel("decode latency (ms/token)" + (", log scale" if _log_x(ax, xs) else ""))
     ax.set_ylabel(ylabel)
     _readable_log_axis(ax)
+    ax.margins(y=0.12)  # room for the labels of the dense and shipped points
     ax.grid(True, which="both", alpha=0.3)
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=7, loc="best")
     return _save(fig, path)
+
+
+def label_offsets(points: Sequence[tuple[float, float]], fixed: Sequence[tuple[float, float]] = ()) -> list[int]:
+    """Vertical offsets (typographic points) for the labels of `points`, so labels of points that sit close
+    together stack instead of printing over each other: a point within 8% (in latency) and 6% of the quality
+    range of k earlier points — the `fixed` ones (dense, shipped: labelled apart) count too — gets slot k."""
+    ys = [y for _, y in list(points) + list(fixed)]
+    span = (max(ys) - min(ys)) or 1.0 if ys else 1.0
+    placed, out = list(fixed), []
+    for x, y in points:
+        k = sum(1 for px, py in placed if abs(math.log(x / px)) < 0.08 and abs(y - py) < 0.06 * span)
+        out.append(3 + 10 * k)
+        placed.append((x, y))
+    return out
 
 
 def pareto_front(points: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:

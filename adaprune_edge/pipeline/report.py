@@ -254,7 +254,7 @@ def tradeoff_from_trials(path: Path, state: BuildState, rep: dict[str, Any]) -> 
     chosen = {"ms": rep["pruned"]["decode_ms_per_token"], "quality": shipped,
               "label": f"shipped {_short(rep['quant'])} ({rep['latency_source']})"} if shipped else None
     dense = {"ms": rep["dense"]["decode_ms_per_token"], "quality": cand.dense_f16_ppl,
-             "label": "dense F16 (at the shipped recipe's latency)"} if cand.dense_f16_ppl else None
+             "label": "dense F16 (at the shipped recipe's latency)", "tag": "dense F16"} if cand.dense_f16_ppl else None
     obj = (rep.get("data_sets") or {}).get("objective") or {}
     where = (f"{obj.get('windows', '?')}×{obj.get('seq_len', '?')} tokens of {obj.get('source', 'held-out text')}"
              if obj else "held-out text")
