@@ -9,6 +9,7 @@ import importlib.util
 import io
 import json
 import re
+import sys
 from textwrap import fill
 from pathlib import Path
 from typing import Callable
@@ -21,6 +22,7 @@ BLOCK = re.compile(r"(<!-- figures:([\w-]+) -->\n)(.*?)(<!-- /figures:\2 -->)", 
 def _bench(name: str):
     spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up
     spec.loader.exec_module(mod)
     return mod
 

@@ -153,6 +153,17 @@ def test_budgets_and_kv_cache_tables_are_the_benches_output():
     table bench/kv_cache.py's; the first-token build's figures are its report's."""
     doc = json.loads((RESULTS / "budgets.json").read_text())
     kv = json.loads((RESULTS / "kv_cache.json").read_text())
+    plan = [r for r in doc["rows"] if r["source"].startswith("plan")]
+    quant_only = {r["recipe"] for r in plan if r["lever"] == "quantization alone"}
+    pruned = sorted(float(re.search(r"pruning ([\d.]+)%", r["lever"]).group(1)) for r in plan if r["lever"].startswith("pruning"))
+    assert len(quant_only) == 1
+    _in_readme(f"the dense per-tensor allocation ({quant_only.pop()}, see")
+    _in_readme(f"the plan prunes: {pruned[0]:.0f}–{pruned[-1]:.0f}% of the decoder")
+    assert {r["recipe"] for r in plan if r["lever"].startswith("pruning")} == {"Q8_0:imatrix"}
+    import yaml
+
+    pi4 = yaml.safe_load((ROOT / "device_profiles" / "raspberry-pi-4.yaml").read_text())
+    _in_readme(f"the Pi 4 (predicted prompt compute {pi4['compute_gflops']:g} GFLOP/s)")
     ttft = next(r for r in doc["rows"] if r["source"].startswith("build") and "2.5 s" in r["limits"])
     assert ttft["shipped"]["all_met"] and ttft["shipped"]["measured"]
     assert ttft["prompt_speedup"] >= 0.9 * ttft["prompt_flop_ratio"]  # the issue's bar
@@ -167,6 +178,9 @@ def test_per_type_rates_figures():
     mx = lambda k: 100 * max(abs(r[k]) for r in held)  # noqa: E731
     _in_readme(f"error is at most {mx('prefill_error'):.1f}% with per-type rates against {mx('prefill_error_one_rate'):.1f}% with one rate")
     _in_readme(f"error at most {mx('error'):.1f}% ({mx('error_one_rate'):.1f}% with one rate")
+    errs = sorted(100 * abs(r["error"]) for r in held)
+    _in_readme(f"the other {len(errs) - 1} within 3%)")
+    assert errs[-2] < 3.0
     assert mx("prefill_error") < 10 < mx("prefill_error_one_rate")  # per-type rates: prompt within 10%
 
 
@@ -267,5 +281,54 @@ def test_parity_imatrix_obs_and_scale_figures():
                f"obs/global sequential {pair((0.2, 'obs/global sequential'))}; at 35% taylor/uniform + reconstruction "
                f"{pair((0.35, 'taylor/uniform+lsq'))}, FLAP-like {pair((0.35, 'flap-like (fluctuation/global+bias)'), '.1f')}, "
                f"obs/uniform {pair((0.35, 'obs/uniform'))}, obs/uniform sequential {pair((0.35, 'obs/uniform sequential'))}")
+    small_model = next(r for r in load("scale.json")["rows"] if r["case"] == "default")
+    share = small_model["decoder_params"] / small_model["params"]
+    _in_readme(f"20% of the decoder is {20 * share:.1f}% of SmolLM2-135M")
+    _in_readme(f"The embedding is never pruned ({1 - share:.0%} of SmolLM2-135M's parameters)")
     big = next(r for r in load("scale.json")["rows"] if r["case"] == "llama-3.2-1b")
     _in_readme(f"({big['params'] / 1e9:.2f}B parameters) prunes with `--metric obs --sequential` at {big['peak_rss_gib']:.1f} GiB peak RSS")
+
+
+def test_front_prose_figures():
+    """The prose under the quant-vs-prune front table: each figure from quant_vs_prune_front.json."""
+    doc = json.loads((RESULTS / "quant_vs_prune_front.json").read_text())
+    ref = float(re.search(r"([\d.]+) ms/token", doc["reference"]).group(1))
+    _in_readme(f"Q4_K_M file's {ref:.2f} ms/token")
+    rows = {(r["fraction"], r["what"].split(" (")[0]): r for r in doc["rows"]}
+    for f in (0.75, 0.6):
+        raw, rec = rows[(f, "pruned")], next(r for (g, w), r in rows.items() if g == f and w.startswith("pruned + recovered"))
+        change = 100 * (rec["wikitext_ppl"] / raw["wikitext_ppl"] - 1)
+        _in_readme(f"{raw['decoder_pruned']:.1%} pruned, {raw['wikitext_ppl']:.2f} → {rec['wikitext_ppl']:.2f}")
+        _in_readme(f"({change:+.1f}%".replace("-", "−"))
+    near = next(d for d in doc["dense"] if d["recipe"] == "IQ4_XS:out=IQ4_NL:imatrix")
+    budget = rows[(0.75, "pruned")]["budget_ms"]
+    _in_readme(f"the dense IQ4_XS:out=IQ4_NL file, {near['wikitext_ppl']:.2f}, misses the budget by "
+               f"{100 * (near['decode_ms'] / budget - 1):.1f}%: {near['decode_ms']:.2f} ms")
+
+
+def _scored(node):
+    """Every scored file (a dict with wikitext_ppl) anywhere in a result JSON."""
+    if isinstance(node, dict):
+        if "wikitext_ppl" in node and node.get("file_bytes"):
+            yield node
+        for v in node.values():
+            yield from _scored(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _scored(v)
+
+
+def test_every_allocation_table_row_is_a_scored_file():
+    """Each row of the README's allocation table (a chosen subset) is one scored file of quant_alloc.json or of the
+    front bench it reuses: MB, ms/token, both perplexities, KL and top-1 as stored."""
+    files = [f for n in ("quant_alloc.json", "quant_vs_prune_front.json")
+             for f in _scored(json.loads((RESULTS / n).read_text()))]
+    cells = lambda f: (f"{f['file_bytes'] / 1e6:.1f}", f"{f['decode_ms']:.2f}", f"{f['wikitext_ppl']:.2f}",  # noqa: E731
+                       f"{f['ptb_ppl']:.2f}", f"{f['kl_vs_dense']:.4f}", f"{f['top1']:.3f}")
+    table = README[README.index("| budget | file | recipe | MB |"):].split("\n\n")[0].splitlines()[2:]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in table]
+    assert len(rows) >= 10
+    for r in rows:
+        if not r[3]:
+            continue  # the unreachable budget's row
+        assert any(tuple(r[3:9]) == cells(f) and r[2] in (f["recipe"], "—") for f in files), r
