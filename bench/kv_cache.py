@@ -60,7 +60,7 @@ def main() -> None:
         ram = measure_runtime_ram(args.gguf, n_ctx=CTX, threads=2, kv_cache=kv, fill=CTX, timeout_s=900)
         pred = budget.ram_bytes(base, recipe, CTX, kv)
         model_rss = ram.rss_bytes - ram.baseline_rss_bytes
-        rows.append({"kv_cache": kv, "wikitext_ppl_4096": round(ppl, 4), "kv_bytes": int(pred - budget.ram_bytes(base, recipe, 0, kv)),
+        rows.append({"kv_cache": kv, "wikitext_ppl_4096": round(ppl, 4), "kv_bytes": budget.kv_bytes(base, CTX, kv),
                      "predicted_ram_mib": round(pred / 2**20, 1), "runtime_rss_mib": round(model_rss / 2**20, 1),
                      "rss_vs_predicted": round(model_rss / pred - 1, 4), "apply": kvcache.how_to_apply(kv)})
         print(rows[-1], flush=True)
@@ -123,6 +123,7 @@ def repredict() -> None:
     for r in doc["rows"]:
         pred = budget.ram_bytes(base, QuantRecipe.parse(doc["recipe"]), doc["context"], r["kv_cache"])
         r["predicted_ram_mib"] = round(pred / 2**20, 1)
+        r["kv_bytes"] = budget.kv_bytes(base, doc["context"], r["kv_cache"])  # the cache alone (no K·Q scratch)
         r["rss_vs_predicted"] = round(r["runtime_rss_mib"] / r["predicted_ram_mib"] - 1, 4)
         print(r["kv_cache"], r["runtime_rss_mib"], r["predicted_ram_mib"], r["rss_vs_predicted"])
     doc["plan_choices"] = plan_choices(base, [c["ram_mb"] for c in doc["plan_choices"]])

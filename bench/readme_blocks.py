@@ -59,7 +59,7 @@ def main_job() -> str:
             "`bench/results/main_job_raspberry-pi-5.json`, and rendered here by `python3 bench/readme_figures.py`:")
     shipped_opt = next((o for o in scored if o["recipe"] == q), None)
     where = (f", PPL {shipped_opt['ppl']:.2f} on the objective windows" if shipped_opt else "")
-    body = (f"The plan's decision: {rep['decision']}. {len(meets)} of the {len(rep['quant_options'])} dense candidates meet the "
+    body = (f"{len(meets)} of the {len(rep['quant_options'])} dense candidates meet the "
             f"budget unpruned. The shipped file: {rep['pruned']['file_bytes'] / 1e6:.1f} MB, "
             f"{rep['pruned']['decode_ms_per_token']:.2f} ms/token ({rep['latency_source']}){where}; binding limit: "
             f"{b['name']}, {b['value']:.4g} {b['unit']} against {b['limit']:.4g} ({b['margin']:.1%} headroom); on the "
@@ -71,7 +71,8 @@ def main_job() -> str:
             f"perplexity {q40['report_set_ppl']:.2f} vs the shipped file's {shipped['report_set_ppl']:.2f}, and "
             f"{q40['wikitext_ppl']:.2f} vs {shipped['wikitext_ppl']:.2f} on 4x512 tokens of wikitext-2 valid's second half "
             "(`python3 bench/shipped_vs_q4_0.py RUN_DIR` on the main job's run folder → `bench/results/shipped_vs_q4_0.json`).")
-    return "\n".join([fill(head, 112), "", "```", summary_text(rep), f"decision: {rep['decision']}", "```", "", fill(body, 112)])
+    wrap = lambda text: fill(text, 112, break_on_hyphens=False, break_long_words=False)  # noqa: E731
+    return "\n".join([wrap(head), "", "```", summary_text(rep), f"decision: {rep['decision']}", "```", "", wrap(body)])
 
 
 def _headline() -> str:

@@ -70,8 +70,8 @@ JOBS: tuple[Job, ...] = (
     Job("budgets", (f"{PY} bench/budgets.py --build-report bench/results/build_this-host.json --build-report "
                     "bench/results/build_this-host_ttft2.5s_1024.json --build-report bench/results/build_this-host_8k_400mib.json",),
         ("budgets.json",)),
-    Job("kv-cache", (f"{PY} bench/kv_cache.py --gguf {WORK / 'build-this-host-8k'}/model-Q8_0.gguf --recipe Q8_0:imatrix",),
-        ("kv_cache.json",), True, "measures three 8192-token contexts; needs build-this-host-8k's file"),
+    Job("kv-cache", (f"{PY} bench/kv_cache.py --gguf {WORK / 'build-this-host-8k'}/dense-Q8_0_imatrix.gguf --recipe Q8_0:imatrix",),
+        ("kv_cache.json",), True, "measures three 8192-token contexts on build-this-host-8k's dense Q8_0 file"),
     Job("kv-cache-repredict", (f"{PY} bench/kv_cache.py --repredict",), ("kv_cache.json",)),
     Job("imatrix", (f"{PY} bench/imatrix.py IQ4_XS Q3_K_M Q2_K IQ4_NL Q4_0 Q4_K_M",), ("imatrix.json",)),
     Job("recovery-speed", (f"{PY} bench/recovery_speed.py",), ("recovery_speed.json",), True,

@@ -145,3 +145,22 @@ def test_build_searches_over_the_candidates_that_can_win(tiny):
     assert 0.34 < sspec.recover_closure < 0.345
     ctx.state = ctx.state.with_result("search", SimpleNamespace(best=SimpleNamespace(quant=R("Q8_0"))))
     assert ctx.quant == R("Q8_0")  # export quantizes with the best trial's recipe
+
+
+def test_the_report_names_the_shipped_trial_when_better_ones_miss_when_measured():
+    from adaprune_edge.pipeline.prune_stages import shipped_cost
+    from adaprune_edge.pipeline.report import search_cost_line
+    from adaprune_edge.pipeline.results import Confirmation
+
+    chosen = {"index": 2, "cost": 2.0208, "recipe": "obs/sum uniform @Q6_K"}
+    cost = {"seconds": 142.5, "trials": 6, "stopped": "stalled", "raced_out": 3, "chosen": chosen,
+            "best_warm_start": chosen, "chosen_minus_best_warm": 0.0}
+    checked = [Confirmation(2, R("Q6_K"), 13.65, 402.4, True, False, "time to first token 2.558 s > 2.5"),
+               Confirmation(1, R("Q6_K"), 13.45, 389.6, True, False, "time to first token 2.642 s > 2.5"),
+               Confirmation(3, R("Q4_K_M"), 10.57, 433.7, True, True, "ok")]
+    shipped = SimpleNamespace(index=3, cost=2.6634, summary=lambda: "obs/sum profile @Q4_K_M")
+    out = shipped_cost(cost, shipped, checked)
+    assert out["shipped"] == {"index": 3, "cost": 2.6634, "recipe": "obs/sum profile @Q4_K_M", "missed_when_measured": [2, 1]}
+    assert search_cost_line(out).endswith("; shipped trial #3 (obs/sum profile @Q4_K_M, cost 2.6634): trials #2, #1 "
+                                          "missed the budget when measured")
+    assert shipped_cost(cost, SimpleNamespace(index=2), checked[:1]) is cost  # the choice ships: nothing added

@@ -252,8 +252,15 @@ def test_this_host_builds_figures():
     _in_readme(f"prompt speed {t['pruned']['prefill_tps']:.0f} vs the dense file's {t['dense']['prefill_tps']:.0f} tokens/s")
     _in_readme(f"report-set perplexity {t['dense']['ppl']:.2f} → {t['pruned']['ppl']:.2f} (recovery took the pruned model "
                f"from {rec['report_ppl_before']:.2f} to {rec['report_ppl_after']:.2f}")
+    long = load("build_this-host_8k_400mib.json")
+    ram = long["runtime_ram"]
+    own, pred = (ram["rss_bytes"] - ram["baseline_rss_bytes"]) / 2**20, ram["predicted_bytes"] / 2**20
+    assert long["kv_cache"]["type"] == "Q8_0" and ram["n_ctx"] == 8192
+    _in_readme(f"the plan ships the file with the lowest objective perplexity under it, {long['quant']}")
+    _in_readme(f"measured {own:.0f} MiB of llama.cpp RSS with 8192 positions filled, against {pred:.0f} MiB predicted "
+               f"({100 * (own / pred - 1):+.1f}%)".replace("-", "−"))
     estimate = re.search(r"estimated PPL ([\d.]+)", t["decision"]).group(1)
-    _in_readme(f"the plan's estimate for this candidate ({estimate})")
+    _in_readme(f"the plan's estimate ({estimate}) was for its own candidate")
 
 
 def test_parity_imatrix_obs_and_scale_figures():
@@ -332,3 +339,17 @@ def test_every_allocation_table_row_is_a_scored_file():
         if not r[3]:
             continue  # the unreachable budget's row
         assert any(tuple(r[3:9]) == cells(f) and r[2] in (f["recipe"], "—") for f in files), r
+
+
+def test_kv_cache_prose_figures():
+    """The prose under the K/V cache table: each figure from kv_cache.json."""
+    kv = json.loads((RESULTS / "kv_cache.json").read_text())
+    row = {r["kv_cache"]: r for r in kv["rows"]}
+    saved = (row["F16"]["kv_bytes"] - row["Q8_0"]["kv_bytes"]) / 2**20
+    _in_readme(f"A Q8_0 cache costs {100 * row['Q8_0']['ppl_cost']:+.2f}% perplexity for {saved:.0f} MiB less at 8192 positions")
+    _in_readme(f"Q4_0 costs {100 * row['Q4_0']['ppl_cost']:+.1f}%")
+    worst = max(abs(r["rss_vs_predicted"]) for r in kv["rows"])
+    _in_readme(f"is within {100 * worst:.0f}% of the measured RSS for all three")
+    choice = {c["ram_mb"]: (c["kv_cache"], c["largest_recipe_that_fits"]) for c in kv["plan_choices"]}
+    assert choice == {330.0: ("Q8_0", "Q8_0:imatrix"), 380.0: ("Q8_0", "Q8_0:imatrix"), 420.0: ("Q8_0", "Q8_0:imatrix"),
+                      600.0: ("F16", "Q8_0:imatrix")}  # as the README says under the table

@@ -38,7 +38,16 @@ def stage_search(ctx: BuildContext) -> SearchDone:
     shutil.copyfile(folder / "trials.csv", ctx.run.file("trials.csv"))
     return SearchDone(n_trials=len(out.records), feasible=sum(r.feasible for r in out.records), data_sets=data_sets,
                       best=best, confirmations=tuple(checked), pareto=tuple(r.index for r in out.pareto),
-                      rescored=tuple(out.rescored), cost=out.cost())
+                      rescored=tuple(out.rescored), cost=shipped_cost(out.cost(), best, checked))
+
+
+def shipped_cost(cost: dict, best: TrialRecord, checked: list[Confirmation]) -> dict:
+    """The search's cost, plus the trial that ships when it is not the search's choice: the better-ranked
+    trials missed the budget when measured (screened on the roofline, confirmed on the device)."""
+    if (cost.get("chosen") or {}).get("index") == best.index:
+        return cost
+    missed = [c.trial for c in checked if not c.ok]
+    return {**cost, "shipped": {"index": best.index, "cost": best.cost, "recipe": best.summary(), "missed_when_measured": missed}}
 
 
 def confirmed_best(ctx: BuildContext, ranked: list[TrialRecord]) -> tuple[TrialRecord, list[Confirmation]]:

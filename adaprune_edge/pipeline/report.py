@@ -231,6 +231,10 @@ def search_cost_line(c: dict[str, Any]) -> str:
         line += (f"; chosen {c['chosen']['recipe']} at cost {c['chosen']['cost']:.4f} vs the best warm start "
                  f"{c['best_warm_start']['recipe']} at {c['best_warm_start']['cost']:.4f} "
                  f"({c['chosen_minus_best_warm']:+.4f} nats/token)")
+    if c.get("shipped"):
+        sh = c["shipped"]
+        line += (f"; shipped trial #{sh['index']} ({sh['recipe']}, cost {sh['cost']:.4f}): trials "
+                 + ", ".join(f"#{i}" for i in sh["missed_when_measured"]) + " missed the budget when measured")
     return line
 
 
