@@ -87,8 +87,14 @@ def test_hyperband_at_equal_walltime():
 
 
 def test_latency_predictor_error():
-    fit = json.loads((RESULTS / "latency_predictor.json").read_text())["fit"]
+    doc = json.loads((RESULTS / "latency_predictor.json").read_text())
+    fit = doc["fit"]
     _in_readme(f"median {100 * fit['median_rel_error']:.1f}%, max {100 * fit['max_rel_error']:.1f}%")
+    row = {(r["shape"], r["quant"]): r for r in doc["rows"]}
+    a, b = row[("uniform 0.45 drop 1/2", "Q4_K_M")], row[("drop 1/2 layers", "Q4_K_M")]
+    _in_readme(f"decodes in {a['measured_ms']:.1f} ms/token against {b['measured_ms']:.1f} ms for the same 16 layers unpruned "
+               f"(Q4_K_M), {b['measured_ms'] / a['measured_ms']:.1f}× faster for {b['decode_mb'] / a['decode_mb']:.2f}× fewer bytes")
+    assert max(abs(r["prefill_error"]) for r in doc["rows"] if r["set"] == "held-out") < 0.10  # "prompt speed within 10%"
 
 
 def test_head_pruning_figures():
