@@ -184,9 +184,10 @@ def test_per_type_rates_figures():
     mx = lambda k: 100 * max(abs(r[k]) for r in held)  # noqa: E731
     _in_readme(f"error is at most {mx('prefill_error'):.1f}% with per-type rates against {mx('prefill_error_one_rate'):.1f}% with one rate")
     _in_readme(f"error at most {mx('error'):.1f}% ({mx('error_one_rate'):.1f}% with one rate")
-    errs = sorted(100 * abs(r["error"]) for r in held)
-    _in_readme(f"the other {len(errs) - 1} within 3%)")
-    assert errs[-2] < 3.0
+    odd = [r for r in held if r["shape"] == "uniform 0.45 drop 1/2"]
+    rest = [100 * abs(r["error"]) for r in held if r not in odd]
+    assert len(odd) == 3 and min(abs(r["error"]) for r in odd) * 100 > max(rest)  # the three largest: that shape
+    _in_readme(f"the three largest on the 16-layer 45%-pruned shape (the kernel effect above; the other {len(rest)} within {max(rest):.1f}%)")
     assert mx("prefill_error") < 10 < mx("prefill_error_one_rate")  # per-type rates: prompt within 10%
 
 
