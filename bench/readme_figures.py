@@ -77,11 +77,9 @@ JOBS: tuple[Job, ...] = (
     Job("recovery-speed", (f"{PY} bench/recovery_speed.py",), ("recovery_speed.json",), True,
         "its best row is recover/estimate.CPU_TOKENS_PER_S: a re-run moves the plan's constant, so run it on an idle host"),
     Job("archs", (f"{PY} bench/archs.py",), ("archs.json",)),
-    Job("latency-predictor", (f"{PY} bench/latency_predictor.py --n-gen 128",), ("latency_predictor.json",), True,
-        "24 shape-only files measured 3 times each"),
+    Job("latency-predictor", (f"{PY} bench/latency_predictor.py --n-gen 128",), ("latency_predictor.json",)),
     Job("latency-types", (f"{PY} bench/latency_predictor.py --quants Q4_K_M=6,Q8_0=6,Q4_0=6 --n-prompt 128 --n-gen 64 "
-                          "--out bench/results/latency_types.json",), ("latency_types.json",), True,
-        "18 shape-only files measured 3 times each"),
+                          "--out bench/results/latency_types.json",), ("latency_types.json",)),
     Job("prune-quality", (f"{PY} bench/prune_quality.py --ratios 0.2 --head-units query",), ("prune_quality.json",), True,
         "a 16x512 evaluation per row, 20+ rows"),
     Job("sequential-obs", (f"{PY} bench/sequential_obs.py",), ("sequential_obs.json",), True, "8 prunes, 2 with OBS"),
