@@ -43,6 +43,7 @@ class Job:
     outputs: tuple[str, ...]  # result files (under bench/results/ unless a path)
     slow: bool = False  # skipped by --quick
     why_slow: str = ""
+    quick_only: bool = False  # --quick's stand-in for a slow job (the full run does the real one)
 
 
 # builds the README quotes: name -> (adaprune-edge build arguments, result file, plot copied into docs/ or "")
@@ -72,7 +73,7 @@ JOBS: tuple[Job, ...] = (
         ("budgets.json",)),
     Job("kv-cache", (f"{PY} bench/kv_cache.py --gguf {WORK / 'build-this-host-8k'}/dense-Q8_0_imatrix.gguf --recipe Q8_0:imatrix",),
         ("kv_cache.json",), True, "measures three 8192-token contexts on build-this-host-8k's dense Q8_0 file"),
-    Job("kv-cache-repredict", (f"{PY} bench/kv_cache.py --repredict",), ("kv_cache.json",)),
+    Job("kv-cache-repredict", (f"{PY} bench/kv_cache.py --repredict",), ("kv_cache.json",), quick_only=True),
     Job("imatrix", (f"{PY} bench/imatrix.py IQ4_XS Q3_K_M Q2_K IQ4_NL Q4_0 Q4_K_M",), ("imatrix.json",)),
     Job("recovery-speed", (f"{PY} bench/recovery_speed.py",), ("recovery_speed.json",), True,
         "its best row is recover/estimate.CPU_TOKENS_PER_S: a re-run moves the plan's constant, so run it on an idle host"),
@@ -177,12 +178,9 @@ def _selected(args) -> list[Job]:
     only = [n for n in args.only.split(",") if n] if args.only else []
     if unknown := [n for n in only if n not in names]:
         sys.exit(f"unknown job(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
-    jobs = [j for j in JOBS if (j.name in only if only else not (args.quick and j.slow))]
-    if args.quick and not only:  # the quick K/V figures: the measured rows re-predicted (the full run measures them)
-        jobs = [j for j in jobs if j.name != "kv-cache"]
-    elif not only:
-        jobs = [j for j in jobs if j.name != "kv-cache-repredict"]
-    return jobs
+    if only:
+        return [j for j in JOBS if j.name in only]
+    return [j for j in JOBS if (not j.slow if args.quick else not j.quick_only)]
 
 
 def _list(log: Log) -> None:
